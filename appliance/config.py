@@ -1,0 +1,226 @@
+"""The appliance configuration: its schema, reading and validating appliance.toml.
+
+Every consumer (hub, daemon, applctl) goes through `load()`, so an unknown key, a
+wrong type or an out-of-range value is reported the same way everywhere: one line
+naming the file, the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
+
+_SIZE_RE = re.compile(r"^([0-9]+)([KMGT]?)$")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for an administrator."""
+
+    def __init__(self, path: Path | str, key: str, value: Any, accepted: str):
+        super().__init__(f"{path}: {key} = {value!r} is not accepted: {accepted}")
+
+
+def parse_size(text: str) -> int:
+    """'4G' -> bytes. Raises ValueError on anything else."""
+    m = _SIZE_RE.match(text.strip().upper())
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class Field:
+    default: Any
+    doc: str
+    check: Callable[[Any], Any]  # returns the normalised value or raises ValueError(accepted)
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    accepted = f"an integer from {lo} to {hi}"
+
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(accepted)
+        return v
+
+    return check
+
+
+def _number(lo: float, hi: float) -> Callable[[Any], float]:
+    accepted = f"a number from {lo:g} to {hi:g}"
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ValueError(accepted)
+        return float(v)
+
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
+
+
+def _size_or_empty(v: Any) -> int | None:
+    accepted = 'a size such as "512M", "4G" or "1T" (at least 64M), or "" for no limit'
+    if not isinstance(v, str):
+        raise ValueError(accepted)
+    if v.strip() == "":
+        return None
+    try:
+        n = parse_size(v)
+    except ValueError:
+        raise ValueError(accepted) from None
+    if n < 64 * 1024**2:
+        raise ValueError(accepted)
+    return n
+
+
+
+
+def _url_path(v: Any) -> str:
+    accepted = 'a path starting with "/", such as "/lab" or "/tree"'
+    if not isinstance(v, str) or not re.fullmatch(r"/[A-Za-z0-9/_.-]*", v):
+        raise ValueError(accepted)
+    return v
+
+
+
+
+def _ip_or_empty(v: Any) -> str:
+    import ipaddress
+
+    accepted = 'an IP address such as "127.0.0.1" or "::", or "" for all addresses'
+    if not isinstance(v, str):
+        raise ValueError(accepted)
+    if v == "":
+        return v
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(accepted) from None
+    return v
+
+
+
+
+def _log_level(v: Any) -> str:
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    if not isinstance(v, str) or v.upper() not in levels:
+        raise ValueError("one of " + ", ".join(levels))
+    return v.upper()
+
+
+# section -> key -> Field. The default appliance.toml documents the same keys.
+SCHEMA: dict[str, dict[str, Field]] = {
+    "hub": {
+        "port": Field(8000, "public port of the proxy", _int(1, 65535)),
+        "bind_address": Field("", "address the proxy listens on", _ip_or_empty),
+        "hub_port": Field(8081, "the hub's internal port, on loopback", _int(1, 65535)),
+        "proxy_api_port": Field(8001, "the proxy's API port, on loopback", _int(1, 65535)),
+        "log_level": Field("INFO", "hub log level", _log_level),
+    },
+    "spawner": {
+        "default_url": Field("/lab", "page a user lands on", _url_path),
+        "mem_limit": Field("", "memory limit per server", _size_or_empty),
+        "cpu_limit": Field(0, "CPU limit per server in cores (0: none)", _number(0, 1024)),
+        "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
+        "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
+    },
+    "daemon": {
+        "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),
+    },
+    "culler": {
+        "enabled": Field(True, "stop idle servers", _bool),
+        "timeout": Field(3600, "idle seconds before a server is stopped", _int(60, 30 * 86400)),
+    },
+}
+
+
+class Config:
+    """The validated configuration: `cfg["hub"]["port"]`, defaults filled in."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], path: Path):
+        self.values = values
+        self.path = path
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dict(v) for s, v in self.values.items()}
+
+
+def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
+    """Check parsed TOML against SCHEMA; return a Config or raise ConfigError."""
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(path, section, table, "known sections are " + ", ".join(SCHEMA))
+        if not isinstance(table, dict):
+            raise ConfigError(path, section, table, f"a table: [{section}]")
+    for section, fields in SCHEMA.items():
+        table = data.get(section, {})
+        for key in table:
+            if key not in fields:
+                raise ConfigError(
+                    path, f"{section}.{key}", table[key], f"known keys in [{section}] are " + ", ".join(fields)
+                )
+        values[section] = {}
+        for key, field in fields.items():
+            raw = table.get(key, field.default)
+            try:
+                values[section][key] = field.check(raw)
+            except ValueError as e:
+                raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
+    return Config(values, Path(path))
+
+
+def load(path: Path | str = DEFAULT_PATH) -> Config:
+    """Read and validate a configuration file. A missing file means all defaults."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return validate({}, path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "(file)", str(path), f"a readable UTF-8 file ({e})") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path | str = DEFAULT_PATH) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "(syntax)", str(e), "valid TOML") from None
+    return validate(data, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m appliance.config [FILE]`: the check the units run before starting."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else DEFAULT_PATH
+    try:
+        load(path)
+    except ConfigError as e:
+        print(f"invalid configuration: {e}", file=sys.stderr)
+        return EX_CONFIG
+    return 0
+
+
+EX_CONFIG = 78  # sysexits.h; the units do not restart on it (RestartPreventExitStatus)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

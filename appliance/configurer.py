@@ -1,0 +1,69 @@
+"""Applying the validated appliance configuration to JupyterHub's `c`.
+
+config.py reads and checks appliance.toml; this module only translates it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .config import Config
+from .groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
+from .state import COOKIE_SECRET, PROXY_TOKEN, read_secret
+
+
+def proxy_token(state_dir: str = STATE_DIR) -> str:
+    # systemd's LoadCredential= hands the unit a private copy; fall back to the file.
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(creds) / "proxy-token" if creds else Path(state_dir) / PROXY_TOKEN
+    return read_secret(path)
+
+
+def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
+    hub, spawner, culler = cfg["hub"], cfg["spawner"], cfg["culler"]
+
+    c.JupyterHub.log_level = hub["log_level"]
+    c.JupyterHub.bind_url = f"http://{hub['bind_address'] or ''}:{hub['port']}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub['hub_port']}"
+    c.JupyterHub.db_url = f"sqlite:///{state_dir}/jupyterhub.sqlite"
+    c.JupyterHub.cookie_secret_file = f"{state_dir}/{COOKIE_SECRET}"
+    # Restarting the hub must leave servers and the proxy alone.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.cleanup_proxy = False
+
+    c.JupyterHub.proxy_class = "appliance.proxy.ApplianceProxy"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.auth_token = proxy_token(state_dir)
+
+    c.JupyterHub.authenticator_class = "appliance.authenticator.ApplianceAuthenticator"
+    c.PAMAuthenticator.service = PAM_SERVICE
+    c.PAMAuthenticator.open_sessions = False  # needs root; the unit is the session
+    c.PAMAuthenticator.check_account = True
+    c.LocalAuthenticator.create_system_users = False
+    c.LocalAuthenticator.allowed_groups = {USERS_GROUP}
+    c.LocalAuthenticator.admin_groups = {ADMINS_GROUP}
+    # Group membership is the only gate: leaving the group revokes access.
+    c.Authenticator.allow_existing_users = False
+
+    c.JupyterHub.spawner_class = "appliance.spawner.ApplianceSpawner"
+    c.Spawner.default_url = spawner["default_url"]
+    c.Spawner.start_timeout = spawner["start_timeout"]
+    c.Spawner.http_timeout = spawner["http_timeout"]
+    c.Spawner.env_keep = ["LANG", "LC_ALL"]
+    if spawner["mem_limit"] is not None:
+        c.Spawner.mem_limit = spawner["mem_limit"]
+    if spawner["cpu_limit"]:
+        c.Spawner.cpu_limit = spawner["cpu_limit"]
+
+    if culler["enabled"]:
+        c.JupyterHub.services = [{
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout']}"],
+        }]
+        c.JupyterHub.load_roles = [{
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }]

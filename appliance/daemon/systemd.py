@@ -1,0 +1,101 @@
+"""Per-user transient units through systemd's D-Bus API (dbus-fast, asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+
+RUNNING_STATES = ("active", "activating", "reloading", "deactivating")
+
+
+class SystemdError(RuntimeError):
+    def __init__(self, name: str, text: str):
+        self.name = name
+        super().__init__(f"{text} ({name})")
+
+
+class Systemd:
+    def __init__(self) -> None:
+        self._bus: MessageBus | None = None
+
+    async def _call(self, path: str, interface: str, member: str, signature: str = "", body: list | None = None) -> list:
+        if self._bus is None or not self._bus.connected:
+            self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        reply = await self._bus.call(
+            Message(destination=SYSTEMD, path=path, interface=interface, member=member,
+                    signature=signature, body=body or [])
+        )
+        if reply.message_type == MessageType.ERROR:
+            raise SystemdError(reply.error_name or "?", reply.body[0] if reply.body else "error")
+        return reply.body
+
+    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
+        await self._call(MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                         [unit, "fail", properties, []])
+
+    async def stop(self, unit: str) -> None:
+        try:
+            await self._call(MANAGER_PATH, MANAGER, "StopUnit", "ss", [unit, "replace"])
+        except SystemdError as e:
+            if e.name != NO_SUCH_UNIT:
+                raise
+
+    async def reset_failed(self, unit: str) -> None:
+        try:
+            await self._call(MANAGER_PATH, MANAGER, "ResetFailedUnit", "s", [unit])
+        except SystemdError as e:
+            if e.name != NO_SUCH_UNIT:
+                raise
+
+    async def unit_properties(self, unit: str, names: tuple[str, ...]) -> dict[str, Any] | None:
+        """Selected properties of a loaded unit; None when systemd has no such unit."""
+        try:
+            (path,) = await self._call(MANAGER_PATH, MANAGER, "GetUnit", "s", [unit])
+        except SystemdError as e:
+            if e.name == NO_SUCH_UNIT:
+                return None
+            raise
+        out = {}
+        for name in names:
+            iface = UNIT if name in ("ActiveState", "SubState", "Result", "ActiveEnterTimestamp") else \
+                "org.freedesktop.systemd1.Service"
+            try:
+                (v,) = await self._call(path, PROPERTIES, "Get", "ss", [iface, name])
+            except SystemdError as e:
+                if e.name == NO_SUCH_UNIT or "UnknownObject" in e.name:
+                    return None  # collected while we were asking
+                raise
+            out[name] = v.value
+        return out
+
+    async def active_state(self, unit: str) -> str:
+        props = await self.unit_properties(unit, ("ActiveState",))
+        return "inactive" if props is None else props["ActiveState"]
+
+    async def wait_for(self, unit: str, done: tuple[str, ...], timeout: float) -> str:
+        """Poll until the unit's ActiveState is in `done`; return the last state seen."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.02
+        while True:
+            state = await self.active_state(unit)
+            if state in done or loop.time() > deadline:
+                return state
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def list_units(self, pattern: str) -> list[tuple[str, str]]:
+        """(name, active state) of loaded units matching a glob, in any running state."""
+        (units,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas",
+                                    [list(RUNNING_STATES) + ["failed"], [pattern]])
+        return [(u[0], u[3]) for u in units]

@@ -1,0 +1,85 @@
+"""What a user's server unit is: its properties and its environment file.
+
+The daemon alone decides these; the hub's request only supplies bounded values
+(SpawnSpec). Secrets (the server's API token) travel in a root-owned 0400
+EnvironmentFile, never as Environment= properties, which `systemctl show` reveals
+to every local user.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dbus_fast import Variant
+
+from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
+from .requests import SpawnSpec
+
+ENV_DIR = Path(RUNTIME_DIR) / "env"
+SINGLEUSER = USER_ENV + "/bin/jupyterhub-singleuser"
+_SHELL_ESCAPE = '\\"`$'
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    """systemd EnvironmentFile syntax: double quotes, with \\ \" ` $ escaped."""
+    lines = []
+    for k, v in sorted(env.items()):
+        quoted = "".join("\\" + c if c in _SHELL_ESCAPE else c for c in v)
+        lines.append(f'{k}="{quoted}"\n')
+    return "".join(lines)
+
+
+def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> Path:
+    env_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = env_dir / f"{unit}.env"
+    tmp = env_dir / f".{unit}.env.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "w") as f:
+        f.write(env_file_text(env))
+    os.replace(tmp, path)
+    return path
+
+
+def server_env(spec: SpawnSpec) -> dict[str, str]:
+    env = dict(spec.env)
+    # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
+    env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
+    env.setdefault("SHELL", "/bin/bash")
+    return env
+
+
+def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
+    argv = (command or [SINGLEUSER]) + spec.args
+    props: list[tuple[str, Variant]] = [
+        ("Description", Variant("s", f"JupyterLab server of {spec.user}")),
+        ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
+        # exec: the start job finishes only once the environment file has been read
+        # and the server exec'd, so the daemon can delete the file right after.
+        ("Type", Variant("s", "exec")),
+        ("User", Variant("s", spec.user)),
+        ("Group", Variant("s", str(spec.gid))),
+        ("WorkingDirectory", Variant("s", spec.home)),
+        ("EnvironmentFiles", Variant("a(sb)", [(str(env_file), False)])),
+        ("Slice", Variant("s", UNIT_SLICE)),
+        ("DevicePolicy", Variant("s", "closed")),
+        ("NoNewPrivileges", Variant("b", True)),
+        ("PrivateTmp", Variant("b", True)),
+        ("KillMode", Variant("s", "mixed")),
+        ("TimeoutStopUSec", Variant("t", 20_000_000)),
+        # Forget the unit once it stops, whatever the result: the next spawn starts clean.
+        ("CollectMode", Variant("s", "inactive-or-failed")),
+    ]
+    if spec.mem_limit is not None:
+        props += [("MemoryAccounting", Variant("b", True)), ("MemoryMax", Variant("t", spec.mem_limit))]
+    if spec.cpu_limit is not None:
+        props += [("CPUAccounting", Variant("b", True)),
+                  ("CPUQuotaPerSecUSec", Variant("t", int(spec.cpu_limit * 1_000_000)))]
+    if spec.readonly_paths:
+        props.append(("ReadOnlyPaths", Variant("as", spec.readonly_paths)))
+    if spec.readwrite_paths:
+        props.append(("ReadWritePaths", Variant("as", spec.readwrite_paths)))
+    for k, v in spec.extra.items():
+        props.append((k, Variant("t", v)))
+    return props

@@ -1,0 +1,13 @@
+"""The names the package creates (sysusers.d) and every part agrees on."""
+
+HUB_USER = "jupyterhub"
+USERS_GROUP = "jupyterhub-users"    # may log in and get a server
+ADMINS_GROUP = "jupyterhub-admins"  # hub admins; may run `sudo applctl`
+UNIT_SLICE = "jupyter-users.slice"
+PAM_SERVICE = "jupyterhub-appliance"
+
+STATE_DIR = "/var/lib/jupyterhub"
+RUNTIME_DIR = "/run/jupyterhub-appliance"
+DAEMON_SOCKET = RUNTIME_DIR + "/daemon.sock"
+LIB_DIR = "/usr/lib/jupyterhub-appliance"
+USER_ENV = LIB_DIR + "/user"  # the default user environment (JupyterLab, ipykernel)
