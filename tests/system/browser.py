@@ -1,0 +1,99 @@
+"""What a browser does with the hub, over plain HTTP: the login form with its _xsrf
+token, the redirects of the spawn and of the OAuth handshake with the user's server,
+and a kernel driven over its websocket, as JupyterLab drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+
+import requests
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+
+class Browser:
+    def __init__(self, base_url: str):
+        self.base = base_url.rstrip("/")
+        self.s = requests.Session()
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.s.get(self.base + path, timeout=kw.pop("timeout", 60), **kw)
+
+    def login(self, username: str, password: str) -> requests.Response:
+        """Submit the login form; returns the page we end up on, redirects followed."""
+        page = self.get("/hub/login")
+        page.raise_for_status()
+        m = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+        assert m, "the login form has no _xsrf field"
+        return self.s.post(self.base + "/hub/login?next=", timeout=120, data={
+            "_xsrf": m.group(1), "username": username, "password": password})
+
+    def wait_for_server(self, username: str, timeout: float = 120) -> requests.Response:
+        """Follow /user/NAME/lab through the OAuth redirects until the server answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get(f"/user/{username}/lab")
+            if r.status_code == 200 and f"/user/{username}/" in r.url and "jupyterlab" in r.text.lower():
+                return r
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{username}'s server did not answer in {timeout} s: {r.status_code} {r.url}")
+            time.sleep(0.5)
+
+    def api_status(self, username: str) -> requests.Response:
+        return self.get(f"/user/{username}/api/status", allow_redirects=False)
+
+    def _xsrf_headers(self, username: str) -> dict[str, str]:
+        # The hub and the user's server each set their own _xsrf cookie, by path.
+        token = self.s.cookies.get("_xsrf", path=f"/user/{username}/")
+        return {"X-XSRFToken": token} if token else {}
+
+    def start_kernel(self, username: str) -> str:
+        r = self.s.post(f"{self.base}/user/{username}/api/kernels", json={"name": "python3"},
+                        headers=self._xsrf_headers(username), timeout=60)
+        assert r.status_code == 201, f"kernel start: {r.status_code} {r.text[:300]}"
+        return r.json()["id"]
+
+    def execute(self, username: str, kernel_id: str, code: str, timeout: float = 60) -> str:
+        """Run code in the kernel over its websocket; return what it printed or returned."""
+        return asyncio.run(self._execute(username, kernel_id, code, timeout))
+
+    async def _execute(self, username: str, kernel_id: str, code: str, timeout: float) -> str:
+        url = self.base.replace("http", "ws", 1) + f"/user/{username}/api/kernels/{kernel_id}/channels"
+        cookie = "; ".join(f"{c.name}={c.value}" for c in self.s.cookies if c.path.startswith(f"/user/{username}"))
+        ws = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookie, **self._xsrf_headers(username)}))
+        msg_id = uuid.uuid4().hex
+        ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        out = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+                if raw is None:
+                    break
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["msg_type"]
+                if kind == "stream":
+                    out.append(msg["content"]["text"])
+                elif kind == "execute_result":
+                    out.append(msg["content"]["data"].get("text/plain", ""))
+                elif kind == "error":
+                    out.append("ERROR: " + msg["content"]["ename"] + ": " + msg["content"]["evalue"])
+                elif kind == "status" and msg["content"]["execution_state"] == "idle" and out:
+                    break
+        finally:
+            ws.close()
+        return "".join(out)
+

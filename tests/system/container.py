@@ -1,0 +1,136 @@
+"""A booted Debian 12 in systemd-nspawn, for the system tests and scripts/run-appliance.
+
+Recipe and facts: ../shared/TESTING.md. The debootstrapped tree is made once and
+kept in CACHE; every container boots a fresh copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test"))
+BASE = CACHE / "bookworm-base"
+MIRROR = os.environ.get("APPLIANCE_TEST_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = "systemd,systemd-sysv,dbus,sudo,ca-certificates,iproute2,procps"
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("debootstrap", "systemd-nspawn", "nsenter") if shutil.which(t) is None]
+
+
+def ensure_base() -> Path:
+    """The pristine tree, debootstrapped on first use (about a minute)."""
+    marker = BASE / ".complete"
+    if marker.exists():
+        return BASE
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / "bookworm-base.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), MIRROR],
+                   check=True, stdout=subprocess.DEVNULL)
+    # apt lists in the base, so each container's install starts without an update.
+    subprocess.run(["chroot", str(tmp), "apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+    (tmp / ".complete").touch()
+    shutil.rmtree(BASE, ignore_errors=True)
+    tmp.rename(BASE)
+    return BASE
+
+
+class Container:
+    def __init__(self, name: str, root_parent: Path = Path("/var/tmp")):
+        self.name = name
+        self.root = root_parent / f"appliance-ct-{name}"
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None  # the container's PID 1, as the host sees it
+
+    def boot(self, timeout: float = 120) -> "Container":
+        base = ensure_base()
+        self.destroy_root()
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], check=True)
+        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+        log = open(self.root.with_suffix(".log"), "wb")
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit", "--console=pipe",
+             "--capability=all", "--system-call-filter=bpf @privileged", "-M", self.name],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ContainerError(f"systemd-nspawn exited with {self.proc.returncode}; see {log.name}")
+            children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+            if children:
+                self.pid = int(children[0])
+                state = self.run("systemctl is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return self
+            time.sleep(0.5)
+        raise ContainerError(f"container {self.name} did not boot in {timeout} s")
+
+    def run(self, command: str, check: bool = True, timeout: float = 600, input: str | None = None,
+            user: str | None = None) -> subprocess.CompletedProcess:
+        """A shell command inside the container, as root or as `user` (through runuser)."""
+        assert self.pid is not None, "container not booted"
+        argv = ["nsenter", "-t", str(self.pid), "-a", "--"]
+        if user:
+            argv += ["runuser", "-u", user, "--"]
+        argv += ["/bin/sh", "-c", command]
+        # A clean environment: the host's PATH or LANG has no business inside.
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=env)
+        if check and proc.returncode != 0:
+            raise ContainerError(f"in {self.name}: {command!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        target = self.root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+    def write(self, dest: str, text: str, mode: int = 0o644) -> None:
+        target = self.root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        target.chmod(mode)
+
+    def install_deb(self, deb: Path) -> subprocess.CompletedProcess:
+        self.copy_in(deb, f"/root/{deb.name}")
+        return self.run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /root/{deb.name}")
+
+    def wait_for(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.run(command, check=False)
+            if proc.returncode == 0:
+                return proc
+            if time.monotonic() > deadline:
+                raise ContainerError(f"in {self.name}: {command!r} still failing after {timeout} s:\n{proc.stdout}{proc.stderr}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+        self.pid = None
+
+    def destroy_root(self) -> None:
+        if self.root.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
+
+    def destroy(self) -> None:
+        self.stop()
+        self.destroy_root()
