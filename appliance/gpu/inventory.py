@@ -1,0 +1,172 @@
+"""Read the host's GPUs through NVML (pynvml).
+
+read_inventory() never raises: a host without a driver runs CPU-only, and one GPU
+that fails (fell off the bus, a query error) is reported apart instead of hiding the
+others.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, TypeVar
+
+try:
+    import pynvml
+except ImportError:  # nvidia-ml-py is a dependency, but never crash without it
+    pynvml = None  # type: ignore[assignment]
+
+__all__ = ["GPU", "Inventory", "read_inventory"]
+
+_T = TypeVar("_T")
+# pynvml's init/shutdown reference count is process-wide: serialise readers so one
+# reader's nvmlShutdown never lands in the middle of another's queries.
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int  # NVML index (not stable across cgroups, not the /dev minor)
+    minor: int  # /dev/nvidia<minor>, what DeviceAllow needs
+    uuid: str  # what CUDA_VISIBLE_DEVICES needs
+    name: str
+    memory_total: int  # bytes
+    memory_free: int
+    memory_used: int
+    pci_bus_id: str
+    utilization: int | None  # GPU %, None where the driver does not report it (MIG mode)
+    mig_enabled: bool
+
+    @property
+    def device_path(self) -> str:
+        return f"/dev/nvidia{self.minor}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    available: bool
+    driver_version: str | None = None
+    gpus: tuple[GPU, ...] = ()
+    unusable: tuple[tuple[int, str], ...] = ()  # (NVML index, reason)
+    reason: str | None = None  # why NVML is unavailable
+
+    def by_uuid(self, uuid: str) -> GPU | None:
+        return next((g for g in self.gpus if g.uuid == uuid), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "available": self.available,
+            "driver_version": self.driver_version,
+            "gpus": [g.to_dict() for g in self.gpus],
+            "unusable": [{"index": i, "reason": r} for i, r in self.unusable],
+            "reason": self.reason,
+        }
+
+
+def _cpu_only(why: str) -> Inventory:
+    return Inventory(available=False, reason=f"NVML not available ({why}): running CPU-only")
+
+
+def _query(what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Call an NVML function; on failure say which query failed and why."""
+    try:
+        return fn(*args, **kwargs)
+    except pynvml.NVMLError as e:
+        raise _QueryFailed(f"{e} (reading {what})") from e
+
+
+class _QueryFailed(Exception):
+    pass
+
+
+def _memory(handle: Any) -> tuple[int, int, int]:
+    # v2 separates driver-reserved memory from "used"; drivers before 510 lack it.
+    try:
+        m = pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+    except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_NotSupported,
+            pynvml.NVMLError_ArgumentVersionMismatch):
+        m = _query("memory", pynvml.nvmlDeviceGetMemoryInfo, handle)
+    except pynvml.NVMLError as e:
+        raise _QueryFailed(f"{e} (reading memory)") from e
+    return int(m.total), int(m.free), int(m.used)
+
+
+def _utilization(handle: Any) -> int | None:
+    try:
+        return int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except pynvml.NVMLError_NotSupported:  # e.g. MIG mode
+        return None
+    except pynvml.NVMLError as e:
+        raise _QueryFailed(f"{e} (reading utilization)") from e
+
+
+def _mig_enabled(handle: Any) -> bool:
+    try:
+        current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+    except pynvml.NVMLError_NotSupported:  # GPU without MIG
+        return False
+    except pynvml.NVMLError as e:
+        raise _QueryFailed(f"{e} (reading MIG mode)") from e
+    return current == pynvml.NVML_DEVICE_MIG_ENABLE
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _read_gpu(index: int) -> GPU:
+    handle = _query("handle", pynvml.nvmlDeviceGetHandleByIndex, index)
+    total, free, used = _memory(handle)
+    pci = _query("PCI info", pynvml.nvmlDeviceGetPciInfo_v3, handle)
+    return GPU(
+        index=index,
+        minor=int(_query("minor number", pynvml.nvmlDeviceGetMinorNumber, handle)),
+        uuid=_text(_query("UUID", pynvml.nvmlDeviceGetUUID, handle)),
+        name=_text(_query("name", pynvml.nvmlDeviceGetName, handle)),
+        memory_total=total,
+        memory_free=free,
+        memory_used=used,
+        pci_bus_id=_text(pci.busId),
+        utilization=_utilization(handle),
+        mig_enabled=_mig_enabled(handle),
+    )
+
+
+def _read_all() -> Inventory:
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError_LibraryNotFound:
+        return _cpu_only("libnvidia-ml.so.1 not found")
+    except pynvml.NVMLError as e:
+        return _cpu_only(f"nvmlInit failed: {e}")
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        count = pynvml.nvmlDeviceGetCount()
+        gpus: list[GPU] = []
+        unusable: list[tuple[int, str]] = []
+        for index in range(count):
+            try:
+                gpus.append(_read_gpu(index))
+            except _QueryFailed as e:
+                unusable.append((index, str(e)))
+        return Inventory(True, driver, tuple(gpus), tuple(unusable))
+    except pynvml.NVMLError as e:
+        return _cpu_only(f"reading the GPU list failed: {e}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def read_inventory() -> Inventory:
+    """The driver version and GPUs as NVML sees them now. Never raises."""
+    if pynvml is None:
+        return _cpu_only("the nvidia-ml-py package is not installed")
+    with _LOCK:
+        try:
+            return _read_all()
+        except Exception as e:  # a broken library must not take the daemon down
+            return _cpu_only(f"unexpected error: {type(e).__name__}: {e}")
