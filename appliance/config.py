@@ -23,6 +23,7 @@ class ConfigError(ValueError):
     """A configuration problem, worded for an administrator."""
 
     def __init__(self, path: Path | str, key: str, value: Any, accepted: str):
+        self.path, self.key, self.value, self.accepted = str(path), key, value, accepted
         super().__init__(f"{path}: {key} = {value!r} is not accepted: {accepted}")
 
 

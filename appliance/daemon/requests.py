@@ -164,5 +164,8 @@ def check_spawn(req: dict, min_uid: int) -> SpawnSpec:
             raise RequestError(
                 "invalid", f"extra: {str(k)[:64]!r} is not accepted; accepted: {', '.join(EXTRA_PROPERTIES)}", "extra"
             )
-        spec.extra[k] = EXTRA_PROPERTIES[k]()(v)
+        try:
+            spec.extra[k] = EXTRA_PROPERTIES[k]()(v)
+        except RequestError as e:
+            raise RequestError("invalid", f"extra: {e}", "extra") from None
     return spec

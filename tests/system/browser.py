@@ -59,16 +59,35 @@ class Browser:
         return r.json()["id"]
 
     def execute(self, username: str, kernel_id: str, code: str, timeout: float = 60) -> str:
-        """Run code in the kernel over its websocket; return what it printed or returned."""
-        return asyncio.run(self._execute(username, kernel_id, code, timeout))
+        """Run code in the kernel over a fresh websocket; return what it printed or returned."""
+        async def go() -> str:
+            async with await self.kernel_socket(username, kernel_id) as k:
+                return await k.execute(code, timeout)
+        return asyncio.run(go())
 
-    async def _execute(self, username: str, kernel_id: str, code: str, timeout: float) -> str:
+    async def kernel_socket(self, username: str, kernel_id: str) -> "KernelSocket":
         url = self.base.replace("http", "ws", 1) + f"/user/{username}/api/kernels/{kernel_id}/channels"
         cookie = "; ".join(f"{c.name}={c.value}" for c in self.s.cookies if c.path.startswith(f"/user/{username}"))
         ws = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookie, **self._xsrf_headers(username)}))
+        return KernelSocket(ws, username)
+
+
+class KernelSocket:
+    """One open kernel websocket, as a JupyterLab tab keeps it."""
+
+    def __init__(self, ws, username: str):
+        self.ws, self.username = ws, username
+
+    async def __aenter__(self) -> "KernelSocket":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.ws.close()
+
+    async def execute(self, code: str, timeout: float = 60) -> str:
         msg_id = uuid.uuid4().hex
-        ws.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,
+        await self.ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "username": self.username, "session": uuid.uuid4().hex,
                        "msg_type": "execute_request", "version": "5.3"},
             "parent_header": {}, "metadata": {}, "channel": "shell",
             "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
@@ -76,24 +95,20 @@ class Browser:
         }))
         out = []
         deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
-                if raw is None:
-                    break
-                msg = json.loads(raw)
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "stream":
-                    out.append(msg["content"]["text"])
-                elif kind == "execute_result":
-                    out.append(msg["content"]["data"].get("text/plain", ""))
-                elif kind == "error":
-                    out.append("ERROR: " + msg["content"]["ename"] + ": " + msg["content"]["evalue"])
-                elif kind == "status" and msg["content"]["execution_state"] == "idle" and out:
-                    break
-        finally:
-            ws.close()
+        while time.monotonic() < deadline:
+            raw = await asyncio.wait_for(self.ws.read_message(), deadline - time.monotonic())
+            if raw is None:
+                raise ConnectionError("the kernel websocket was closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream":
+                out.append(msg["content"]["text"])
+            elif kind == "execute_result":
+                out.append(msg["content"]["data"].get("text/plain", ""))
+            elif kind == "error":
+                out.append("ERROR: " + msg["content"]["ename"] + ": " + msg["content"]["evalue"])
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
         return "".join(out)
-

@@ -1,0 +1,121 @@
+"""Fixtures of the system tests: the built .deb, installed with apt into a booted
+Debian 12 container (TESTING.md), with the appliance started on free ports.
+
+Without root or nspawn these tests skip, saying why; under CI (CI=true) they fail
+instead, because CI must run them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).parent))
+from container import Container, missing_tools  # noqa: E402
+
+TOP = Path(__file__).resolve().parents[2]
+HUB_PY = "/usr/lib/jupyterhub-appliance/hub/bin/python"
+
+USERS = {"alice": "wonderland-1", "bob": "builder-22", "carol": "carol-pass-3", "dave": "dave-pass-4"}
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    why = None
+    if os.geteuid() != 0:
+        why = "system tests need root (they boot a container with systemd-nspawn)"
+    elif missing_tools():
+        why = "system tests need " + ", ".join(missing_tools()) + " (apt-get install debootstrap systemd-container)"
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.system)
+            if why:
+                if os.environ.get("CI") == "true":
+                    raise pytest.UsageError(f"CI must run the system tests, but: {why}")
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    given = os.environ.get("APPLIANCE_DEB")
+    if given:
+        return Path(given)
+    out = subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Appliance:
+    ct: Container
+    port: int
+    hub_port: int
+    proxy_api_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def sh(self, command: str, check: bool = True, user: str | None = None, input: str | None = None):
+        return self.ct.run(command, check=check, user=user, input=input)
+
+    def unit_props(self, unit: str, *names: str) -> dict[str, str]:
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def config_text(self, extra: str = "") -> str:
+        return (f"[hub]\nport = {self.port}\nhub_port = {self.hub_port}\n"
+                f"proxy_api_port = {self.proxy_api_port}\n{extra}")
+
+    def wait_hub(self, timeout: float = 90) -> None:
+        """Until the hub answers its API through the proxy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(self.url + "/hub/api/", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                logs = self.sh("journalctl -u jupyterhub -u jupyterhub-proxy -n 40 --no-pager", check=False).stdout
+                raise AssertionError(f"the hub did not answer in {timeout} s:\n{logs}")
+            time.sleep(0.3)
+
+    def daemon_request(self, request: str, user: str = "root"):
+        """Send one raw request line to the daemon as `user`; returns the reply text."""
+        code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); "
+                "s.connect('/run/jupyterhub-appliance/daemon.sock'); s.sendall(sys.stdin.buffer.read()); "
+                "print(s.makefile().readline())")
+        return self.sh(f"{HUB_PY} -c \"{code}\"", user=None if user == "root" else user,
+                       input=request + "\n", check=False)
+
+
+@pytest.fixture(scope="session")
+def appliance(deb: Path):
+    ct = Container(f"sys{os.getpid()}")
+    try:
+        ct.boot()
+        ct.install_deb(deb)
+        app = Appliance(ct, free_port(), free_port(), free_port())
+        ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+        for name, password in USERS.items():
+            app.sh(f"useradd --create-home --shell /bin/bash {name}")
+            app.sh("chpasswd", input=f"{name}:{password}\n")
+        app.sh("systemctl start jupyterhub")
+        app.wait_hub()
+        yield app
+    finally:
+        ct.destroy()

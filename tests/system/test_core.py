@@ -1,0 +1,201 @@
+"""The administrator's and the user's journey on a booted Debian 12 with the .deb.
+
+Tests in this file share one container and run in order: later ones build on the
+servers earlier ones started, as a day on a real machine would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+
+import requests
+from browser import Browser
+from conftest import USERS
+
+
+def login(app, name: str) -> Browser:
+    b = Browser(app.url)
+    r = b.login(name, USERS[name])
+    assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
+    return b
+
+
+def test_hub_runs_unprivileged_and_sandboxed(appliance):
+    props = appliance.unit_props("jupyterhub.service", "MainPID", "User", "NoNewPrivileges")
+    assert props["User"] == "jupyterhub"
+    assert props["NoNewPrivileges"] == "yes"
+    uid = appliance.sh(f"ps -o uid= -p {props['MainPID']}").stdout.strip()
+    assert uid not in ("", "0")
+    assert uid == appliance.sh("id -u jupyterhub").stdout.strip()
+    # The proxy is its own unit, not a child of the hub.
+    assert appliance.unit_props("jupyterhub-proxy.service", "ActiveState")["ActiveState"] == "active"
+    state = appliance.sh("stat -c '%U %a' /var/lib/jupyterhub /var/lib/jupyterhub/proxy_token "
+                         "/var/lib/jupyterhub/jupyterhub_cookie_secret").stdout.split("\n")
+    assert state[:3] == ["jupyterhub 700", "jupyterhub 600", "jupyterhub 600"]
+
+
+def test_user_not_added_is_refused_plainly(appliance):
+    r = Browser(appliance.url).login("alice", USERS["alice"])
+    assert r.status_code == 403
+    assert "alice has not been given access" in r.text
+    assert "applctl adduser alice" in r.text
+    assert appliance.sh("systemctl is-active jupyter-alice.service", check=False).stdout.strip() != "active"
+
+
+def test_adduser_then_alice_lands_in_jupyterlab_and_runs_code(appliance):
+    out = appliance.sh("applctl adduser alice").stdout
+    assert "alice can now log in" in out
+    b = login(appliance, "alice")
+    page = b.wait_for_server("alice")
+    assert page.url.endswith("/user/alice/lab")
+    status = b.api_status("alice")
+    assert status.status_code == 200 and "started" in status.json()
+    kernel = b.start_kernel("alice")
+    out = b.execute("alice", kernel, "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, 6 * 7)")
+    assert out.strip() == "alice 42"
+
+
+def test_alice_unit_runs_as_alice_closed_and_keeps_its_secret(appliance):
+    p = appliance.unit_props("jupyter-alice.service", "User", "DevicePolicy", "NoNewPrivileges", "PrivateTmp",
+                             "Slice", "Environment", "ActiveState", "MainPID")
+    assert p["ActiveState"] == "active"
+    assert (p["User"], p["DevicePolicy"], p["NoNewPrivileges"], p["PrivateTmp"], p["Slice"]) == \
+        ("alice", "closed", "yes", "yes", "jupyter-users.slice")
+    assert appliance.sh(f"ps -o user= -p {p['MainPID']}").stdout.strip() == "alice"
+    # The API token is in the server's environment, not in what every user can read.
+    shown = appliance.sh("systemctl show jupyter-alice.service", user="bob").stdout
+    assert "JUPYTERHUB_API_TOKEN" not in shown and "TOKEN" not in p["Environment"]
+    environ = appliance.sh(f"tr '\\0' '\\n' < /proc/{p['MainPID']}/environ").stdout
+    assert re.search(r"^JUPYTERHUB_API_TOKEN=\S+", environ, re.M)
+    # The environment file was read at start and is gone.
+    assert appliance.sh("ls -A /run/jupyterhub-appliance/env").stdout.strip() == ""
+
+
+def test_wrong_password_is_refused(appliance):
+    r = Browser(appliance.url).login("alice", "not-her-password")
+    assert r.status_code == 403
+    assert "Invalid username or password" in r.text
+
+
+def test_logout_and_back_finds_server_and_files(appliance):
+    b = login(appliance, "alice")
+    b.wait_for_server("alice")
+    kernel = b.start_kernel("alice")
+    assert b.execute("alice", kernel, "open('notes.txt', 'w').write('kept'); print('ok')").strip() == "ok"
+    before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
+    b.get("/hub/logout")
+    assert b.api_status("alice").status_code != 200  # logged out: no access
+    b = login(appliance, "alice")
+    b.wait_for_server("alice")
+    assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
+    kernel = b.start_kernel("alice")
+    assert b.execute("alice", kernel, "print(open('notes.txt').read())").strip() == "kept"
+
+
+def test_spawn_progress_messages_on_pending_page(appliance):
+    appliance.sh("applctl adduser carol")
+    b = Browser(appliance.url)
+    page = b.get("/hub/login")
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
+    r = b.s.post(appliance.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": "carol",
+                 "password": USERS["carol"]}, allow_redirects=False, timeout=60)
+    assert r.status_code == 302
+    spawn = threading.Thread(target=lambda: b.get("/hub/spawn", timeout=120))
+    spawn.start()
+    events: list[dict] = []
+    deadline = time.monotonic() + 60
+    hub_xsrf = b.s.cookies.get("_xsrf", path="/hub/")
+    while time.monotonic() < deadline and not any(e.get("ready") for e in events):
+        with b.s.get(appliance.url + "/hub/api/users/carol/server/progress", stream=True, timeout=60,
+                     headers={"X-XSRFToken": hub_xsrf, "Accept": "text/event-stream"}) as stream:
+            if stream.status_code != 200:
+                time.sleep(0.1)
+                continue
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+    spawn.join(120)
+    messages = [e.get("message", "") for e in events]
+    assert any("jupyter-carol.service" in m for m in messages), messages
+    assert events[-1].get("ready") is True
+
+
+def test_restart_hub_keeps_server_and_open_connection(appliance):
+    b = login(appliance, "alice")
+    b.wait_for_server("alice")
+    kernel = b.start_kernel("alice")
+    before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
+    hub_pid = appliance.unit_props("jupyterhub.service", "MainPID")["MainPID"]
+
+    async def across_restart() -> tuple[str, str]:
+        async with await b.kernel_socket("alice", kernel) as k:
+            first = await k.execute("x = 41; print('before')")
+            await asyncio.to_thread(appliance.sh, "systemctl restart jupyterhub")
+            # The same websocket, still open: it never went through the hub.
+            return first, await k.execute("print(x + 1)")
+
+    first, second = asyncio.run(across_restart())
+    assert (first.strip(), second.strip()) == ("before", "42")
+    assert appliance.unit_props("jupyterhub.service", "MainPID")["MainPID"] != hub_pid
+    assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
+    appliance.wait_hub()
+    assert b.api_status("alice").status_code == 200
+    # The hub still knows the server is running (it polled the daemon at start).
+    r = b.get("/hub/api/user", headers={"X-XSRFToken": b.s.cookies.get("_xsrf", path="/hub/")})
+    assert r.status_code == 200 and r.json()["servers"][""]["ready"] is True
+
+
+def test_restart_proxy_routes_come_back(appliance):
+    b = login(appliance, "alice")
+    b.wait_for_server("alice")
+    appliance.sh("systemctl restart jupyterhub-proxy")
+    deadline = time.monotonic() + 30
+    code = None
+    while time.monotonic() < deadline:
+        try:
+            code = b.api_status("alice").status_code
+        except requests.RequestException:
+            code = None
+        if code == 200:
+            break
+        time.sleep(0.5)
+    assert code == 200, f"alice's server not reachable 30 s after the proxy restart (last: {code})"
+
+
+def test_daemon_refuses_other_uids_and_root(appliance):
+    # A local user in the socket's group but not the hub: SO_PEERCRED decides.
+    appliance.sh("useradd --create-home mallory && usermod -aG jupyterhub mallory")
+    reply = json.loads(appliance.daemon_request('{"op": "spawn", "user": "alice"}', user="mallory").stdout)
+    assert reply["ok"] is False and reply["error"]["code"] == "forbidden"
+    # Anyone else cannot even connect.
+    out = appliance.daemon_request('{"op": "status", "user": "alice"}', user="bob")
+    assert out.returncode != 0 and "Permission denied" in out.stderr
+    # The hub may not start a server for root, nor for an account below min_uid.
+    for name in ("root", "daemon"):
+        reply = json.loads(appliance.daemon_request(json.dumps({"op": "spawn", "user": name}),
+                                                    user="jupyterhub").stdout)
+        assert reply["ok"] is False and reply["error"]["code"] == "invalid_user", reply
+    # Nor one for a user not in jupyterhub-users, nor smuggle properties in.
+    reply = json.loads(appliance.daemon_request('{"op": "spawn", "user": "bob"}', user="jupyterhub").stdout)
+    assert reply["error"]["code"] == "invalid_user" and "jupyterhub-users" in reply["error"]["message"]
+    reply = json.loads(appliance.daemon_request(
+        '{"op": "spawn", "user": "alice", "extra": {"User": "root"}}', user="jupyterhub").stdout)
+    assert reply["error"]["field"] == "extra"
+    reply = json.loads(appliance.daemon_request('{"op": "list"}', user="jupyterhub").stdout)
+    assert reply["error"]["field"] == "op"
+    logs = appliance.sh("journalctl -u jupyterhub-appliance.service --no-pager").stdout
+    assert "refused request from uid" in logs
+
+
+def test_security_exposure(appliance):
+    scores = {}
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service", "jupyterhub-appliance.service"):
+        out = appliance.sh(f"systemd-analyze security --no-pager {unit}").stdout
+        scores[unit] = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print("exposure:", scores)
+    assert scores["jupyterhub.service"] <= 2.5
+    assert scores["jupyterhub-proxy.service"] <= 2.0

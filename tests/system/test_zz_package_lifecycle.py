@@ -1,0 +1,33 @@
+"""Reinstall, remove and purge: last, because they take the appliance down."""
+
+from __future__ import annotations
+
+
+def test_reinstall_same_version_is_harmless(appliance, deb):
+    secret = appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout
+    before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
+    appliance.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/{deb.name}")
+    assert appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout == secret
+    assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
+    # The administrator's configuration (a conffile) is kept.
+    assert f"port = {appliance.port}" in appliance.sh("cat /etc/jupyterhub/appliance.toml").stdout
+    appliance.wait_hub()
+
+
+def test_remove_stops_services_and_keeps_data(appliance):
+    appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y jupyterhub-appliance")
+    for unit in ("jupyterhub.service", "jupyterhub-proxy.service", "jupyter-alice.service"):
+        assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
+    assert appliance.sh("ls /var/lib/jupyterhub").stdout.split() == [
+        "jupyterhub.sqlite", "jupyterhub_cookie_secret", "proxy_token"]
+    assert appliance.sh("test -f /etc/jupyterhub/appliance.toml", check=False).returncode == 0
+
+
+def test_purge_removes_what_it_created_but_not_homes(appliance):
+    appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y jupyterhub-appliance")
+    assert appliance.sh("test -e /var/lib/jupyterhub", check=False).returncode != 0
+    assert appliance.sh("test -e /etc/jupyterhub", check=False).returncode != 0
+    for name in ("jupyterhub", "jupyterhub-users", "jupyterhub-admins"):
+        assert appliance.sh(f"getent group {name}", check=False).returncode != 0, name
+    assert appliance.sh("getent passwd jupyterhub", check=False).returncode != 0
+    assert appliance.sh("cat /home/alice/notes.txt").stdout == "kept"

@@ -1,0 +1,67 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from appliance import config
+
+TOP = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_without_a_file(tmp_path):
+    cfg = config.load(tmp_path / "missing.toml")
+    assert cfg["hub"]["port"] == 8000
+    assert cfg["spawner"]["mem_limit"] is None
+    assert cfg["daemon"]["min_uid"] == 1000
+
+
+@pytest.mark.parametrize("text, key, accepted", [
+    ("[hub]\nport = 70000", "hub.port", "an integer from 1 to 65535"),
+    ("[hub]\nport = \"8000\"", "hub.port", "an integer from 1 to 65535"),
+    ("[hub]\nport = true", "hub.port", "an integer from 1 to 65535"),
+    ("[hub]\nprot = 1", "hub.prot", "known keys in [hub] are port,"),
+    ("[hubb]\nport = 1", "hubb", "known sections are hub, spawner, daemon, culler"),
+    ("hub = 3", "hub", "a table: [hub]"),
+    ("[spawner]\nmem_limit = \"4Q\"", "spawner.mem_limit", 'a size such as "512M"'),
+    ("[spawner]\nmem_limit = \"1M\"", "spawner.mem_limit", "(at least 64M)"),
+    ("[spawner]\ndefault_url = \"lab\"", "spawner.default_url", 'a path starting with "/"'),
+    ("[hub]\nbind_address = \"localhost\"", "hub.bind_address", "an IP address"),
+    ("[hub]\nlog_level = \"LOUD\"", "hub.log_level", "one of DEBUG, INFO"),
+    ("[culler]\ntimeout = 5", "culler.timeout", "an integer from 60 to"),
+    ("[hub\nport = 1", "(syntax)", "valid TOML"),
+])
+def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key, accepted):
+    path = tmp_path / "appliance.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(path)
+    assert e.value.key == key
+    assert str(e.value).startswith(f"{path}: {key} = ")
+    assert accepted in str(e.value)
+
+
+def test_sizes_and_numbers_are_normalised():
+    cfg = config.loads('[spawner]\nmem_limit = "4G"\ncpu_limit = 2\n[hub]\nlog_level = "debug"')
+    assert cfg["spawner"]["mem_limit"] == 4 * 1024**3
+    assert cfg["spawner"]["cpu_limit"] == 2.0
+    assert cfg["hub"]["log_level"] == "DEBUG"
+
+
+def test_default_file_documents_every_key_with_its_default():
+    """Uncommenting every `# key = value` line of the shipped file gives the defaults."""
+    text = (TOP / "etc/jupyterhub/appliance.toml").read_text()
+    uncommented = re.sub(r"^# (\w+ = .*)$", r"\1", text, flags=re.M)
+    documented = config.loads(uncommented)
+    assert documented.as_dict() == config.loads("").as_dict()
+    keys = set(re.findall(r"^# (\w+) = ", text, flags=re.M))
+    assert keys == {k for fields in config.SCHEMA.values() for k in fields}
+
+
+def test_check_command_exit_codes(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nmin_uid = 0\n")
+    assert config.main([str(bad)]) == config.EX_CONFIG
+    assert "daemon.min_uid = 0 is not accepted" in capsys.readouterr().err
+    good = tmp_path / "good.toml"
+    good.write_text("[daemon]\nmin_uid = 500\n")
+    assert config.main([str(good)]) == 0

@@ -1,0 +1,107 @@
+import pytest
+
+from appliance import users
+from appliance.daemon import requests as rq
+from appliance.daemon import units
+
+HUB_UID = 995
+
+
+def test_only_root_and_the_hub_may_talk():
+    assert rq.check_op({"op": "spawn"}, HUB_UID, HUB_UID) == "spawn"
+    assert rq.check_op({"op": "list"}, 0, HUB_UID) == "list"
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_op({"op": "status"}, 1000, HUB_UID)
+    assert e.value.code == "forbidden"
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_op({"op": "list"}, HUB_UID, HUB_UID)
+    assert e.value.field == "op" and "spawn, stop, status" in str(e.value)
+    with pytest.raises(rq.RequestError):
+        rq.check_op(["spawn"], 0, HUB_UID)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("root", "root can never have a server"),
+    ("../etc", "not a valid user name"),
+    ("a b", "not a valid user name"),
+    ("x" * 300, "not a valid user name"),
+    (7, "not a valid user name"),
+    ("nosuchuser-xyz", "there is no user"),
+])
+def test_users_that_may_never_have_a_server(name, says):
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": name}, 1000)
+    assert e.value.code == "invalid_user" and says in str(e.value)
+
+
+def test_system_accounts_are_refused_below_min_uid():
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "daemon"}, 1000)
+    assert "system account (uid 1)" in str(e.value)
+
+
+def _member(monkeypatch, name="daemon"):
+    monkeypatch.setattr(users, "is_member", lambda n, g: True)
+    return {"op": "spawn", "user": name}
+
+
+def test_a_valid_request_becomes_a_bounded_spec(monkeypatch):
+    req = _member(monkeypatch) | {"env": {"JUPYTERHUB_API_TOKEN": "abc"}, "args": ["--debug"],
+                                  "mem_limit": 512 * 1024**2, "cpu_limit": 1, "extra": {"TasksMax": 100}}
+    spec = rq.check_spawn(req, 1)
+    assert (spec.user, spec.uid, spec.mem_limit, spec.cpu_limit) == ("daemon", 1, 512 * 1024**2, 1.0)
+    assert spec.extra == {"TasksMax": 100}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("env", {"LD_PRELOAD": "/tmp/x.so"}),
+    ("env", {"A": "two\nlines"}),
+    ("env", {"1A": "x"}),
+    ("env", "A=1"),
+    ("args", ["; rm -rf /"]),
+    ("args", ["--ok", 3]),
+    ("mem_limit", 10),
+    ("mem_limit", True),
+    ("cpu_limit", -1),
+    ("cpu_limit", "2"),
+    ("readonly_paths", ["relative/path"]),
+    ("readwrite_paths", ["/a/../etc"]),
+    ("extra", {"User": "root"}),
+    ("extra", {"ExecStart": "/bin/sh"}),
+    ("extra", {"TasksMax": 10**9}),
+    ("unit", "ssh.service"),
+])
+def test_bad_fields_are_refused_by_name(monkeypatch, field, value):
+    req = _member(monkeypatch) | {field: value}
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn(req, 1)
+    assert e.value.field == field
+
+
+def test_unit_name_is_derived_and_checked():
+    assert users.unit_name("alice") == "jupyter-alice.service"
+    assert users.user_of_unit("jupyter-alice.service") == "alice"
+    assert users.user_of_unit("jupyter-../x.service") is None
+    with pytest.raises(users.UserError):
+        users.unit_name("a/b")
+
+
+def test_environment_file_escapes_what_systemd_would_interpret(tmp_path):
+    text = units.env_file_text({"B": 'say "hi" $HOME `x` \\n', "A": "plain"})
+    assert text == 'A="plain"\nB="say \\"hi\\" \\$HOME \\`x\\` \\\\n"\n'
+    path = units.write_env_file("jupyter-x.service", {"T": "secret"}, tmp_path / "env")
+    assert oct(path.stat().st_mode & 0o777) == "0o400"
+    assert oct((tmp_path / "env").stat().st_mode & 0o777) == "0o700"
+
+
+def test_unit_properties_are_the_daemons_decision(monkeypatch):
+    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", args=["--debug"],
+                        mem_limit=2**30, cpu_limit=1.5, extra={"TasksMax": 200})
+    props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
+    assert props["User"].value == "alice"
+    assert props["DevicePolicy"].value == "closed"
+    assert props["NoNewPrivileges"].value is True and props["PrivateTmp"].value is True
+    assert props["Slice"].value == "jupyter-users.slice"
+    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--debug"]
+    assert props["CPUQuotaPerSecUSec"].value == 1_500_000
+    assert "Environment" not in props  # secrets only through the root-owned file
