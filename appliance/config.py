@@ -122,6 +122,32 @@ def _log_level(v: Any) -> str:
     return v.upper()
 
 
+class _SubkeyError(ValueError):
+    """A bad entry inside a table value: names the entry, not just the table."""
+
+    def __init__(self, subkey: str, value: Any, accepted: str):
+        self.subkey, self.value = subkey, value
+        super().__init__(accepted)
+
+
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _quota_table(kind: str) -> Callable[[Any], dict[str, int]]:
+    def check(v: Any) -> dict[str, int]:
+        if not isinstance(v, dict):
+            raise ValueError(f"a table of {kind} name = number of GPUs, e.g. {{ alice = 2 }}")
+        for name, n in v.items():
+            if not _NAME_RE.fullmatch(name):
+                raise _SubkeyError(name, n, f"a {kind} name (lowercase letters, digits, '_', '-')")
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_GPUS:
+                raise _SubkeyError(name, n, f"an integer from 0 to {MAX_GPUS}")
+        return dict(v)
+    return check
+
+
+MAX_GPUS = 64
+
 # section -> key -> Field. The default appliance.toml documents the same keys.
 SCHEMA: dict[str, dict[str, Field]] = {
     "hub": {
@@ -140,6 +166,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "daemon": {
         "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),
+    },
+    "gpu": {
+        "quota": Field(1, "GPUs a user may hold by default", _int(0, MAX_GPUS)),
+        "quota_groups": Field({}, "per-group quotas (the highest applies)", _quota_table("group")),
+        "quota_users": Field({}, "per-user quotas (win over groups)", _quota_table("user")),
     },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),
@@ -162,12 +193,51 @@ class Config:
         return {s: dict(v) for s, v in self.values.items()}
 
 
+# [profiles.NAME]: choices on the spawn form. Their keys, with defaults.
+PROFILE_FIELDS: dict[str, Field] = {
+    "display_name": Field(None, "what the form shows", None),  # checked in _profiles
+    "gpus": Field(0, "GPUs of this profile", _int(0, MAX_GPUS)),
+    "mem_limit": Field("", "memory limit", _size_or_empty),
+    "cpu_limit": Field(0, "CPU limit in cores (0: none)", _number(0, 1024)),
+}
+
+
+def _profiles(data: Any, path: Path | str) -> dict[str, dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise ConfigError(path, "profiles", data, "tables [profiles.NAME]")
+    out = {}
+    for name, table in data.items():
+        key = f"profiles.{name}"
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError(path, key, table, "a profile name: lowercase letters, digits, '_', '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(path, key, table, f"a table [{key}] with " + ", ".join(PROFILE_FIELDS))
+        for k in table:
+            if k not in PROFILE_FIELDS:
+                raise ConfigError(path, f"{key}.{k}", table[k], "known keys are " + ", ".join(PROFILE_FIELDS))
+        label = table.get("display_name")
+        if not isinstance(label, str) or not 1 <= len(label.strip()) <= 100:
+            raise ConfigError(path, f"{key}.display_name", label, "a text of 1 to 100 characters (required)")
+        profile = {"display_name": label.strip()}
+        for k, field in PROFILE_FIELDS.items():
+            if k != "display_name":
+                raw = table.get(k, field.default)
+                try:
+                    profile[k] = field.check(raw)
+                except ValueError as e:
+                    raise ConfigError(path, f"{key}.{k}", raw, str(e)) from None
+        out[name] = profile
+    return out
+
+
 def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
     """Check parsed TOML against SCHEMA; return a Config or raise ConfigError."""
-    values: dict[str, dict[str, Any]] = {}
+    values: dict[str, dict[str, Any]] = {"profiles": _profiles(data.get("profiles", {}), path)}
     for section, table in data.items():
+        if section == "profiles":
+            continue
         if section not in SCHEMA:
-            raise ConfigError(path, section, table, "known sections are " + ", ".join(SCHEMA))
+            raise ConfigError(path, section, table, "known sections are " + ", ".join([*SCHEMA, "profiles"]))
         if not isinstance(table, dict):
             raise ConfigError(path, section, table, f"a table: [{section}]")
     for section, fields in SCHEMA.items():
@@ -182,6 +252,8 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
             raw = table.get(key, field.default)
             try:
                 values[section][key] = field.check(raw)
+            except _SubkeyError as e:
+                raise ConfigError(path, f"{section}.{key}.{e.subkey}", e.value, str(e)) from None
             except ValueError as e:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
     return Config(values, Path(path))
@@ -222,6 +294,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EX_CONFIG = 78  # sysexits.h; the units do not restart on it (RestartPreventExitStatus)
+
+
+def exit_if_invalid(program: str, path: Path | str = DEFAULT_PATH) -> Config:
+    """For the services' entry points: the configuration, or exit with EX_CONFIG."""
+    import sys
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        print(f"{program}: invalid configuration: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -52,6 +52,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.Spawner.start_timeout = spawner["start_timeout"]
     c.Spawner.http_timeout = spawner["http_timeout"]
     c.Spawner.env_keep = ["LANG", "LC_ALL"]
+    c.ApplianceSpawner.gpu_quota = cfg["gpu"]
+    c.ApplianceSpawner.profiles = cfg["profiles"]
     if spawner["mem_limit"] is not None:
         c.Spawner.mem_limit = spawner["mem_limit"]
     if spawner["cpu_limit"]:

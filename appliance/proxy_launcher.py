@@ -33,10 +33,7 @@ def command(cfg: config.Config) -> list[str]:
 
 
 def main() -> None:
-    try:
-        cfg = config.load()
-    except config.ConfigError as e:
-        sys.exit(f"jupyterhub-proxy: {e}")
+    cfg = config.exit_if_invalid("jupyterhub-proxy")
     try:
         token = proxy_token()
     except OSError as e:

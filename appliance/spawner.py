@@ -9,31 +9,70 @@ from __future__ import annotations
 
 import asyncio
 
+from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
-from traitlets import Unicode
+from traitlets import Dict, Unicode, default
 
-from . import users
+from . import spawn_form, users
 from .daemon import client
+from .gpu.allocator import quota_for
 
 
-class SpawnError(Exception):
-    """A spawn failure whose message JupyterHub shows the user as it is."""
-
-    def __init__(self, message: str, reason: str = "error"):
-        super().__init__(message)
-        self.jupyterhub_message = message
-        self.reason = reason
+def SpawnError(message: str, reason: str = "error") -> SpawnException:
+    """A spawn failure that JupyterHub shows the user as it is, without a traceback."""
+    return SpawnException(message, reason=reason, status_code=503 if reason == "capacity" else 400)
 
 
 class ApplianceSpawner(SystemdSpawner):
     daemon_socket = Unicode(client.DAEMON_SOCKET, help="path of the appliance daemon's socket").tag(config=True)
+    gpu_quota = Dict(help="appliance.toml [gpu]: quota, quota_groups, quota_users").tag(config=True)
+    profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
+
+    @default("options_form")
+    def _default_options_form(self):
+        return ApplianceSpawner._render_form  # JupyterHub calls it with the spawner
+
+    def quota(self) -> int:
+        q = self.gpu_quota
+        return quota_for(self.user.name, users.groups_of(self.user.name), q.get("quota", 1),
+                         q.get("quota_groups", {}), q.get("quota_users", {}))
+
+    async def _render_form(self) -> str:
+        try:
+            summary = spawn_form.GpuSummary.from_daemon(await client.call({"op": "gpus"}, self.daemon_socket, 30))
+        except client.DaemonError as e:
+            self.log.warning("no GPU summary for the form: %s", e)
+            summary = spawn_form.GpuSummary(False, 0, 0, str(e))
+        return spawn_form.render(summary, self.quota(), self.profiles)
+
+    def options_from_form(self, formdata):
+        try:
+            options = spawn_form.parse(formdata, self.profiles)
+            spawn_form.resolve(options, self.quota(), self.profiles)  # refuse now, on the form
+        except spawn_form.FormError as e:
+            raise SpawnError(str(e), reason="invalid_options") from None
+        return options
+
+    def get_state(self):
+        state = super().get_state()
+        state["gpus"] = list(self.gpu_uuids)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.gpu_uuids = tuple(state.get("gpus", ()))
+
+    def clear_state(self):
+        super().clear_state()
+        self.gpu_uuids = ()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.unit_name = f"jupyter-{self.user.name}.service"  # the daemon derives the same
         self._events: list[dict] = []
         self._spawning = False
+        self.gpu_uuids: tuple[str, ...] = ()
 
     def _event(self, message: str, progress: int) -> None:
         self.log.info("spawn %s: %s", self.user.name, message)
@@ -49,7 +88,7 @@ class ApplianceSpawner(SystemdSpawner):
                 return
             await asyncio.sleep(0.1)
 
-    def _request(self) -> dict:
+    def _request(self, choice: dict) -> dict:
         extra = {}
         for key, value in self.unit_extra_properties.items():
             try:
@@ -61,8 +100,10 @@ class ApplianceSpawner(SystemdSpawner):
             "user": self.user.name,
             "env": self.get_env(),
             "args": [self._expand_user_vars(a) for a in self.get_args()],
-            "mem_limit": self.mem_limit,
-            "cpu_limit": self.cpu_limit,
+            "mem_limit": choice["mem_limit"] or self.mem_limit,
+            "cpu_limit": choice["cpu_limit"] or self.cpu_limit,
+            "gpus": choice["gpus"],
+            "gpu_fallback": choice["gpu_fallback"],
             "readonly_paths": [self._expand_user_vars(p) for p in self.readonly_paths or []],
             "readwrite_paths": [self._expand_user_vars(p) for p in self.readwrite_paths or []],
             "extra": extra,
@@ -78,14 +119,25 @@ class ApplianceSpawner(SystemdSpawner):
                 users.check_name(self.user.name)
             except users.UserError as e:
                 raise SpawnError(str(e)) from None
-            self.port = random_port()
-            self._event("Asking the appliance for your server", 10)
             try:
-                reply = await client.call(self._request(), self.daemon_socket, timeout=self.start_timeout)
+                choice = spawn_form.resolve(self.user_options or {}, self.quota(), self.profiles)
+            except spawn_form.FormError as e:
+                raise SpawnError(str(e), reason="invalid_options") from None
+            self.port = random_port()
+            self._event(f"Asking the appliance for your server with {choice['gpus']} GPU(s)", 10)
+            try:
+                reply = await client.call(self._request(choice), self.daemon_socket, timeout=self.start_timeout)
             except client.DaemonError as e:
                 self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
+                if e.code in ("capacity", "quota"):
+                    raise SpawnError(str(e), reason=e.code) from None
                 raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
             self.unit_name = reply["unit"]
+            self.gpu_uuids = tuple(reply.get("gpus", ()))
+            if self.gpu_uuids:
+                self._event(f"Assigned GPUs: {', '.join(self.gpu_uuids)}", 40)
+            elif choice["gpus"]:
+                self._event("No GPU was free: starting CPU-only, as you asked", 40)
             self._event(f"Server unit {self.unit_name} is running; waiting for JupyterLab to answer", 60)
             return (self.ip or "127.0.0.1", self.port)
         finally:

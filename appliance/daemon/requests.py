@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import users
+from ..config import MAX_GPUS
 from ..groups import USERS_GROUP
 
 MAX_REQUEST = 256 * 1024
-HUB_OPS = ("spawn", "stop", "status")
+HUB_OPS = ("spawn", "stop", "status", "gpus")
 ROOT_OPS = HUB_OPS + ("list",)
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -55,6 +56,11 @@ class SpawnSpec:
     readonly_paths: list[str] = field(default_factory=list)
     readwrite_paths: list[str] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)
+    gpus: int = 0
+    gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
+    # Filled in by the daemon once GPUs are assigned:
+    gpu_uuids: tuple[str, ...] = ()
+    gpu_minors: tuple[int, ...] = ()
 
 
 def _int_in(name: str, lo: int, hi: int):
@@ -138,7 +144,8 @@ def _paths(name: str, v: Any) -> list[str]:
 
 
 def check_spawn(req: dict, min_uid: int) -> SpawnSpec:
-    known = {"op", "user", "env", "args", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths", "extra"}
+    known = {"op", "user", "env", "args", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths", "extra",
+             "gpus", "gpu_fallback"}
     unknown = sorted(set(req) - known)
     if unknown:
         raise RequestError("invalid", f"unknown field {unknown[0]!r}; accepted: {', '.join(sorted(known))}", unknown[0])
@@ -156,6 +163,11 @@ def check_spawn(req: dict, min_uid: int) -> SpawnSpec:
         spec.cpu_limit = float(c)
     spec.readonly_paths = _paths("readonly_paths", req.get("readonly_paths", []))
     spec.readwrite_paths = _paths("readwrite_paths", req.get("readwrite_paths", []))
+    spec.gpus = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
+    fallback = req.get("gpu_fallback", False)
+    if not isinstance(fallback, bool):
+        raise RequestError("invalid", f"gpu_fallback must be true or false, not {fallback!r}", "gpu_fallback")
+    spec.gpu_fallback = fallback
     extra = req.get("extra", {})
     if not isinstance(extra, dict):
         raise RequestError("invalid", "extra must be an object", "extra")

@@ -17,9 +17,11 @@ import struct
 import sys
 
 from .. import config, users
+from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
 from ..groups import HUB_USER
 from . import requests as rq
 from . import units
+from .gpus import GpuManager, minors_of
 from .systemd import RUNNING_STATES, Systemd, SystemdError
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -39,6 +41,7 @@ class Daemon:
         self.cfg = cfg
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
+        self.gpus = GpuManager(self.systemd)
         # One spawn or stop per user at a time; different users proceed in parallel.
         self._user_locks: dict[str, asyncio.Lock] = {}
 
@@ -51,6 +54,8 @@ class Daemon:
         min_uid = self.cfg["daemon"]["min_uid"]
         if op == "list":
             return {"ok": True, "servers": await self.list_servers()}
+        if op == "gpus":
+            return {"ok": True, **await self.gpus.report()}
         if op == "spawn":
             spec = rq.check_spawn(req, min_uid)
             async with self._lock(spec.user):
@@ -62,7 +67,8 @@ class Daemon:
         pw = self._known_user(req, min_uid)
         unit = users.unit_name(pw.pw_name)
         if op == "status":
-            return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit)}
+            return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit),
+                    "gpus": await self.unit_gpus(unit)}
         async with self._lock(pw.pw_name):
             return await self.stop(unit)
 
@@ -83,19 +89,45 @@ class Daemon:
             log.warning("%s is %s before spawn; stopping it first", unit, state)
             await self.stop(unit)
         await self.systemd.reset_failed(unit)
+        self.check_quota(spec)
+        try:
+            inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
+        except CapacityError as e:
+            log.info("no GPU for %s: %s", spec.user, e)
+            raise rq.RequestError("capacity", str(e), "gpus") from None
+        spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         env_file = units.write_env_file(unit, units.server_env(spec))
         try:
             await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
             state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT)
         finally:
             env_file.unlink(missing_ok=True)
+            self.gpus.started(unit)  # from now on the unit's DeviceAllow= is the record
         if state != "active":
             log.error("%s did not start: %s", unit, state)
             return {"ok": False, "error": rq.RequestError(
                 "start_failed", f"the server unit {unit} did not start (state {state}); "
                 f"see: journalctl -u {unit}").to_dict()}
-        log.info("started %s for %s", unit, spec.user)
-        return {"ok": True, "unit": unit, "state": state}
+        log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
+        return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
+
+    def check_quota(self, spec: rq.SpawnSpec) -> None:
+        """The daemon enforces the quota itself: the hub's form is only a courtesy."""
+        gpu = self.cfg["gpu"]
+        quota = quota_for(spec.user, users.groups_of(spec.user), gpu["quota"], gpu["quota_groups"],
+                          gpu["quota_users"])
+        try:
+            check_request(spec.gpus, quota)
+        except QuotaError as e:
+            raise rq.RequestError("quota", str(e), "gpus") from None
+
+    async def unit_gpus(self, unit: str) -> list[str]:
+        props = await self.systemd.unit_properties(unit, ("DeviceAllow",))
+        if not props:
+            return []
+        inv = await self.gpus.inventory()
+        by_minor = {g.minor: g.uuid for g in inv.gpus}
+        return [by_minor.get(m, f"minor:{m}") for m in minors_of(props["DeviceAllow"])]
 
     async def stop(self, unit: str) -> dict:
         await self.systemd.stop(unit)
@@ -106,7 +138,9 @@ class Daemon:
         return {"ok": True, "unit": unit, "state": state}
 
     async def list_servers(self) -> list[dict]:
-        return [{"unit": name, "user": users.user_of_unit(name), "state": state}
+        inv = await self.gpus.inventory()
+        held = await self.gpus.running(inv)
+        return [{"unit": name, "user": users.user_of_unit(name), "state": state, "gpus": list(held.get(name, ()))}
                 for name, state in await self.systemd.list_units("jupyter-*.service")
                 if users.user_of_unit(name)]
 
@@ -147,17 +181,19 @@ def listening_socket() -> socket.socket:
 
 
 async def amain() -> None:
-    try:
-        cfg = config.load()
-    except config.ConfigError as e:
-        sys.exit(str(e))
+    cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
     try:
         hub_uid = pwd.getpwnam(HUB_USER).pw_uid
     except KeyError:
         sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
     daemon = Daemon(cfg, hub_uid)
     server = await asyncio.start_unix_server(daemon.serve_connection, sock=listening_socket())
-    log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d)", hub_uid, cfg["daemon"]["min_uid"])
+    inv = await daemon.gpus.inventory()
+    held = await daemon.gpus.running(inv)
+    log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", hub_uid,
+             cfg["daemon"]["min_uid"],
+             f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
+             ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
     async with server:
         await server.serve_forever()
 

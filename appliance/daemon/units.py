@@ -14,6 +14,7 @@ from pathlib import Path
 from dbus_fast import Variant
 
 from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
+from .gpus import device_allow
 from .requests import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
@@ -47,13 +48,20 @@ def server_env(spec: SpawnSpec) -> dict[str, str]:
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
     env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
     env.setdefault("SHELL", "/bin/bash")
+    # UUIDs, not indices: inside a device cgroup CUDA renumbers what it can see.
+    # Empty for a CPU-only server, which then sees no GPU even if one is visible.
+    visible = ",".join(spec.gpu_uuids)
+    env["CUDA_VISIBLE_DEVICES"] = visible
+    env["NVIDIA_VISIBLE_DEVICES"] = visible
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
     argv = (command or [SINGLEUSER]) + spec.args
     props: list[tuple[str, Variant]] = [
-        ("Description", Variant("s", f"JupyterLab server of {spec.user}")),
+        ("Description", Variant("s", f"JupyterLab server of {spec.user}"
+                                     + (f" (GPUs {', '.join(spec.gpu_uuids)})" if spec.gpu_uuids else ""))),
         ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
         # exec: the start job finishes only once the environment file has been read
         # and the server exec'd, so the daemon can delete the file right after.
@@ -64,6 +72,7 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("EnvironmentFiles", Variant("a(sb)", [(str(env_file), False)])),
         ("Slice", Variant("s", UNIT_SLICE)),
         ("DevicePolicy", Variant("s", "closed")),
+        ("DeviceAllow", Variant("a(ss)", device_allow(list(spec.gpu_minors)))),
         ("NoNewPrivileges", Variant("b", True)),
         ("PrivateTmp", Variant("b", True)),
         ("KillMode", Variant("s", "mixed")),

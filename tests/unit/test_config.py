@@ -20,7 +20,7 @@ def test_defaults_without_a_file(tmp_path):
     ("[hub]\nport = \"8000\"", "hub.port", "an integer from 1 to 65535"),
     ("[hub]\nport = true", "hub.port", "an integer from 1 to 65535"),
     ("[hub]\nprot = 1", "hub.prot", "known keys in [hub] are port,"),
-    ("[hubb]\nport = 1", "hubb", "known sections are hub, spawner, daemon, culler"),
+    ("[hubb]\nport = 1", "hubb", "known sections are hub, spawner, daemon, gpu, culler, profiles"),
     ("hub = 3", "hub", "a table: [hub]"),
     ("[spawner]\nmem_limit = \"4Q\"", "spawner.mem_limit", 'a size such as "512M"'),
     ("[spawner]\nmem_limit = \"1M\"", "spawner.mem_limit", "(at least 64M)"),
@@ -65,3 +65,26 @@ def test_check_command_exit_codes(tmp_path, capsys):
     good = tmp_path / "good.toml"
     good.write_text("[daemon]\nmin_uid = 500\n")
     assert config.main([str(good)]) == 0
+
+
+def test_gpu_quotas_and_profiles():
+    cfg = config.loads('[gpu]\nquota = 2\nquota_groups = { ml = 3 }\nquota_users = { alice = 4 }\n'
+                       '[profiles.big]\ndisplay_name = "2 GPUs, 64 GB"\ngpus = 2\nmem_limit = "64G"\n')
+    assert cfg["gpu"] == {"quota": 2, "quota_groups": {"ml": 3}, "quota_users": {"alice": 4}}
+    assert cfg["profiles"]["big"] == {"display_name": "2 GPUs, 64 GB", "gpus": 2,
+                                      "mem_limit": 64 * 1024**3, "cpu_limit": 0.0}
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[gpu]\nquota_users = { alice = -1 }", "gpu.quota_users.alice"),
+    ("[gpu]\nquota_users = { 'Bad Name' = 1 }", "gpu.quota_users.Bad Name"),
+    ("[gpu]\nquota_groups = 3", "gpu.quota_groups"),
+    ("[profiles.x]\ngpus = 1", "profiles.x.display_name"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpu = 1", "profiles.x.gpu"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 65", "profiles.x.gpus"),
+    ("[profiles.X]\ndisplay_name = 'x'", "profiles.X"),
+])
+def test_bad_gpu_settings_name_the_entry(text, key):
+    with pytest.raises(config.ConfigError) as e:
+        config.loads(text)
+    assert e.value.key == key

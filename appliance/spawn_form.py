@@ -1,0 +1,112 @@
+"""The spawn form: how many GPUs (or which profile), rendered and checked.
+
+Pure functions, so the same check applies to a submitted form and to options sent
+through the REST API. The daemon checks the quota again: this is for clear words
+on the form, not for security.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from .gpu.allocator import QuotaError, check_request
+
+
+class FormError(ValueError):
+    """A bad form value, worded for the user."""
+
+
+@dataclass(frozen=True)
+class GpuSummary:
+    available: bool
+    total: int
+    free: int
+    reason: str | None = None
+
+    @classmethod
+    def from_daemon(cls, reply: dict) -> "GpuSummary":
+        gpus = reply.get("gpus", [])
+        return cls(bool(reply.get("available")), len(gpus), sum(1 for g in gpus if not g.get("holder")),
+                   reply.get("reason"))
+
+
+def _gpus(n: int) -> str:
+    return "no GPU" if n == 0 else f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
+def _size(n: int | None) -> str:
+    return "" if not n else f"{n / 1024**3:g} GB RAM"
+
+
+def render(summary: GpuSummary, quota: int, profiles: dict[str, dict]) -> str:
+    """HTML for the form, or "" when there is nothing to choose (JupyterHub then
+    spawns at once)."""
+    if not profiles and (not summary.available or quota == 0):
+        return ""
+    free_line = (f"<p>{summary.free} of {summary.total} GPUs free now; your quota is {_gpus(quota)}.</p>"
+                 if summary.available else "<p>This server has no usable GPU: CPU only.</p>")
+    if profiles:
+        choices = []
+        for i, (name, p) in enumerate(profiles.items()):
+            detail = ", ".join(x for x in (_gpus(p["gpus"]), _size(p["mem_limit"]),
+                                           f"{p['cpu_limit']:g} CPUs" if p["cpu_limit"] else "") if x)
+            choices.append(
+                f'<div class="radio"><label><input type="radio" name="profile" value="{escape(name)}"'
+                f'{" checked" if i == 0 else ""}> {escape(p["display_name"])} <small>({escape(detail)})</small>'
+                "</label></div>")
+        body = "".join(choices)
+    else:
+        options = "".join(f'<option value="{n}"{" selected" if n == min(1, quota) else ""}>{_gpus(n)}</option>'
+                          for n in range(quota + 1))
+        body = f'<label for="gpus">GPUs</label> <select class="form-control" name="gpus" id="gpus">{options}</select>'
+    fallback = ('<div class="checkbox"><label><input type="checkbox" name="cpu_fallback" value="on"> '
+                "Start CPU-only if no GPU is free</label></div>")
+    return free_line + body + fallback
+
+
+def parse(formdata: dict[str, list[str]], profiles: dict[str, dict]) -> dict[str, Any]:
+    """Form fields (lists of strings) -> user_options; refuses anything unexpected."""
+    accepted = {"profile", "cpu_fallback"} if profiles else {"gpus", "cpu_fallback"}
+    for key, values in formdata.items():
+        if key not in accepted:
+            raise FormError(f"Unexpected form field {key[:40]!r}; this form accepts: {', '.join(sorted(accepted))}.")
+        if len(values) != 1:
+            raise FormError(f"The form field {key} was sent {len(values)} times; send it once.")
+    options: dict[str, Any] = {"cpu_fallback": formdata.get("cpu_fallback", [""])[0] == "on"}
+    if profiles:
+        options["profile"] = formdata.get("profile", [next(iter(profiles))])[0]
+    else:
+        raw = formdata.get("gpus", ["0"])[0].strip()
+        if not raw.lstrip("-").isdigit():
+            raise FormError(f"The number of GPUs must be a whole number, not {raw[:20]!r}.")
+        options["gpus"] = int(raw)
+    return options
+
+
+def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> dict[str, Any]:
+    """user_options (from the form or the API) -> what to ask the daemon for."""
+    unknown = set(options) - {"gpus", "profile", "cpu_fallback"}
+    if unknown:
+        raise FormError(f"Unknown option {sorted(unknown)[0]!r}; accepted: gpus, profile, cpu_fallback.")
+    fallback = options.get("cpu_fallback", False)
+    if not isinstance(fallback, bool):
+        raise FormError("cpu_fallback must be true or false.")
+    out: dict[str, Any] = {"gpus": 0, "gpu_fallback": fallback, "mem_limit": None, "cpu_limit": None}
+    if "profile" in options:
+        name = options["profile"]
+        if not isinstance(name, str) or name not in profiles:
+            names = ", ".join(profiles) or "none are configured"
+            raise FormError(f"There is no profile {str(name)[:40]!r}; the profiles are: {names}.")
+        p = profiles[name]
+        out.update(gpus=p["gpus"], mem_limit=p["mem_limit"], cpu_limit=p["cpu_limit"] or None)
+    elif "gpus" in options:
+        out["gpus"] = options["gpus"]
+    try:
+        check_request(out["gpus"], quota)
+    except QuotaError as e:
+        raise FormError(str(e)) from None
+    except ValueError as e:
+        raise FormError(f"{e}.") from None
+    return out
