@@ -33,6 +33,38 @@ class Browser:
         return self.s.post(self.base + "/hub/login?next=", timeout=120, data={
             "_xsrf": m.group(1), "username": username, "password": password})
 
+    def hub_xsrf(self) -> dict[str, str]:
+        token = self.s.cookies.get("_xsrf", path="/hub/")
+        return {"X-XSRFToken": token} if token else {}
+
+    def spawn_with_form(self, username: str, fields: dict[str, str]) -> requests.Response:
+        """Submit the spawn form as a browser does (its _xsrf field included)."""
+        form = self.get("/hub/spawn")
+        m = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text)
+        assert m, f"no spawn form: {form.status_code} {form.url}"
+        return self.s.post(f"{self.base}/hub/spawn/{username}", data={"_xsrf": m.group(1), **fields},
+                           timeout=120, allow_redirects=False)
+
+    def spawn_outcome(self, username: str, timeout: float = 120) -> tuple[bool, list[str]]:
+        """Read the spawn's progress events until ready or failed: (ready, messages)."""
+        deadline = time.monotonic() + timeout
+        messages: list[str] = []
+        while time.monotonic() < deadline:
+            with self.s.get(f"{self.base}/hub/api/users/{username}/server/progress", stream=True, timeout=timeout,
+                            headers={**self.hub_xsrf(), "Accept": "text/event-stream"}) as r:
+                if r.status_code != 200:
+                    time.sleep(0.2)
+                    continue
+                for line in r.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        messages.append(event.get("message", ""))
+                        if event.get("ready"):
+                            return True, messages
+                        if event.get("failed"):
+                            return False, messages
+        raise AssertionError(f"no outcome of {username}'s spawn in {timeout} s: {messages}")
+
     def wait_for_server(self, username: str, timeout: float = 120) -> requests.Response:
         """Follow /user/NAME/lab through the OAuth redirects until the server answers."""
         deadline = time.monotonic() + timeout

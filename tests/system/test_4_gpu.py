@@ -1,0 +1,223 @@
+"""GPU assignment and isolation on the booted appliance, with the fake NVML and fake
+device nodes (TESTING.md): ENXIO = allowed by the device cgroup (no driver behind
+the node), EPERM = denied by it. That difference is the isolation test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from browser import Browser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
+from build import build  # noqa: E402
+
+# NVML index -> minor number differ on purpose: the cgroup rule must use the minor.
+GPUS = [(0, 2), (1, 0), (2, 3), (3, 1)]
+UUID = "GPU-00000000-0000-0000-0000-00000000000{}"
+MEM_USED = {0: 40, 1: 10, 2: 0, 3: 20}  # GiB; the policy picks the most free memory first
+STORM = [f"storm{i:02d}" for i in range(20)]
+PASSWORD = "gpu-pass-1"
+
+
+def fake_config(lost: int | None = None) -> str:
+    lines = ["driver 550.54.14"]
+    for index, minor in GPUS:
+        lines.append(f"gpu index={index} minor={minor} uuid={UUID.format(index)} name=NVIDIA_A100-SXM4-80GB "
+                     f"mem_total={80 * 2**30} mem_used={MEM_USED[index] * 2**30} util_gpu={10 * index} "
+                     f"pci=00000000:0{index + 1}:00.0 lost={int(index == lost)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def gpu(appliance, tmp_path_factory):
+    lib = build(tmp_path_factory.mktemp("fake-nvml"))
+    appliance.ct.copy_in(lib, "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+    appliance.ct.write("/etc/fake-nvml.conf", fake_config())
+    nodes = "".join(f"mknod -m 666 /dev/nvidia{minor} c 195 {minor}; " for _, minor in GPUS)
+    appliance.sh(nodes + "mknod -m 666 /dev/nvidiactl c 195 255; mknod -m 666 /dev/nvidia-uvm c 509 0; "
+                 "mknod -m 666 /dev/nvidia-uvm-tools c 509 1")
+    appliance.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
+                       "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+    appliance.ct.write("/etc/jupyterhub/appliance.toml",
+                       appliance.config_text("[gpu]\nquota = 2\nquota_users = { ivan = 0 }\n"))
+    names = ["gina", "hank", "ivan", "jack"] + STORM
+    appliance.sh("".join(f"useradd -m {n} && echo {n}:{PASSWORD} | chpasswd && applctl adduser {n} >/dev/null\n"
+                         for n in names))
+    appliance.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && "
+                 "systemctl restart jupyterhub")
+    appliance.wait_hub()
+    return appliance
+
+
+def report(app) -> dict:
+    reply = json.loads(app.daemon_request('{"op": "gpus"}').stdout)
+    assert reply["ok"], reply
+    return reply
+
+
+def holders(app) -> dict[str, str | None]:
+    return {g["uuid"]: g["holder"] for g in report(app)["gpus"]}
+
+
+def login(app, name: str) -> Browser:
+    b = Browser(app.url)
+    r = b.login(name, PASSWORD)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    return b
+
+
+def spawn(app, name: str, fields: dict[str, str] | None) -> tuple[Browser, bool, list[str]]:
+    """Log in and submit the spawn form; with fields None there is no form (nothing
+    to choose) and logging in starts the server."""
+    b = login(app, name)
+    if fields is not None:
+        r = b.spawn_with_form(name, fields)
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+    ready, messages = b.spawn_outcome(name)
+    return b, ready, messages
+
+
+def device_access(b: Browser, name: str) -> dict[int, str]:
+    """From inside the user's server: what opening each GPU node gives."""
+    b.wait_for_server(name)
+    kernel = b.start_kernel(name)
+    out = b.execute(name, kernel, (
+        "import errno, os, json\n"
+        "res = {}\n"
+        f"for m in {[minor for _, minor in GPUS]}:\n"
+        "    try:\n"
+        "        os.close(os.open(f'/dev/nvidia{m}', os.O_RDWR)); res[m] = 'OPEN'\n"
+        "    except OSError as e:\n"
+        "        res[m] = errno.errorcode[e.errno]\n"
+        "print(json.dumps({'dev': res, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),"
+        " 'order': os.environ.get('CUDA_DEVICE_ORDER')}))"))
+    data = json.loads(out)
+    data["dev"] = {int(k): v for k, v in data["dev"].items()}
+    return data
+
+
+def test_inventory_through_pynvml(gpu):
+    r = report(gpu)
+    assert r["available"] is True and r["driver_version"] == "550.54.14"
+    assert [(g["index"], g["minor"], g["uuid"]) for g in r["gpus"]] == [
+        (i, m, UUID.format(i)) for i, m in GPUS]
+    assert all(g["holder"] is None for g in r["gpus"])
+
+
+def test_form_offers_gpus_up_to_quota_with_free_count(gpu):
+    b = login(gpu, "gina")
+    form = b.get("/hub/spawn").text
+    assert "4 of 4 GPUs free now; your quota is 2 GPUs" in form
+    assert re.findall(r'<option value="(\d+)"', form) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"gpus": "-1"}, "GPU count must be 0 or more"),
+    ({"gpus": "two"}, "must be a whole number"),
+    ({"gpus": "3"}, "You asked for 3 GPUs; your quota is 2 GPUs."),
+    ({"gpus": "1", "image": "x"}, "Unexpected form field 'image'"),
+])
+def test_bad_form_input_is_refused_and_starts_nothing(gpu, fields, says):
+    b = login(gpu, "jack")
+    r = b.spawn_with_form("jack", fields)
+    assert r.status_code == 400 and says in r.text, r.text[:300]
+    assert gpu.sh("systemctl is-active jupyter-jack.service", check=False).stdout.strip() != "active"
+
+
+def test_api_profile_that_does_not_exist_is_refused(gpu):
+    b = login(gpu, "jack")
+    r = b.s.post(f"{gpu.url}/hub/api/users/jack/server", json={"profile": "huge"}, headers=b.hub_xsrf(), timeout=60)
+    assert r.status_code >= 400 and "There is no profile 'huge'" in r.text, r.text[:300]
+    assert gpu.sh("systemctl is-active jupyter-jack.service", check=False).stdout.strip() != "active"
+
+
+def test_gpu_servers_are_isolated_by_the_device_cgroup(gpu):
+    b_gina, ready, messages = spawn(gpu, "gina", {"gpus": "1"})
+    assert ready, messages
+    # Most free memory first: index 2 (0 GiB used), whose minor is 3.
+    assert any(UUID.format(2) in m for m in messages), messages
+    b_hank, ready, _ = spawn(gpu, "hank", {"gpus": "1"})
+    assert ready
+    held = holders(gpu)
+    assert held[UUID.format(2)] == "gina" and held[UUID.format(1)] == "hank"  # then index 1 (10 GiB used)
+    allow = gpu.unit_props("jupyter-gina.service", "DeviceAllow")["DeviceAllow"]
+    assert "/dev/nvidia3 rw" in allow and "/dev/nvidia0 " not in allow and "/dev/nvidiactl rw" in allow
+
+    gina = device_access(b_gina, "gina")
+    assert gina["dev"] == {2: "EPERM", 0: "EPERM", 3: "ENXIO", 1: "EPERM"}
+    assert gina["cuda"] == UUID.format(2) and gina["order"] == "PCI_BUS_ID"
+    hank = device_access(b_hank, "hank")
+    assert hank["dev"] == {2: "EPERM", 0: "ENXIO", 3: "EPERM", 1: "EPERM"}
+
+    b_ivan, ready, _ = spawn(gpu, "ivan", None)  # quota 0: no form, CPU-only
+    assert ready
+    ivan = device_access(b_ivan, "ivan")
+    assert set(ivan["dev"].values()) == {"EPERM"} and ivan["cuda"] == ""
+
+
+def test_assignments_survive_daemon_and_hub_restarts(gpu):
+    before = holders(gpu)
+    assert sorted(u for u in before.values() if u) == ["gina", "hank"]
+    gpu.sh("systemctl restart jupyterhub-appliance.service")
+    assert holders(gpu) == before
+    gpu.sh("systemctl restart jupyterhub")
+    gpu.wait_hub()
+    assert holders(gpu) == before
+    # The hub's record of gina's GPUs came back with its state.
+    b = login(gpu, "gina")
+    b.wait_for_server("gina")
+
+
+def test_kill_9_frees_the_gpu_without_the_hub(gpu):
+    pid = gpu.unit_props("jupyter-hank.service", "MainPID")["MainPID"]
+    gpu.sh(f"kill -9 {pid}")
+    deadline = time.monotonic() + 10
+    while holders(gpu)[UUID.format(1)] is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert holders(gpu)[UUID.format(1)] is None
+
+
+def test_lost_gpu_is_taken_out_and_reported(gpu):
+    gpu.ct.write("/etc/fake-nvml.conf", fake_config(lost=3))
+    try:
+        r = report(gpu)
+        assert UUID.format(3) not in [g["uuid"] for g in r["gpus"]]
+        assert r["unusable"] and r["unusable"][0]["index"] == 3 and "lost" in r["unusable"][0]["reason"].lower()
+    finally:
+        gpu.ct.write("/etc/fake-nvml.conf", fake_config())
+
+
+def test_spawn_storm_never_double_books(gpu):
+    # Free every GPU first: stop gina's and ivan's servers through the daemon.
+    for name in ("gina", "ivan"):
+        gpu.daemon_request(json.dumps({"op": "stop", "user": name}))
+    assert all(h is None for h in holders(gpu).values())
+
+    def one(name: str) -> tuple[str, bool, list[str]]:
+        _b, ready, messages = spawn(gpu, name, {"gpus": "1"})
+        return name, ready, messages
+
+    with ThreadPoolExecutor(len(STORM)) as pool:
+        results = list(pool.map(one, STORM))
+    winners = [n for n, ready, _ in results if ready]
+    losers = [(n, m) for n, ready, m in results if not ready]
+    assert len(winners) == 4, results
+    assert all(any("All GPUs are busy" in x for x in m) for _, m in losers), losers
+    held = holders(gpu)
+    assert sorted(h for h in held.values() if h) == sorted(winners)
+    minors = [gpu.unit_props(f"jupyter-{n}.service", "DeviceAllow")["DeviceAllow"].split()[0] for n in winners]
+    assert len(set(minors)) == 4
+    for name, _ in losers:
+        assert gpu.sh(f"systemctl is-active jupyter-{name}.service", check=False).stdout.strip() != "active"
+
+    # A user who asked for the fallback gets a CPU-only server instead of an error.
+    _b, ready, messages = spawn(gpu, "jack", {"gpus": "1", "cpu_fallback": "on"})
+    assert ready and any("starting CPU-only" in m for m in messages), messages
+    assert "nvidia" not in gpu.unit_props("jupyter-jack.service", "DeviceAllow")["DeviceAllow"]
