@@ -1,0 +1,84 @@
+"""The daemon's GPU manager against a stand-in systemd: assignment derived from the
+DeviceAllow= of running units, serialized, never double-booked."""
+
+import asyncio
+
+import pytest
+
+from appliance.daemon.gpus import GpuManager, device_allow, minors_of
+from appliance.gpu.allocator import CapacityError
+from appliance.gpu.inventory import GPU, Inventory
+
+GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80, memory_free=80 - i,
+                 memory_used=i, pci_bus_id=f"0:{i}", utilization=0, mig_enabled=False)
+             for i, m in enumerate([2, 0, 3, 1]))
+
+
+class FakeSystemd:
+    """Units as systemd would report them: name -> DeviceAllow rules."""
+
+    def __init__(self):
+        self.units: dict[str, list[tuple[str, str]]] = {}
+
+    async def list_units(self, pattern):
+        await asyncio.sleep(0)  # a real D-Bus round trip yields to other requests
+        return [(u, "active") for u in self.units]
+
+    async def unit_properties(self, unit, names):
+        await asyncio.sleep(0)
+        return {"DeviceAllow": self.units[unit]} if unit in self.units else None
+
+
+def manager(systemd):
+    return GpuManager(systemd, inventory=lambda: Inventory(True, "550", GPUS))
+
+
+def test_device_rules_use_minor_numbers_and_control_devices():
+    rules = device_allow([3])
+    assert rules[0] == ("/dev/nvidia3", "rw") and ("/dev/nvidiactl", "rw") in rules
+    assert minors_of(rules) == [3] and device_allow([]) == []
+
+
+def test_holdings_come_from_running_units():
+    sd = FakeSystemd()
+    sd.units["jupyter-alice.service"] = device_allow([3])
+    sd.units["jupyter-bob.service"] = []
+    m = manager(sd)
+    report = asyncio.run(m.report())
+    assert {g["uuid"]: g["holder"] for g in report["gpus"]} == {
+        "GPU-0": None, "GPU-1": None, "GPU-2": "alice", "GPU-3": None}
+
+
+def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors():
+    sd = FakeSystemd()
+    m = manager(sd)
+
+    async def spawn(name):
+        unit = f"jupyter-{name}.service"
+        try:
+            inv, uuids = await m.assign(unit, 1, fallback=False)
+        except CapacityError as e:
+            return str(e)
+        sd.units[unit] = device_allow([inv.by_uuid(u).minor for u in uuids])
+        m.started(unit)
+        return uuids
+
+    async def storm():
+        return await asyncio.gather(*(spawn(f"u{i}") for i in range(20)))
+
+    results = asyncio.run(storm())
+    got = [r for r in results if isinstance(r, tuple)]
+    assert sorted(u for r in got for u in r) == ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
+    assert sum("All GPUs are busy" in r for r in results if isinstance(r, str)) == 16
+
+
+def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only():
+    sd = FakeSystemd()
+    m = manager(sd)
+    for i in range(4):
+        sd.units[f"jupyter-u{i}.service"] = device_allow([GPUS[i].minor])
+    with pytest.raises(CapacityError):
+        asyncio.run(m.assign("jupyter-x.service", 1, fallback=False))
+    assert asyncio.run(m.assign("jupyter-x.service", 1, fallback=True))[1] == ()
+    del sd.units["jupyter-u2.service"]  # killed: systemd forgot it
+    assert asyncio.run(m.assign("jupyter-x.service", 1, fallback=False))[1] == ("GPU-2",)

@@ -1,0 +1,67 @@
+import re
+
+import pytest
+
+from appliance import spawn_form as sf
+
+PROFILES = {
+    "cpu": {"display_name": "CPU only", "gpus": 0, "mem_limit": None, "cpu_limit": 0.0},
+    "big": {"display_name": "2 GPUs, 64 GB", "gpus": 2, "mem_limit": 64 * 2**30, "cpu_limit": 8.0},
+}
+FOUR = sf.GpuSummary(True, 4, 3)
+
+
+def test_gpu_count_form_goes_up_to_the_quota_and_shows_free():
+    html = sf.render(FOUR, 2, {})
+    assert "3 of 4 GPUs free now; your quota is 2 GPUs" in html
+    assert re.findall(r'<option value="(\d+)"', html) == ["0", "1", "2"]
+
+
+def test_no_form_when_there_is_nothing_to_choose():
+    assert sf.render(sf.GpuSummary(False, 0, 0, "no driver"), 2, {}) == ""
+    assert sf.render(FOUR, 0, {}) == ""
+
+
+def test_profiles_form_lists_profiles_and_escapes_names():
+    html = sf.render(FOUR, 2, {"x": {"display_name": "<b>", "gpus": 1, "mem_limit": None, "cpu_limit": 0}})
+    assert "&lt;b&gt;" in html and "<b>" not in html
+
+
+def test_summary_from_daemon_counts_free():
+    reply = {"available": True, "gpus": [{"holder": None}, {"holder": "alice"}]}
+    assert sf.GpuSummary.from_daemon(reply) == sf.GpuSummary(True, 2, 1, None)
+
+
+@pytest.mark.parametrize("form, says", [
+    ({"gpus": ["x"]}, "must be a whole number"),
+    ({"gpus": ["1"], "image": ["evil"]}, "Unexpected form field 'image'"),
+    ({"gpus": ["1", "2"]}, "sent 2 times"),
+])
+def test_parse_refuses_bad_forms(form, says):
+    with pytest.raises(sf.FormError, match=re.escape(says)):
+        sf.parse(form, {})
+
+
+def test_parse_and_resolve_gpu_count():
+    opts = sf.parse({"gpus": ["2"], "cpu_fallback": ["on"]}, {})
+    assert opts == {"gpus": 2, "cpu_fallback": True}
+    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "gpu_fallback": True, "mem_limit": None, "cpu_limit": None}
+
+
+@pytest.mark.parametrize("options, quota, says", [
+    ({"gpus": 3}, 2, "You asked for 3 GPUs; your quota is 2 GPUs."),
+    ({"gpus": -1}, 2, "GPU count must be 0 or more"),
+    ({"gpus": "1"}, 2, "whole number"),
+    ({"profile": "nope"}, 2, "There is no profile 'nope'; the profiles are: cpu, big."),
+    ({"profile": "big"}, 1, "your quota is 1 GPU"),
+    ({"image": "x"}, 1, "Unknown option 'image'"),
+    ({"cpu_fallback": "yes"}, 1, "cpu_fallback must be true or false"),
+])
+def test_resolve_refuses_what_the_api_could_send(options, quota, says):
+    with pytest.raises(sf.FormError, match=re.escape(says)):
+        sf.resolve(options, quota, PROFILES)
+
+
+def test_profile_brings_its_limits():
+    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {
+        "gpus": 2, "gpu_fallback": False, "mem_limit": 64 * 2**30, "cpu_limit": 8.0}
