@@ -1,0 +1,441 @@
+"""The Arch package (packaging/arch, scripts/build-aur), as pacman would get it.
+
+The package is built once per session with scripts/build-aur (a couple of minutes:
+the two virtualenvs), or taken from APPLIANCE_ARCH_PKG. Without makepkg, shellcheck
+(or root, for the install-script test) these tests skip, except in CI (CI set),
+where a missing tool is a failure.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.arch
+
+TOP = Path(__file__).resolve().parents[2]
+ARCH = TOP / "packaging" / "arch"
+PKGBUILD = ARCH / "PKGBUILD"
+INSTALL = ARCH / "jupyterhub-appliance.install"
+LIB = "usr/lib/jupyterhub-appliance"
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+DEBIAN_PACKAGES = "makepkg pacman-package-manager libarchive-tools fakeroot zstd shellcheck"
+
+
+def require(what: str, ok: bool) -> None:
+    """Skip when something the test needs is missing; in CI, fail instead."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{what}, and CI must run this test", pytrace=False)
+    pytest.skip(what)
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    require(f"needs {', '.join(missing)} (Debian: apt-get install {DEBIAN_PACKAGES})", not missing)
+
+
+def appliance_version() -> str:
+    text = (TOP / "appliance" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "(.+)"$', text, re.M).group(1)
+
+
+def kv_file(text: str) -> dict[str, list[str]]:
+    """.PKGINFO / .BUILDINFO / .SRCINFO: `key = value` lines, keys repeat."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" = ")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def decompressed(name: str, data: bytes) -> bytes:
+    """The content of a compressed member as well, so a path cannot hide in it."""
+    try:
+        if name.endswith(".gz") or name == ".MTREE":
+            return gzip.decompress(data)
+        if name.endswith(".bz2"):
+            return bz2.decompress(data)
+        if name.endswith(".xz"):
+            return lzma.decompress(data)
+    except (OSError, EOFError, lzma.LZMAError):
+        pass
+    return b""
+
+
+class Package:
+    """The package's members; the content of those outside the venvs' lib/ trees."""
+
+    def __init__(self, path: Path, tar_path: Path):
+        self.path = path
+        self.tar_path = tar_path
+        self.members: dict[str, tarfile.TarInfo] = {}
+        self.data: dict[str, bytes] = {}
+        for name, member, content in self.walk():
+            self.members[name] = member
+            if content is not None and not re.match(rf"{LIB}/(hub|user)/lib/", name):
+                self.data[name] = content
+        self.pkginfo = kv_file(self.data[".PKGINFO"].decode())
+        self.buildinfo = kv_file(self.data[".BUILDINFO"].decode())
+
+    def walk(self):
+        """(name, TarInfo, content or None) for every member, read from the archive."""
+        with tarfile.open(self.tar_path) as tf:
+            for m in tf:
+                yield m.name.rstrip("/"), m, (tf.extractfile(m).read() if m.isfile() else None)
+
+    def files(self) -> set[str]:
+        return {n for n, m in self.members.items() if m.isfile()}
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory) -> Package:
+    given = os.environ.get("APPLIANCE_ARCH_PKG")
+    if given:
+        path = Path(given)
+        assert path.is_file(), f"APPLIANCE_ARCH_PKG={given} is not a file"
+    else:
+        require_tools("makepkg", "fakeroot", "bsdtar", "pacman")
+        require("building as root needs runuser (util-linux)", os.geteuid() != 0 or shutil.which("runuser"))
+        # The build user must reach the build directory: not under pytest's 0700 tmp.
+        work = Path(tempfile.mkdtemp(prefix="appliance-arch-test-", dir="/var/tmp"))
+        os.chmod(work, 0o755)
+        try:
+            proc = subprocess.run(
+                [str(TOP / "scripts" / "build-aur")],
+                env=dict(os.environ, APPLIANCE_ARCH_BUILDDIR=str(work / "build")),
+                capture_output=True, text=True, timeout=3600,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        assert proc.returncode == 0, f"scripts/build-aur failed:\n{proc.stderr[-6000:]}"
+        path = Path(proc.stdout.strip().splitlines()[-1])
+        assert path.is_file(), f"scripts/build-aur printed {path}, which is not a file"
+    assert re.fullmatch(r"jupyterhub-appliance-.+-x86_64\.pkg\.tar\.(zst|gz)", path.name), path.name
+    tar_path = path
+    if path.name.endswith(".zst"):
+        require_tools("zstd")
+        tar_path = tmp_path_factory.mktemp("arch-pkg") / "package.tar"
+        subprocess.run(["zstd", "-q", "-d", "-f", str(path), "-o", str(tar_path)], check=True)
+    return Package(path, tar_path)
+
+
+# --- what is in it ---------------------------------------------------------------
+
+
+def test_file_list(package):
+    names = set(package.members)
+    units = sorted(p.name for p in (TOP / "units").iterdir() if p.suffix in (".service", ".socket", ".slice"))
+    assert units, "no units in units/"
+    expected = {f"usr/lib/systemd/system/{u}" for u in units} | {
+        "usr/lib/sysusers.d/jupyterhub-appliance.conf",
+        "usr/lib/sysusers.d/jupyterhub-appliance-shadow.conf",
+        "usr/lib/tmpfiles.d/jupyterhub-appliance.conf",
+        "usr/bin/applctl",
+        "etc/jupyterhub/appliance.toml",
+        "etc/jupyterhub/jupyterhub_config.py",
+        "etc/jupyterhub/jupyterhub_config.d",
+        "etc/pam.d/jupyterhub-appliance",
+        "etc/sudoers.d/jupyterhub-appliance",
+        f"{LIB}/hub/pyvenv.cfg",
+        f"{LIB}/hub/bin/python",
+        f"{LIB}/hub/bin/jupyterhub",
+        f"{LIB}/hub/bin/applctl",
+        f"{LIB}/user/pyvenv.cfg",
+        f"{LIB}/user/bin/python",
+        f"{LIB}/user/bin/jupyterhub-singleuser",
+        f"{LIB}/user/bin/jupyter-lab",
+        "usr/share/doc/jupyterhub-appliance/README.md",
+        ".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL",
+    }
+    assert not expected - names, f"missing from the package: {sorted(expected - names)}"
+    # Arch's paths: everything under /etc and /usr (no /lib, /bin, /sbin, /var), and
+    # none of Debian's own places.
+    tops = {n.split("/", 1)[0] for n in names}
+    assert tops == {".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL", "etc", "usr"}, tops
+    debian = [n for n in names if n.startswith(("usr/sbin", "usr/local", "usr/lib/python3/", "etc/default",
+                                                "usr/share/zsh/vendor-completions", "etc/pam.d/common-"))]
+    assert not debian, f"Debian paths in the Arch package: {sorted(debian)[:20]}"
+    # The daemon, the hub's configuration code: the appliance package in the hub venv.
+    site = [n for n in names if re.fullmatch(rf"{LIB}/hub/lib/python3\.\d+/site-packages/appliance/daemon/server\.py", n)]
+    assert site, "the appliance package is not in the hub virtualenv"
+
+
+def test_units_and_configuration_are_the_repositorys(package):
+    for unit in (TOP / "units").iterdir():
+        if unit.suffix in (".service", ".socket", ".slice"):
+            assert package.data[f"usr/lib/systemd/system/{unit.name}"] == unit.read_bytes(), unit.name
+    for rel in ("sysusers.d/jupyterhub-appliance.conf", "tmpfiles.d/jupyterhub-appliance.conf"):
+        assert package.data[f"usr/lib/{rel}"] == (TOP / "units" / rel).read_bytes(), rel
+    shadow_conf = package.data["usr/lib/sysusers.d/jupyterhub-appliance-shadow.conf"].decode()
+    assert re.search(r"^g\s+shadow\s", shadow_conf, re.M), "the Arch sysusers.d file does not declare group shadow"
+    for rel in ("jupyterhub/appliance.toml", "jupyterhub/jupyterhub_config.py", "sudoers.d/jupyterhub-appliance"):
+        assert package.data[f"etc/{rel}"] == (TOP / "etc" / rel).read_bytes(), rel
+    pam = package.data["etc/pam.d/jupyterhub-appliance"]
+    assert pam == (ARCH / "pam.d" / "jupyterhub-appliance").read_bytes()
+    assert b"include   system-auth" in pam and b"common-auth" not in pam.replace(b"# ", b"")
+    assert package.data[".INSTALL"] == INSTALL.read_bytes()
+
+
+def test_applctl_is_the_hub_venvs(package):
+    link = package.members["usr/bin/applctl"]
+    assert link.issym() and link.linkname == f"/{LIB}/hub/bin/applctl"
+
+
+def test_ownership_and_modes(package):
+    sudoers = package.members["etc/sudoers.d/jupyterhub-appliance"]
+    assert sudoers.isfile()
+    assert (sudoers.mode & 0o7777, sudoers.uid, sudoers.gid) == (0o440, 0, 0)
+    not_root = [n for n, m in package.members.items() if (m.uid, m.gid) != (0, 0)]
+    assert not not_root, f"not owned by root:root: {not_root[:10]}"
+    writable = [n for n, m in package.members.items() if not m.issym() and m.mode & 0o022]
+    assert not writable, f"group- or world-writable: {writable[:10]}"
+    special = [n for n, m in package.members.items() if m.mode & 0o7000]
+    assert not special, f"setuid, setgid or sticky: {special[:10]}"
+    for unit in ("jupyterhub.service", "jupyterhub-appliance.socket"):
+        assert package.members[f"usr/lib/systemd/system/{unit}"].mode & 0o7777 == 0o644
+
+
+def test_backup_names_every_file_under_etc(package):
+    backup = set(package.pkginfo.get("backup", []))
+    etc_files = {n for n in package.files() if n.startswith("etc/")}
+    assert etc_files, "no files under /etc"
+    assert etc_files <= backup, f"not in backup=: {sorted(etc_files - backup)}"
+    assert backup <= etc_files, f"backup= names files not in the package: {sorted(backup - etc_files)}"
+
+
+def test_pkginfo(package):
+    info = package.pkginfo
+    assert info["pkgname"] == ["jupyterhub-appliance"]
+    assert info["pkgver"] == [f"{appliance_version()}-1"]
+    assert info["arch"] == ["x86_64"]
+    depends = info["depend"]
+    for dep in ("nodejs", "configurable-http-proxy", "sudo", "systemd", "pam", "shadow"):
+        assert dep in depends, f"{dep} not in depends: {depends}"
+    # python is pinned to the minor version the virtualenvs were built with.
+    (libdir,) = {m.group(1) for n in package.members
+                 if (m := re.fullmatch(rf"{LIB}/hub/lib/python(3\.\d+)", n))}
+    major, minor = libdir.split(".")
+    assert "python" not in depends
+    assert f"python>={libdir}" in depends and f"python<{major}.{int(minor) + 1}" in depends, depends
+    assert any(n == f"{LIB}/user/lib/python{libdir}" for n in package.members), "the two venvs differ in python"
+
+
+def test_venvs_use_the_system_python_at_their_installed_path(package):
+    for venv in ("hub", "user"):
+        cfg = package.data[f"{LIB}/{venv}/pyvenv.cfg"].decode()
+        assert re.search(r"^home = /usr/bin$", cfg, re.M), cfg
+        assert f"-m venv /{LIB}/{venv}" in cfg, cfg
+        py3 = package.members[f"{LIB}/{venv}/bin/python3"]
+        assert py3.issym() and py3.linkname == "/usr/bin/python3", py3.linkname
+        for script in ("jupyterhub",) if venv == "hub" else ("jupyter-lab", "jupyterhub-singleuser"):
+            first = package.data[f"{LIB}/{venv}/bin/{script}"].split(b"\n", 1)[0]
+            assert first == f"#!/{LIB}/{venv}/bin/python3".encode(), (script, first)
+        pycs = [n for n in package.files() if n.startswith(f"{LIB}/{venv}/lib/") and n.endswith(".pyc")]
+        assert len(pycs) > 100, f"{venv}: byte-code not compiled at build time"
+
+
+def test_no_build_path_inside(package):
+    builddir = package.buildinfo["builddir"][0]
+    startdir = package.buildinfo["startdir"][0]
+    assert builddir.startswith("/") and len(builddir) > 1, builddir
+    needles = {builddir.encode(), startdir.encode(), f"{builddir}/src".encode(), f"{builddir}/pkg".encode()}
+    if not os.environ.get("APPLIANCE_ARCH_PKG"):
+        needles.add(str(TOP).encode())  # built from this checkout
+    hits, scanned = [], 0
+    for name, member, content in package.walk():  # every file, binary or not
+        if name == ".BUILDINFO":
+            continue  # makepkg records where it built; checked below
+        blobs = [name.encode(), member.linkname.encode()]
+        if content is not None:
+            blobs += [content, decompressed(name, content)]
+            scanned += 1
+        if any(needle in blob for needle in needles for blob in blobs):
+            hits.append(name)
+    assert scanned == len(package.files()) - 1
+    assert not hits, f"build paths {sorted(n.decode() for n in needles)} in: {hits[:20]}"
+    # .BUILDINFO names the build directory only where makepkg always does.
+    for line in package.data[".BUILDINFO"].decode().splitlines():
+        if any(needle.decode() in line for needle in needles):
+            assert line.startswith(("builddir = ", "startdir = ")), line
+
+
+# --- the PKGBUILD and the install script as files ------------------------------------------
+
+
+@pytest.mark.parametrize("path", [PKGBUILD, INSTALL, TOP / "scripts" / "build-aur"], ids=lambda p: p.name)
+def test_bash_syntax(path):
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "path, args",
+    [
+        # As AUR tooling does: pkgname & co. look unused, srcdir/pkgdir unassigned.
+        (PKGBUILD, ["-s", "bash", "-e", "SC2034,SC2154,SC2164"]),
+        (INSTALL, ["-s", "bash"]),
+        (TOP / "scripts" / "build-aur", []),
+    ],
+    ids=["PKGBUILD", "install", "build-aur"],
+)
+def test_shellcheck(path, args):
+    require_tools("shellcheck")
+    proc = subprocess.run(["shellcheck", *args, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_srcinfo_is_generated_from_the_pkgbuild():
+    require_tools("makepkg")
+    user = None
+    if os.geteuid() == 0:  # makepkg refuses root
+        require("running makepkg as root's substitute needs runuser and the user nobody",
+                bool(shutil.which("runuser")) and subprocess.run(["id", "nobody"], capture_output=True).returncode == 0)
+        user = "nobody"
+    work = Path(tempfile.mkdtemp(prefix="appliance-srcinfo-", dir="/var/tmp"))
+    try:
+        for f in (PKGBUILD, INSTALL, ARCH / "makepkg.conf"):
+            shutil.copy(f, work / f.name)
+            os.chmod(work / f.name, 0o644)
+        os.chmod(work, 0o755)
+        if user:  # makepkg wants to be able to write where it is, even to print .SRCINFO
+            shutil.chown(work, user)
+        cmd = ["makepkg", "--config", str(work / "makepkg.conf"), "--printsrcinfo"]
+        if user:
+            cmd = ["runuser", "-u", user, "--", "env", "HOME=/nonexistent", *cmd]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("pkgname = jupyterhub-appliance") == 1
+    assert (ARCH / ".SRCINFO").read_text() == proc.stdout, "packaging/arch/.SRCINFO is stale: run scripts/build-aur --srcinfo"
+    info = kv_file(proc.stdout)
+    assert info["pkgver"] == [appliance_version()], "PKGBUILD's pkgver is not appliance.__version__"
+
+
+# --- the install script's shadow handling, on an Arch-like /etc -----------------------------
+
+ARCH_ETC = {
+    # Arch: no shadow group, /etc/shadow root:root 0600.
+    "passwd": "root:x:0:0::/root:/bin/bash\nnobody:x:65534:65534:Kernel Overflow User:/:/usr/bin/nologin\n",
+    "group": "root:x:0:root\nnobody:x:65534:\n",
+    "gshadow": "root:::root\nnobody:!*::\n",
+    "shadow": "root:$6$salt$hash:19000::::::\nnobody:!*:19000::::::\n",
+}
+
+SCENARIO = r"""
+set -eu
+# A private mount namespace (unshare -m): /etc is a copy with Arch's account files,
+# /var/lib and the sysusers.d/tmpfiles.d directories are empty tmpfs with the package's files.
+stage=$1 pkgfiles=$2 install=$3 step=$4
+mount -t tmpfs tmpfs "$stage"
+cp -a /etc/. "$stage/"
+for f in passwd group gshadow shadow; do cp "$pkgfiles/etc-$f" "$stage/$f"; done
+chown 0:0 "$stage/passwd" "$stage/group" "$stage/shadow" "$stage/gshadow"
+chmod 0644 "$stage/passwd" "$stage/group"; chmod 0600 "$stage/shadow" "$stage/gshadow"
+printf 'passwd: files\ngroup: files\nshadow: files\ngshadow: files\n' > "$stage/nsswitch.conf"
+mount --bind "$stage" /etc
+mount -t tmpfs tmpfs /var/lib
+for d in sysusers.d tmpfiles.d; do
+  mount -t tmpfs tmpfs "/usr/lib/$d"
+  cp "$pkgfiles/$d"/* "/usr/lib/$d/"
+done
+mount -t tmpfs tmpfs /run
+remove_files() {  # what pacman does between pre_remove and post_remove
+  rm -f /usr/lib/sysusers.d/* /usr/lib/tmpfiles.d/*
+}
+report() {
+  echo "STATE $1 $(stat -c '%U:%G:%a' /etc/shadow) group=$(getent group shadow | cut -d: -f1,4) record=$(test -f /var/lib/jupyterhub-appliance/shadow-permissions && echo yes || echo no)"
+}
+. "$install"
+set +eu  # pacman runs install scripts without -e or -u
+report before
+case $step in
+  fresh)
+    post_install; report installed
+    post_upgrade 0.1.0-2 0.1.0-1; report upgraded
+    pre_remove 0.1.0-2; remove_files; post_remove 0.1.0-2; report removed ;;
+  preexisting)
+    # The administrator had already made a shadow group that reads /etc/shadow.
+    groupadd -r shadow; chgrp shadow /etc/shadow; chmod 0640 /etc/shadow; report prepared
+    post_install; report installed
+    pre_remove 0.1.0-1; remove_files; post_remove 0.1.0-1; report removed ;;
+  changed)
+    # Someone changed /etc/shadow after the install: removal leaves it alone.
+    post_install; report installed
+    chgrp root /etc/shadow; chmod 0400 /etc/shadow; report changed
+    pre_remove 0.1.0-1; remove_files; post_remove 0.1.0-1; report removed ;;
+esac
+"""
+
+
+def run_install_scenario(package, step: str) -> tuple[dict[str, str], str]:
+    require("the install-script test needs root (a private mount namespace with an Arch-like /etc)",
+            os.geteuid() == 0)
+    require_tools("unshare", "systemd-sysusers", "systemd-tmpfiles", "gpasswd", "groupdel", "groupadd")
+    work = Path(tempfile.mkdtemp(prefix="appliance-install-test-"))
+    try:
+        files = work / "files"
+        for d in ("sysusers.d", "tmpfiles.d"):
+            (files / d).mkdir(parents=True)
+            for name, data in package.data.items():
+                if name.startswith(f"usr/lib/{d}/"):
+                    (files / d / Path(name).name).write_bytes(data)
+        for f, text in ARCH_ETC.items():
+            (files / f"etc-{f}").write_text(text)
+        (work / "install").write_bytes(package.data[".INSTALL"])
+        (work / "stage").mkdir()
+        (work / "scenario.sh").write_text(SCENARIO)
+        proc = subprocess.run(
+            # pacman runs install scripts with /bin/sh, which is bash in POSIX mode on Arch.
+            ["unshare", "--mount", "--propagation", "private", "bash", "--posix", str(work / "scenario.sh"),
+             str(work / "stage"), str(files), str(work / "install"), step],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    states = dict(line.split(" ", 2)[1:] for line in proc.stdout.splitlines() if line.startswith("STATE "))
+    return states, proc.stdout
+
+
+def test_install_lets_group_shadow_read_shadow_and_removal_puts_it_back(package):
+    states, out = run_install_scenario(package, "fresh")
+    assert states["before"] == "root:root:600 group= record=no"
+    assert states["installed"] == "root:shadow:640 group=shadow:jupyterhub record=yes", out
+    assert states["upgraded"] == states["installed"], out
+    assert states["removed"] == "root:root:600 group= record=no", out
+    # The messages say what was done and why.
+    assert "/etc/shadow is now root:shadow 640 (it was root:root 600)" in out
+    assert "NoNewPrivileges" in out and "removing the package puts them back" in out
+    assert "/etc/shadow is back to root:root 600" in out
+    assert "removed group shadow, which the package had created" in out
+    assert out.count("/etc/shadow is now") == 1, "the upgrade changed /etc/shadow again"
+
+
+def test_install_keeps_a_shadow_group_it_did_not_make(package):
+    states, out = run_install_scenario(package, "preexisting")
+    assert states["prepared"] == "root:shadow:640 group=shadow: record=no"
+    assert states["installed"] == "root:shadow:640 group=shadow:jupyterhub record=yes", out
+    assert "/etc/shadow is now" not in out
+    assert states["removed"] == "root:shadow:640 group=shadow: record=no", out
+
+
+def test_removal_leaves_a_shadow_changed_since_alone(package):
+    states, out = run_install_scenario(package, "changed")
+    assert states["changed"] == "root:root:400 group=shadow:jupyterhub record=yes"
+    assert states["removed"].startswith("root:root:400 "), out
+    assert "was changed since the package set it" in out
