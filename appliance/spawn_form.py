@@ -69,6 +69,7 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict]) -> str:
 def parse(formdata: dict[str, list[str]], profiles: dict[str, dict]) -> dict[str, Any]:
     """Form fields (lists of strings) -> user_options; refuses anything unexpected."""
     accepted = {"profile", "cpu_fallback"} if profiles else {"gpus", "cpu_fallback"}
+    formdata = {k: v for k, v in formdata.items() if k != "_xsrf"}  # JupyterHub's own, checked by it
     for key, values in formdata.items():
         if key not in accepted:
             raise FormError(f"Unexpected form field {key[:40]!r}; this form accepts: {', '.join(sorted(accepted))}.")

@@ -21,7 +21,9 @@ from .gpu.allocator import quota_for
 
 def SpawnError(message: str, reason: str = "error") -> SpawnException:
     """A spawn failure that JupyterHub shows the user as it is, without a traceback."""
-    return SpawnException(message, reason=reason, status_code=503 if reason == "capacity" else 400)
+    e = SpawnException(message, reason=reason, status_code=503 if reason == "capacity" else 400)
+    e.jupyterhub_message = message  # the words alone, not "400 SpawnException(...)"
+    return e
 
 
 class ApplianceSpawner(SystemdSpawner):

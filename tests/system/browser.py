@@ -38,11 +38,12 @@ class Browser:
         return {"X-XSRFToken": token} if token else {}
 
     def spawn_with_form(self, username: str, fields: dict[str, str]) -> requests.Response:
-        """Submit the spawn form as a browser does (its _xsrf field included)."""
+        """Submit the spawn form as the page does, with the page's xsrf token."""
         form = self.get("/hub/spawn")
-        m = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text)
-        assert m, f"no spawn form: {form.status_code} {form.url}"
-        return self.s.post(f"{self.base}/hub/spawn/{username}", data={"_xsrf": m.group(1), **fields},
+        m = re.search(r'xsrf_token: "([^"]+)"', form.text)
+        assert m and 'id="spawn_form"' in form.text, f"no spawn form: {form.status_code} {form.url}"
+        # The form's action URL carries the token (?_xsrf=...), the body only the fields.
+        return self.s.post(f"{self.base}/hub/spawn/{username}", params={"_xsrf": m.group(1)}, data=fields,
                            timeout=120, allow_redirects=False)
 
     def spawn_outcome(self, username: str, timeout: float = 120) -> tuple[bool, list[str]]:

@@ -65,3 +65,7 @@ def test_resolve_refuses_what_the_api_could_send(options, quota, says):
 def test_profile_brings_its_limits():
     assert sf.resolve({"profile": "big"}, 2, PROFILES) == {
         "gpus": 2, "gpu_fallback": False, "mem_limit": 64 * 2**30, "cpu_limit": 8.0}
+
+
+def test_jupyterhubs_own_xsrf_field_is_not_an_option():
+    assert sf.parse({"_xsrf": ["t"], "gpus": ["1"]}, {}) == {"gpus": 1, "cpu_fallback": False}
