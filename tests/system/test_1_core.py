@@ -199,3 +199,15 @@ def test_security_exposure(appliance):
     print("exposure:", scores)
     assert scores["jupyterhub.service"] <= 2.5
     assert scores["jupyterhub-proxy.service"] <= 2.0
+
+
+def test_without_nvml_the_appliance_runs_cpu_only_and_says_so(appliance):
+    reply = json.loads(appliance.daemon_request('{"op": "gpus"}').stdout)
+    assert reply["ok"] and reply["available"] is False and "CPU-only" in reply["reason"]
+    logs = appliance.sh("journalctl -u jupyterhub-appliance.service --no-pager").stdout
+    assert logs.count("running CPU-only") == 1  # said once, not on every request
+    # alice's server got no NVIDIA device and an empty CUDA_VISIBLE_DEVICES.
+    pid = appliance.unit_props("jupyter-alice.service", "MainPID")["MainPID"]
+    environ = appliance.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
+    assert "CUDA_VISIBLE_DEVICES=\n" in environ + "\n"
+    assert "nvidia" not in appliance.unit_props("jupyter-alice.service", "DeviceAllow")["DeviceAllow"]
