@@ -5,6 +5,7 @@ the node), EPERM = denied by it. That difference is the isolation test.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -127,7 +128,7 @@ def test_form_offers_gpus_up_to_quota_with_free_count(gpu):
 def test_bad_form_input_is_refused_and_starts_nothing(gpu, fields, says):
     b = login(gpu, "jack")
     r = b.spawn_with_form("jack", fields)
-    assert r.status_code == 400 and says in r.text, r.text[:300]
+    assert r.status_code == 400 and says in html.unescape(r.text), r.text[:300]
     assert gpu.sh("systemctl is-active jupyter-jack.service", check=False).stdout.strip() != "active"
 
 
