@@ -73,8 +73,13 @@ class Appliance:
         return self.ct.run(command, check=check, user=user, input=input)
 
     def unit_props(self, unit: str, *names: str) -> dict[str, str]:
+        """systemctl show: a list property (DeviceAllow) comes as one line per entry,
+        joined here by newlines; an empty one prints nothing and is ""."""
         out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names)).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        props = {n: "" for n in names}
+        for key, _, value in (line.partition("=") for line in out.splitlines() if "=" in line):
+            props[key] = f"{props[key]}\n{value}" if props.get(key) else value
+        return props
 
     def config_text(self, extra: str = "") -> str:
         return (f"[hub]\nport = {self.port}\nhub_port = {self.hub_port}\n"
