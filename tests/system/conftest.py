@@ -43,6 +43,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=why))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, show the appliance's journal: the why is usually there."""
+    outcome = yield
+    report = outcome.get_result()
+    app = item.funcargs.get("appliance") or item.funcargs.get("gpu")
+    if report.failed and app is not None:
+        journal = app.sh("journalctl -u 'jupyter*' -n 80 --no-pager", check=False).stdout
+        report.sections.append(("appliance journal (last 80 lines)", journal))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
