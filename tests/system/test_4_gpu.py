@@ -213,8 +213,9 @@ def test_spawn_storm_never_double_books(gpu):
     assert all(any("All GPUs are busy" in x for x in m) for _, m in losers), losers
     held = holders(gpu)
     assert sorted(h for h in held.values() if h) == sorted(winners)
-    minors = [gpu.unit_props(f"jupyter-{n}.service", "DeviceAllow")["DeviceAllow"].split()[0] for n in winners]
-    assert len(set(minors)) == 4
+    nodes = [re.findall(r"/dev/nvidia\d+", gpu.unit_props(f"jupyter-{n}.service", "DeviceAllow")["DeviceAllow"])
+             for n in winners]
+    assert all(len(n) == 1 for n in nodes) and len({n[0] for n in nodes}) == 4, nodes
     for name, _ in losers:
         assert gpu.sh(f"systemctl is-active jupyter-{name}.service", check=False).stdout.strip() != "active"
 
