@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import Config
 from .groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
-from .state import COOKIE_SECRET, PROXY_TOKEN, read_secret
+from .state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
 
 
 def proxy_token(state_dir: str = STATE_DIR) -> str:
@@ -69,3 +69,28 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         }]
+    register_applctl_service(c, state_dir)
+
+
+# --- applctl's access to the hub's REST API ---------------------------------------
+
+APPLCTL_SERVICE = "applctl"
+
+
+def register_applctl_service(c, state_dir: str = STATE_DIR) -> None:
+    """The hub service applctl acts as, with the root-only token ensure_secrets made.
+
+    An admin service: JupyterHub lets only an admin grant or revoke a user's admin
+    flag, and applctl's other calls (stop servers, delete users, issue tokens)
+    need admin:users, servers and tokens anyway. Only root and the hub can read
+    the token. Appended, so the other services stay.
+    """
+    path = Path(state_dir) / APPLCTL_TOKEN
+    try:
+        token = read_secret(path)
+    except OSError as e:
+        # The hub still runs; only applctl's hub-side actions are unavailable.
+        print(f"jupyterhub: no applctl service: cannot read {path} ({e.strerror}); "
+              "reinstalling the package creates it", file=sys.stderr)
+        return
+    c.JupyterHub.services.append({"name": APPLCTL_SERVICE, "api_token": token, "admin": True})

@@ -12,6 +12,8 @@ from .groups import HUB_USER, STATE_DIR
 
 COOKIE_SECRET = "jupyterhub_cookie_secret"
 PROXY_TOKEN = "proxy_token"
+# The API token of the hub service `applctl` (configurer.register_applctl_service).
+APPLCTL_TOKEN = "applctl_token"
 
 
 def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER) -> list[str]:
@@ -25,7 +27,7 @@ def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER) -> 
         ids = (pw.pw_uid, pw.pw_gid)
         os.chown(d, *ids)
     os.chmod(d, 0o700)
-    for name in (COOKIE_SECRET, PROXY_TOKEN):
+    for name in (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN):
         path = d / name
         if not path.exists():
             # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.

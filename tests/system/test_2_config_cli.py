@@ -65,15 +65,16 @@ def test_adduser_refuses_bad_names_and_changes_nothing(appliance, name, says):
 def test_adduser_create_and_admin_and_idempotent(appliance):
     out = appliance.sh("applctl adduser --create --admin --json erin")
     assert json.loads(out.stdout) == {"user": "erin", "created": True,
-                                      "added_to": ["jupyterhub-users", "jupyterhub-admins"]}
+                                      "added_to": ["jupyterhub-users", "jupyterhub-admins"], "gpus": None}
     assert "already had this access" in appliance.sh("applctl adduser erin").stdout
     users = json.loads(appliance.sh("applctl users --json").stdout)
-    assert {"user": "erin", "admin": True, "server": "stopped"} in users
+    erin = {"user": "erin", "admin": True, "server": "stopped", "gpus": [], "last_activity": None}
+    assert erin in users
     # An admin may run applctl through sudo, and nothing else.
     appliance.sh("chpasswd", input="erin:erin-pass-5\n")
     ok = appliance.sh("sudo -S -p '' applctl users --json", user="erin", input="erin-pass-5\n", check=False)
     assert ok.returncode == 0, ok.stderr
-    assert {"user": "erin", "admin": True, "server": "stopped"} in json.loads(ok.stdout)
+    assert erin in json.loads(ok.stdout)
     denied = appliance.sh("sudo -S -p '' id", user="erin", input="erin-pass-5\n", check=False)
     assert denied.returncode != 0 and "not allowed" in denied.stderr
 
@@ -97,7 +98,8 @@ def test_users_and_status_report_running_servers(appliance):
 
 def test_deluser_stops_server_first_and_revokes_login(appliance):
     out = json.loads(appliance.sh("applctl deluser --json carol").stdout)
-    assert out == {"user": "carol", "stopped": True, "removed_from": ["jupyterhub-users"]}
+    assert out == {"user": "carol", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,
+                   "gpu_quota_removed": False, "account_deleted": False, "home_deleted": False}
     assert appliance.sh("systemctl is-active jupyter-carol.service", check=False).stdout.strip() != "active"
     from browser import Browser
     from conftest import USERS

@@ -1,0 +1,179 @@
+"""`applctl config`: show, get, set, unset, validate, edit /etc/jupyterhub/appliance.toml."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .. import config, config_edit
+from .common import config_path
+from .completion import config_keys
+from .output import Failure, emit, example, json_option, need_root, wraps_failure
+
+EDITORS = ("sensible-editor", "editor", "nano", "vi")
+
+
+# config_edit's refusals are already worded for people.
+_edit_error = wraps_failure((config_edit.EditError,))
+
+
+@click.group(name="config")
+def config_group() -> None:
+    """The configuration: /etc/jupyterhub/appliance.toml.
+
+    Changes are checked against the schema before anything is written, keep the
+    file's comments, and take effect with `applctl reload`.
+
+    \b
+    Example:
+      sudo applctl config set spawner.mem_limit 8G
+      sudo applctl reload
+    """
+
+
+@config_group.command()
+@click.option("--effective", is_flag=True, help="every setting with its value in effect, defaults included")
+@json_option
+@example("applctl config show\napplctl config show --effective")
+@_edit_error
+def show(effective: bool, as_json: bool) -> None:
+    """Print the configuration file, or with --effective what is in effect."""
+    path = config_path()
+    text = config_edit.read_text(path)
+    if effective:
+        values, from_file = config_edit.effective(text, path)
+        emit(as_json, values, config_edit.render_effective(values, from_file).rstrip("\n"))
+    else:
+        emit(as_json, {"file": str(path), "text": text},
+             text.rstrip("\n") or f"# {path} is empty or missing: every setting has its default")
+
+
+@config_group.command()
+@click.argument("key", shell_complete=config_keys)
+@json_option
+@example("applctl config get hub.port\napplctl config get gpu.quota_users")
+@_edit_error
+def get(key: str, as_json: bool) -> None:
+    """Print the value of KEY in effect (from the file, else the default)."""
+    path = config_path()
+    values, _ = config_edit.effective(config_edit.read_text(path), path)
+    value = config_edit.lookup(values, config_edit.parse_key(key))
+    emit(as_json, {"key": key, "value": value}, config_edit.show_value(value, quote=False))
+
+
+@config_group.command(name="set")
+@click.argument("key", shell_complete=config_keys)
+@click.argument("value")
+@json_option
+@example('sudo applctl config set hub.port 8080\nsudo applctl config set spawner.mem_limit 8G\n'
+         'sudo applctl config set gpu.quota_users.alice 2\nsudo applctl config set gpu.quota_groups "{ml = 2}"')
+@_edit_error
+def set_(key: str, value: str, as_json: bool) -> None:
+    """Set KEY to VALUE in the file, after checking it.
+
+    VALUE is read as TOML (8000, true, 2.5, "text", {alice = 2}); for a key whose
+    value is text, and for a word that is not TOML, the text itself.
+    """
+    need_root("config set")
+    r = config_edit.set_key(config_path(), key, value)
+    show = config_edit.show_value
+    if r["changed"]:
+        was = ("not set" if r["previous"] is None else
+               show(r["previous"]) + ("" if r["previous_set"] else " by default"))
+        human = f"{r['key']} = {show(r['value'])} (was {was}); apply it with: sudo applctl reload"
+    else:
+        human = f"{r['key']} is already {show(r['value'])}; nothing changed"
+    emit(as_json, r, human)
+
+
+@config_group.command()
+@click.argument("key", shell_complete=config_keys)
+@json_option
+@example("sudo applctl config unset spawner.mem_limit\nsudo applctl config unset gpu.quota_users.alice")
+@_edit_error
+def unset(key: str, as_json: bool) -> None:
+    """Remove KEY from the file: its default applies again."""
+    need_root("config unset")
+    r = config_edit.unset_key(config_path(), key)
+    if r["changed"]:
+        after = "" if r["value"] is None else f": back to its default {config_edit.show_value(r['value'])}"
+        human = f"{r['key']} removed{after}; apply it with: sudo applctl reload"
+    else:
+        human = f"{r['key']} is not set in {r['file']}; nothing changed"
+    emit(as_json, r, human)
+
+
+@config_group.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@json_option
+@example("applctl config validate\napplctl config validate /tmp/new.toml")
+def validate(file: str | None, as_json: bool) -> None:
+    """Check a configuration file (default: /etc/jupyterhub/appliance.toml)."""
+    path = file or str(config_path())
+    try:
+        cfg = config.load(path)
+    except config.ConfigError as e:
+        if as_json:
+            emit(True, {"valid": False, "file": e.path, "key": e.key, "error": str(e)}, "")
+            sys.exit(1)
+        raise Failure(str(e)) from None
+    emit(as_json, {"valid": True, "file": path, "effective": cfg.as_dict()}, f"{path}: valid")
+
+
+def editor_command() -> list[str]:
+    for var in ("SUDO_EDITOR", "VISUAL", "EDITOR"):
+        if os.environ.get(var, "").strip():
+            return shlex.split(os.environ[var])
+    for name in EDITORS:
+        if shutil.which(name):
+            return [name]
+    raise Failure("no editor found: set EDITOR, e.g. EDITOR=nano applctl config edit")
+
+
+@config_group.command()
+@example("sudo applctl config edit\nsudo EDITOR=nano applctl config edit")
+@_edit_error
+def edit() -> None:
+    """Edit the file in $EDITOR, on a copy; it replaces the file only if valid.
+
+    An invalid edit is never saved: on a terminal you may edit again, otherwise
+    your version is kept aside and its path printed.
+    """
+    need_root("config edit")
+    path = config_path()
+    original = config_edit.read_text(path)
+    argv = editor_command()
+    workdir = Path(tempfile.mkdtemp(prefix="applctl-edit-"))
+    copy = workdir / path.name
+    copy.write_text(original, encoding="utf-8")
+    while True:
+        try:
+            rc = subprocess.call([*argv, str(copy)])
+        except FileNotFoundError:
+            shutil.rmtree(workdir)
+            raise Failure(f"the editor {argv[0]} is not installed; set EDITOR to one that is") from None
+        if rc != 0:
+            shutil.rmtree(workdir)
+            raise Failure(f"the editor exited with status {rc}; {path} is unchanged")
+        new = copy.read_text(encoding="utf-8")
+        if new == original:
+            shutil.rmtree(workdir)
+            click.echo(f"no changes; {path} is unchanged")
+            return
+        try:
+            config_edit.replace(path, new, original)
+        except config_edit.EditError as e:
+            click.echo(f"applctl: {e}", err=True)
+            if sys.stdin.isatty() and click.confirm("Edit again?", default=True):
+                continue
+            raise Failure(f"not saved: {path} is unchanged; your version is in {copy}") from None
+        shutil.rmtree(workdir)
+        click.echo(f"{path} saved; apply it with: sudo applctl reload")
+        return

@@ -1,0 +1,63 @@
+"""applctl's requests to the root daemon (list, stop, gpus)."""
+
+from __future__ import annotations
+
+from ..daemon import client
+from .output import Failure
+
+GPU_UNSUPPORTED = "GPU support is not available in this version of the appliance"
+
+
+def call(request: dict, timeout: float = 60) -> dict:
+    try:
+        return client.call_sync(request, timeout=timeout)
+    except client.DaemonError as e:
+        raise Failure(str(e)) from None
+    except OSError as e:  # e.g. the daemon stopped mid-answer
+        raise Failure(f"the appliance daemon did not answer ({e}); "
+                      "check: systemctl status jupyterhub-appliance") from None
+
+
+def servers() -> dict[str, dict]:
+    """Running servers by user name: unit, state, GPU UUIDs."""
+    return {s["user"]: s for s in call({"op": "list"})["servers"]}
+
+
+def stop(name: str) -> None:
+    call({"op": "stop", "user": name})
+
+
+def gpus() -> dict:
+    """The daemon's GPU report, with "supported": False from a daemon without GPU support."""
+    try:
+        reply = client.call_sync({"op": "gpus"}, timeout=60)
+    except client.DaemonError as e:
+        if e.code == "invalid" and e.field == "op":
+            return {"supported": False, "available": False, "reason": GPU_UNSUPPORTED,
+                    "driver_version": None, "gpus": [], "unusable": []}
+        raise Failure(str(e)) from None
+    reply.pop("ok", None)
+    return {"supported": True, **reply}
+
+
+def gpu_index(report: dict) -> dict[str, int]:
+    """GPU UUID -> NVML index, to show GPUs as people know them."""
+    return {g["uuid"]: g["index"] for g in report.get("gpus", [])}
+
+
+def gpu_list(uuids: list[str], index: dict[str, int]) -> str:
+    """'#0,#2': the GPUs' indices, told apart from a count."""
+    return ",".join(f"#{index[u]}" if u in index else u for u in uuids)
+
+
+def summary(report: dict) -> str:
+    if not report["supported"]:
+        return GPU_UNSUPPORTED
+    if not report["available"]:
+        return report.get("reason") or "no usable NVIDIA GPU: running CPU-only"
+    total = len(report["gpus"])
+    free = sum(1 for g in report["gpus"] if not g.get("holder"))
+    text = f"{free} of {total} GPU{'s' if total != 1 else ''} free (driver {report.get('driver_version')})"
+    if report.get("unusable"):
+        text += f"; {len(report['unusable'])} unusable"
+    return text

@@ -1,0 +1,89 @@
+"""`applctl reload`: apply a configuration change and wait until the hub answers."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .. import config
+from ..proxy_launcher import command as proxy_command
+from .common import config_path
+from .host import DAEMON, HUB, PROXY, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
+from .hub import Hub
+from .output import Failure, emit, example, json_option, need_root
+from .status import proxy_answers
+
+
+def proxy_settings_changed(cfg: config.Config) -> bool:
+    """Compare the running proxy's command line with the one the file asks for;
+    a proxy that does not run must be started anyway."""
+    argv = main_pid_argv(PROXY)
+    if not argv:
+        return True
+    wanted = proxy_command(cfg)
+    at = next((i for i, a in enumerate(argv) if a == wanted[0]), None)
+    return at is None or argv[at + 1:] != wanted[1:]
+
+
+def wait_for_hub(hub: Hub, deadline: float) -> str | None:
+    """None once the hub answers; else why it will not (failed, crash loop, timeout)."""
+    while True:
+        if hub.version(timeout=2) is not None:
+            return None
+        props = unit_props(HUB, "ActiveState", "SubState")
+        if props.get("ActiveState") == "failed" or props.get("SubState") == "auto-restart":
+            return f"{HUB} did not come up ({props.get('ActiveState')}/{props.get('SubState')})"
+        if time.monotonic() > deadline:
+            return f"the hub did not answer on {hub.where} in time ({HUB} is {props.get('ActiveState')})"
+        time.sleep(0.3)
+
+
+@click.command()
+@click.option("--timeout", type=click.IntRange(5, 3600), default=90, show_default=True,
+              help="seconds to wait for the hub to answer")
+@json_option
+@example("sudo applctl config set spawner.mem_limit 8G\nsudo applctl reload")
+def reload(timeout: int, as_json: bool) -> None:
+    """Apply the configuration: restart the hub and the daemon (they read it when
+    they start), and the proxy only if its settings changed; then wait until the
+    hub answers.
+
+    Users' servers keep running, and so do their open connections unless the
+    proxy had to restart. An invalid file restarts nothing.
+    """
+    need_root("reload")
+    try:
+        cfg = config.load(config_path())
+    except config.ConfigError as e:
+        raise Failure(f"{e}\nnothing was restarted; fix it with: sudo applctl config edit") from None
+    start = time.monotonic()
+    restarted = []
+    if proxy_settings_changed(cfg):
+        systemctl("restart", PROXY)
+        restarted.append(PROXY)
+    if active_state(DAEMON) == "active":
+        systemctl("try-restart", DAEMON)
+        restarted.append(DAEMON)
+    try:
+        systemctl("restart", HUB)
+    except Failure:
+        pass  # the unit's state and journal below say why, better than systemctl does
+    restarted.append(HUB)
+    hub = Hub(cfg)
+    why = wait_for_hub(hub, start + timeout)
+    if why is None and PROXY in restarted:
+        while not proxy_answers(cfg) and time.monotonic() < start + timeout:
+            time.sleep(0.3)
+        if not proxy_answers(cfg):
+            why = f"the proxy does not answer on port {cfg['hub']['port']}"
+    if why:
+        unit = PROXY if why.startswith("the proxy") else HUB
+        said = last_run_journal(unit)
+        raise Failure(f"{why}; its journal says:\n" + "\n".join("    " + line for line in said)
+                      + f"\n(more: sudo applctl logs --unit {'proxy' if unit == PROXY else 'hub'})")
+    seconds = round(time.monotonic() - start, 1)
+    kept = "" if PROXY in restarted else "; the proxy kept running (its settings did not change)"
+    emit(as_json, {"restarted": restarted, "proxy_restarted": PROXY in restarted, "seconds": seconds,
+                   "hub_version": hub.version()},
+         f"restarted {', '.join(restarted)}{kept}\nthe hub answers on {hub.where} after {seconds} s")

@@ -1,0 +1,100 @@
+"""Servers and GPUs: stop, servers, gpus."""
+
+from __future__ import annotations
+
+import click
+
+from . import daemon
+from .common import account, check_name, load_config
+from .completion import access_names
+from .host import int_prop, unit_props, uptime_seconds
+from .hub import Hub, HubDown, HubError
+from .output import emit, example, human_duration, human_size, json_option, need_root, note, table
+
+
+def stop_server(name: str, hub: Hub) -> None:
+    """Through the hub first, so it forgets the server and its route at once; then,
+    if the unit still runs (the hub had lost track of it, or is down), through the
+    daemon."""
+    try:
+        hub.stop_server(name)
+    except HubDown:
+        pass  # the daemon alone is enough; the hub notices when it polls
+    except HubError as e:
+        note(f"the hub could not stop {name}'s server ({e}); stopping its unit directly")
+    if name in daemon.servers():
+        daemon.stop(name)
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=access_names)
+@click.option("--all", "all_", is_flag=True, help="stop every user's server")
+@json_option
+@example("sudo applctl stop alice\nsudo applctl stop --all")
+def stop(name: str | None, all_: bool, as_json: bool) -> None:
+    """Stop NAME's server, or every server with --all. Files stay; running kernels end."""
+    if bool(name) == all_:
+        raise click.UsageError("give one user NAME or --all")
+    if name:
+        check_name(name)
+    need_root("stop")
+    if name:
+        account(name)
+    running = daemon.servers()
+    hub = Hub(load_config())
+    stopped, not_running = [], []
+    for n in sorted(running) if all_ else [name]:
+        if n in running:
+            stop_server(n, hub)
+            stopped.append(n)
+        else:
+            not_running.append(n)
+    if all_:
+        human = (f"stopped {len(stopped)} server{'s' if len(stopped) != 1 else ''}: {', '.join(stopped)}"
+                 if stopped else "no server is running; nothing to stop")
+    else:
+        human = f"stopped {name}'s server" if stopped else f"{name} has no running server; nothing to stop"
+    emit(as_json, {"stopped": stopped, "not_running": not_running}, human)
+
+
+@click.command()
+@json_option
+@example("sudo applctl servers")
+def servers(as_json: bool) -> None:
+    """Running servers: unit, state, uptime, memory, GPUs."""
+    need_root("servers")
+    running = daemon.servers()
+    index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
+    rows = []
+    for user, s in sorted(running.items()):
+        props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent")
+        rows.append({"user": user, "unit": s["unit"], "state": s["state"], "uptime_seconds": _round(uptime_seconds(props)),
+                     "memory_bytes": int_prop(props, "MemoryCurrent"), "gpus": s.get("gpus", [])})
+    human = table(["USER", "UNIT", "STATE", "UPTIME", "MEMORY", "GPUS"],
+                  [[r["user"], r["unit"], r["state"], human_duration(r["uptime_seconds"]),
+                    human_size(r["memory_bytes"]), daemon.gpu_list(r["gpus"], index)]
+                   for r in rows], painted=(2,))
+    emit(as_json, rows, human if rows else "no server is running")
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+@click.command()
+@json_option
+@example("sudo applctl gpus")
+def gpus(as_json: bool) -> None:
+    """The machine's GPUs: memory, utilisation, and who holds each."""
+    need_root("gpus")
+    report = daemon.gpus()
+    if as_json or not report["available"]:
+        emit(as_json, report, daemon.summary(report))
+        return
+    lines = [daemon.summary(report), ""]
+    lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "UUID"], [
+        [g["index"], g["name"], f"{human_size(g.get('memory_used'))} / {human_size(g.get('memory_total'))}",
+         "-" if g.get("utilization") is None else f"{g['utilization']}%", g.get("holder") or "free", g["uuid"]]
+        for g in report["gpus"]]))
+    lines += [f"GPU {u['index']} is not used: {u['reason']}" for u in report.get("unusable", [])]
+    emit(False, None, "\n".join(lines))

@@ -1,0 +1,100 @@
+"""`applctl token`: JupyterHub API tokens for scripts and programmatic access."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import click
+
+from ..configurer import APPLCTL_SERVICE
+from .common import account, check_name, has_access, load_config
+from .completion import access_names
+from .hub import Hub, HubDown, HubError
+from .output import Failure, emit, example, json_option, need_root, note
+
+_SCOPE = re.compile(r"[a-z][a-z_:-]*(![a-z_]+(=[A-Za-z0-9_.@-]+)?)?")
+_DURATION = re.compile(r"([0-9]+)\s*([smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_SECONDS = 10 * 365 * 86400
+
+
+def parse_scopes(given: tuple[str, ...]) -> list[str] | None:
+    """--scopes read:users,servers!user=alice (repeatable) -> a list; None = default."""
+    scopes = [s for arg in given for s in re.split(r"[,\s]+", arg) if s]
+    for s in scopes:
+        if not _SCOPE.fullmatch(s):
+            raise Failure(f"--scopes: {s[:60]!r} is not a JupyterHub scope; scopes look like read:users, "
+                          "servers or read:users!user=alice")
+    return scopes or None
+
+
+def parse_duration(text: str | None) -> int | None:
+    """'90m' -> 5400 seconds; None or 'never' -> no expiry."""
+    if text is None or text.strip().lower() == "never":
+        return None
+    m = _DURATION.fullmatch(text.strip().lower())
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else 0
+    if not 0 < seconds <= MAX_SECONDS:
+        raise Failure(f"--expires-in: {text[:40]!r} is not accepted: a duration such as 3600, 90m, 12h, 30d "
+                      "or 2w (at most 10 years), or never")
+    return seconds
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=access_names)
+@click.option("--service", is_flag=True, help=f"print the token of the appliance's admin service ({APPLCTL_SERVICE})")
+@click.option("--scopes", multiple=True, metavar="SCOPES",
+              help="what the token may do: JupyterHub scopes, comma-separated (default: all NAME may do)")
+@click.option("--expires-in", metavar="DURATION", help="e.g. 3600, 90m, 12h, 30d (default: never)")
+@click.option("--note", "note_", default="issued by applctl", show_default=True, help="shown in the hub's token list")
+@json_option
+@example("sudo applctl token alice\n"
+         "sudo applctl token --scopes read:users,list:users --expires-in 30d alice\n"
+         'curl -H "Authorization: token $(sudo applctl token alice)" http://localhost:8000/hub/api/user')
+def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: str | None, note_: str,
+          as_json: bool) -> None:
+    """Issue a JupyterHub API token for the user NAME, or show the admin service's.
+
+    The token alone goes to stdout, its details to stderr. NAME must have access
+    (applctl adduser); a token cannot do more than NAME may. The admin service's
+    token has every admin right and never expires: keep it for root's scripts.
+    """
+    if bool(name) == service:
+        raise click.UsageError("give a user NAME or --service")
+    if service and (scopes or expires_in):
+        raise Failure("--service shows the admin service's fixed token (all admin rights, no expiry); "
+                      "for narrower or expiring access, issue a token for an admin user with --scopes")
+    if name:
+        check_name(name)
+    need_root("token")
+    chosen, seconds = parse_scopes(scopes), parse_duration(expires_in)
+    hub = Hub(load_config())
+    if service:
+        try:
+            secret = hub.token()
+        except HubError as e:
+            raise Failure(str(e)) from None
+        emit(as_json, {"service": APPLCTL_SERVICE, "token": secret, "scopes": ["admin"], "expires_at": None}, secret)
+        if not as_json:
+            note(f"the {APPLCTL_SERVICE} service's token: all admin rights, never expires")
+        return
+    account(name)
+    if not has_access(name):
+        raise Failure(f"{name} has no access to JupyterHub; grant it first: applctl adduser {name}")
+    try:
+        if hub.user(name) is None:  # never logged in: the hub needs its record first
+            hub.call("POST", f"/users/{quote(name)}")
+        body = {"note": note_, "expires_in": seconds, "scopes": chosen}
+        r = hub.call("POST", f"/users/{quote(name)}/tokens", body)
+    except HubDown as e:
+        raise Failure(f"{e}; start it with: sudo systemctl start jupyterhub") from None
+    except HubError as e:
+        raise Failure(f"the hub refused the token: {e}") from None
+    data = {"user": name, "token": r["token"], "id": r.get("id"), "scopes": r.get("scopes"),
+            "expires_at": r.get("expires_at"), "note": r.get("note")}
+    emit(as_json, data, r["token"])
+    if not as_json:
+        what = ", ".join(data["scopes"] or []) if chosen else f"all that {name} may do"
+        note(f"token {data['id']} for {name} ({what}; expires {data['expires_at'] or 'never'}); "
+             "use it as the header: Authorization: token TOKEN")

@@ -1,0 +1,288 @@
+"""applctl's parts that decide something: adduser's order of changes, kernels,
+doctor's checks, reload's proxy decision, /proc parsing, tables, the hub service."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import stat
+from pathlib import Path
+
+import click
+import pytest
+from traitlets.config import Config
+
+from appliance import config, configurer
+from appliance.applctl import main
+from appliance.cli import access, doctor, host, kernels, reload
+from appliance.cli.completion import config_keys
+from appliance.cli.output import Failure, table
+from appliance.state import APPLCTL_TOKEN
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+# --- adduser: checks first, then changes ---------------------------------------------
+
+@pytest.fixture
+def accounts(monkeypatch, tmp_path):
+    """alice (uid 1001) exists and is in jupyterhub-users already; bob (1002) is not."""
+    path = tmp_path / "appliance.toml"
+    path.write_text("[gpu]\n# quota_users = {}\n")
+    monkeypatch.setattr(config, "DEFAULT_PATH", path)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    known = {n: pwd.struct_passwd((n, "x", uid, uid, "", f"/home/{n}", "/bin/bash"))
+             for n, uid in (("alice", 1001), ("bob", 1002))}
+
+    def getpwnam(name):
+        return known[name]
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    groups = {"jupyterhub-users": {"alice"}, "jupyterhub-admins": set()}
+    monkeypatch.setattr(access, "members", lambda g: set(groups[g]))
+    ran: list[list[str]] = []
+
+    def fake_run(argv, what=None, input=None):
+        ran.append(argv)
+        if argv[0] == "gpasswd":
+            groups[argv[3]].add(argv[2])
+        return ""
+    monkeypatch.setattr(access, "run", fake_run)
+    monkeypatch.setattr(access, "sync_admin", lambda hub, name, admin: True)
+    return {"path": path, "ran": ran, "groups": groups}
+
+
+def test_adduser_adds_to_the_group_and_is_idempotent(capsys, accounts):
+    assert run(capsys, "adduser", "bob") == (0, "bob can now log in to JupyterHub\n", "")
+    assert accounts["ran"] == [["gpasswd", "-a", "bob", "jupyterhub-users"]]
+    assert run(capsys, "adduser", "alice") == (0, "alice already had this access; nothing changed\n", "")
+    assert len(accounts["ran"]) == 1
+
+
+def test_adduser_gpus_writes_the_quota_next_to_its_comment(capsys, accounts):
+    code, out, _ = run(capsys, "adduser", "--gpus", "2", "--json", "bob")
+    assert json.loads(out) == {"user": "bob", "created": False, "added_to": ["jupyterhub-users"], "gpus": 2}
+    assert accounts["path"].read_text() == "[gpu]\n# quota_users = {}\nquota_users = {bob = 2}\n"
+    assert config.load(accounts["path"])["gpu"]["quota_users"] == {"bob": 2}
+
+
+def test_adduser_with_a_bad_gpu_count_changes_nothing(capsys, accounts):
+    code, out, err = run(capsys, "adduser", "--gpus", "65", "bob")
+    assert code == 1 and "gpu.quota_users.bob = 65 is not accepted: an integer from 0 to 64" in err
+    assert accounts["ran"] == [] and "bob" not in accounts["groups"]["jupyterhub-users"]
+    assert accounts["path"].read_text() == "[gpu]\n# quota_users = {}\n"
+
+
+def test_adduser_of_a_missing_account_suggests_create(capsys, accounts):
+    code, out, err = run(capsys, "adduser", "carol")
+    assert (code, err) == (1, "applctl: there is no user carol on this machine; add --create to create the account\n")
+    assert accounts["ran"] == []
+
+
+def test_admin_add_needs_access_first(capsys, accounts):
+    code, _, err = run(capsys, "admin", "add", "bob")
+    assert code == 1 and "bob has no access to JupyterHub; give it with admin rights: applctl adduser --admin bob" in err
+    assert run(capsys, "admin", "add", "alice")[1] == "alice is now a hub admin\n"
+    assert run(capsys, "admin", "add", "alice")[1] == "alice is already a hub admin; nothing changed\n"
+
+
+# --- kernels --------------------------------------------------------------------------
+
+@pytest.fixture
+def kernel_dirs(tmp_path, monkeypatch):
+    ours, builtin = tmp_path / "local", tmp_path / "userenv"
+    (builtin / "python3").mkdir(parents=True)
+    (builtin / "python3" / "kernel.json").write_text(json.dumps(
+        {"argv": ["python", "-m", "ipykernel_launcher"], "display_name": "Python 3 (ipykernel)"}))
+    monkeypatch.setattr(kernels, "KERNEL_DIR", ours)
+    monkeypatch.setattr(kernels, "OTHER_DIRS", (builtin, tmp_path / "none"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(kernels, "probe", lambda python: {"version": "3.12.1", "prefix": "/opt/env",
+                                                          "ipykernel": "6.29.0"})
+    return ours
+
+
+def test_kernels_add_writes_a_kernelspec_every_server_finds(capsys, kernel_dirs, tmp_path):
+    python = tmp_path / "env/bin/python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    code, out, _ = run(capsys, "kernels", "add", "--name", "py312", "--python", str(python))
+    assert (code, out) == (0, "kernel py312 (Python 3.12.1 (py312), ipykernel 6.29.0) is now offered to every user\n")
+    spec = json.loads((kernel_dirs / "py312/kernel.json").read_text())
+    assert spec["argv"] == [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert spec["env"]["PATH"].startswith(f"{python.parent}:")
+    assert stat.S_IMODE((kernel_dirs / "py312").stat().st_mode) == 0o755
+    assert [p.name for p in kernel_dirs.iterdir()] == ["py312"]  # no half-written directory left
+    assert "nothing changed" in run(capsys, "kernels", "add", "--name", "py312", "--python", str(python))[1]
+    code, _, err = run(capsys, "kernels", "add", "--name", "py312", "--python", "/usr/bin/python3")
+    assert code == 1 and "a kernel named py312 already exists" in err and "applctl kernels remove py312" in err
+    code, _, err = run(capsys, "kernels", "add", "--name", "python3", "--python", str(python))
+    assert code == 1 and "a kernel named python3 already exists" in err and "remove" not in err
+    rows = json.loads(run(capsys, "kernels", "list", "--json")[1])
+    assert [(r["name"], r["source"]) for r in rows] == [("python3", "built-in"), ("py312", "applctl")]
+    assert run(capsys, "kernels", "remove", "py312")[1] == "kernel py312 removed\n"
+    assert run(capsys, "kernels", "remove", "py312")[1] == "there is no kernel py312; nothing changed\n"
+    code, _, err = run(capsys, "kernels", "remove", "python3")
+    assert code == 1 and "kernel python3 is not one applctl manages" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--name", "Py 3", "--python", "/usr/bin/python3"], "'Py 3' is not a kernel name: 1 to 64 characters"),
+    (["--name", "x" * 65, "--python", "/usr/bin/python3"], "is not a kernel name"),
+    (["--name", "ok", "--python", "python3"], "give the absolute path of the interpreter"),
+    (["--name", "ok", "--python", "/opt/../etc/passwd"], "give the absolute path of the interpreter"),
+    (["--name", "ok", "--python", "/nonexistent/bin/python"], "--python /nonexistent/bin/python: no such file"),
+    (["--name", "ok", "--python", "PLAIN"], "is not an executable file"),
+])
+def test_kernels_add_refuses_bad_names_and_paths(capsys, kernel_dirs, tmp_path, args, says):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a program")
+    code, _, err = run(capsys, "kernels", "add", *[str(plain) if a == "PLAIN" else a for a in args])
+    assert code == 1 and says in err and len(err.splitlines()) == 1
+    assert not kernel_dirs.exists()
+
+
+@pytest.mark.parametrize("result, says", [
+    (PermissionError(13, "Permission denied"), "an ordinary user may not run it (permission denied)"),
+    ((1, "", "Traceback...\nModuleNotFoundError: No module named 'ipykernel'\n"),
+     "/x/python has no ipykernel; install it into that environment: /x/python -m pip install ipykernel"),
+    ((0, "hello\n", ""), "is not a Python interpreter (it did not run Python code)"),
+    ((1, "", "SyntaxError: bad\n"), "is not a working Python interpreter: SyntaxError: bad"),
+])
+def test_probe_says_why_an_interpreter_cannot_be_a_kernel(monkeypatch, result, says):
+    import subprocess
+
+    def fake(argv, **kw):
+        assert kw["user"] == pwd.getpwnam("nobody").pw_uid and kw["extra_groups"] == []  # as an ordinary user
+        if isinstance(result, Exception):
+            raise result
+        return subprocess.CompletedProcess(argv, result[0], result[1], result[2])
+    monkeypatch.setattr(subprocess, "run", fake)
+    with pytest.raises(Failure) as e:
+        kernels.probe("/x/python")
+    assert says in e.value.message
+
+
+def test_colour_only_on_a_terminal(kernel_dirs):
+    from click.testing import CliRunner
+
+    from appliance.applctl import cli
+    on_tty = CliRunner().invoke(cli, ["kernels", "list"], color=True)
+    piped = CliRunner().invoke(cli, ["kernels", "list"], color=False)
+    assert "\x1b[32mok\x1b[0m" in on_tty.output and "\x1b[1mNAME" in on_tty.output
+    assert "\x1b[" not in piped.output and click.unstyle(on_tty.output) == piped.output
+
+
+# --- doctor ---------------------------------------------------------------------------
+
+def test_doctor_state_check_names_each_wrong_file_and_the_fix(tmp_path, monkeypatch):
+    me = pwd.getpwuid(os.getuid())
+    monkeypatch.setattr(doctor, "HUB_USER", me.pw_name)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    for name in ("jupyterhub_cookie_secret", "proxy_token", APPLCTL_TOKEN):
+        (state / name).write_text("x")
+        (state / name).chmod(0o600)
+    assert doctor.check_state(state).ok
+    (state / "proxy_token").chmod(0o644)
+    (state / APPLCTL_TOKEN).unlink()
+    check = doctor.check_state(state)
+    assert not check.ok
+    assert f"{state}/proxy_token has owner {me.pw_name} and mode 0644, not {me.pw_name} and 0600" in check.detail
+    assert f"{state}/{APPLCTL_TOKEN} is missing" in check.detail
+    assert "python -m appliance.state" in check.fix
+
+
+def test_doctor_ports_check_names_the_squatter(monkeypatch):
+    cfg = config.loads("[hub]\nport = 8000\nhub_port = 8081\nproxy_api_port = 8001\n")
+    monkeypatch.setattr(doctor, "listeners", lambda: {8000: {11}, 8081: {12}})
+    owners = {11: (500, "nginx", "nginx.service"), 12: (600, "jupyterhub", "jupyterhub.service")}
+    monkeypatch.setattr(doctor, "socket_owners", lambda inodes: [owners[i] for i in inodes])
+    check = doctor.check_ports(cfg)
+    assert not check.ok
+    assert check.detail == "port 8000 (hub.port) is taken by nginx (pid 500, nginx.service)"
+    assert "applctl config set hub.port N" in check.fix
+    owners[11] = (700, "node", "jupyterhub-proxy.service")
+    assert doctor.check_ports(cfg).ok
+    clash = config.loads("[hub]\nport = 8001\nproxy_api_port = 8001\n")
+    assert doctor.check_ports(clash).detail == "hub.port and hub.proxy_api_port are the same port 8001"
+
+
+# --- reload's decision, and what applctl reads from /proc ---------------------------------
+
+def test_reload_restarts_the_proxy_only_when_its_command_line_would_change(monkeypatch):
+    cfg = config.loads("[hub]\nport = 8000\n")
+    from appliance.proxy_launcher import command
+    running = ["node"] + command(cfg)
+    monkeypatch.setattr(reload, "main_pid_argv", lambda unit: running)
+    assert reload.proxy_settings_changed(cfg) is False
+    assert reload.proxy_settings_changed(config.loads("[hub]\nport = 8080\n")) is True
+    assert reload.proxy_settings_changed(config.loads("[spawner]\nmem_limit = \"4G\"\n")) is False
+    monkeypatch.setattr(reload, "main_pid_argv", lambda unit: None)  # not running: start it
+    assert reload.proxy_settings_changed(cfg) is True
+
+
+def test_listeners_reads_listening_ports_from_proc(tmp_path):
+    (tmp_path / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    (tmp_path / "net/tcp").write_text(header +
+        "   0: 0100007F:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000   0        0 4242 1\n"
+        "   1: 0100007F:1F40 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   0        0 4343 1\n")
+    (tmp_path / "net/tcp6").write_text(header +
+        "   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A "
+        "00000000:00000000 00:00000000 00000000   0        0 4444 1\n")
+    assert host.listeners(tmp_path) == {8001: {4242}, 8000: {4444}}  # 8000 over IPv4 is a connection, not a listener
+
+
+def test_int_props_and_uptime_from_systemd():
+    assert host.int_prop({"MemoryCurrent": "1048576"}, "MemoryCurrent") == 1048576
+    assert host.int_prop({"MemoryCurrent": "[not set]"}, "MemoryCurrent") is None
+    assert host.int_prop({"MemoryCurrent": "18446744073709551615"}, "MemoryCurrent") is None  # infinity
+    assert host.uptime_seconds({"ActiveEnterTimestampMonotonic": "0"}) is None
+    assert 59 < host.uptime_seconds({"ActiveEnterTimestampMonotonic": str(host.monotonic_usec() - 60_000_000)}) < 61
+
+
+# --- output -----------------------------------------------------------------------------
+
+def test_table_aligns_on_the_text_even_when_coloured():
+    text = table(["USER", "SERVER", "GPUS"], [["alice", "active", "#0"], ["bob", "failed", ""]], painted=(1,))
+    assert "\x1b[32mactive\x1b[0m" in text and "\x1b[31mfailed\x1b[0m" in text
+    plain = click.unstyle(text).splitlines()
+    assert plain == ["USER   SERVER  GPUS", "alice  active  #0", "bob    failed  -"]
+
+
+# --- the hub service applctl acts as -------------------------------------------------------
+
+def test_the_applctl_service_is_appended_with_its_token(tmp_path):
+    (tmp_path / APPLCTL_TOKEN).write_text("s3cret\n")
+    c = Config()
+    c.JupyterHub.services = [{"name": "idle-culler"}]
+    configurer.register_applctl_service(c, str(tmp_path))
+    assert c.JupyterHub.services == [{"name": "idle-culler"},
+                                     {"name": "applctl", "api_token": "s3cret", "admin": True}]
+
+
+def test_without_its_token_the_hub_still_starts_and_says_why(tmp_path, capsys):
+    c = Config()
+    configurer.register_applctl_service(c, str(tmp_path))
+    assert "services" not in c.JupyterHub
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"jupyterhub: no applctl service: cannot read {tmp_path}/{APPLCTL_TOKEN} \(No such file "
+                        r"or directory\); reinstalling the package creates it\n", err)
+
+
+def test_completion_offers_configuration_keys():
+    assert config_keys(None, None, "hub.p") == ["hub.port", "hub.proxy_api_port"]
+    assert "gpu.quota_users" in config_keys(None, None, "gpu.")
+
+
+def test_the_console_entry_point_is_kept():
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert 'applctl = "appliance.applctl:main"' in text
