@@ -82,6 +82,7 @@ class Daemon:
 
     async def spawn(self, spec: rq.SpawnSpec) -> dict:
         unit = users.unit_name(spec.user)
+        self.check_quota(spec)  # refuse before touching anything
         state = await self.systemd.active_state(unit)
         if state in RUNNING_STATES:
             # The hub asks for a spawn only when it believes no server runs: a
@@ -89,7 +90,9 @@ class Daemon:
             log.warning("%s is %s before spawn; stopping it first", unit, state)
             await self.stop(unit)
         await self.systemd.reset_failed(unit)
-        self.check_quota(spec)
+        # A stopped unit is unloaded asynchronously; starting a new one with the same
+        # name before that answers UnitExists.
+        await self.systemd.wait_unloaded(unit, 10)
         try:
             inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
         except CapacityError as e:

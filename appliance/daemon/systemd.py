@@ -94,6 +94,15 @@ class Systemd:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+    async def wait_unloaded(self, unit: str, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await self.unit_properties(unit, ("ActiveState",)) is not None:
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def list_units(self, pattern: str) -> list[tuple[str, str]]:
         """(name, active state) of loaded units matching a glob, in any running state."""
         (units,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas",

@@ -19,7 +19,7 @@ def test_remove_stops_services_and_keeps_data(appliance):
     for unit in ("jupyterhub.service", "jupyterhub-proxy.service", "jupyter-alice.service"):
         assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
     assert appliance.sh("ls /var/lib/jupyterhub").stdout.split() == [
-        "jupyterhub.sqlite", "jupyterhub_cookie_secret", "proxy_token"]
+        "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret", "proxy_token"]
     assert appliance.sh("test -f /etc/jupyterhub/appliance.toml", check=False).returncode == 0
 
 

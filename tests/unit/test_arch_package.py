@@ -159,6 +159,8 @@ def test_file_list(package):
         f"{LIB}/user/bin/jupyterhub-singleuser",
         f"{LIB}/user/bin/jupyter-lab",
         "usr/share/doc/jupyterhub-appliance/README.md",
+        "usr/share/bash-completion/completions/applctl",
+        "usr/share/zsh/site-functions/_applctl",
         ".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL",
     }
     assert not expected - names, f"missing from the package: {sorted(expected - names)}"
