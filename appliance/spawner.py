@@ -141,9 +141,33 @@ class ApplianceSpawner(SystemdSpawner):
             elif choice["gpus"]:
                 self._event("No GPU was free: starting CPU-only, as you asked", 40)
             self._event(f"Server unit {self.unit_name} is running; waiting for JupyterLab to answer", 60)
+            await self._wait_listening()
             return (self.ip or "127.0.0.1", self.port)
         finally:
             self._spawning = False
+
+    async def _wait_listening(self) -> None:
+        """Until the server accepts connections, checking every 50 ms.
+
+        JupyterHub's own wait backs off to seconds between tries; a server is
+        listening only once it is ready, so this hands JupyterHub a server that
+        answers its first try. Gives up quietly (JupyterHub then waits its own way)
+        after http_timeout or when the unit is gone.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        tries = 0
+        while loop.time() < deadline:
+            try:
+                _reader, writer = await asyncio.open_connection(self.ip or "127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                pass
+            tries += 1
+            if tries % 20 == 0 and await self.poll() is not None:
+                return  # the unit died: let JupyterHub report it
+            await asyncio.sleep(0.05)
 
     async def stop(self, now=False):
         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)

@@ -30,7 +30,7 @@ def hub_spawn(app: Appliance, name: str, password: str) -> float | None:
     try:
         b.s.post(app.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": name, "password": password},
                  timeout=300)
-        b.wait_for_server(name, timeout=300)
+        b.wait_for_server(name, timeout=300, interval=0.02)  # polled as often as the floor
         if b.api_status(name).status_code != 200:
             return None
     except (AssertionError, requests.RequestException):

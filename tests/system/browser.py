@@ -66,7 +66,7 @@ class Browser:
                             return False, messages
         raise AssertionError(f"no outcome of {username}'s spawn in {timeout} s: {messages}")
 
-    def wait_for_server(self, username: str, timeout: float = 120) -> requests.Response:
+    def wait_for_server(self, username: str, timeout: float = 120, interval: float = 0.5) -> requests.Response:
         """Follow /user/NAME/lab through the OAuth redirects until the server answers."""
         deadline = time.monotonic() + timeout
         while True:
@@ -75,7 +75,7 @@ class Browser:
                 return r
             if time.monotonic() > deadline:
                 raise AssertionError(f"{username}'s server did not answer in {timeout} s: {r.status_code} {r.url}")
-            time.sleep(0.5)
+            time.sleep(interval)
 
     def api_status(self, username: str) -> requests.Response:
         return self.get(f"/user/{username}/api/status", allow_redirects=False)
