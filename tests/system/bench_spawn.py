@@ -21,8 +21,12 @@ from container import Container
 SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
 
 
-def hub_spawn(app: Appliance, name: str, password: str) -> float | None:
-    """Seconds from submitting the login form to /user/NAME/api/status answering 200."""
+def hub_spawn(app: Appliance, name: str, password: str, errors: dict[str, str]) -> float | None:
+    """Seconds from submitting the login form to /user/NAME/api/status answering 200.
+
+    As a browser does: the login form, the spawn-pending page's event stream until
+    the server is ready, then the server itself (through the OAuth redirects).
+    """
     b = Browser(app.url)
     page = b.get("/hub/login")
     xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
@@ -30,10 +34,17 @@ def hub_spawn(app: Appliance, name: str, password: str) -> float | None:
     try:
         b.s.post(app.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": name, "password": password},
                  timeout=300)
-        b.wait_for_server(name, timeout=300, interval=0.02)  # polled as often as the floor
-        if b.api_status(name).status_code != 200:
+        ready, messages = b.spawn_outcome(name, timeout=300)
+        if not ready:
+            errors[name] = messages[-1] if messages else "spawn failed"
             return None
-    except (AssertionError, requests.RequestException):
+        b.wait_for_server(name, timeout=60, interval=0.05)
+        status = b.api_status(name).status_code
+        if status != 200:
+            errors[name] = f"/api/status answered {status}"
+            return None
+    except (AssertionError, requests.RequestException) as e:
+        errors[name] = str(e)[:300]
         return None
     return time.perf_counter() - t0
 
@@ -99,15 +110,17 @@ def main() -> int:
         ct.run(script)
         ct.run("systemctl start jupyterhub")
         app.wait_hub()
-        hub_spawn(app, "seq0", "pw-seq0")  # warm-up: page cache, first database writes
+        errors: dict[str, str] = {}
+        hub_spawn(app, "seq0", "pw-seq0", {})  # warm-up: page cache, first database writes
         ct.run("applctl deluser seq0 >/dev/null && gpasswd -a seq0 jupyterhub-users >/dev/null")
         floor = [floor_spawn(app, u) for u in names[2 * n:]]
-        seq = [hub_spawn(app, u, f"pw-{u}") for u in names[:n]]
+        seq = [hub_spawn(app, u, f"pw-{u}", errors) for u in names[:n]]
         with ThreadPoolExecutor(n) as pool:
-            par = list(pool.map(lambda u: hub_spawn(app, u, f"pw-{u}"), names[n:2 * n]))
+            par = list(pool.map(lambda u: hub_spawn(app, u, f"pw-{u}", errors), names[n:2 * n]))
     finally:
         ct.destroy()
-    result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "concurrent": summary(par)}
+    result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "concurrent": summary(par),
+              "errors": errors}
     base = result["floor"]["median"]
     print(f"{'':<28}{'median s':>10}{'p95 s':>10}{'failures':>10}{'vs floor':>10}")
     for key, label in (("floor", "floor (singleuser, no hub)"), ("sequential", f"hub, {n} one after another"),
@@ -116,6 +129,8 @@ def main() -> int:
         med, p95 = s["median"], s["p95"]
         ratio = f"+{med - base:.2f}" if med is not None and base is not None and key != "floor" else ""
         print(f"{label:<28}{med or float('nan'):>10.2f}{p95 or float('nan'):>10.2f}{s['failures']:>10}{ratio:>10}")
+    for name, why in errors.items():
+        print(f"failed: {name}: {why}")
     args.json.write_text(json.dumps(result, indent=2))
     print(f"written: {args.json}")
     return 0
