@@ -16,18 +16,13 @@ import pytest
 
 from appliance import config
 from appliance.applctl import cli, main
+
+from .cli_run import run
 from appliance.cli import access, daemon, host, servers, status as status_mod
 from appliance.cli.hub import Hub, HubDown
 from appliance.daemon import client
 
 GPU_A, GPU_B = "GPU-aaaa", "GPU-bbbb"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture

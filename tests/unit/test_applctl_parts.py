@@ -15,18 +15,12 @@ import pytest
 from traitlets.config import Config
 
 from appliance import config, configurer
-from appliance.applctl import main
+
+from .cli_run import run
 from appliance.cli import access, doctor, host, kernels, reload
 from appliance.cli.completion import config_keys
 from appliance.cli.output import Failure, table
 from appliance.state import APPLCTL_TOKEN
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 # --- adduser: checks first, then changes ---------------------------------------------
