@@ -101,8 +101,8 @@ class Daemon:
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         env_file = units.write_env_file(unit, units.server_env(spec))
         try:
-            await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
-            state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT)
+            job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
+            state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
         finally:
             env_file.unlink(missing_ok=True)
             self.gpus.started(unit)  # from now on the unit's DeviceAllow= is the record

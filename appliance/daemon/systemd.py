@@ -39,9 +39,19 @@ class Systemd:
             raise SystemdError(reply.error_name or "?", reply.body[0] if reply.body else "error")
         return reply.body
 
-    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
-        await self._call(MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))",
-                         [unit, "fail", properties, []])
+    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]]) -> str:
+        """Queue the unit's start; returns the start job's object path."""
+        (job,) = await self._call(MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                                  [unit, "fail", properties, []])
+        return job
+
+    async def job_pending(self, job: str) -> bool:
+        """A job object exists only while the job is queued or running."""
+        try:
+            await self._call(job, PROPERTIES, "Get", "ss", ["org.freedesktop.systemd1.Job", "State"])
+            return True
+        except SystemdError:
+            return False
 
     async def stop(self, unit: str) -> None:
         try:
@@ -82,14 +92,17 @@ class Systemd:
         props = await self.unit_properties(unit, ("ActiveState",))
         return "inactive" if props is None else props["ActiveState"]
 
-    async def wait_for(self, unit: str, done: tuple[str, ...], timeout: float) -> str:
-        """Poll until the unit's ActiveState is in `done`; return the last state seen."""
+    async def wait_for(self, unit: str, done: tuple[str, ...], timeout: float, job: str | None = None) -> str:
+        """Poll until the unit's ActiveState is in `done` (and `job`, if given, has
+        finished: a queued start still shows "inactive"); return the last state seen."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.02
         while True:
             state = await self.active_state(unit)
-            if state in done or loop.time() > deadline:
+            if loop.time() > deadline:
+                return state
+            if state in done and not (job and state == "inactive" and await self.job_pending(job)):
                 return state
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
