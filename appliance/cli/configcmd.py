@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -137,6 +139,30 @@ def editor_command() -> list[str]:
     raise Failure("no editor found: set EDITOR, e.g. EDITOR=nano applctl config edit")
 
 
+def sudo_caller() -> tuple[int, int, str] | None:
+    """(uid, gid, home) of the person behind `sudo applctl`, or None when root itself
+    runs it. Their editor runs as them, as sudoedit does: an editor running as
+    root would be a root shell (vi's :!sh) for every member of jupyterhub-admins."""
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or not gid.isdigit() or int(uid) == 0:
+        return None
+    try:
+        home = pwd.getpwuid(int(uid)).pw_dir
+    except KeyError:
+        home = "/"
+    return int(uid), int(gid), home
+
+
+def read_edited(copy: Path, owner: int | None) -> str:
+    """The edited copy, refusing a link or another's file put in its place."""
+    fd = os.open(copy, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, encoding="utf-8") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or (owner is not None and st.st_uid != owner):
+            raise Failure(f"{copy} is no longer the copy applctl made; nothing was saved")
+        return f.read()
+
+
 @config_group.command()
 @example("sudo applctl config edit\nsudo EDITOR=nano applctl config edit")
 @_edit_error
@@ -150,19 +176,26 @@ def edit() -> None:
     path = config_path()
     original = config_edit.read_text(path)
     argv = editor_command()
+    caller = sudo_caller()
     workdir = Path(tempfile.mkdtemp(prefix="applctl-edit-"))
     copy = workdir / path.name
     copy.write_text(original, encoding="utf-8")
+    run_as: dict = {}
+    if caller:
+        uid, gid, home = caller
+        os.chown(workdir, uid, gid)
+        os.chown(copy, uid, gid)
+        run_as = {"user": uid, "group": gid, "extra_groups": [], "env": {**os.environ, "HOME": home}}
     while True:
         try:
-            rc = subprocess.call([*argv, str(copy)])
+            rc = subprocess.call([*argv, str(copy)], **run_as)
         except FileNotFoundError:
             shutil.rmtree(workdir)
             raise Failure(f"the editor {argv[0]} is not installed; set EDITOR to one that is") from None
         if rc != 0:
             shutil.rmtree(workdir)
             raise Failure(f"the editor exited with status {rc}; {path} is unchanged")
-        new = copy.read_text(encoding="utf-8")
+        new = read_edited(copy, caller[0] if caller else None)
         if new == original:
             shutil.rmtree(workdir)
             click.echo(f"no changes; {path} is unchanged")

@@ -60,4 +60,6 @@ def logs(user: str | None, unit: str | None, follow: bool, since: str | None, li
     if since:
         check_since(since)
     argv = journal_argv(units, since, lines, follow)
-    os.execvp(argv[0], argv)  # journalctl pages and follows as people expect
+    # journalctl pages and follows as people expect; under sudo its pager must not
+    # offer a root shell (less's !cmd): secure mode.
+    os.execvpe(argv[0], argv, {**os.environ, "SYSTEMD_PAGERSECURE": "1"})

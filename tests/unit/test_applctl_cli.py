@@ -279,13 +279,15 @@ def test_token_durations_and_scopes():
 
 
 def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
-    ran = []
-    monkeypatch.setattr(os, "execvp", lambda prog, argv: ran.append(argv))
+    ran, envs = [], []
+    monkeypatch.setattr(os, "execvpe", lambda prog, argv, env: (ran.append(argv), envs.append(env)))
     monkeypatch.setattr("appliance.cli.logs.check_since", lambda since: None)
     monkeypatch.setattr("appliance.cli.logs.account", lambda name: None)
     for args in (["logs"], ["logs", "--unit", "proxy", "-n", "5"], ["logs", "--user", "alice", "-f", "--since", "today"]):
         with pytest.raises(SystemExit):
             main(args)
+    # Its pager must not be a way to a root shell for sudo users.
+    assert [e.get("SYSTEMD_PAGERSECURE") for e in envs] == ["1", "1", "1"]
     assert ran == [
         ["journalctl", "--no-hostname", "-u", "jupyterhub.service", "-u", "jupyterhub-proxy.service",
          "-u", "jupyterhub-appliance.service", "-u", "jupyterhub-appliance.socket", "-n", "100"],
@@ -299,3 +301,27 @@ def test_gpu_summary_wording():
     report = {"supported": True, "available": True, "driver_version": "550", "unusable": [{"index": 2}],
               "gpus": [{"uuid": "a", "holder": None}]}
     assert daemon.summary(report) == "1 of 1 GPU free (driver 550); 1 unusable"
+
+
+def test_config_edit_under_sudo_runs_the_editor_as_the_caller(monkeypatch, tmp_path):
+    """An editor running as root would be a root shell for every jupyterhub-admin."""
+    from appliance.cli import configcmd
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("SUDO_UID", "1234")
+    monkeypatch.setenv("SUDO_GID", "1234")
+    assert configcmd.sudo_caller()[:2] == (1234, 1234)
+    monkeypatch.setenv("SUDO_UID", "0")
+    assert configcmd.sudo_caller() is None
+    # The copy is read without following a link put in its place.
+    target = tmp_path / "secret"
+    target.write_text("root:hash")
+    link = tmp_path / "appliance.toml"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        configcmd.read_edited(link, None)
+    mine = tmp_path / "copy.toml"
+    mine.write_text("[hub]\n")
+    with pytest.raises(configcmd.Failure):
+        configcmd.read_edited(mine, os.getuid() + 1)
+    assert configcmd.read_edited(mine, os.getuid()) == "[hub]\n"
