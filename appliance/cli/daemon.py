@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..daemon import client
+from .. import daemon_client as client
 from .output import Failure
 
 GPU_UNSUPPORTED = "GPU support is not available in this version of the appliance"

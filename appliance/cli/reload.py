@@ -7,7 +7,7 @@ import time
 import click
 
 from .. import config
-from ..proxy_launcher import command as proxy_command
+from ..hub.proxy_launcher import command as proxy_command
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
 from .hub import Hub

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from ..configurer import APPLCTL_SERVICE
+from ..hub.configurer import APPLCTL_SERVICE
 from .common import account, check_name, has_access, load_config
 from .completion import access_names
 from .hub import Hub, HubDown, HubError

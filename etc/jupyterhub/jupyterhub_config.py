@@ -7,7 +7,8 @@
 import glob
 import sys
 
-from appliance import config, configurer
+from appliance import config
+from appliance.hub import configurer
 
 try:
     configurer.apply(c, config.load())  # noqa: F821 (c is given by JupyterHub)

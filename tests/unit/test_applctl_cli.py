@@ -20,7 +20,7 @@ from appliance.applctl import cli, main
 from .cli_run import run
 from appliance.cli import access, daemon, host, servers, status as status_mod
 from appliance.cli.hub import Hub, HubDown
-from appliance.daemon import client
+from appliance import daemon_client as client
 
 GPU_A, GPU_B = "GPU-aaaa", "GPU-bbbb"
 

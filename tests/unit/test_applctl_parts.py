@@ -14,7 +14,8 @@ import click
 import pytest
 from traitlets.config import Config
 
-from appliance import config, configurer
+from appliance import config
+from appliance.hub import configurer
 
 from .cli_run import run
 from appliance.cli import access, doctor, host, kernels, reload
@@ -213,7 +214,7 @@ def test_doctor_ports_check_names_the_squatter(monkeypatch):
 
 def test_reload_restarts_the_proxy_only_when_its_command_line_would_change(monkeypatch):
     cfg = config.loads("[hub]\nport = 8000\n")
-    from appliance.proxy_launcher import command
+    from appliance.hub.proxy_launcher import command
     running = ["node"] + command(cfg)
     monkeypatch.setattr(reload, "main_pid_argv", lambda unit: running)
     assert reload.proxy_settings_changed(cfg) is False

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from appliance import spawn_form as sf
+from appliance.hub import spawn_form as sf
 
 PROFILES = {
     "cpu": {"display_name": "CPU only", "gpus": 0, "mem_limit": None, "cpu_limit": 0.0},

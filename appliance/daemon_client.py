@@ -7,7 +7,7 @@ import json
 import socket
 from typing import Any
 
-from ..groups import DAEMON_SOCKET
+from .groups import DAEMON_SOCKET
 
 
 class DaemonError(RuntimeError):

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import Config
-from .groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
-from .state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
+from ..config import Config
+from ..groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
+from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
 
 
 def proxy_token(state_dir: str = STATE_DIR) -> str:
@@ -33,11 +33,11 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
 
-    c.JupyterHub.proxy_class = "appliance.proxy.ApplianceProxy"
+    c.JupyterHub.proxy_class = "appliance.hub.proxy.ApplianceProxy"
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
     c.ConfigurableHTTPProxy.auth_token = proxy_token(state_dir)
 
-    c.JupyterHub.authenticator_class = "appliance.authenticator.ApplianceAuthenticator"
+    c.JupyterHub.authenticator_class = "appliance.hub.authenticator.ApplianceAuthenticator"
     c.PAMAuthenticator.service = PAM_SERVICE
     c.PAMAuthenticator.open_sessions = False  # needs root; the unit is the session
     c.PAMAuthenticator.check_account = True
@@ -47,7 +47,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     # Group membership is the only gate: leaving the group revokes access.
     c.Authenticator.allow_existing_users = False
 
-    c.JupyterHub.spawner_class = "appliance.spawner.ApplianceSpawner"
+    c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
     c.Spawner.default_url = spawner["default_url"]
     c.Spawner.start_timeout = spawner["start_timeout"]
     c.Spawner.http_timeout = spawner["http_timeout"]

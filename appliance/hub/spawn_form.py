@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from .gpu.allocator import QuotaError, check_request
+from ..gpu.allocator import QuotaError, check_request
 
 
 class FormError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import config
+from .. import config
 from .configurer import proxy_token
 
 CHP = "/usr/bin/configurable-http-proxy"

@@ -3,7 +3,7 @@
 from jupyterhub.auth import PAMAuthenticator
 from tornado import web
 
-from .groups import USERS_GROUP
+from ..groups import USERS_GROUP
 
 
 class ApplianceAuthenticator(PAMAuthenticator):

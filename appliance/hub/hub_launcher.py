@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import config
+from .. import config
 
 JUPYTERHUB = os.path.join(os.path.dirname(sys.executable), "jupyterhub")
 HUB_CONFIG = "/etc/jupyterhub/jupyterhub_config.py"

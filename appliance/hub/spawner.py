@@ -14,9 +14,9 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Unicode, default
 
-from . import spawn_form, users
-from .daemon import client
-from .gpu.allocator import quota_for
+from .. import daemon_client as client, users
+from . import spawn_form
+from ..gpu.allocator import quota_for
 
 
 def SpawnError(message: str, reason: str = "error") -> SpawnException:
