@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import privilege, protocol, users
+
 DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
 
 _SIZE_RE = re.compile(r"^([0-9]+)([KMGT]?)$")
@@ -42,26 +44,25 @@ class Field:
     check: Callable[[Any], Any]  # returns the normalised value or raises ValueError(accepted)
 
 
+def int_in(v: Any, lo: int, hi: int) -> int:
+    """The one range check of whole numbers (configuration and daemon requests)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"an integer from {lo} to {hi}")
+    return v
+
+
+def number_in(v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ValueError(f"a number from {lo:g} to {hi:g}")
+    return float(v)
+
+
 def _int(lo: int, hi: int) -> Callable[[Any], int]:
-    accepted = f"an integer from {lo} to {hi}"
-
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(accepted)
-        return v
-
-    return check
+    return lambda v: int_in(v, lo, hi)
 
 
 def _number(lo: float, hi: float) -> Callable[[Any], float]:
-    accepted = f"a number from {lo:g} to {hi:g}"
-
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-            raise ValueError(accepted)
-        return float(v)
-
-    return check
+    return lambda v: number_in(v, lo, hi)
 
 
 def _bool(v: Any) -> bool:
@@ -130,7 +131,7 @@ class _SubkeyError(ValueError):
         super().__init__(accepted)
 
 
-_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_NAME_RE = users.NAME_RE  # user and group names follow the same rule
 
 
 def _quota_table(kind: str) -> Callable[[Any], dict[str, int]]:
@@ -144,6 +145,26 @@ def _quota_table(kind: str) -> Callable[[Any], dict[str, int]]:
                 raise _SubkeyError(name, n, f"an integer from 0 to {MAX_GPUS}")
         return dict(v)
     return check
+
+
+def _environment(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise ValueError('a table of NAME = "value", e.g. { HF_HOME = "/data/hf" }')
+    for name, value in v.items():
+        try:
+            protocol.admin_env_name(name)
+        except ValueError as e:
+            raise _SubkeyError(name, value, str(e)) from None
+        if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\x00\r\n"):
+            raise _SubkeyError(name, value, "a one-line text of at most 4096 characters")
+    return dict(v)
+
+
+def _groups(v: Any) -> list[str]:
+    accepted = 'a list of group names, e.g. ["sudo", "docker"]'
+    if not isinstance(v, list) or len(v) > 256 or not all(isinstance(g, str) and _NAME_RE.fullmatch(g) for g in v):
+        raise ValueError(accepted)
+    return list(dict.fromkeys(v))
 
 
 MAX_GPUS = 64
@@ -163,9 +184,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cpu_limit": Field(0, "CPU limit per server in cores (0: none)", _number(0, 1024)),
         "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
         "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
+        "environment": Field({}, "extra environment variables of every server", _environment),
     },
     "daemon": {
         "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),
+        "privileged_groups": Field(list(privilege.PRIVILEGED_GROUPS),
+                                   "groups that are root in all but name: no server for their members", _groups),
+        "allow_privileged_users": Field(False, "start servers for members of privileged_groups anyway", _bool),
     },
     "gpu": {
         "quota": Field(1, "GPUs a user may hold by default", _int(0, MAX_GPUS)),

@@ -26,7 +26,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Table
 
-from . import config
+from . import config, privilege
 
 _PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NOT_TOML = object()
@@ -112,6 +112,20 @@ def check(text: str, path: Path) -> config.Config:
         return config.loads(text, path)
     except config.ConfigError as e:
         raise EditError(f"{e}; the file is unchanged") from None
+
+
+def check_change(old: str, new: str, path: Path) -> config.Config:
+    """`new` must be valid, and (under sudo) must not open a way to root."""
+    cfg = check(new, path)
+    try:
+        before = config.loads(old, path)
+    except config.ConfigError:
+        before = config.validate({}, path)  # a broken file is judged against the defaults
+    try:
+        privilege.check_config_change(before["daemon"], cfg["daemon"])
+    except privilege.PrivilegeError as e:
+        raise EditError(f"{e}; the file is unchanged") from None
+    return cfg
 
 
 def set_in(doc: tomlkit.TOMLDocument, parts: tuple[str, ...], value: Any) -> None:
@@ -288,7 +302,7 @@ def change(path: Path, edit: Callable[[tomlkit.TOMLDocument], Any],
         doc = parse_doc(old, path)
         result = edit(doc)
         new = tomlkit.dumps(doc)
-        check(new, path)
+        check_change(old, new, path)
         if new != old and not dry_run:
             write_atomic(path, new)
         return old, new, result
@@ -297,7 +311,7 @@ def change(path: Path, edit: Callable[[tomlkit.TOMLDocument], Any],
 def replace(path: Path, new: str, expected_old: str) -> None:
     """For `config edit`: write `new` if valid and if nobody changed the file since
     `expected_old` was read."""
-    check(new, path)
+    check_change(expected_old, new, path)
     with locked(path):
         if read_text(path) != expected_old:
             raise EditError(f"{path} was changed by someone else while you were editing")

@@ -18,6 +18,11 @@ class DaemonError(RuntimeError):
         super().__init__(message)
 
 
+def free_gpus(report: dict[str, Any]) -> int:
+    """How many GPUs of the daemon's `gpus` report nobody holds."""
+    return sum(1 for g in report.get("gpus", []) if not g.get("holder"))
+
+
 def _reply(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise DaemonError("unavailable", "the appliance daemon closed the connection without answering")

@@ -49,15 +49,21 @@ def lookup(name: object, min_uid: int) -> pwd.struct_passwd:
     return pw
 
 
+def members(group: str) -> set[str]:
+    """Members through the group list or through their primary group; KeyError if
+    there is no such group."""
+    gr = grp.getgrnam(group)
+    return set(gr.gr_mem) | {p.pw_name for p in pwd.getpwall() if p.pw_gid == gr.gr_gid}
+
+
 def is_member(name: str, group: str) -> bool:
-    """Member through the group list or through the primary group."""
     try:
         gr = grp.getgrnam(group)
     except KeyError:
         return False
     if name in gr.gr_mem:
         return True
-    try:
+    try:  # the primary group, without listing every account
         return pwd.getpwnam(name).pw_gid == gr.gr_gid
     except KeyError:
         return False

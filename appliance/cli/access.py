@@ -15,7 +15,8 @@ import click
 from .. import config, config_edit
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from . import daemon
-from .common import CREATED_MARK, account, check_name, config_path, has_access, load_config, members
+from .common import (CREATED_MARK, account, check_name, config_path, has_access, load_config, members,
+                     refuse_privileged)
 from .completion import access_names, local_accounts
 from .host import run
 from .hub import Hub, HubDown, HubError
@@ -55,7 +56,8 @@ def adduser(name: str, admin: bool, create: bool, gpus: int | None, as_json: boo
     """
     check_name(name)
     need_root("adduser")
-    min_uid = load_config()["daemon"]["min_uid"]
+    cfg = load_config()
+    min_uid = cfg["daemon"]["min_uid"]
     if gpus is not None:
         if "gpu" not in config.SCHEMA:
             raise Failure(f"--gpus: {daemon.GPU_UNSUPPORTED}")
@@ -66,6 +68,7 @@ def adduser(name: str, admin: bool, create: bool, gpus: int | None, as_json: boo
     created = False
     try:
         pwd.getpwnam(name)
+        refuse_privileged(name, cfg, "give access to")
     except KeyError:
         if not create:
             raise Failure(f"there is no user {name} on this machine; add --create to create the account") from None

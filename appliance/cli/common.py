@@ -6,7 +6,7 @@ import grp
 import pwd
 from pathlib import Path
 
-from .. import config, users
+from .. import config, privilege, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from .output import Failure
 
@@ -50,15 +50,19 @@ def account(name: str, min_uid: int | None = None) -> pwd.struct_passwd:
 
 
 def members(group: str) -> set[str]:
-    """Members through the group list or through their primary group."""
     try:
-        gr = grp.getgrnam(group)
+        return users.members(group)
     except KeyError:
         raise Failure(f"group {group} does not exist: is jupyterhub-appliance installed?") from None
-    names = set(gr.gr_mem)
-    names.update(p.pw_name for p in pwd.getpwall() if p.pw_gid == gr.gr_gid)
-    return names
 
 
 def has_access(name: str) -> bool:
     return name in members(USERS_GROUP) or name in members(ADMINS_GROUP)
+
+
+def refuse_privileged(name: str, cfg: config.Config, what: str) -> None:
+    """Under sudo, no access or token for an account that is root in all but name."""
+    try:
+        privilege.check_account(name, cfg["daemon"], what)
+    except privilege.PrivilegeError as e:
+        raise Failure(str(e)) from None

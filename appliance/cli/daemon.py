@@ -56,7 +56,7 @@ def summary(report: dict) -> str:
     if not report["available"]:
         return report.get("reason") or "no usable NVIDIA GPU: running CPU-only"
     total = len(report["gpus"])
-    free = sum(1 for g in report["gpus"] if not g.get("holder"))
+    free = client.free_gpus(report)
     text = f"{free} of {total} GPU{'s' if total != 1 else ''} free (driver {report.get('driver_version')})"
     if report.get("unusable"):
         text += f"; {len(report['unusable'])} unusable"

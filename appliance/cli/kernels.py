@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from .. import privilege
 from ..groups import USER_ENV
 from .completion import kernel_names
 from .output import Failure, emit, example, json_option, need_root, table
@@ -157,6 +158,10 @@ def add(name: str, python: str, display_name: str | None, as_json: bool) -> None
         raise Failure(f"--python {python}: no such file")
     if not os.path.isfile(python) or not os.access(python, os.X_OK):
         raise Failure(f"--python {python} is not an executable file; give the environment's bin/python")
+    try:  # before anything runs it
+        privilege.check_executable(python)
+    except privilege.PrivilegeError as e:
+        raise Failure(f"--python {e}") from None
     existing = next((k for k in find_kernels() if k["name"] == name), None)
     if existing and existing["python"] == python and existing["source"] == "applctl":
         emit(as_json, {**existing, "changed": False}, f"kernel {name} already runs {python}; nothing changed")

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .. import __version__, config
+from .. import daemon_client as client
 from . import daemon
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, SOCKET, active_state, is_loaded
@@ -126,7 +127,7 @@ def status(as_json: bool) -> None:
         "proxy": proxy_ok,
         "gpus": None if gpu is None else {"summary": gpu_text, "available": gpu["available"],
                                           "total": len(gpu["gpus"]),
-                                          "free": sum(1 for g in gpu["gpus"] if not g.get("holder"))},
+                                          "free": client.free_gpus(gpu)},
         "problems": problems,
     }
     emit(as_json, data, None if as_json else _human(data, gpu_text))

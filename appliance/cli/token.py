@@ -8,7 +8,7 @@ from urllib.parse import quote
 import click
 
 from ..hub.configurer import APPLCTL_SERVICE
-from .common import account, check_name, has_access, load_config
+from .common import account, check_name, has_access, load_config, refuse_privileged
 from .completion import access_names
 from .hub import Hub, HubDown, HubError
 from .output import Failure, emit, example, json_option, need_root, note
@@ -69,7 +69,8 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
         check_name(name)
     need_root("token")
     chosen, seconds = parse_scopes(scopes), parse_duration(expires_in)
-    hub = Hub(load_config())
+    hub_cfg = load_config()
+    hub = Hub(hub_cfg)
     if service:
         try:
             secret = hub.token()
@@ -80,6 +81,7 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
             note(f"the {APPLCTL_SERVICE} service's token: all admin rights, never expires")
         return
     account(name)
+    refuse_privileged(name, hub_cfg, "issue a token for")
     if not has_access(name):
         raise Failure(f"{name} has no access to JupyterHub; grant it first: applctl adduser {name}")
     try:

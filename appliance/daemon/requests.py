@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import users
-from ..config import MAX_GPUS
+from .. import privilege, protocol, users
+from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
 
 MAX_REQUEST = 256 * 1024
 HUB_OPS = ("spawn", "stop", "status", "gpus")
 ROOT_OPS = HUB_OPS + ("list",)
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_ARG = re.compile(r"--[A-Za-z][A-Za-z0-9_.-]*(=[^\x00\r\n]{0,1024})?")
-# Names a hub must not be able to set in a user's server: they change what code runs.
-_ENV_FORBIDDEN = re.compile(r"LD_.*|PYTHONSTARTUP|PYTHONHOME|BASH_ENV|ENV")
 
 _MiB = 1024**2
 
@@ -50,7 +44,7 @@ class SpawnSpec:
     gid: int
     home: str
     env: dict[str, str] = field(default_factory=dict)
-    args: list[str] = field(default_factory=list)
+    options: dict[str, bool | int] = field(default_factory=dict)  # protocol.SERVER_OPTIONS
     mem_limit: int | None = None
     cpu_limit: float | None = None
     readonly_paths: list[str] = field(default_factory=list)
@@ -65,9 +59,10 @@ class SpawnSpec:
 
 def _int_in(name: str, lo: int, hi: int):
     def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise RequestError("invalid", f"{name} must be an integer from {lo} to {hi}, not {v!r}", name)
-        return v
+        try:
+            return int_in(v, lo, hi)
+        except ValueError as e:
+            raise RequestError("invalid", f"{name} must be {e}, not {str(v)[:40]!r}", name) from None
     return check
 
 
@@ -96,41 +91,55 @@ def check_op(req: Any, peer_uid: int, hub_uid: int) -> str:
     return op
 
 
-def check_user(req: dict, min_uid: int):
+def check_user(req: dict, cfg: Config):
     """The named user's account, if that user may have a server."""
+    daemon = cfg["daemon"]
     try:
-        pw = users.lookup(req.get("user"), min_uid)
+        pw = users.lookup(req.get("user"), daemon["min_uid"])
     except users.UserError as e:
         raise RequestError("invalid_user", str(e), "user") from None
     if not users.is_member(pw.pw_name, USERS_GROUP):
         raise RequestError(
             "invalid_user", f"{pw.pw_name} is not a member of {USERS_GROUP} (applctl adduser {pw.pw_name})", "user"
         )
+    if not daemon["allow_privileged_users"]:
+        # A hub that can run code as such a person can become root.
+        found = privilege.privileged_groups(pw.pw_name, daemon["privileged_groups"])
+        if found:
+            raise RequestError(
+                "privileged_user", f"{pw.pw_name} is a member of {', '.join(found)}, which is root in all but name; "
+                "the appliance starts no server for such accounts (root may allow it: "
+                "daemon.allow_privileged_users = true in appliance.toml)", "user")
     return pw
 
 
-def _env(v: Any) -> dict[str, str]:
+def _env(v: Any, user: str, admin_names: frozenset[str]) -> dict[str, str]:
     if not isinstance(v, dict) or len(v) > 256:
         raise RequestError("invalid", "env must be an object of at most 256 variables", "env")
+    allowed = protocol.allowed_env(admin_names)
     total = 0
     for k, val in v.items():
-        if not _ENV_NAME.fullmatch(k) or _ENV_FORBIDDEN.fullmatch(k):
-            raise RequestError("invalid", f"env: {k[:64]!r} is not an accepted variable name", "env")
+        if k not in allowed:
+            raise RequestError("invalid", f"env: {str(k)[:64]!r} is not accepted: JupyterHub's own variables, "
+                               "LANG, LC_ALL and the names in [spawner] environment of appliance.toml are", "env")
         if not isinstance(val, str) or len(val) > 32 * 1024 or any(c in val for c in "\x00\r\n"):
             raise RequestError("invalid", f"env: {k} must be a one-line string of at most 32 KiB", "env")
         total += len(k) + len(val)
     if total > 128 * 1024:
         raise RequestError("invalid", "env is larger than 128 KiB", "env")
+    # The server trusts whoever these name: they must be the user asked for.
+    if v.get("JUPYTERHUB_USER", user) != user or v.get("JUPYTERHUB_SERVER_NAME", "") != "":
+        raise RequestError("invalid", f"env: JUPYTERHUB_USER must be {user} and JUPYTERHUB_SERVER_NAME empty", "env")
     return dict(v)
 
 
-def _args(v: Any) -> list[str]:
-    if not isinstance(v, list) or len(v) > 32:
-        raise RequestError("invalid", "args must be a list of at most 32 options", "args")
-    for a in v:
-        if not isinstance(a, str) or not _ARG.fullmatch(a):
-            raise RequestError("invalid", f"args: {str(a)[:64]!r} is not an accepted option (--name or --name=value)", "args")
-    return list(v)
+def _options(v: Any) -> dict[str, bool | int]:
+    if not isinstance(v, dict) or len(v) > len(protocol.SERVER_OPTIONS):
+        raise RequestError("invalid", "options must be an object of server options", "options")
+    try:
+        return {k: protocol.server_option(k, val) for k, val in v.items()}
+    except ValueError as e:
+        raise RequestError("invalid", f"options: {e}", "options") from None
 
 
 def _paths(name: str, v: Any) -> list[str]:
@@ -143,30 +152,33 @@ def _paths(name: str, v: Any) -> list[str]:
     return list(v)
 
 
-def check_spawn(req: dict, min_uid: int) -> SpawnSpec:
-    known = {"op", "user", "env", "args", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths", "extra",
-             "gpus", "gpu_fallback"}
-    unknown = sorted(set(req) - known)
+def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
+    known = {"op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
+             "extra", "gpus", "gpu_fallback"}
+    unknown = sorted(set(req) - known, key=str)
     if unknown:
-        raise RequestError("invalid", f"unknown field {unknown[0]!r}; accepted: {', '.join(sorted(known))}", unknown[0])
-    pw = check_user(req, min_uid)
+        shown = str(unknown[0])[:64]
+        raise RequestError("invalid", f"unknown field {shown!r}; accepted: {', '.join(sorted(known))}", shown)
+    pw = check_user(req, cfg)
     spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
-    spec.env = _env(req.get("env", {}))
-    spec.args = _args(req.get("args", []))
+    spec.env = _env(req.get("env", {}), pw.pw_name, frozenset(cfg["spawner"]["environment"]))
+    spec.options = _options(req.get("options", {}))
     if req.get("mem_limit") is not None:
         spec.mem_limit = _int_in("mem_limit", 64 * _MiB, _ram())(req["mem_limit"])
     if req.get("cpu_limit") is not None:
-        c = req["cpu_limit"]
         ncpu = os.cpu_count() or 1
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.01 <= c <= ncpu:
-            raise RequestError("invalid", f"cpu_limit must be a number from 0.01 to {ncpu}, not {c!r}", "cpu_limit")
-        spec.cpu_limit = float(c)
+        try:
+            spec.cpu_limit = number_in(req["cpu_limit"], 0.01, ncpu)
+        except ValueError as e:
+            raise RequestError("invalid", f"cpu_limit must be {e}, not {str(req['cpu_limit'])[:40]!r}",
+                               "cpu_limit") from None
     spec.readonly_paths = _paths("readonly_paths", req.get("readonly_paths", []))
     spec.readwrite_paths = _paths("readwrite_paths", req.get("readwrite_paths", []))
     spec.gpus = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
     fallback = req.get("gpu_fallback", False)
     if not isinstance(fallback, bool):
-        raise RequestError("invalid", f"gpu_fallback must be true or false, not {fallback!r}", "gpu_fallback")
+        raise RequestError("invalid", f"gpu_fallback must be true or false, not {str(fallback)[:40]!r}",
+                           "gpu_fallback")
     spec.gpu_fallback = fallback
     extra = req.get("extra", {})
     if not isinstance(extra, dict):

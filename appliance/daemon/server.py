@@ -57,7 +57,7 @@ class Daemon:
         if op == "gpus":
             return {"ok": True, **await self.gpus.report()}
         if op == "spawn":
-            spec = rq.check_spawn(req, min_uid)
+            spec = rq.check_spawn(req, self.cfg)
             async with self._lock(spec.user):
                 return await self.spawn(spec)
         # stop and status name a user only: no other field is accepted.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
+from .. import protocol
 from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
 from .gpus import device_allow
 from .requests import SpawnSpec
@@ -58,7 +59,7 @@ def server_env(spec: SpawnSpec) -> dict[str, str]:
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
-    argv = (command or [SINGLEUSER]) + spec.args
+    argv = (command or [SINGLEUSER]) + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"
                                      + (f" (GPUs {', '.join(spec.gpu_uuids)})" if spec.gpu_uuids else ""))),

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from .. import protocol
 from ..config import Config
 from ..groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
@@ -51,7 +52,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.Spawner.default_url = spawner["default_url"]
     c.Spawner.start_timeout = spawner["start_timeout"]
     c.Spawner.http_timeout = spawner["http_timeout"]
-    c.Spawner.env_keep = ["LANG", "LC_ALL"]
+    c.Spawner.env_keep = list(protocol.ENV_KEEP)
+    c.Spawner.environment = dict(spawner["environment"])
     c.ApplianceSpawner.gpu_quota = cfg["gpu"]
     c.ApplianceSpawner.profiles = cfg["profiles"]
     if spawner["mem_limit"] is not None:

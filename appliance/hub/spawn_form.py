@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from ..daemon_client import free_gpus
 from ..gpu.allocator import QuotaError, check_request
 
 
@@ -28,7 +29,7 @@ class GpuSummary:
     @classmethod
     def from_daemon(cls, reply: dict) -> "GpuSummary":
         gpus = reply.get("gpus", [])
-        return cls(bool(reply.get("available")), len(gpus), sum(1 for g in gpus if not g.get("holder")),
+        return cls(bool(reply.get("available")), len(gpus), free_gpus(reply),
                    reply.get("reason"))
 
 

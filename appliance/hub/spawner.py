@@ -14,9 +14,25 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Unicode, default
 
-from .. import daemon_client as client, users
-from . import spawn_form
+from .. import daemon_client as client, protocol, users
 from ..gpu.allocator import quota_for
+from ..groups import UNIT_SLICE
+from . import spawn_form
+
+# SystemdSpawner's options that this appliance fixes, with the value it always
+# applies and why. Another value is refused at spawn time rather than ignored.
+FIXED_OPTIONS = {
+    "isolate_tmp": (True, "every server has a private /tmp"),
+    "isolate_devices": (True, "every server's devices are closed (DevicePolicy=closed) but for its own GPUs"),
+    "disable_user_sudo": (True, "every server runs with NoNewPrivileges"),
+    "dynamic_users": (False, "servers run as the person's own account"),
+    "slice": (UNIT_SLICE, "servers run in jupyter-users.slice"),
+    "user_workingdir": (None, "servers start in the person's home"),
+    "username_template": ("{USERNAME}", "the hub user name is the account name"),
+    "unit_name_template": ("jupyter-{USERNAME}", "the root daemon names the unit jupyter-NAME.service"),
+    "default_shell": ("/bin/bash", "terminals use /bin/bash"),
+    "extra_paths": ([], "add Python environments with: applctl kernels add"),
+}
 
 
 def SpawnError(message: str, reason: str = "error") -> SpawnException:
@@ -30,6 +46,31 @@ class ApplianceSpawner(SystemdSpawner):
     daemon_socket = Unicode(client.DAEMON_SOCKET, help="path of the appliance daemon's socket").tag(config=True)
     gpu_quota = Dict(help="appliance.toml [gpu]: quota, quota_groups, quota_users").tag(config=True)
     profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
+
+    @default("isolate_tmp")
+    def _fixed_isolate_tmp(self):
+        return True
+
+    @default("isolate_devices")
+    def _fixed_isolate_devices(self):
+        return True
+
+    @default("slice")
+    def _fixed_slice(self):
+        return UNIT_SLICE
+
+    @default("unit_name_template")
+    def _fixed_unit_name_template(self):
+        return "jupyter-{USERNAME}"
+
+    @default("default_shell")
+    def _fixed_default_shell(self):
+        return "/bin/bash"
+
+    def unsupported_options(self) -> list[str]:
+        """SystemdSpawner settings the administrator changed, which this appliance cannot honour."""
+        return [f"SystemdSpawner.{name} = {getattr(self, name)!r} ({why})"
+                for name, (value, why) in FIXED_OPTIONS.items() if getattr(self, name) != value]
 
     @default("options_form")
     def _default_options_form(self):
@@ -71,7 +112,7 @@ class ApplianceSpawner(SystemdSpawner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.unit_name = f"jupyter-{self.user.name}.service"  # the daemon derives the same
+        self.unit_name = users.unit_name(self.user.name)  # the daemon derives the same
         self._events: list[dict] = []
         self._spawning = False
         self.gpu_uuids: tuple[str, ...] = ()
@@ -97,11 +138,16 @@ class ApplianceSpawner(SystemdSpawner):
                 extra[key] = int(self._expand_user_vars(str(value)))
             except ValueError:
                 raise SpawnError(f"unit_extra_properties {key}={value!r} must be a whole number") from None
+        try:
+            options = protocol.parse_args([self._expand_user_vars(a) for a in self.get_args()])
+        except ValueError as e:
+            raise SpawnError(f"This hub's Spawner.args cannot be used: {e}. An administrator must change "
+                             "it in /etc/jupyterhub/jupyterhub_config.d/.") from None
         return {
             "op": "spawn",
             "user": self.user.name,
             "env": self.get_env(),
-            "args": [self._expand_user_vars(a) for a in self.get_args()],
+            "options": options,
             "mem_limit": choice["mem_limit"] or self.mem_limit,
             "cpu_limit": choice["cpu_limit"] or self.cpu_limit,
             "gpus": choice["gpus"],
@@ -117,6 +163,11 @@ class ApplianceSpawner(SystemdSpawner):
         try:
             if self.name:
                 raise SpawnError("Named servers are not supported by this appliance: use your default server.")
+            unsupported = self.unsupported_options()
+            if unsupported:
+                raise SpawnError("This hub's configuration sets what the appliance does not support: "
+                                 + "; ".join(unsupported) + ". An administrator must remove it from "
+                                 "/etc/jupyterhub/jupyterhub_config.d/.")
             try:
                 users.check_name(self.user.name)
             except users.UserError as e:

@@ -1,10 +1,14 @@
 import pytest
 
-from appliance import users
+from appliance import config, privilege, users
 from appliance.daemon import requests as rq
 from appliance.daemon import units
 
 HUB_UID = 995
+
+
+def cfg(min_uid=1000, **daemon):
+    return config.validate({"daemon": {"min_uid": min_uid, **daemon}, "spawner": {"environment": {"HF_HOME": "/d"}}})
 
 
 def test_only_root_and_the_hub_may_talk():
@@ -30,14 +34,17 @@ def test_only_root_and_the_hub_may_talk():
 ])
 def test_users_that_may_never_have_a_server(name, says):
     with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": name}, 1000)
+        rq.check_spawn({"op": "spawn", "user": name}, cfg())
     assert e.value.code == "invalid_user" and says in str(e.value)
 
 
-def test_system_accounts_are_refused_below_min_uid():
+def test_system_accounts_are_refused_below_min_uid(monkeypatch):
+    # A member of jupyterhub-users: only min_uid can refuse it.
+    req = _member(monkeypatch)
     with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "daemon"}, 1000)
+        rq.check_spawn(req, cfg(1000))
     assert "system account (uid 1)" in str(e.value)
+    assert rq.check_spawn(req, cfg(1)).uid == 1
 
 
 def _member(monkeypatch, name="daemon"):
@@ -46,20 +53,41 @@ def _member(monkeypatch, name="daemon"):
 
 
 def test_a_valid_request_becomes_a_bounded_spec(monkeypatch):
-    req = _member(monkeypatch) | {"env": {"JUPYTERHUB_API_TOKEN": "abc"}, "args": ["--debug"],
+    req = _member(monkeypatch) | {"env": {"JUPYTERHUB_API_TOKEN": "abc", "JUPYTERHUB_USER": "daemon",
+                                          "LANG": "C.UTF-8", "HF_HOME": "/d"},
+                                  "options": {"debug": True, "ServerApp.terminals_enabled": False},
                                   "mem_limit": 512 * 1024**2, "cpu_limit": 1, "extra": {"TasksMax": 100}}
-    spec = rq.check_spawn(req, 1)
+    spec = rq.check_spawn(req, cfg(1))
     assert (spec.user, spec.uid, spec.mem_limit, spec.cpu_limit) == ("daemon", 1, 512 * 1024**2, 1.0)
     assert spec.extra == {"TasksMax": 100}
+    assert spec.options == {"debug": True, "ServerApp.terminals_enabled": False}
+
+
+def test_members_of_root_equivalent_groups_get_no_server(monkeypatch):
+    req = _member(monkeypatch)
+    monkeypatch.setattr(users, "groups_of", lambda n: ["daemon", "docker"])
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn(req, cfg(1))
+    assert e.value.code == "privileged_user" and "docker" in str(e.value)
+    assert rq.check_spawn(req, cfg(1, allow_privileged_users=True)).user == "daemon"
+    assert rq.check_spawn(req, cfg(1, privileged_groups=["sudo"])).user == "daemon"
 
 
 @pytest.mark.parametrize("field, value", [
     ("env", {"LD_PRELOAD": "/tmp/x.so"}),
-    ("env", {"A": "two\nlines"}),
-    ("env", {"1A": "x"}),
+    ("env", {"PYTHONPATH": "/tmp"}),
+    ("env", {"JUPYTERHUB_SINGLEUSER_APP": "evil.App"}),
+    ("env", {"A": "x"}),  # not listed by the administrator
+    ("env", {"LANG": "two\nlines"}),
+    ("env", {"JUPYTERHUB_USER": "root"}),
+    ("env", {"JUPYTERHUB_SERVER_NAME": "other"}),
     ("env", "A=1"),
-    ("args", ["; rm -rf /"]),
-    ("args", ["--ok", 3]),
+    ("args", ["--debug"]),  # the daemon builds the command line: no raw words
+    ("options", {"ServerApp.jpserver_extensions": {"evil": True}}),
+    ("options", {"config": "/tmp/x.py"}),
+    ("options", {"ServerApp.terminals_enabled": "yes"}),
+    ("options", {"MappingKernelManager.cull_idle_timeout": -1}),
+    ("options", ["--debug"]),
     ("mem_limit", 10),
     ("mem_limit", True),
     ("cpu_limit", -1),
@@ -74,7 +102,7 @@ def test_a_valid_request_becomes_a_bounded_spec(monkeypatch):
 def test_bad_fields_are_refused_by_name(monkeypatch, field, value):
     req = _member(monkeypatch) | {field: value}
     with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn(req, 1)
+        rq.check_spawn(req, cfg(1))
     assert e.value.field == field
 
 
@@ -95,13 +123,14 @@ def test_environment_file_escapes_what_systemd_would_interpret(tmp_path):
 
 
 def test_unit_properties_are_the_daemons_decision(monkeypatch):
-    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", args=["--debug"],
+    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice",
+                        options={"debug": True, "ServerApp.terminals_enabled": False},
                         mem_limit=2**30, cpu_limit=1.5, extra={"TasksMax": 200})
     props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
     assert props["User"].value == "alice"
     assert props["DevicePolicy"].value == "closed"
     assert props["NoNewPrivileges"].value is True and props["PrivateTmp"].value is True
     assert props["Slice"].value == "jupyter-users.slice"
-    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--debug"]
+    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--ServerApp.terminals_enabled=False", "--debug"]
     assert props["CPUQuotaPerSecUSec"].value == 1_500_000
     assert "Environment" not in props  # secrets only through the root-owned file

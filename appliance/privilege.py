@@ -1,0 +1,116 @@
+"""What would turn `sudo applctl` or a compromised hub into root, in one place.
+
+A member of jupyterhub-admins may run applctl as root and nothing else; the hub may
+start servers. Either becomes root if it can reach an account that is root in all
+but name (a member of sudo, docker, disk, ...), lower daemon.min_uid onto system
+accounts, or make every user run an interpreter it controls. Root itself (no sudo)
+may still do these things on purpose; the daemon enforces the part that matters
+whenever a server starts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from . import users
+
+LOGIN_DEFS = Path("/etc/login.defs")
+# Membership in any of these is root in all but name: sudo/wheel/admin run anything,
+# docker/lxd/incus/libvirt start a root container or VM with the host mounted, disk
+# writes raw block devices, shadow reads the password hashes, adm and
+# systemd-journal read logs that carry secrets.
+PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin", "docker", "lxd", "incus", "libvirt", "disk", "shadow",
+                     "adm", "systemd-journal")
+
+
+class PrivilegeError(ValueError):
+    """A change that would lead to root, worded for the administrator."""
+
+
+def sudo_uid() -> int | None:
+    """The uid of the person behind `sudo applctl`; None when root itself runs it."""
+    uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or int(uid) == 0:
+        return None
+    return int(uid)
+
+
+def uid_min(path: Path = LOGIN_DEFS) -> int:
+    """UID_MIN of login.defs: where ordinary accounts start (1000 on Debian and Arch)."""
+    try:
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
+                return int(words[1])
+    except OSError:
+        pass
+    return 1000
+
+
+def privileged_groups(name: str, groups: tuple[str, ...] | list[str]) -> list[str]:
+    """Which of `groups` the account `name` belongs to (primary group included)."""
+    return sorted(set(users.groups_of(name)) & set(groups))
+
+
+def check_account(name: str, daemon_cfg: dict, what: str) -> None:
+    """Refuse, under sudo, to `what` (e.g. "give access to") a root-equivalent account."""
+    if sudo_uid() is None:
+        return
+    found = privileged_groups(name, daemon_cfg["privileged_groups"])
+    if found:
+        raise PrivilegeError(
+            f"{name} is a member of {', '.join(found)}, which is root in all but name: a jupyterhub-admin may "
+            f"not {what} such an account; root may (sudo -i), and the daemon then also needs "
+            "daemon.allow_privileged_users = true")
+
+
+def check_config_change(old: dict, new: dict) -> None:
+    """Refuse, under sudo, a configuration change that opens a way to root.
+
+    `old` and `new` are the [daemon] tables before and after. A setting root made
+    earlier stays as it is: only a change is judged."""
+    if sudo_uid() is None:
+        return
+    floor = uid_min()
+    if new["min_uid"] != old["min_uid"] and new["min_uid"] < floor:
+        raise PrivilegeError(
+            f"daemon.min_uid = {new['min_uid']} would give servers to system accounts (UID_MIN is {floor} "
+            f"in {LOGIN_DEFS}); under sudo it may be {floor} or more; root may set it lower")
+    if new["allow_privileged_users"] and not old["allow_privileged_users"]:
+        raise PrivilegeError("daemon.allow_privileged_users = true lets the hub run code as root-equivalent "
+                             "accounts; only root (not sudo applctl) may turn it on")
+    dropped = sorted(set(old["privileged_groups"]) - set(new["privileged_groups"]))
+    if dropped:
+        raise PrivilegeError(f"removing {', '.join(dropped)} from daemon.privileged_groups would let "
+                             "root-equivalent accounts have servers; under sudo the list may only grow; "
+                             "root may shorten it")
+
+
+def check_executable(path: str) -> None:
+    """Refuse, under sudo, an interpreter that anyone but root could change.
+
+    Every user who opens the kernel runs it, so whoever can replace it (or a
+    directory on its way, or what its symlinks point to) runs code as all of them."""
+    if sudo_uid() is None:
+        return
+    seen: set[str] = set()
+    for p in (os.path.abspath(path), os.path.realpath(path)):
+        node = Path(p)
+        for part in (node, *node.parents):
+            if str(part) in seen:
+                continue
+            seen.add(str(part))
+            try:
+                st = part.lstat()
+            except OSError as e:
+                raise PrivilegeError(f"{path}: cannot check {part} ({e.strerror})") from None
+            sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+            writable = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
+            if not stat.S_ISLNK(st.st_mode) and (st.st_uid != 0 or (writable and not sticky_dir)):
+                raise PrivilegeError(
+                    f"{path}: {part} is {'owned by uid ' + str(st.st_uid) if st.st_uid != 0 else 'writable by others'}"
+                    "; every user's kernel would run what its owner puts there. Under sudo, the interpreter and "
+                    "every directory above it must belong to root and be writable only by root; root may register "
+                    "it anyway")

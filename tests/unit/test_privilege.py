@@ -1,0 +1,116 @@
+"""A jupyterhub-admin (sudo applctl) gets applctl, never a way to root; root may."""
+
+import os
+import pwd
+
+import pytest
+
+from appliance import config, privilege, users
+from appliance.cli import access
+
+from .cli_run import run
+
+
+@pytest.fixture
+def cfgfile(tmp_path, monkeypatch):
+    path = tmp_path / "appliance.toml"
+    path.write_text("[daemon]\nmin_uid = 1000\n")
+    monkeypatch.setattr(config, "DEFAULT_PATH", path)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    defs = tmp_path / "login.defs"
+    defs.write_text("# comment\nUID_MIN\t\t 1000\nUID_MAX 60000\n")
+    monkeypatch.setattr(privilege, "LOGIN_DEFS", defs)
+    return path
+
+
+@pytest.fixture
+def sudo(monkeypatch):
+    monkeypatch.setenv("SUDO_UID", "1234")
+    monkeypatch.setenv("SUDO_GID", "1234")
+
+
+def test_uid_min_comes_from_login_defs(tmp_path):
+    f = tmp_path / "login.defs"
+    f.write_text("UID_MIN 500\n")
+    assert privilege.uid_min(f) == 500
+    assert privilege.uid_min(tmp_path / "missing") == 1000
+
+
+def test_sudo_uid_is_the_caller_only_under_sudo(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    assert privilege.sudo_uid() is None
+    monkeypatch.setenv("SUDO_UID", "0")  # root's own sudo
+    assert privilege.sudo_uid() is None
+    monkeypatch.setenv("SUDO_UID", "1234")
+    assert privilege.sudo_uid() == 1234
+
+
+@pytest.mark.parametrize("args, says", [
+    (("config", "set", "daemon.min_uid", "100"), "UID_MIN is 1000"),
+    (("config", "set", "daemon.allow_privileged_users", "true"), "only root"),
+    (("config", "set", "daemon.privileged_groups", '["sudo"]'), "may only grow"),
+])
+def test_config_changes_that_open_a_way_to_root_are_refused_under_sudo(capsys, cfgfile, sudo, args, says):
+    before = cfgfile.read_text()
+    code, out, err = run(capsys, *args)
+    assert code == 1 and says in err and "Traceback" not in err
+    assert cfgfile.read_text() == before
+
+
+def test_root_without_sudo_may_make_those_changes(capsys, cfgfile, monkeypatch):
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    assert run(capsys, "config", "set", "daemon.min_uid", "500")[0] == 0
+    assert run(capsys, "config", "set", "daemon.allow_privileged_users", "true")[0] == 0
+    assert config.load(cfgfile)["daemon"]["min_uid"] == 500
+
+
+def test_under_sudo_a_safe_change_and_a_longer_list_are_fine(capsys, cfgfile, sudo):
+    groups = list(privilege.PRIVILEGED_GROUPS) + ["gpu-root"]
+    assert run(capsys, "config", "set", "daemon.privileged_groups", repr(groups).replace("'", '"'))[0] == 0
+    assert run(capsys, "config", "set", "daemon.min_uid", "2000")[0] == 0
+    # A low value root set earlier does not block an unrelated change.
+    cfgfile.write_text("[daemon]\nmin_uid = 500\n")
+    assert run(capsys, "config", "set", "hub.port", "8080")[0] == 0
+
+
+def test_adduser_of_a_root_equivalent_account_is_refused_under_sudo(capsys, cfgfile, sudo, monkeypatch):
+    name = pwd.getpwuid(os.getuid()).pw_name if os.getuid() >= 1000 else "nobody"
+    monkeypatch.setattr(users, "groups_of", lambda n: ["users", "docker"])
+    monkeypatch.setattr(access, "run", lambda *a, **k: pytest.fail("nothing may change"))
+    code, out, err = run(capsys, "adduser", name)
+    assert code == 1 and "docker" in err and "root in all but name" in err
+
+
+def test_token_for_a_root_equivalent_account_is_refused_under_sudo(capsys, cfgfile, sudo, monkeypatch):
+    monkeypatch.setattr(users, "groups_of", lambda n: ["sudo"])
+    code, out, err = run(capsys, "token", "nobody")
+    assert code == 1 and "sudo, which is root in all but name" in err
+
+
+def test_kernel_interpreters_anyone_but_root_can_change_are_refused_under_sudo(tmp_path, monkeypatch, sudo):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    d = tmp_path / "env" / "bin"
+    d.mkdir(parents=True)
+    python = d / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    for p in (tmp_path, tmp_path / "env", d):
+        p.chmod(0o755)
+    if os.getuid() == 0:
+        privilege.check_executable(str(python))  # root's, in root's directories: accepted
+    python.chmod(0o777)
+    with pytest.raises(privilege.PrivilegeError, match="writable by others"):
+        privilege.check_executable(str(python))
+    python.chmod(0o755)
+    if os.getuid() == 0:
+        os.chown(d, 65534, 65534)
+        with pytest.raises(privilege.PrivilegeError, match="owned by uid 65534"):
+            privilege.check_executable(str(python))
+        # A symlink into that directory is judged by where it leads, too.
+        link = tmp_path / "python-link"
+        link.symlink_to(python)
+        with pytest.raises(privilege.PrivilegeError):
+            privilege.check_executable(str(link))
+    monkeypatch.delenv("SUDO_UID")
+    privilege.check_executable(str(python))  # root itself may
