@@ -1,0 +1,51 @@
+"""The spawner sends only what the daemon accepts, and refuses what it cannot honour."""
+
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from appliance import protocol
+from appliance.hub.spawner import FIXED_OPTIONS, ApplianceSpawner
+
+
+def spawner(**settings) -> ApplianceSpawner:
+    c = Config()
+    for k, v in settings.items():
+        setattr(c.SystemdSpawner, k, v)
+    user = SimpleNamespace(name="alice", id=7, url="/user/alice/", server=None, admin=False)
+    return ApplianceSpawner(user=user, config=c, hub=SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api"))
+
+
+def test_the_defaults_are_what_the_appliance_does():
+    s = spawner()
+    assert s.unsupported_options() == []
+    assert s.unit_name == "jupyter-alice.service"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("isolate_tmp", False), ("disable_user_sudo", False), ("dynamic_users", True), ("slice", "system.slice"),
+    ("user_workingdir", "/srv"), ("unit_name_template", "nb-{USERNAME}"), ("extra_paths", ["/opt/bin"]),
+])
+def test_a_systemdspawner_option_the_appliance_cannot_honour_is_named(name, value):
+    assert name in FIXED_OPTIONS
+    [said] = spawner(**{name: value}).unsupported_options()
+    assert said.startswith(f"SystemdSpawner.{name} = {value!r} (")
+
+
+def test_spawner_args_become_bounded_options():
+    assert protocol.parse_args(["--debug", "--ServerApp.terminals_enabled=False",
+                                "--MappingKernelManager.cull_idle_timeout=600"]) == {
+        "debug": True, "ServerApp.terminals_enabled": False, "MappingKernelManager.cull_idle_timeout": 600}
+    assert protocol.render_args({"debug": True, "ServerApp.terminals_enabled": False}) == [
+        "--ServerApp.terminals_enabled=False", "--debug"]
+
+
+@pytest.mark.parametrize("arg", [
+    "--config=/tmp/evil.py", "--ServerApp.jpserver_extensions={'x': True}", "--ServerApp.extra_static_paths=/tmp",
+    "--NotebookApp.extra_template_paths=/tmp", "--ServerApp.kernel_manager_class=evil.KM", "-f", "x",
+    "--ServerApp.terminals_enabled=maybe",
+])
+def test_arguments_that_load_code_or_configuration_are_refused(arg):
+    with pytest.raises(ValueError, match="accepted|of the form|takes"):
+        protocol.parse_args([arg])
