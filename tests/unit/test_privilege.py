@@ -58,6 +58,14 @@ def test_config_changes_that_open_a_way_to_root_are_refused_under_sudo(capsys, c
     assert cfgfile.read_text() == before
 
 
+def test_a_hand_edit_under_sudo_is_judged_the_same(cfgfile, sudo):
+    from appliance import config_edit
+    old = cfgfile.read_text()
+    with pytest.raises(config_edit.EditError, match="UID_MIN"):
+        config_edit.replace(cfgfile, "[daemon]\nmin_uid = 10\n", old)
+    assert cfgfile.read_text() == old
+
+
 def test_root_without_sudo_may_make_those_changes(capsys, cfgfile, monkeypatch):
     monkeypatch.delenv("SUDO_UID", raising=False)
     assert run(capsys, "config", "set", "daemon.min_uid", "500")[0] == 0
