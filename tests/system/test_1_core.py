@@ -211,3 +211,14 @@ def test_without_nvml_the_appliance_runs_cpu_only_and_says_so(appliance):
     environ = appliance.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
     assert "CUDA_VISIBLE_DEVICES=\n" in environ + "\n"
     assert "nvidia" not in appliance.unit_props("jupyter-alice.service", "DeviceAllow")["DeviceAllow"]
+
+
+def test_no_environment_compiles_the_unused_iri_grammar_at_start(appliance):
+    """rfc3987_syntax builds ~35 Lark parsers when imported: 1.3-1.8 s of every hub
+    and server start, for a format no Jupyter schema uses (issue 16)."""
+    lib = "/usr/lib/jupyterhub-appliance"
+    for env, module in (("user", "jupyter_server.serverapp"), ("user", "jupyterhub.singleuser"),
+                        ("hub", "jupyterhub.app")):
+        out = appliance.sh(f"{lib}/{env}/bin/python -c 'import sys, {module}; "
+                           "print(sorted(m for m in sys.modules if m.split(\".\")[0] in (\"rfc3987_syntax\", \"lark\")))'")
+        assert out.stdout.strip() == "[]", (env, module, out.stdout)
