@@ -9,18 +9,14 @@ from appliance import config, privilege, users
 from appliance.cli import access
 
 from .cli_run import run
+from .test_applctl_cli import as_root, cfgfile  # noqa: F401 (fixtures)
 
 
-@pytest.fixture
-def cfgfile(tmp_path, monkeypatch):
-    path = tmp_path / "appliance.toml"
-    path.write_text("[daemon]\nmin_uid = 1000\n")
-    monkeypatch.setattr(config, "DEFAULT_PATH", path)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+@pytest.fixture(autouse=True)
+def login_defs(tmp_path, monkeypatch):
     defs = tmp_path / "login.defs"
     defs.write_text("# comment\nUID_MIN\t\t 1000\nUID_MAX 60000\n")
     monkeypatch.setattr(privilege, "LOGIN_DEFS", defs)
-    return path
 
 
 @pytest.fixture
@@ -51,14 +47,14 @@ def test_sudo_uid_is_the_caller_only_under_sudo(monkeypatch):
     (("config", "set", "daemon.allow_privileged_users", "true"), "only root"),
     (("config", "set", "daemon.privileged_groups", '["sudo"]'), "may only grow"),
 ])
-def test_config_changes_that_open_a_way_to_root_are_refused_under_sudo(capsys, cfgfile, sudo, args, says):
+def test_config_changes_that_open_a_way_to_root_are_refused_under_sudo(capsys, as_root, cfgfile, sudo, args, says):
     before = cfgfile.read_text()
     code, out, err = run(capsys, *args)
     assert code == 1 and says in err and "Traceback" not in err
     assert cfgfile.read_text() == before
 
 
-def test_a_hand_edit_under_sudo_is_judged_the_same(cfgfile, sudo):
+def test_a_hand_edit_under_sudo_is_judged_the_same(as_root, cfgfile, sudo):
     from appliance import config_edit
     old = cfgfile.read_text()
     with pytest.raises(config_edit.EditError, match="UID_MIN"):
@@ -66,23 +62,23 @@ def test_a_hand_edit_under_sudo_is_judged_the_same(cfgfile, sudo):
     assert cfgfile.read_text() == old
 
 
-def test_root_without_sudo_may_make_those_changes(capsys, cfgfile, monkeypatch):
+def test_root_without_sudo_may_make_those_changes(capsys, as_root, cfgfile, monkeypatch):
     monkeypatch.delenv("SUDO_UID", raising=False)
     assert run(capsys, "config", "set", "daemon.min_uid", "500")[0] == 0
     assert run(capsys, "config", "set", "daemon.allow_privileged_users", "true")[0] == 0
     assert config.load(cfgfile)["daemon"]["min_uid"] == 500
 
 
-def test_under_sudo_a_safe_change_and_a_longer_list_are_fine(capsys, cfgfile, sudo):
+def test_under_sudo_a_safe_change_and_a_longer_list_are_fine(capsys, as_root, cfgfile, sudo):
     groups = list(privilege.PRIVILEGED_GROUPS) + ["gpu-root"]
     assert run(capsys, "config", "set", "daemon.privileged_groups", repr(groups).replace("'", '"'))[0] == 0
     assert run(capsys, "config", "set", "daemon.min_uid", "2000")[0] == 0
     # A low value root set earlier does not block an unrelated change.
-    cfgfile.write_text("[daemon]\nmin_uid = 500\n")
+    cfgfile.write_text("[daemon]\nmin_uid = 500\n")  # as root left it
     assert run(capsys, "config", "set", "hub.port", "8080")[0] == 0
 
 
-def test_adduser_of_a_root_equivalent_account_is_refused_under_sudo(capsys, cfgfile, sudo, monkeypatch):
+def test_adduser_of_a_root_equivalent_account_is_refused_under_sudo(capsys, as_root, cfgfile, sudo, monkeypatch):
     name = pwd.getpwuid(os.getuid()).pw_name if os.getuid() >= 1000 else "nobody"
     monkeypatch.setattr(users, "groups_of", lambda n: ["users", "docker"])
     monkeypatch.setattr(access, "run", lambda *a, **k: pytest.fail("nothing may change"))
@@ -90,7 +86,7 @@ def test_adduser_of_a_root_equivalent_account_is_refused_under_sudo(capsys, cfgf
     assert code == 1 and "docker" in err and "root in all but name" in err
 
 
-def test_token_for_a_root_equivalent_account_is_refused_under_sudo(capsys, cfgfile, sudo, monkeypatch):
+def test_token_for_a_root_equivalent_account_is_refused_under_sudo(capsys, as_root, cfgfile, sudo, monkeypatch):
     monkeypatch.setattr(users, "groups_of", lambda n: ["sudo"])
     code, out, err = run(capsys, "token", "nobody")
     assert code == 1 and "sudo, which is root in all but name" in err
