@@ -65,7 +65,10 @@ def deb() -> Path:
     given = os.environ.get("APPLIANCE_DEB")
     if given:
         return Path(given)
-    out = subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(TOP / "scripts/build-deb")], capture_output=True, text=True)
+    if out.returncode != 0:
+        said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
+        raise RuntimeError(f"scripts/build-deb exited {out.returncode}:\n" + "\n".join(said[-40:]))
     return Path(out.stdout.strip().splitlines()[-1])
 
 
