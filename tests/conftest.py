@@ -1,0 +1,51 @@
+"""What every run prints last: where the time went and which tiers ran.
+
+A tier that could not run (no root, no nspawn, no /dev/kvm) is named here, in the
+last lines, never skipped in silence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).parent
+_started = time.monotonic()
+_seconds: dict[str, float] = defaultdict(float)
+
+
+def _tier(item_path: str) -> str:
+    rel = Path(item_path).resolve().relative_to(HERE.resolve())
+    if rel.parts[0] == "system":
+        return "system (booted Debian)"
+    if rel.name == "test_arch_package.py":
+        return "arch package"
+    return "unit"
+
+
+def pytest_runtest_logreport(report):
+    _seconds[_tier(str(report.fspath))] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    ran: dict[str, int] = defaultdict(int)
+    skipped: dict[str, set[str]] = defaultdict(set)
+    for outcome in ("passed", "failed", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if getattr(rep, "when", "call") == "call" or outcome == "error":
+                ran[_tier(str(rep.fspath))] += 1
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        skipped[_tier(str(rep.fspath))].add(reason.removeprefix("Skipped: "))
+    tr = terminalreporter
+    tr.section("tiers and time")
+    if os.environ.get("APPLIANCE_TIMES"):
+        tr.write_line(f"setup: {os.environ['APPLIANCE_TIMES']}")
+    for tier in sorted(set(ran) | set(skipped) | set(_seconds)):
+        line = f"{tier}: {ran.get(tier, 0)} tests, {_seconds.get(tier, 0):.0f} s"
+        if skipped.get(tier):
+            line += f"; SKIPPED: {'; '.join(sorted(skipped[tier]))}"
+        tr.write_line(line)
+    tr.write_line(f"pytest wall time: {time.monotonic() - _started:.0f} s")
