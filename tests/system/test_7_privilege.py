@@ -24,7 +24,7 @@ def app(appliance):
         appliance.sh(f"id {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}")
         appliance.sh(f"usermod -aG {groups} {name}")
         appliance.sh("chpasswd", input=f"{name}:{PASSWORD}\n")
-    appliance.sh("applctl stop --all")  # servers other modules left running
+    appliance.sh("applctl stop --all && applctl adduser alice")  # whatever other modules left
     yield appliance
     appliance.ct.write(CONFIG, saved)
     appliance.sh(f"rm -f {DROPIN}; rm -rf /usr/local/share/jupyter/kernels/evil")
