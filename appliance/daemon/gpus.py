@@ -14,7 +14,8 @@ import logging
 import re
 
 from .. import users
-from ..gpu.allocator import Allocator, CapacityError
+from ..gpu import allocator
+from ..gpu.allocator import CapacityError
 from ..gpu.inventory import Inventory, read_inventory
 from .systemd import Systemd
 
@@ -39,7 +40,6 @@ class GpuManager:
     def __init__(self, systemd: Systemd, inventory=read_inventory):
         self.systemd = systemd
         self._read_inventory = inventory
-        self.allocator = Allocator()
         # Assignment is serialized: choose, record as pending, then start the unit.
         self.lock = asyncio.Lock()
         self.pending: dict[str, tuple[str, ...]] = {}
@@ -74,10 +74,10 @@ class GpuManager:
         if count == 0:
             return inv, ()
         async with self.lock:
-            self.allocator.rebuild(await self.running(inv))
-            self.allocator.release(unit)  # a leftover unit of this user is being replaced
+            held = await self.running(inv)
+            held.pop(unit, None)  # a leftover unit of this user is being replaced
             try:
-                uuids = self.allocator.assign(unit, count, inv.gpus)
+                uuids = allocator.assign(held, count, inv.gpus)
             except CapacityError:
                 if fallback:
                     return inv, ()

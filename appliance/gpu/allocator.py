@@ -1,19 +1,15 @@
-"""GPU allocation: who holds which GPU, the choice policy and quotas.
+"""GPU allocation: the choice policy, capacity and quotas.
 
-Pure logic, no I/O. The daemon rebuilds the state from the units systemd actually
-runs, so this object is a cache of the truth, never the truth itself.
+Pure logic, no I/O and no state: who holds what is read from systemd by the
+daemon (daemon/gpus.py) for every assignment and handed in here.
 """
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Iterable, Mapping, Sequence
 
 from .inventory import GPU
 
-__all__ = ["Allocator", "CapacityError", "QuotaError", "check_request", "choose_gpus", "quota_for"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CapacityError", "QuotaError", "assign", "check_request", "choose_gpus", "quota_for"]
 
 
 def _gpus(n: int) -> str:
@@ -71,81 +67,15 @@ def check_request(count: int, quota: int) -> None:
         raise QuotaError(count, quota)
 
 
-class Allocator:
-    """owner (e.g. a unit name) -> the GPU UUIDs it holds. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, tuple[str, ...]] = {}
-
-    def _free(self, inventory_gpus: Iterable[GPU]) -> list[GPU]:
-        taken = {u for uuids in self._held.values() for u in uuids}
-        seen: set[str] = set()
-        free = []
-        for g in inventory_gpus:
-            if g.uuid not in taken and g.uuid not in seen:
-                seen.add(g.uuid)
-                free.append(g)
-        return free
-
-    def assign(self, owner: str, count: int, inventory_gpus: Sequence[GPU]) -> tuple[str, ...]:
-        """Give `owner` `count` free GPUs; idempotent for an owner that already holds as many."""
-        if not owner:
-            raise ValueError("owner must be a non-empty string")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"GPU count must be 0 or more, not {count!r}")
-        gpus = list(inventory_gpus)
-        with self._lock:
-            held = self._held.get(owner)
-            if held is not None:
-                if len(held) == count:
-                    return held  # a retried request must not take more GPUs
-                raise ValueError(f"{owner} already holds {_gpus(len(held))}, cannot change to {count}")
-            if count == 0:
-                return ()
-            free = self._free(gpus)
-            if len(free) < count:
-                total = len({g.uuid for g in gpus})
-                raise CapacityError(count, len(free), total)
-            chosen = tuple(g.uuid for g in choose_gpus(free, count))
-            self._held[owner] = chosen
-            return chosen
-
-    def release(self, owner: str) -> tuple[str, ...]:
-        with self._lock:
-            return self._held.pop(owner, ())
-
-    def rebuild(self, holdings: Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
-        """Replace all state with what systemd runs. Returns dropped (owner, uuid) claims:
-        a UUID claimed twice stays with the first owner, never double-booked."""
-        new: dict[str, tuple[str, ...]] = {}
-        holder: dict[str, str] = {}
-        dropped: list[tuple[str, str]] = []
-        for owner, uuids in holdings.items():
-            keep: list[str] = []
-            for uuid in uuids:
-                first = holder.setdefault(uuid, owner)
-                if first != owner:
-                    log.warning("GPU %s is claimed by both %s and %s; keeping it with %s",
-                                uuid, first, owner, first)
-                    dropped.append((owner, uuid))
-                elif uuid not in keep:
-                    keep.append(uuid)
-            if keep:
-                new[owner] = tuple(keep)
-        with self._lock:
-            self._held = new
-        return dropped
-
-    def holdings(self) -> dict[str, tuple[str, ...]]:
-        with self._lock:
-            return dict(self._held)
-
-    def holder_of(self, uuid: str) -> str | None:
-        with self._lock:
-            return next((o for o, uuids in self._held.items() if uuid in uuids), None)
-
-    def free_gpus(self, inventory_gpus: Iterable[GPU]) -> list[GPU]:
-        """Inventory GPUs nobody holds, in inventory order."""
-        with self._lock:
-            return self._free(inventory_gpus)
+def assign(held: Mapping[str, Iterable[str]], count: int, gpus: Sequence[GPU]) -> tuple[str, ...]:
+    """`count` GPUs that nobody in `held` (owner -> UUIDs, as systemd runs them) holds,
+    chosen by the policy; CapacityError when there are not enough."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"GPU count must be 0 or more, not {count!r}")
+    if count == 0:
+        return ()
+    taken = {u for uuids in held.values() for u in uuids}
+    free = list({g.uuid: g for g in gpus if g.uuid not in taken}.values())
+    if len(free) < count:
+        raise CapacityError(count, len(free), len({g.uuid for g in gpus}))
+    return tuple(g.uuid for g in choose_gpus(free, count))
