@@ -24,11 +24,15 @@ def app(appliance):
         appliance.sh(f"id {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}")
         appliance.sh(f"usermod -aG {groups} {name}")
         appliance.sh("chpasswd", input=f"{name}:{PASSWORD}\n")
+    alice_had_access = "jupyterhub-users" in appliance.sh("id -nG alice").stdout.split()
     appliance.sh("applctl stop --all && applctl adduser alice")  # whatever other modules left
     yield appliance
     appliance.ct.write(CONFIG, saved)
     appliance.sh(f"rm -f {DROPIN}; rm -rf /usr/local/share/jupyter/kernels/evil")
-    appliance.sh("applctl stop --all; applctl deluser trudy; applctl reload", check=False)
+    appliance.sh("applctl stop --all; applctl deluser trudy", check=False)
+    if not alice_had_access:
+        appliance.sh("applctl deluser alice")
+    appliance.sh("applctl reload", check=False)
     appliance.wait_hub()
 
 
