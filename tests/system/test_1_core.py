@@ -204,8 +204,10 @@ def test_security_exposure(appliance):
 def test_without_nvml_the_appliance_runs_cpu_only_and_says_so(appliance):
     reply = json.loads(appliance.daemon_request('{"op": "gpus"}').stdout)
     assert reply["ok"] and reply["available"] is False and "CPU-only" in reply["reason"]
-    logs = appliance.sh("journalctl -u jupyterhub-appliance.service --no-pager").stdout
-    assert logs.count("running CPU-only") == 1  # said once, not on every request
+    # Said once per daemon start, not on every request.
+    run = appliance.unit_props("jupyterhub-appliance.service", "InvocationID")["InvocationID"]
+    logs = appliance.sh(f"journalctl _SYSTEMD_INVOCATION_ID={run} --no-pager").stdout
+    assert logs.count("running CPU-only") == 1
     # alice's server got no NVIDIA device and an empty CUDA_VISIBLE_DEVICES.
     pid = appliance.unit_props("jupyter-alice.service", "MainPID")["MainPID"]
     environ = appliance.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
