@@ -79,6 +79,7 @@ class Daemon:
         self.max_connections = max_connections
         self.request_deadline = request_deadline
         self.connections = 0  # being served now
+        self.finished = 0  # connections finished (answered or closed) since the daemon started
         self.refused_busy = 0  # answered "busy" since the daemon started
         self._busy_logged = (0.0, 0)  # (when, refused_busy then): one log line per burst
         # One spawn or stop per user at a time; different users proceed in parallel.
@@ -225,21 +226,24 @@ class Daemon:
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer (or a closed connection); never raises."""
-        if self.connections >= self.max_connections:
-            self.refused_busy += 1
-            self._log_busy()
-            await self._answer(writer, _error("busy", f"the appliance daemon is serving {self.connections} "
-                                              "requests; try again in a moment"))
-            return
-        self.connections += 1
         try:
-            reply = await self._serve(reader, writer)
+            if self.connections >= self.max_connections:
+                self.refused_busy += 1
+                self._log_busy()
+                await self._answer(writer, _error("busy", f"the appliance daemon is serving {self.connections} "
+                                                  "requests; try again in a moment"))
+                return
+            self.connections += 1
+            try:
+                reply = await self._serve(reader, writer)
+            finally:
+                self.connections -= 1
+            if reply is None:
+                writer.close()
+            else:
+                await self._answer(writer, reply)
         finally:
-            self.connections -= 1
-        if reply is None:
-            writer.close()
-        else:
-            await self._answer(writer, reply)
+            self.finished += 1
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict | None:
         uid = -1
