@@ -239,3 +239,31 @@ def test_a_failed_start_frees_its_gpu(tmp_path, monkeypatch):
         assert not d.daemon.gpus.pending and all(h is None for h in holders(d).values())
         sd.start_mode = "start"
         assert d.request(spawn_request())["ok"]
+
+
+@pytest.mark.parametrize("lookup", ["is_member", "groups_of"])
+def test_a_slow_name_service_does_not_stall_other_requests(tmp_path, monkeypatch, lookup):
+    """pwd/grp lookups (LDAP, sssd...) run in threads: others are served meanwhile."""
+    from appliance import users
+    patch_users(monkeypatch, tmp_path)
+    entered, release = threading.Event(), threading.Event()
+    timed_out = []
+    real = getattr(users, lookup)
+
+    def slow(*args):
+        entered.set()
+        if not release.wait(30):  # never reached unless the loop itself is blocked
+            timed_out.append(lookup)
+        return real(*args)
+
+    monkeypatch.setattr(users, lookup, slow)
+    with DaemonThread(tmp_path) as d:
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=d.request(spawn_request())))
+        t.start()
+        assert entered.wait(30)
+        assert d.request(GPUS_OK)["ok"]  # answered while the lookup is still blocked
+        assert not timed_out and not release.is_set()
+        release.set()
+        t.join(60)
+        assert out["r"]["ok"], out
