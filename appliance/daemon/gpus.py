@@ -60,7 +60,8 @@ class GpuManager:
         """unit -> GPU UUIDs, from what systemd runs, plus spawns in flight."""
         by_minor = {g.minor: g.uuid for g in inv.gpus}
         held: dict[str, tuple[str, ...]] = {}
-        for unit, _state in await self.systemd.list_units("jupyter-*.service"):
+        # Queued starts too: such a unit shows "inactive" but will run with its DeviceAllow=.
+        for unit, _state in await self.systemd.list_units("jupyter-*.service", queued=True):
             props = await self.systemd.unit_properties(unit, ("DeviceAllow",))
             uuids = tuple(by_minor[m] for m in minors_of(props["DeviceAllow"] if props else []) if m in by_minor)
             if uuids:
@@ -86,6 +87,8 @@ class GpuManager:
             return inv, uuids
 
     def started(self, unit: str) -> None:
+        """Drop the in-flight claim. Call it only once systemd itself shows who holds
+        the GPUs: the unit is running or queued (list_units sees its DeviceAllow=), or gone."""
         self.pending.pop(unit, None)
 
     async def report(self) -> dict:

@@ -3,6 +3,13 @@
 Peers are identified by SO_PEERCRED, never by anything they send: uid `jupyterhub`
 may spawn, stop and ask for status; root may do everything. Every refusal is
 answered with a structured error and logged.
+
+A hostile or broken client gets an answer or a closed connection, never a hang, and
+never stops the daemon serving others: a request is one line of at most MAX_REQUEST
+bytes read within REQUEST_DEADLINE seconds in all; at most MAX_CONNECTIONS are served
+at once and the rest are told "busy" at once; name-service and NVML calls run in
+threads; a spawn runs to its end (started and recorded, or rolled back) even if its
+client goes away.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ log = logging.getLogger("jupyterhub-appliance")
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# For reading a whole request line, not per read: a client sending a byte a second
+# is cut off after this.
+REQUEST_DEADLINE = 10.0
+# Connections served at once; more are answered "busy" and closed, not queued.
+MAX_CONNECTIONS = 128
+# A request needs 3 levels (request, env/extra, value); deeper is refused before
+# validation, whose messages repr() values.
+MAX_DEPTH = 16
+# Messages quote what the client sent: bound what goes back and into the log.
+MAX_MESSAGE = 1000
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -36,14 +53,39 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+def _depth_ok(value: object, limit: int) -> bool:
+    """Whether parsed JSON nests at most `limit` levels (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > limit:
+                return False
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
+def _error(code: str, message: str, field: str | None = None) -> dict:
+    return {"ok": False, "error": {"code": code, "field": field, "message": message[:MAX_MESSAGE]}}
+
+
 class Daemon:
-    def __init__(self, cfg: config.Config, hub_uid: int, systemd: Systemd | None = None):
+    def __init__(self, cfg: config.Config, hub_uid: int, systemd: Systemd | None = None,
+                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE):
         self.cfg = cfg
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
         self.gpus = GpuManager(self.systemd)
+        self.max_connections = max_connections
+        self.request_deadline = request_deadline
+        self.connections = 0  # being served now
+        self.finished = 0  # connections finished (answered or closed) since the daemon started
+        self.refused_busy = 0  # answered "busy" since the daemon started
+        self._busy_logged = (0.0, 0)  # (when, refused_busy then): one log line per burst
         # One spawn or stop per user at a time; different users proceed in parallel.
         self._user_locks: dict[str, asyncio.Lock] = {}
+        # Spawns and stops run as their own tasks, shielded from their connection.
+        self._tasks: set[asyncio.Task] = set()
 
     def _lock(self, user: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user, asyncio.Lock())
@@ -57,20 +99,30 @@ class Daemon:
         if op == "gpus":
             return {"ok": True, **await self.gpus.report()}
         if op == "spawn":
-            spec = rq.check_spawn(req, self.cfg)
-            async with self._lock(spec.user):
-                return await self.spawn(spec)
+            spec = await asyncio.to_thread(rq.check_spawn, req, self.cfg)  # pwd/grp may block
+            return await self._shielded(self._locked(spec.user, self.spawn(spec)))
         # stop and status name a user only: no other field is accepted.
         extra = sorted(set(req) - {"op", "user"})
         if extra:
             raise rq.RequestError("invalid", f"unknown field {extra[0]!r} for {op}; accepted: op, user", extra[0])
-        pw = self._known_user(req, min_uid)
+        pw = await asyncio.to_thread(self._known_user, req, min_uid)
         unit = users.unit_name(pw.pw_name)
         if op == "status":
             return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit),
                     "gpus": await self.unit_gpus(unit)}
-        async with self._lock(pw.pw_name):
-            return await self.stop(unit)
+        return await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
+
+    async def _locked(self, user: str, work) -> dict:
+        async with self._lock(user):
+            return await work
+
+    async def _shielded(self, work) -> dict:
+        """Run a spawn or stop to its end even if the connection's task is cancelled:
+        half a spawn would leave a unit and a GPU claim that nobody answers for."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
 
     @staticmethod
     def _known_user(req: dict, min_uid: int):
@@ -82,11 +134,13 @@ class Daemon:
 
     async def spawn(self, spec: rq.SpawnSpec) -> dict:
         unit = users.unit_name(spec.user)
-        self.check_quota(spec)  # refuse before touching anything
-        state = await self.systemd.active_state(unit)
-        if state in RUNNING_STATES:
+        await self.check_quota(spec)  # refuse before touching anything
+        props = await self.systemd.unit_properties(unit, ("ActiveState",))
+        state = props["ActiveState"] if props else "inactive"
+        if state in RUNNING_STATES or (props and state == "inactive"):
             # The hub asks for a spawn only when it believes no server runs: a
-            # leftover unit (hub database lost, crash) is replaced, never shared.
+            # leftover unit (hub database lost, crash, a start still queued) is
+            # replaced, never shared.
             log.warning("%s is %s before spawn; stopping it first", unit, state)
             await self.stop(unit)
         await self.systemd.reset_failed(unit)
@@ -99,13 +153,20 @@ class Daemon:
             log.info("no GPU for %s: %s", spec.user, e)
             raise rq.RequestError("capacity", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
-        env_file = units.write_env_file(unit, units.server_env(spec))
+        state = "inactive"
         try:
-            job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
-            state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
+            env_file = units.write_env_file(unit, units.server_env(spec))
+            try:
+                job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
+                state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
+            finally:
+                if state != "active":
+                    await self._roll_back(unit)
+                env_file.unlink(missing_ok=True)
         finally:
-            env_file.unlink(missing_ok=True)
-            self.gpus.started(unit)  # from now on the unit's DeviceAllow= is the record
+            # Active: its DeviceAllow= is the record from now on. Not active: rolled
+            # back, so no queued start job can still take the GPUs.
+            self.gpus.started(unit)
         if state != "active":
             log.error("%s did not start: %s", unit, state)
             return {"ok": False, "error": rq.RequestError(
@@ -114,11 +175,27 @@ class Daemon:
         log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
         return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
 
-    def check_quota(self, spec: rq.SpawnSpec) -> None:
+    async def _roll_back(self, unit: str) -> None:
+        """Undo a start that did not reach active. A start job still in systemd's queue
+        shows "inactive" yet would run later with its GPUs: stopping the unit cancels
+        it. Only once the unit is gone may the caller drop its GPU claim (and if it is
+        not gone in time, list_units still counts it while it runs or is queued)."""
+        try:
+            await self.systemd.stop(unit)
+            await self.systemd.reset_failed(unit)
+            if not await self.systemd.wait_unloaded(unit, STOP_TIMEOUT):
+                log.error("%s is still loaded %d s after a failed start", unit, STOP_TIMEOUT)
+        except SystemdError as e:
+            log.error("rolling back %s: %s", unit, e)
+
+    async def check_quota(self, spec: rq.SpawnSpec) -> None:
         """The daemon enforces the quota itself: the hub's form is only a courtesy."""
         gpu = self.cfg["gpu"]
-        quota = quota_for(spec.user, users.groups_of(spec.user), gpu["quota"], gpu["quota_groups"],
-                          gpu["quota_users"])
+        try:
+            groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
+        except KeyError:
+            raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
+        quota = quota_for(spec.user, groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"])
         try:
             check_request(spec.gpus, quota)
         except QuotaError as e:
@@ -148,32 +225,86 @@ class Daemon:
                 if users.user_of_unit(name)]
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        uid = peer_uid(sock)
+        """One request, one answer (or a closed connection); never raises."""
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            if len(line) > rq.MAX_REQUEST or not line.endswith(b"\n"):
-                raise rq.RequestError("invalid", f"a request is one JSON line of at most {rq.MAX_REQUEST} bytes")
+            if self.connections >= self.max_connections:
+                self.refused_busy += 1
+                self._log_busy()
+                await self._answer(writer, _error("busy", f"the appliance daemon is serving {self.connections} "
+                                                  "requests; try again in a moment"))
+                return
+            self.connections += 1
+            try:
+                reply = await self._serve(reader, writer)
+            finally:
+                self.connections -= 1
+            if reply is None:
+                writer.close()
+            else:
+                await self._answer(writer, reply)
+        finally:
+            self.finished += 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict | None:
+        uid = -1
+        try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            try:
+                line = await asyncio.wait_for(reader.readline(), self.request_deadline)
+            except asyncio.TimeoutError:
+                raise rq.RequestError("timeout", f"no complete request line within {self.request_deadline:g} s") \
+                    from None
+            except ValueError:  # the stream's limit: refused at once, not buffered
+                raise rq.RequestError("too_large", f"a request is one JSON line of at most {rq.MAX_REQUEST} bytes") \
+                    from None
+            if not line:
+                log.info("uid %d closed the connection without a request", uid)
+                return None
+            if not line.endswith(b"\n"):
+                raise rq.RequestError("invalid", "a request is one line of JSON ending in a newline")
             try:
                 req = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise rq.RequestError("invalid", "a request is one line of JSON") from None
-            reply = await self.handle(req, uid)
+            if not _depth_ok(req, MAX_DEPTH):
+                raise rq.RequestError("invalid", f"a request nests at most {MAX_DEPTH} levels")
+            return await self.handle(req, uid)
         except rq.RequestError as e:
-            log.warning("refused request from uid %d: %s", uid, e)
-            reply = {"ok": False, "error": e.to_dict()}
-        except (asyncio.TimeoutError, ValueError) as e:
-            reply = {"ok": False, "error": {"code": "invalid", "field": None, "message": f"bad request: {e}"}}
+            log.warning("refused request from uid %d: %s", uid, str(e)[:MAX_MESSAGE])
+            return _error(e.code, str(e), e.field)
         except SystemdError as e:
             log.error("systemd refused: %s", e)
-            reply = {"ok": False, "error": {"code": "systemd", "field": None, "message": str(e)}}
+            return _error("systemd", str(e))
+        except ConnectionError as e:
+            log.info("uid %d went away: %s", uid, e)
+            return None
+        except Exception:  # our bug, not the client's: say so, keep serving
+            log.exception("internal error serving uid %d", uid)
+            return _error("internal", "internal error in the appliance daemon; see: journalctl -u jupyterhub-appliance")
+
+    async def _answer(self, writer: asyncio.StreamWriter, reply: dict) -> None:
         try:
             writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
+            await asyncio.wait_for(writer.drain(), self.request_deadline)
             writer.close()
+        except (OSError, asyncio.TimeoutError) as e:  # gone, or not reading its answer
+            log.info("could not answer a client (%s): %s", type(e).__name__, e)
+            writer.transport.abort()
+
+    def _log_busy(self) -> None:
+        now = asyncio.get_running_loop().time()
+        when, count = self._busy_logged
+        if now - when >= 5:
+            log.warning("busy: %d connections served at once; refused %d since the last such line",
+                        self.connections, self.refused_busy - count)
+            self._busy_logged = (now, self.refused_busy)
+
+
+async def serve(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
+    """Serve on a listening Unix socket. The stream limit is the request limit, so an
+    oversized line is refused as soon as it is seen instead of being buffered."""
+    return await asyncio.start_unix_server(daemon.serve_connection, sock=sock, limit=rq.MAX_REQUEST,
+                                           backlog=socket.SOMAXCONN)
 
 
 def listening_socket() -> socket.socket:
@@ -190,7 +321,7 @@ async def amain() -> None:
     except KeyError:
         sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
     daemon = Daemon(cfg, hub_uid)
-    server = await asyncio.start_unix_server(daemon.serve_connection, sock=listening_socket())
+    server = await serve(daemon, listening_socket())
     inv = await daemon.gpus.inventory()
     held = await daemon.gpus.running(inv)
     log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", hub_uid,

@@ -116,8 +116,11 @@ class Systemd:
             await asyncio.sleep(0.05)
         return True
 
-    async def list_units(self, pattern: str) -> list[tuple[str, str]]:
-        """(name, active state) of loaded units matching a glob, in any running state."""
-        (units,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas",
-                                    [list(RUNNING_STATES) + ["failed"], [pattern]])
-        return [(u[0], u[3]) for u in units]
+    async def list_units(self, pattern: str, queued: bool = False) -> list[tuple[str, str]]:
+        """(name, active state) of loaded units matching a glob, in any running state
+        or failed; with `queued`, also inactive units with a job queued: a start job
+        waiting in systemd's queue shows "inactive" until it runs, yet the unit will run."""
+        states = list(RUNNING_STATES) + ["failed"] + (["inactive"] if queued else [])
+        (units,) = await self._call(MANAGER_PATH, MANAGER, "ListUnitsByPatterns", "asas", [states, [pattern]])
+        # a(ssssssouso): name, description, load, active, sub, following, path, job id, ...
+        return [(u[0], u[3]) for u in units if u[3] != "inactive" or u[7] != 0]

@@ -227,8 +227,8 @@ class ApplianceSpawner(SystemdSpawner):
         try:
             reply = await client.call({"op": "status", "user": self.user.name}, self.daemon_socket, timeout=30)
         except client.DaemonError as e:
-            if e.code == "unavailable":
-                # Do not declare a server dead because the daemon is restarting.
+            if e.code in ("unavailable", "busy"):
+                # Do not declare a server dead because the daemon is restarting or flooded.
                 self.log.warning("cannot poll %s: %s", self.user.name, e)
                 return None
             raise

@@ -80,6 +80,10 @@ def spawn(app, name: str, fields: dict[str, str] | None) -> tuple[Browser, bool,
     b = login(app, name)
     if fields is not None:
         r = b.spawn_with_form(name, fields)
+        if r.status_code == 503:
+            # A refusal within JupyterHub's first second of the spawn comes back as
+            # the form's answer instead of on the pending page: same words.
+            return b, False, [html.unescape(r.text)]
         assert r.status_code == 302, (r.status_code, r.text[:500])
     ready, messages = b.spawn_outcome(name)
     return b, ready, messages

@@ -20,7 +20,7 @@ class FakeSystemd:
     def __init__(self):
         self.units: dict[str, list[tuple[str, str]]] = {}
 
-    async def list_units(self, pattern):
+    async def list_units(self, pattern, queued=False):
         await asyncio.sleep(0)  # a real D-Bus round trip yields to other requests
         return [(u, "active") for u in self.units]
 

@@ -1,0 +1,269 @@
+"""The daemon against hostile and broken clients, on a real Unix socket: every
+connection gets one answer or is closed, and the daemon keeps serving others. And
+spawns that lose their client or time out leave no GPU leaked or double-booked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+
+from appliance import daemon_client
+from appliance.daemon import requests as rq
+from appliance.daemon import server
+
+from .daemon_fakes import USER, DaemonThread, FakeManager, FakeUnit, patch_users, read_all
+
+GPUS_OK = {"op": "gpus"}
+
+
+@pytest.fixture
+def daemon(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    with DaemonThread(tmp_path) as d:
+        yield d
+
+
+def reply_of(s: socket.socket) -> dict:
+    raw = read_all(s)
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1, raw[:200]
+    return json.loads(raw)
+
+
+def test_a_normal_request_is_answered(daemon):
+    r = daemon.request(GPUS_OK)
+    assert r["ok"] and [g["uuid"] for g in r["gpus"]] == ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"not json\n", "invalid"),
+    (b"\xff\xfe\x00garbage\n", "invalid"),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", "invalid"),  # json.loads: RecursionError
+    (b'{"op": "spawn", "user": "daemon", "env": ' + b"[" * 500 + b"]" * 500 + b"}\n", "invalid"),
+    (b'{"op": "gpus"}', "invalid"),  # no newline, then EOF
+    (b'"just a string"\n', "invalid"),
+    (b'{"op": "format-disk"}\n', "invalid"),
+])
+def test_malformed_requests_get_an_error_and_the_daemon_goes_on(daemon, raw, code):
+    with daemon.connect() as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        r = reply_of(s)
+    assert r["ok"] is False and r["error"]["code"] == code, r
+    assert daemon.request(GPUS_OK)["ok"]
+
+
+def test_an_oversized_request_is_refused_as_soon_as_it_passes_the_limit(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    # A deadline far beyond the test: the answer can only come from the size limit.
+    with DaemonThread(tmp_path, request_deadline=3600) as d, d.connect() as s:
+        try:
+            s.sendall(b"x" * (rq.MAX_REQUEST + 4096))  # no newline, connection kept open
+        except BrokenPipeError:
+            pass  # the daemon answered and closed while we were still sending
+        r = reply_of(s)
+        assert r["error"]["code"] == "too_large" and str(rq.MAX_REQUEST) in r["error"]["message"]
+        assert d.request(GPUS_OK)["ok"]
+
+
+def test_a_request_of_exactly_the_limit_is_read(daemon):
+    body = json.dumps(GPUS_OK).encode()
+    raw = body[:-1] + b" " * (rq.MAX_REQUEST - len(body)) + b"}\n"
+    assert len(raw) == rq.MAX_REQUEST + 1
+    assert daemon.request(raw)["ok"]
+
+
+def test_the_deadline_is_for_the_whole_request_not_each_read(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    with DaemonThread(tmp_path, request_deadline=0.5) as d, d.connect() as s:
+        line = json.dumps(GPUS_OK).encode() + b"\n"
+        sent = 0
+        try:
+            for byte in line:  # each byte well within the deadline, the whole far beyond it
+                s.sendall(bytes([byte]))
+                sent += 1
+                time.sleep(0.1)
+                if sent == 3:  # meanwhile others are served
+                    assert d.request(GPUS_OK)["ok"]
+        except BrokenPipeError:
+            pass
+        r = reply_of(s)
+        assert r["error"]["code"] == "timeout", r
+        assert sent < len(line)
+
+
+def test_extra_connections_are_told_busy_at_once_not_queued(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    cap, total = 8, 200
+    with DaemonThread(tmp_path, max_connections=cap, request_deadline=3600) as d:
+        held = [d.connect() for _ in range(total)]  # none sends anything yet
+        # The held ones would wait an hour: every busy answer must come before that.
+        busy, rest = [], []
+        for s in held:
+            s.settimeout(0.5)
+            try:
+                data = s.recv(4096)
+            except socket.timeout:
+                rest.append(s)
+                continue
+            s.settimeout(60)
+            data += read_all(s)
+            busy.append(json.loads(data))
+            s.close()
+        assert len(busy) == total - cap and len(rest) == cap
+        assert all(r["ok"] is False and r["error"]["code"] == "busy" for r in busy)
+        assert d.daemon.refused_busy == total - cap
+        for s in rest:  # the served ones are still served
+            s.settimeout(60)
+            s.sendall(json.dumps(GPUS_OK).encode() + b"\n")
+            assert reply_of(s)["ok"]
+            s.close()
+        assert d.request(GPUS_OK)["ok"]
+        assert d.run(_connections(d.daemon)) == 0
+
+
+async def _connections(daemon):
+    return daemon.connections
+
+
+def test_the_client_retries_busy(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    with DaemonThread(tmp_path, max_connections=1, request_deadline=3600) as d:
+        hog = d.connect()  # takes the only slot
+        out = {}
+        t = threading.Thread(target=lambda: out.update(
+            r=daemon_client.call_sync(GPUS_OK, d.path, timeout=60, busy_retry=120)))
+        t.start()
+        deadline = time.monotonic() + 60
+        while d.daemon.refused_busy < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert d.daemon.refused_busy >= 2  # it was refused, and asked again
+        hog.close()
+        t.join(60)
+        assert out["r"]["ok"]
+        with pytest.raises(daemon_client.DaemonError) as e:
+            hog = d.connect()
+            daemon_client.call_sync(GPUS_OK, d.path, timeout=60, busy_retry=0)
+        assert e.value.code == "busy"
+        hog.close()
+
+
+def test_an_unexpected_exception_is_an_internal_error_with_a_traceback(daemon, caplog):
+    async def boom():
+        raise KeyError("our bug")
+    daemon.daemon.gpus.report = boom
+    with caplog.at_level(logging.ERROR, logger="jupyterhub-appliance"):
+        r = daemon.request(GPUS_OK)
+    assert r["error"]["code"] == "internal" and "our bug" not in r["error"]["message"]
+    assert any(rec.exc_info and "our bug" in str(rec.exc_info[1]) for rec in caplog.records)
+    del daemon.daemon.gpus.report
+    assert daemon.request(GPUS_OK)["ok"]
+
+
+def spawn_request(gpus=1):
+    return {"op": "spawn", "user": USER, "gpus": gpus}
+
+
+def test_a_spawn_starts_a_unit_with_its_gpu(daemon):
+    r = daemon.request(spawn_request())
+    assert r["ok"] and r["gpus"] == ["GPU-0"], r  # the most free memory
+    unit = f"jupyter-{USER}.service"
+    assert daemon.systemd.units[unit].state == "active"
+
+
+def holders(d: DaemonThread) -> dict:
+    return {g["uuid"]: g["holder"] for g in d.request(GPUS_OK)["gpus"]}
+
+
+def test_a_client_that_disconnects_mid_spawn_leaves_it_completed_and_recorded(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager(start_delay=0.5)
+    with DaemonThread(tmp_path, sd) as d:
+        with d.connect() as s:
+            s.sendall(json.dumps(spawn_request()).encode() + b"\n")
+        unit = f"jupyter-{USER}.service"
+        deadline = time.monotonic() + 30
+        while (unit not in sd.units or sd.units[unit].state != "active" or d.daemon.gpus.pending) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sd.units[unit].state == "active" and not d.daemon.gpus.pending
+        held = holders(d)
+        assert [u for u, h in held.items() if h == USER] == [
+            g for g in held if f"/dev/nvidia{_minor(g)}" in sd.gpus_of(unit)]
+        assert sum(h is not None for h in held.values()) == 1
+
+
+def _minor(uuid):
+    from .daemon_fakes import GPUS
+    return next(g.minor for g in GPUS if g.uuid == uuid)
+
+
+def test_a_start_that_times_out_is_stopped_before_its_gpu_is_released(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    monkeypatch.setattr(server, "START_TIMEOUT", 0.3)
+    sd = FakeManager(start_mode="queue")  # the start job never leaves systemd's queue
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_request())
+        assert r["error"]["code"] == "start_failed", r
+        # Stopped, so no queued start can take the GPU later, and the GPU is free.
+        assert f"jupyter-{USER}.service" not in sd.units
+        assert not d.daemon.gpus.pending
+        assert all(h is None for h in holders(d).values())
+
+
+def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager()
+    from dbus_fast import Variant
+    from appliance.daemon.gpus import device_allow
+    sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([2]))},
+                                               state="inactive", job=7)
+    sd.units["jupyter-old.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([0]))},
+                                               state="inactive", job=0)  # stopped, not yet collected
+    with DaemonThread(tmp_path, sd) as d:
+        assert holders(d) == {"GPU-0": "bob", "GPU-1": None, "GPU-2": None, "GPU-3": None}
+        r = d.request(spawn_request(gpus=4))
+        assert r["error"]["code"] == "capacity", r
+
+
+def test_a_failed_start_frees_its_gpu(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager(start_mode="fail")
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_request())
+        assert r["error"]["code"] == "start_failed"
+        assert not d.daemon.gpus.pending and all(h is None for h in holders(d).values())
+        sd.start_mode = "start"
+        assert d.request(spawn_request())["ok"]
+
+
+@pytest.mark.parametrize("lookup", ["is_member", "groups_of"])
+def test_a_slow_name_service_does_not_stall_other_requests(tmp_path, monkeypatch, lookup):
+    """pwd/grp lookups (LDAP, sssd...) run in threads: others are served meanwhile."""
+    from appliance import users
+    patch_users(monkeypatch, tmp_path)
+    entered, release = threading.Event(), threading.Event()
+    timed_out = []
+    real = getattr(users, lookup)
+
+    def slow(*args):
+        entered.set()
+        if not release.wait(30):  # never reached unless the loop itself is blocked
+            timed_out.append(lookup)
+        return real(*args)
+
+    monkeypatch.setattr(users, lookup, slow)
+    with DaemonThread(tmp_path) as d:
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=d.request(spawn_request())))
+        t.start()
+        assert entered.wait(30)
+        assert d.request(GPUS_OK)["ok"]  # answered while the lookup is still blocked
+        assert not timed_out and not release.is_set()
+        release.set()
+        t.join(60)
+        assert out["r"]["ok"], out
