@@ -48,7 +48,7 @@ def pytest_runtest_makereport(item, call):
     """On a failure, show the appliance's journal: the why is usually there."""
     outcome = yield
     report = outcome.get_result()
-    app = item.funcargs.get("appliance") or item.funcargs.get("gpu")
+    app = item.funcargs.get("appliance") or item.funcargs.get("gpu") or item.funcargs.get("app")
     if report.failed and app is not None:
         journal = app.sh("journalctl -u 'jupyter*' -n 80 --no-pager", check=False).stdout
         report.sections.append(("appliance journal (last 80 lines)", journal))
