@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from urllib.parse import urlparse
 import re
 import threading
 import time
+from urllib.parse import urlparse
 
 import requests
 from browser import Browser
