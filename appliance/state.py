@@ -1,10 +1,20 @@
-"""The hub's secrets in /var/lib/jupyterhub: created once, 0600, owned by the hub user."""
+"""The hub's secrets in /var/lib/jupyterhub: created once, 0600, owned by the hub user.
+
+That directory belongs to uid `jupyterhub`, so anything in it may have been planted
+by a compromised hub. Root works there only through a descriptor of the directory:
+entries are looked at with lstat, opened with O_NOFOLLOW, checked after opening
+(a regular file with one link, of the expected owner), created with O_EXCL, and
+changed through the open descriptor. A link or a stranger's file in place of a
+secret is never followed: its name is removed and a fresh secret made.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import pwd
 import secrets
+import stat
 import sys
 from pathlib import Path
 
@@ -14,38 +24,146 @@ COOKIE_SECRET = "jupyterhub_cookie_secret"
 PROXY_TOKEN = "proxy_token"
 # The API token of the hub service `applctl` (configurer.register_applctl_service).
 APPLCTL_TOKEN = "applctl_token"
+SECRETS = (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN)
+MAX_SECRET = 4096
 
 
-def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER) -> list[str]:
-    """Create missing secrets; never replace one (that would log everybody out)."""
-    created = []
-    d = Path(state_dir)
-    d.mkdir(mode=0o700, exist_ok=True)
+class StateError(OSError):
+    """A state file that is not what it must be; the message says what and how to fix it."""
+
+
+def _open_dir(state_dir: str | Path) -> int:
+    try:
+        return os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise StateError(e.errno, f"{state_dir} is not a directory one may work in ({e.strerror}); "
+                                  "it must be a real directory, not a link") from None
+
+
+def _lstat(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _write_new(dfd: int, name: str, ids: tuple[int, int] | None) -> None:
+    """A fresh secret under `name`, whole or not at all."""
+    tmp = f".{name}.new"
+    if _lstat(dfd, tmp) is not None:
+        os.unlink(tmp, dir_fd=dfd)  # unlink never follows a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+    try:
+        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+        os.fsync(fd)
+        if ids:
+            os.fchown(fd, *ids)
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _fix_existing(dfd: int, name: str, ids: tuple[int, int] | None, allowed: set[int]) -> bool:
+    """Owner and mode of an existing secret, through its descriptor; False when what
+    is there is not a plain file of ours (the caller then replaces it)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except OSError:
+        return False  # a link (ELOOP) or gone meanwhile
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in allowed:
+            return False
+        if ids:
+            os.fchown(fd, *ids)
+        os.fchmod(fd, 0o600)
+        return True
+    finally:
+        os.close(fd)
+
+
+def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER,
+                   rotate: tuple[str, ...] = ()) -> list[str]:
+    """Create missing secrets (and those named in `rotate`); never replace a good
+    one otherwise (that would log everybody out). Returns what was (re)created."""
     ids = None
     if owner is not None:
         pw = pwd.getpwnam(owner)
         ids = (pw.pw_uid, pw.pw_gid)
-        os.chown(d, *ids)
-    os.chmod(d, 0o700)
-    for name in (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN):
-        path = d / name
-        if not path.exists():
-            # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-            created.append(str(path))
+    allowed = {0, os.geteuid()} | ({ids[0]} if ids else set())
+    try:
+        os.mkdir(state_dir, 0o700)
+    except FileExistsError:
+        pass
+    dfd = _open_dir(state_dir)
+    created = []
+    try:
         if ids:
-            os.chown(path, *ids)
-        os.chmod(path, 0o600)
+            os.fchown(dfd, *ids)
+        os.fchmod(dfd, 0o700)
+        for name in SECRETS:
+            st = _lstat(dfd, name)
+            if st is not None and name not in rotate and not _fix_existing(dfd, name, ids, allowed):
+                print(f"jupyterhub-appliance: {state_dir}/{name} was not a private file of {owner or 'root'} "
+                      f"(a link, a file with other names, or another's file); replaced it without following it",
+                      file=sys.stderr)
+                try:
+                    os.unlink(name, dir_fd=dfd)
+                except IsADirectoryError:  # a directory: moved aside, whole, for a person to look at
+                    os.rename(name, f".{name}.not-a-secret.{secrets.token_hex(4)}", src_dir_fd=dfd, dst_dir_fd=dfd)
+                st = None
+            if st is None or name in rotate:
+                _write_new(dfd, name, ids)
+                created.append(f"{state_dir}/{name}")
+    finally:
+        os.close(dfd)
     return created
 
 
-def read_secret(path: str | Path) -> str:
-    return Path(path).read_text().strip()
+def read_secret(path: str | Path, owners: tuple[int, ...] | None = None) -> str:
+    """A secret's text, never through a link. With `owners` (as root does), the file
+    must also be a plain file with one link owned by one of them."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: the last component is a link
+            raise StateError(e.errno, f"{path} is a link; refusing to follow it "
+                                      "(repair with: sudo applctl doctor --fix)") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (owners is not None and (st.st_nlink != 1 or st.st_uid not in owners)):
+            raise StateError(1, f"{path} is not a private file of the hub (type, owner or links are wrong); "
+                                "refusing to read it (repair with: sudo applctl doctor --fix)")
+        return f.read(MAX_SECRET).decode("utf-8", "replace").strip()
 
 
-if __name__ == "__main__":  # run by the package's postinst
-    for p in ensure_secrets():
+def hub_owners() -> tuple[int, ...]:
+    """Who may own the hub's secrets when root reads them: the hub user and root."""
+    try:
+        return (pwd.getpwnam(HUB_USER).pw_uid, 0)
+    except KeyError:
+        return (0,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run by the packages' maintainer scripts and by `applctl doctor --fix`."""
+    ap = argparse.ArgumentParser(prog="python -m appliance.state",
+                                 description="create the hub's missing secrets and fix their owners and modes")
+    ap.add_argument("--rotate-service-token", action="store_true",
+                    help="also replace the applctl service token (done on every upgrade)")
+    args = ap.parse_args(argv)
+    try:
+        made = ensure_secrets(rotate=(APPLCTL_TOKEN,) if args.rotate_service_token else ())
+    except (OSError, KeyError) as e:
+        print(f"jupyterhub-appliance: cannot set up {STATE_DIR}: {e}", file=sys.stderr)
+        return 1
+    for p in made:
         print(f"created {p}")
-    sys.exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from .. import config
-from ..groups import HUB_USER, LIB_DIR, STATE_DIR
-from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
+from ..groups import HUB_USER, STATE_DIR
+from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ensure_secrets, hub_owners, read_secret
 from . import daemon
 from .common import config_path
 from .host import HUB, PROXY, SOCKET, active_state, listeners, socket_owners
@@ -27,7 +27,7 @@ from .status import proxy_answers
 
 SUDOERS = Path("/etc/sudoers.d/jupyterhub-appliance")
 SHADOW = Path("/etc/shadow")
-FIX_STATE = f"sudo {LIB_DIR}/hub/bin/python -m appliance.state   (creates missing secrets, fixes owners and modes)"
+FIX_STATE = "sudo applctl doctor --fix   (creates missing secrets, replaces links, fixes owners and modes)"
 REINSTALL = "reinstall the package: sudo apt install --reinstall jupyterhub-appliance (Arch: pacman -S)"
 # Which unit may listen on each port setting.
 PORT_OWNERS = {"port": PROXY, "proxy_api_port": PROXY, "hub_port": HUB}
@@ -109,9 +109,12 @@ def check_state(state_dir: Path = Path(STATE_DIR)) -> Check:
     expected = [(state_dir, 0o700)] + [(state_dir / f, 0o600) for f in (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN)]
     for path, mode in expected:
         try:
-            st = path.stat()
+            st = path.lstat()  # a link planted by the hub is reported, never followed
         except FileNotFoundError:
             wrong.append(f"{path} is missing")
+            continue
+        if stat.S_ISLNK(st.st_mode) or (path != state_dir and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1)):
+            wrong.append(f"{path} is a link or not a plain file")
             continue
         if st.st_uid != hub_uid or stat.S_IMODE(st.st_mode) != mode:
             wrong.append(f"{path} has owner {_user_name(st.st_uid)} and mode {stat.S_IMODE(st.st_mode):04o}, "
@@ -160,7 +163,7 @@ def check_hub(cfg: config.Config) -> Check:
 def check_proxy(cfg: config.Config, state_dir: Path = Path(STATE_DIR)) -> Check:
     api = f"http://127.0.0.1:{cfg['hub']['proxy_api_port']}/api/routes"
     try:
-        token = read_secret(state_dir / PROXY_TOKEN)
+        token = read_secret(state_dir / PROXY_TOKEN, owners=hub_owners())
     except OSError as e:
         return Check("proxy", False, f"cannot read the proxy token ({e.strerror})", FIX_STATE)
     try:
@@ -229,15 +232,33 @@ def check_ports(cfg: config.Config) -> Check:
     return Check("ports", True, "ports " + ", ".join(f"{hub[k]}" for k in PORT_OWNERS) + " are free or ours")
 
 
+def fix_state() -> list[str]:
+    """Repair the secrets without following anything planted in the hub's directory;
+    restart the hub and proxy if a secret had to be made anew, so both use it."""
+    try:
+        made = ensure_secrets()
+    except (OSError, KeyError) as e:
+        raise Failure(f"cannot repair {STATE_DIR}: {e}") from None
+    if made:
+        subprocess.run(["systemctl", "try-restart", PROXY, HUB], check=False)
+    return made
+
+
 @click.command()
+@click.option("--fix", is_flag=True, help="repair the state files (secrets, owners, modes) before checking")
 @json_option
-@example("sudo applctl doctor")
-def doctor(as_json: bool) -> None:
+@example("sudo applctl doctor\nsudo applctl doctor --fix")
+def doctor(fix: bool, as_json: bool) -> None:
     """Check the installation; say what is wrong and how to fix it.
 
-    Exit code 0 when every check passes, 1 otherwise.
+    --fix repairs what it safely can: missing or tampered secrets in
+    /var/lib/jupyterhub (a link there is replaced, never followed), their owners
+    and modes. Exit code 0 when every check passes, 1 otherwise.
     """
     need_root("doctor")
+    if fix:
+        for path in fix_state():
+            click.echo(f"made {path} anew; restarted the hub and the proxy", err=True)
     first, cfg = check_config()
     checks = [first, check_shadow(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from .. import config
 from ..groups import STATE_DIR
-from ..state import APPLCTL_TOKEN, read_secret
+from ..state import APPLCTL_TOKEN, hub_owners, read_secret
 
 
 class HubDown(Exception):
@@ -42,7 +42,7 @@ class Hub:
     def token(self) -> str:
         if self._token is None:
             try:
-                self._token = read_secret(self.token_file)
+                self._token = read_secret(self.token_file, owners=hub_owners())
             except OSError as e:
                 raise HubError(0, f"cannot read the admin token {self.token_file} ({e.strerror}); "
                                   "reinstalling the package creates it") from None
@@ -116,6 +116,19 @@ class Hub:
             if e.status == 404:
                 return False
             raise
+
+    def revoke_tokens(self, name: str) -> int:
+        """Delete NAME's API tokens (not their login): how many there were."""
+        try:
+            listed = self.call("GET", f"/users/{quote(name)}/tokens")
+        except HubError as e:
+            if e.status == 404:
+                return 0
+            raise
+        tokens = listed.get("api_tokens", []) if isinstance(listed, dict) else []
+        for t in tokens:
+            self.call("DELETE", f"/users/{quote(name)}/tokens/{quote(str(t['id']))}")
+        return len(tokens)
 
     def set_admin(self, name: str, admin: bool) -> bool:
         """Make the hub's record agree with the group at once; False if it has none."""

@@ -192,7 +192,10 @@ def test_doctor_state_check_names_each_wrong_file_and_the_fix(tmp_path, monkeypa
     assert not check.ok
     assert f"{state}/proxy_token has owner {me.pw_name} and mode 0644, not {me.pw_name} and 0600" in check.detail
     assert f"{state}/{APPLCTL_TOKEN} is missing" in check.detail
-    assert "python -m appliance.state" in check.fix
+    assert "applctl doctor --fix" in check.fix
+    # A link planted in place of a secret is named, never followed.
+    (state / APPLCTL_TOKEN).symlink_to("/etc/shadow")
+    assert f"{state}/{APPLCTL_TOKEN} is a link or not a plain file" in doctor.check_state(state).detail
 
 
 def test_doctor_ports_check_names_the_squatter(monkeypatch):
