@@ -232,9 +232,19 @@ def _set_admin(name: str, make_admin: bool, as_json: bool) -> None:
         run(["gpasswd", "-a" if make_admin else "-d", name, ADMINS_GROUP],
             what=f"{'adding' if make_admin else 'removing'} {name} {'to' if make_admin else 'from'} {ADMINS_GROUP}")
     # Also when nothing changed here: the hub's flag may be stale.
-    hub_updated = sync_admin(Hub(load_config()), name, make_admin)
+    hub = Hub(load_config())
+    hub_updated = sync_admin(hub, name, make_admin)
+    revoked = 0
+    if not make_admin and hub_updated:
+        try:  # tokens issued while an admin must not outlive it
+            revoked = hub.revoke_tokens(name)
+        except (HubDown, HubError) as e:
+            note(f"{name}'s tokens are revoked when the hub next starts ({e})")
     if changed:
         human = f"{name} is {'now' if make_admin else 'no longer'} a hub admin"
     else:
         human = f"{name} {'is already' if make_admin else 'is not'} a hub admin; nothing changed"
-    emit(as_json, {"user": name, "admin": make_admin, "changed": changed, "hub_updated": hub_updated}, human)
+    if revoked:
+        human += f"; revoked {revoked} API token(s)"
+    emit(as_json, {"user": name, "admin": make_admin, "changed": changed, "hub_updated": hub_updated,
+                   "tokens_revoked": revoked}, human)

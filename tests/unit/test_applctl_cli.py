@@ -103,7 +103,7 @@ def test_every_reporting_command_has_json_and_only_those(capsys):
     (["config", "set", "hub.port"], "applctl config set: missing argument 'VALUE'."),
     (["stop"], "applctl stop: give one user NAME or --all"),
     (["stop", "alice", "--all"], "applctl stop: give one user NAME or --all"),
-    (["token"], "applctl token: give a user NAME or --service"),
+    (["token"], "applctl token: give a user NAME, --service or --rotate-service"),
     (["logs", "--unit", "web"], "applctl logs: invalid value for '--unit'"),
     (["adduser", "--gpus", "-1", "alice"], "applctl adduser: invalid value for '--gpus'"),
     (["reload", "--timeout", "soon"], "applctl reload: invalid value for '--timeout'"),
@@ -261,7 +261,8 @@ def test_status_reports_an_invalid_configuration_as_a_problem(capsys, as_user, c
     (["token", "--expires-in", "soon", "alice"], "--expires-in: 'soon' is not accepted: a duration such as 3600"),
     (["token", "--expires-in", "0", "alice"], "--expires-in: '0' is not accepted"),
     (["token", "--scopes", "read:users;rm -rf", "alice"], "--scopes: 'read:users;rm' is not a JupyterHub scope"),
-    (["token", "--service", "--scopes", "read:users"], "--service shows the admin service's fixed token"),
+    (["token", "--service", "--scopes", "read:users"], "--service and --rotate-service concern the admin service"),
+    (["token", "--rotate-service", "--expires-in", "1d"], "--service and --rotate-service concern the admin service"),
 ])
 def test_token_options_are_checked_before_the_hub_is_asked(capsys, as_root, cfgfile, args, says, monkeypatch):
     monkeypatch.setattr(Hub, "call", lambda *a, **k: pytest.fail("the hub must not be asked"))
@@ -269,13 +270,23 @@ def test_token_options_are_checked_before_the_hub_is_asked(capsys, as_root, cfgf
     assert code == 1 and err.startswith("applctl: ") and says in err
 
 
-def test_token_durations_and_scopes():
+def test_token_durations_and_scopes(monkeypatch):
     from appliance.cli.token import parse_duration, parse_scopes
+    monkeypatch.delenv("SUDO_UID", raising=False)
     assert [parse_duration(t) for t in ("3600", "90m", "12h", "30d", "2w", "never", None)] == [
-        3600, 5400, 43200, 2592000, 1209600, None, None]
+        3600, 5400, 43200, 2592000, 1209600, None, 30 * 86400]  # 30 days unless told otherwise
+    assert parse_duration(None, no_expiry=True) is None
     assert parse_scopes(("read:users, list:users", "servers!user=alice")) == [
         "read:users", "list:users", "servers!user=alice"]
     assert parse_scopes(()) is None
+
+
+def test_a_token_without_expiry_is_for_root_itself(capsys, as_root, cfgfile, monkeypatch):
+    monkeypatch.setenv("SUDO_UID", "1234")
+    monkeypatch.setattr(Hub, "call", lambda *a, **k: pytest.fail("the hub must not be asked"))
+    for args in (["token", "--no-expiry", "alice"], ["token", "--expires-in", "never", "alice"]):
+        code, out, err = run(capsys, *args)
+        assert code == 1 and "for root only" in err, err
 
 
 def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):

@@ -1,0 +1,27 @@
+"""JupyterHub itself, with one step added at start (see revoke.py)."""
+
+from __future__ import annotations
+
+from jupyterhub.app import JupyterHub
+
+from ..groups import STATE_DIR
+from ..state import APPLCTL_TOKEN, read_secret
+from . import revoke
+from .configurer import APPLCTL_SERVICE
+
+
+class ApplianceHub(JupyterHub):
+    async def init_users(self):
+        try:
+            token = read_secret(f"{STATE_DIR}/{APPLCTL_TOKEN}")
+        except OSError:
+            token = None
+        for line in revoke.revoke(self.db, APPLCTL_SERVICE, token):
+            self.log.warning("jupyterhub-appliance: %s", line)
+        await super().init_users()
+
+
+main = ApplianceHub.launch_instance
+
+if __name__ == "__main__":
+    main()
