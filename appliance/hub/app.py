@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from jupyterhub.app import JupyterHub
+from traitlets import default
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
@@ -11,6 +14,13 @@ from .configurer import APPLCTL_SERVICE
 
 
 class ApplianceHub(JupyterHub):
+    @default("log")
+    def _log_default(self):
+        # Log as "JupyterHub", as administrators and their log filters know it.
+        log = logging.getLogger("JupyterHub")
+        log.propagate = False
+        return log
+
     async def init_users(self):
         try:
             token = read_secret(f"{STATE_DIR}/{APPLCTL_TOKEN}")

@@ -328,10 +328,13 @@ def test_admin_add_and_remove_take_effect_in_the_hub_at_once(app):
     assert "nora" in app.sh("getent group jupyterhub-admins").stdout
     assert hub_get(app, "/users/nora", admin).json()["admin"] is True
     assert ok(app, "admin add nora") == "nora is already a hub admin; nothing changed\n"
-    assert ok(app, "admin remove nora") == "nora is no longer a hub admin\n"
+    nora_token = ok(app, "token nora").strip()
+    removed = ok(app, "admin remove nora")
+    assert removed.startswith("nora is no longer a hub admin; revoked ") and "API token(s)" in removed
     assert hub_get(app, "/users/nora", admin).json()["admin"] is False
+    assert hub_get(app, "/user", nora_token).status_code in (401, 403)  # tokens issued while admin are gone
     assert json.loads(ok(app, "admin remove --json nora")) == {"user": "nora", "admin": False, "changed": False,
-                                                             "hub_updated": True}
+                                                             "hub_updated": True, "tokens_revoked": 0}
     assert "omar" not in app.sh("getent group jupyterhub-admins").stdout
     app.sh("id omar >/dev/null 2>&1 || useradd -m omar")
     assert "omar has no access to JupyterHub; give it with admin rights: applctl adduser --admin omar" in \
@@ -442,7 +445,7 @@ def test_doctor_passes_then_names_each_breakage_and_its_fix(app):
         assert "fix: sudo usermod -aG shadow jupyterhub" in r.stdout
         assert ("FAIL  state files: /var/lib/jupyterhub/proxy_token has owner jupyterhub and mode 0644, "
                 "not jupyterhub and 0600") in r.stdout
-        assert "-m appliance.state" in r.stdout
+        assert "applctl doctor --fix" in r.stdout
         assert f"FAIL  ports: port {squat} (hub.proxy_api_port) is taken by python3 (pid " in r.stdout
         assert "squatter.service" in r.stdout
         assert r.stdout.rstrip().endswith("problem(s) found")
