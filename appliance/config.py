@@ -89,9 +89,17 @@ def _size_or_empty(v: Any) -> int | None:
 
 
 
+# What the user environment serves: JupyterLab (/lab) and Notebook 7's classic view
+# (/tree), each optionally with a path below it. Anything else is a 404 on which the
+# server never starts its login, and the user is stuck.
+_DEFAULT_URL_RE = re.compile(r"/(lab|tree)(/[A-Za-z0-9_.-]+)*/?")
+
+
 def _url_path(v: Any) -> str:
-    accepted = 'a path starting with "/", such as "/lab" or "/tree"'
-    if not isinstance(v, str) or not re.fullmatch(r"/[A-Za-z0-9/_.-]*", v):
+    accepted = ('"/lab" (JupyterLab) or "/tree" (the classic Notebook view), optionally followed by '
+                'a path below it such as "/lab/tree/course"')
+    if (not isinstance(v, str) or not _DEFAULT_URL_RE.fullmatch(v)
+            or any(part in (".", "..") for part in v.split("/"))):
         raise ValueError(accepted)
     return v
 
