@@ -171,6 +171,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cpu_limit": Field(0, "CPU limit per server in cores (0: none)", _number(0, 1024)),
         "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
         "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
+        "jupyterlab_news": Field(False, "JupyterLab's Jupyter news and update check", _bool),
     },
     "daemon": {
         "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),

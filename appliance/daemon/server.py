@@ -99,7 +99,7 @@ class Daemon:
             log.info("no GPU for %s: %s", spec.user, e)
             raise rq.RequestError("capacity", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
-        env_file = units.write_env_file(unit, units.server_env(spec))
+        env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))
         try:
             job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
             state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)

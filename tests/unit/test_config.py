@@ -33,6 +33,7 @@ def test_defaults_without_a_file(tmp_path):
     ("[hub]\nbind_address = \"localhost\"", "hub.bind_address", "an IP address"),
     ("[hub]\nlog_level = \"LOUD\"", "hub.log_level", "one of DEBUG, INFO"),
     ("[culler]\ntimeout = 5", "culler.timeout", "an integer from 60 to"),
+    ("[spawner]\njupyterlab_news = \"yes\"", "spawner.jupyterlab_news", "true or false"),
     ("[hub\nport = 1", "(syntax)", "valid TOML"),
 ])
 def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key, accepted):
