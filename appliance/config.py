@@ -90,9 +90,17 @@ def _size_or_empty(v: Any) -> int | None:
 
 
 
+# What the user environment serves: JupyterLab (/lab) and Notebook 7's classic view
+# (/tree), each optionally with a path below it. Anything else is a 404 on which the
+# server never starts its login, and the user is stuck.
+_DEFAULT_URL_RE = re.compile(r"/(lab|tree)(/[A-Za-z0-9_.-]+)*/?")
+
+
 def _url_path(v: Any) -> str:
-    accepted = 'a path starting with "/", such as "/lab" or "/tree"'
-    if not isinstance(v, str) or not re.fullmatch(r"/[A-Za-z0-9/_.-]*", v):
+    accepted = ('"/lab" (JupyterLab) or "/tree" (the classic Notebook view), optionally followed by '
+                'a path below it such as "/lab/tree/course"')
+    if (not isinstance(v, str) or not _DEFAULT_URL_RE.fullmatch(v)
+            or any(part in (".", "..") for part in v.split("/"))):
         raise ValueError(accepted)
     return v
 
@@ -185,6 +193,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
         "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
         "environment": Field({}, "extra environment variables of every server", _environment),
+        "jupyterlab_news": Field(False, "JupyterLab's Jupyter news and update check", _bool),
     },
     "daemon": {
         "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),

@@ -17,6 +17,7 @@ import click
 
 from .. import config
 from ..groups import HUB_USER, STATE_DIR
+from ..net import http_url
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ensure_secrets, hub_owners, read_secret
 from . import daemon
 from .common import config_path
@@ -161,7 +162,7 @@ def check_hub(cfg: config.Config) -> Check:
 
 
 def check_proxy(cfg: config.Config, state_dir: Path = Path(STATE_DIR)) -> Check:
-    api = f"http://127.0.0.1:{cfg['hub']['proxy_api_port']}/api/routes"
+    api = http_url("127.0.0.1", cfg["hub"]["proxy_api_port"], "/api/routes")
     try:
         token = read_secret(state_dir / PROXY_TOKEN, owners=hub_owners())
     except OSError as e:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from .. import config
 from ..groups import STATE_DIR
+from ..net import http_url
 from ..state import APPLCTL_TOKEN, hub_owners, read_secret
 
 
@@ -31,7 +32,7 @@ class HubError(Exception):
 class Hub:
     def __init__(self, cfg: config.Config, token_file: Path = Path(STATE_DIR) / APPLCTL_TOKEN):
         self.port = cfg["hub"]["hub_port"]
-        self.base = f"http://127.0.0.1:{self.port}/hub/api"
+        self.base = http_url("127.0.0.1", self.port, "/hub/api")
         self.token_file = token_file
         self._token: str | None = None
 

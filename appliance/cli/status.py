@@ -15,6 +15,7 @@ import click
 
 from .. import __version__, config
 from .. import daemon_client as client
+from ..net import http_url
 from . import daemon
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, SOCKET, active_state, is_loaded
@@ -31,9 +32,7 @@ def public_url(cfg: config.Config) -> str:
     host = cfg["hub"]["bind_address"]
     if host in ("", "0.0.0.0", "::"):
         host = socket.getfqdn()
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{cfg['hub']['port']}/"
+    return http_url(host, cfg["hub"]["port"], "/")
 
 
 def local_url(cfg: config.Config) -> str:
@@ -43,7 +42,7 @@ def local_url(cfg: config.Config) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://{f'[{host}]' if ':' in host else host}:{cfg['hub']['port']}/hub/api/"
+    return http_url(host, cfg["hub"]["port"], "/hub/api/")
 
 
 def proxy_answers(cfg: config.Config) -> bool:

@@ -155,7 +155,7 @@ class Daemon:
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         state = "inactive"
         try:
-            env_file = units.write_env_file(unit, units.server_env(spec))
+            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))
             try:
                 job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
                 state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)

@@ -20,6 +20,10 @@ from .requests import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
 SINGLEUSER = USER_ENV + "/bin/jupyterhub-singleuser"
+# The user environment ships JupyterLab's news and update check disabled (a page
+# config drop-in in its etc/jupyter, see scripts/stage-tree); this config directory,
+# put ahead of it on JUPYTER_CONFIG_PATH, enables them again ([spawner] jupyterlab_news).
+NEWS_ON_CONFIG = USER_ENV + "/etc/jupyterhub-appliance/news-on"
 _SHELL_ESCAPE = '\\"`$'
 
 
@@ -44,8 +48,10 @@ def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> P
     return path
 
 
-def server_env(spec: SpawnSpec) -> dict[str, str]:
+def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     env = dict(spec.env)
+    if lab_news:
+        env["JUPYTER_CONFIG_PATH"] = ":".join(filter(None, [env.get("JUPYTER_CONFIG_PATH"), NEWS_ON_CONFIG]))
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
     env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
     env.setdefault("SHELL", "/bin/bash")

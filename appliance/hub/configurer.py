@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import protocol
 from ..config import Config
+from ..net import http_url
 from ..groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
 
@@ -26,8 +27,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     hub, spawner, culler = cfg["hub"], cfg["spawner"], cfg["culler"]
 
     c.JupyterHub.log_level = hub["log_level"]
-    c.JupyterHub.bind_url = f"http://{hub['bind_address'] or ''}:{hub['port']}"
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub['hub_port']}"
+    c.JupyterHub.bind_url = http_url(hub["bind_address"], hub["port"])
+    c.JupyterHub.hub_bind_url = http_url("127.0.0.1", hub["hub_port"])
     c.JupyterHub.db_url = f"sqlite:///{state_dir}/jupyterhub.sqlite"
     c.JupyterHub.cookie_secret_file = f"{state_dir}/{COOKIE_SECRET}"
     # Restarting the hub must leave servers and the proxy alone.
@@ -35,7 +36,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.JupyterHub.cleanup_proxy = False
 
     c.JupyterHub.proxy_class = "appliance.hub.proxy.ApplianceProxy"
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.api_url = http_url("127.0.0.1", hub["proxy_api_port"])
     c.ConfigurableHTTPProxy.auth_token = proxy_token(state_dir)
 
     c.JupyterHub.authenticator_class = "appliance.hub.authenticator.ApplianceAuthenticator"

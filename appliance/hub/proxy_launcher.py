@@ -10,6 +10,7 @@ import os
 import sys
 
 from .. import config
+from ..net import http_url
 from .configurer import proxy_token
 
 CHP = "/usr/bin/configurable-http-proxy"
@@ -17,7 +18,7 @@ CHP = "/usr/bin/configurable-http-proxy"
 
 def command(cfg: config.Config) -> list[str]:
     hub = cfg["hub"]
-    hub_url = f"http://127.0.0.1:{hub['hub_port']}"
+    hub_url = http_url("127.0.0.1", hub["hub_port"])
     argv = [
         CHP,
         "--port", str(hub["port"]),

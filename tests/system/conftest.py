@@ -1,7 +1,7 @@
 """Fixtures of the system tests: the built .deb, installed with apt into a booted
 Debian 12 container (TESTING.md), with the appliance started on free ports.
 
-Without root or nspawn these tests skip, saying why; under CI (CI=true) they fail
+Without root or nspawn these tests skip, saying why; under CI (CI set to anything, tests/ci.py) they fail
 instead, because CI must run them all.
 """
 
@@ -21,6 +21,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).parent))
 from container import Container, missing_tools  # noqa: E402
 
+from tests.ci import in_ci  # noqa: E402
+
 TOP = Path(__file__).resolve().parents[2]
 HUB_PY = "/usr/lib/jupyterhub-appliance/hub/bin/python"
 
@@ -38,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.system)
             if why:
-                if os.environ.get("CI") == "true":
+                if in_ci():
                     raise pytest.UsageError(f"CI must run the system tests, but: {why}")
                 item.add_marker(pytest.mark.skip(reason=why))
 

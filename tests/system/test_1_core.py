@@ -176,11 +176,9 @@ def test_daemon_refuses_other_uids_and_root(appliance):
     # Anyone else cannot even connect.
     out = appliance.daemon_request('{"op": "status", "user": "alice"}', user="bob")
     assert out.returncode != 0 and "Permission denied" in out.stderr
-    # The hub may not start a server for root, nor for an account below min_uid.
-    for name in ("root", "daemon"):
-        reply = json.loads(appliance.daemon_request(json.dumps({"op": "spawn", "user": name}),
-                                                    user="jupyterhub").stdout)
-        assert reply["ok"] is False and reply["error"]["code"] == "invalid_user", reply
+    # The hub may not start a server for root.
+    reply = json.loads(appliance.daemon_request('{"op": "spawn", "user": "root"}', user="jupyterhub").stdout)
+    assert reply["ok"] is False and reply["error"]["code"] == "invalid_user", reply
     # Nor one for a user not in jupyterhub-users, nor smuggle properties in.
     reply = json.loads(appliance.daemon_request('{"op": "spawn", "user": "bob"}', user="jupyterhub").stdout)
     assert reply["error"]["code"] == "invalid_user" and "jupyterhub-users" in reply["error"]["message"]
@@ -201,6 +199,7 @@ def test_security_exposure(appliance):
     print("exposure:", scores)
     assert scores["jupyterhub.service"] <= 2.5
     assert scores["jupyterhub-proxy.service"] <= 2.0
+    assert scores["jupyterhub-appliance.service"] <= 1.5
 
 
 def test_without_nvml_the_appliance_runs_cpu_only_and_says_so(appliance):
@@ -226,3 +225,37 @@ def test_no_environment_compiles_the_unused_iri_grammar_at_start(appliance):
         out = appliance.sh(f"{lib}/{env}/bin/python -c 'import sys, {module}; "
                            "print(sorted(m for m in sys.modules if m.split(\".\")[0] in (\"rfc3987_syntax\", \"lark\")))'")
         assert out.stdout.strip() == "[]", (env, module, out.stdout)
+
+
+def hub_asks(appliance, op: str, name: str) -> dict:
+    return json.loads(appliance.daemon_request(json.dumps({"op": op, "user": name}), user="jupyterhub").stdout)
+
+
+def test_daemon_refuses_members_below_min_uid(appliance):
+    """Last in this file: it restarts the daemon (applctl reload)."""
+    free = [u for u in range(999, 500, -1) if appliance.sh(f"getent passwd {u}", check=False).returncode][:2]
+    low, olga = free
+    # A member of jupyterhub-users (put there directly: applctl adduser would refuse
+    # it) whose uid is below min_uid: only min_uid can refuse it.
+    appliance.sh(f"useradd -u {low} --create-home lowuid && gpasswd -a lowuid jupyterhub-users")
+    reply = hub_asks(appliance, "spawn", "lowuid")
+    assert reply["ok"] is False and reply["error"]["code"] == "invalid_user", reply
+    assert reply["error"]["message"] == (f"lowuid is a system account (uid {low}); only uids from 1000 up are "
+                                         "accepted (daemon.min_uid in appliance.toml)")
+    # The daemon follows daemon.min_uid: at olga's uid she is accepted (asked for her
+    # server's state only), one above it her spawn is refused. Everyone else is above both.
+    appliance.sh(f"useradd -u {olga} --create-home olga && gpasswd -a olga jupyterhub-users")
+    try:
+        appliance.sh(f"applctl config set daemon.min_uid {olga} && applctl reload")
+        reply = hub_asks(appliance, "status", "olga")
+        assert reply["ok"] is True and reply["state"] == "inactive", reply
+        appliance.sh(f"applctl config set daemon.min_uid {olga + 1} && applctl reload")
+        reply = hub_asks(appliance, "spawn", "olga")
+        assert reply["ok"] is False and reply["error"]["code"] == "invalid_user", reply
+        assert reply["error"]["message"] == (f"olga is a system account (uid {olga}); only uids from {olga + 1} up "
+                                             "are accepted (daemon.min_uid in appliance.toml)")
+    finally:
+        appliance.sh("applctl config unset daemon.min_uid && applctl reload")
+        appliance.wait_hub()
+    assert appliance.sh("systemctl is-active jupyter-olga.service jupyter-lowuid.service",
+                        check=False).stdout.split() == ["inactive", "inactive"]

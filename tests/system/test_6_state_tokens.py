@@ -24,7 +24,7 @@ PASSWORD = "tokens-pass-6"
 @pytest.fixture(scope="module")
 def app(appliance):
     appliance.sh("echo 'root-only-canary-6' > /root/secret && chmod 0600 /root/secret")
-    for name, groups in (("olga", "jupyterhub-users,jupyterhub-admins"), ("pete", "jupyterhub-users")):
+    for name, groups in (("olive", "jupyterhub-users,jupyterhub-admins"), ("percy", "jupyterhub-users")):
         appliance.sh(f"id {name} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {name}")
         appliance.sh(f"usermod -aG {groups} {name}")
         appliance.sh("chpasswd", input=f"{name}:{PASSWORD}\n")
@@ -87,12 +87,12 @@ def test_the_package_upgrade_replaces_hard_links_without_touching_their_targets(
 
 
 def test_tokens_expire_in_30_days_and_only_root_may_issue_one_that_never_does(app):
-    data = json.loads(app.sh("applctl token --json pete").stdout)
+    data = json.loads(app.sh("applctl token --json percy").stdout)
     days = (calendar.timegm(time.strptime(data["expires_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.time()) / 86400
     assert 29.9 < days < 30.1, data
-    r = app.sh("sudo -S -p '' applctl token --no-expiry pete", user="olga", input=f"{PASSWORD}\n", check=False)
+    r = app.sh("sudo -S -p '' applctl token --no-expiry percy", user="olive", input=f"{PASSWORD}\n", check=False)
     assert r.returncode == 1 and "for root only" in r.stderr, r.stderr
-    assert json.loads(app.sh("applctl token --json --no-expiry pete").stdout)["expires_at"] is None
+    assert json.loads(app.sh("applctl token --json --no-expiry percy").stdout)["expires_at"] is None
 
 
 def test_rotating_the_service_token_retires_the_old_one_and_keeps_servers(app):
@@ -106,12 +106,12 @@ def test_rotating_the_service_token_retires_the_old_one_and_keeps_servers(app):
 
 
 def test_an_admin_removed_from_the_group_loses_admin_and_tokens_at_the_next_start(app):
-    token = app.sh("applctl token olga").stdout.strip()  # gives olga her hub record too
-    app.sh("applctl admin add olga")  # so the hub now knows her as an admin
+    token = app.sh("applctl token olive").stdout.strip()  # gives olive her hub record too
+    app.sh("applctl admin add olive")  # so the hub now knows her as an admin
     assert hub_status(app, token) == 200  # an admin may list users
-    app.sh("gpasswd -d olga jupyterhub-admins")  # behind applctl's back
+    app.sh("gpasswd -d olive jupyterhub-admins")  # behind applctl's back
     app.sh("systemctl restart jupyterhub")
     app.wait_hub()
     assert hub_status(app, token) in (401, 403)
     log = app.sh("journalctl -u jupyterhub -n 200 --no-pager").stdout
-    assert "olga is no longer in jupyterhub-admins: admin rights and 1 token(s) revoked" in log
+    assert "olive is no longer in jupyterhub-admins: admin rights and 1 token(s) revoked" in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import click
@@ -314,8 +315,53 @@ def test_gpu_summary_wording():
     assert daemon.summary(report) == "1 of 1 GPU free (driver 550); 1 unusable"
 
 
-def test_config_edit_under_sudo_runs_the_editor_as_the_caller(monkeypatch, tmp_path):
-    """An editor running as root would be a root shell for every jupyterhub-admin."""
+def test_config_edit_under_sudo_runs_the_editor_as_the_caller(monkeypatch, tmp_path, capsys):
+    """An editor running as root would be a root shell for every jupyterhub-admin:
+    `sudo applctl config edit` runs the editor as the sudo caller, and saves the edit."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.ci import in_ci
+
+    if os.geteuid() != 0:
+        why = "running the editor as another user needs root"
+        if in_ci():
+            pytest.fail(f"{why}, and CI must run this test", pytrace=False)
+        pytest.skip(why)
+    caller = pwd.getpwnam("nobody")
+    assert caller.pw_uid != 0
+    path = tmp_path / "appliance.toml"
+    path.write_text("[culler]\n# idle servers\ntimeout = 3600\n")
+    monkeypatch.setattr(config, "DEFAULT_PATH", path)
+    # The editor and its record live where the caller can reach them (tmp_path cannot).
+    shared = Path(tempfile.mkdtemp(prefix="applctl-editor-test-"))
+    try:
+        os.chmod(shared, 0o755)
+        record = shared / "record"
+        record.touch()
+        os.chown(record, caller.pw_uid, caller.pw_gid)
+        editor = shared / "editor"
+        editor.write_text("#!/usr/bin/python3\nimport os, sys\n"
+                          f"open({str(record)!r}, 'w').write(f'{{os.getuid()}} {{os.getgid()}} {{os.getgroups()}}')\n"
+                          "text = open(sys.argv[1]).read().replace('timeout = 3600', 'timeout = 7200')\n"
+                          "open(sys.argv[1], 'w').write(text)\n")
+        editor.chmod(0o755)
+        for var in ("SUDO_EDITOR", "VISUAL"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("EDITOR", str(editor))
+        monkeypatch.setenv("SUDO_UID", str(caller.pw_uid))
+        monkeypatch.setenv("SUDO_GID", str(caller.pw_gid))
+        code, out, err = run(capsys, "config", "edit")
+        assert (code, err) == (0, ""), err
+        assert out == f"{path} saved; apply it with: sudo applctl reload\n"
+        assert record.read_text() == f"{caller.pw_uid} {caller.pw_gid} []"  # not root, no root groups
+        assert path.read_text() == "[culler]\n# idle servers\ntimeout = 7200\n"
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_sudo_caller_and_reading_the_edited_copy(monkeypatch, tmp_path):
     from appliance.cli import configcmd
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)

@@ -2,7 +2,7 @@
 
 The package is built once per session with scripts/build-aur (a couple of minutes:
 the two virtualenvs), or taken from APPLIANCE_ARCH_PKG. Without makepkg, shellcheck
-(or root, for the install-script test) these tests skip, except in CI (CI set),
+(or root, for the install-script test) these tests skip, except in CI (CI set to anything, tests/ci.py),
 where a missing tool is a failure.
 """
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import in_ci
+
 pytestmark = pytest.mark.arch
 
 TOP = Path(__file__).resolve().parents[2]
@@ -28,7 +30,7 @@ ARCH = TOP / "packaging" / "arch"
 PKGBUILD = ARCH / "PKGBUILD"
 INSTALL = ARCH / "jupyterhub-appliance.install"
 LIB = "usr/lib/jupyterhub-appliance"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+IN_CI = in_ci()
 DEBIAN_PACKAGES = "makepkg pacman-package-manager libarchive-tools fakeroot zstd shellcheck"
 
 

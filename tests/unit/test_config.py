@@ -24,10 +24,16 @@ def test_defaults_without_a_file(tmp_path):
     ("hub = 3", "hub", "a table: [hub]"),
     ("[spawner]\nmem_limit = \"4Q\"", "spawner.mem_limit", 'a size such as "512M"'),
     ("[spawner]\nmem_limit = \"1M\"", "spawner.mem_limit", "(at least 64M)"),
-    ("[spawner]\ndefault_url = \"lab\"", "spawner.default_url", 'a path starting with "/"'),
+    ("[spawner]\ndefault_url = \"lab\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
+    ("[spawner]\ndefault_url = \"/notebooks\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
+    ("[spawner]\ndefault_url = \"/\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
+    ("[spawner]\ndefault_url = \"/labs\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
+    ("[spawner]\ndefault_url = \"/tree/../hub\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
+    ("[spawner]\ndefault_url = \"/lab//x\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
     ("[hub]\nbind_address = \"localhost\"", "hub.bind_address", "an IP address"),
     ("[hub]\nlog_level = \"LOUD\"", "hub.log_level", "one of DEBUG, INFO"),
     ("[culler]\ntimeout = 5", "culler.timeout", "an integer from 60 to"),
+    ("[spawner]\njupyterlab_news = \"yes\"", "spawner.jupyterlab_news", "true or false"),
     ("[hub\nport = 1", "(syntax)", "valid TOML"),
 ])
 def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key, accepted):
@@ -38,6 +44,12 @@ def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key
     assert e.value.key == key
     assert str(e.value).startswith(f"{path}: {key} = ")
     assert accepted in str(e.value)
+
+
+@pytest.mark.parametrize("url", ["/lab", "/tree", "/lab/", "/lab/tree/course", "/tree/course/week-1",
+                                 "/lab/workspaces/auto-b"])
+def test_default_url_accepts_what_the_user_environment_serves(url):
+    assert config.loads(f'[spawner]\ndefault_url = "{url}"')["spawner"]["default_url"] == url
 
 
 def test_sizes_and_numbers_are_normalised():

@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import config
+from tests.ci import in_ci
 from appliance.daemon import requests as rq
 
 from .daemon_fakes import USER, DaemonThread, patch_users, read_all
 
 settings.register_profile("daemon-fuzz", max_examples=200, deadline=None, database=None,
-                          derandomize=os.environ.get("CI") == "true",
+                          derandomize=in_ci(),
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ = settings.get_profile("daemon-fuzz")
 HUB_UID = 995

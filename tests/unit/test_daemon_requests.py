@@ -134,3 +134,11 @@ def test_unit_properties_are_the_daemons_decision(monkeypatch):
     assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--ServerApp.terminals_enabled=False", "--debug"]
     assert props["CPUQuotaPerSecUSec"].value == 1_500_000
     assert "Environment" not in props  # secrets only through the root-owned file
+
+
+def test_jupyterlab_news_is_off_unless_the_administrator_turns_it_on():
+    spec = rq.SpawnSpec(user="alice", uid=1001, gid=1001, home="/home/alice", env={"JUPYTERHUB_API_TOKEN": "t"})
+    assert "JUPYTER_CONFIG_PATH" not in units.server_env(spec)
+    assert units.server_env(spec, True)["JUPYTER_CONFIG_PATH"] == units.NEWS_ON_CONFIG
+    spec.env["JUPYTER_CONFIG_PATH"] = "/opt/course/jupyter"  # the hub's own entries stay ahead
+    assert units.server_env(spec, True)["JUPYTER_CONFIG_PATH"] == f"/opt/course/jupyter:{units.NEWS_ON_CONFIG}"
