@@ -33,6 +33,14 @@ class Browser:
         return self.s.post(self.base + "/hub/login?next=", timeout=120, data={
             "_xsrf": m.group(1), "username": username, "password": password})
 
+    def login_and_start(self, username: str, password: str) -> requests.Response:
+        """Log in; if the spawn form shows (GPUs visible, e.g. the GPU tests' fake NVML
+        left behind), start a server without GPU, as a CPU-only user would."""
+        page = self.login(username, password)
+        if 'id="spawn_form"' in page.text:
+            page = self.spawn_with_form(username, {"gpus": "0"})
+        return page
+
     def hub_xsrf(self) -> dict[str, str]:
         token = self.s.cookies.get("_xsrf", path="/hub/")
         return {"X-XSRFToken": token} if token else {}

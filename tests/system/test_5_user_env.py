@@ -51,8 +51,8 @@ def land(app, timeout: float = 180):
     """Log in as a browser does and open /user/NAME/ once the server is up: the
     server's redirects to its default_url and through the hub's OAuth are followed."""
     b = Browser(app.url)
-    r = b.login(USER, PASSWORD)
-    assert r.status_code == 200, (r.status_code, r.url, r.text[:300])
+    r = b.login_and_start(USER, PASSWORD)
+    assert r.status_code in (200, 302), (r.status_code, r.url, r.text[:300])
     deadline = time.monotonic() + timeout
     while True:
         r = b.get(f"/user/{USER}/")

@@ -52,9 +52,7 @@ def refused_for_ivan(app, args: str, says: str) -> None:
 
 def spawn(app, name: str, password: str) -> tuple[bool, list[str]]:
     b = Browser(app.url)
-    page = b.login(name, password)
-    if 'id="spawn_form"' in page.text:  # GPUs are visible (the GPU tests' fake NVML): ask for none
-        page = b.spawn_with_form(name, {"gpus": "0"})
+    page = b.login_and_start(name, password)
     if page.status_code >= 400:  # the spawn failed at once: the hub shows its error page
         return False, [page.text]
     return b.spawn_outcome(name)
