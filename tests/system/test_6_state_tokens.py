@@ -115,3 +115,12 @@ def test_an_admin_removed_from_the_group_loses_admin_and_tokens_at_the_next_star
     assert hub_status(app, token) in (401, 403)
     log = app.sh("journalctl -u jupyterhub -n 200 --no-pager").stdout
     assert "olive is no longer in jupyterhub-admins: admin rights and 1 token(s) revoked" in log
+
+
+def test_an_upgrade_rotates_the_service_token(app, deb):
+    old = app.sh("applctl token --service").stdout.strip()
+    app.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /root/{deb.name}")
+    app.wait_hub()  # the package's script restarted the hub on the new token
+    new = app.sh("applctl token --service").stdout.strip()
+    assert new != old and hub_status(app, new) == 200
+    assert hub_status(app, old) in (401, 403)
