@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grp
 import pwd
 from pathlib import Path
 

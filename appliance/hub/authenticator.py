@@ -3,7 +3,6 @@
 from jupyterhub.auth import PAMAuthenticator
 from tornado import web
 
-from ..groups import USERS_GROUP
 
 
 class ApplianceAuthenticator(PAMAuthenticator):

@@ -21,7 +21,7 @@ from conftest import HUB_PY, USERS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
 from build import build  # noqa: E402
 from browser import Browser  # noqa: E402
-from test_4_gpu import GPUS, UUID, fake_config  # noqa: E402
+from test_4_gpu import GPUS, UUID, fake_config, holders  # noqa: E402
 
 DAEMON = "jupyterhub-appliance.service"
 SCRIPT = "/usr/local/share/hostile-clients.py"
@@ -154,16 +154,6 @@ round1, results = results, {}
 run_all([threading.Thread(target=k) for k in KINDS.values()])
 print(json.dumps({"during": round1, "after": results}), flush=True)
 '''
-
-
-def report(app) -> dict:
-    reply = json.loads(app.daemon_request('{"op": "gpus"}').stdout)
-    assert reply["ok"], reply
-    return reply
-
-
-def holders(app) -> dict[str, str | None]:
-    return {g["uuid"]: g["holder"] for g in report(app)["gpus"]}
 
 
 def minor_uuid() -> dict[int, str]:

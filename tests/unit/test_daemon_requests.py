@@ -1,6 +1,6 @@
 import pytest
 
-from appliance import config, privilege, users
+from appliance import config, users
 from appliance.daemon import requests as rq
 from appliance.daemon import units
 
