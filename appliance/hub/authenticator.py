@@ -4,7 +4,6 @@ from jupyterhub.auth import PAMAuthenticator
 from tornado import web
 
 
-
 class ApplianceAuthenticator(PAMAuthenticator):
     def check_allowed(self, username, authentication=None):
         if super().check_allowed(username, authentication):
