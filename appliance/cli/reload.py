@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import click
@@ -9,7 +10,7 @@ import click
 from .. import config
 from ..hub.proxy_launcher import command as proxy_command
 from .common import config_path
-from .host import DAEMON, HUB, PROXY, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
+from .host import DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
 from .hub import Hub
 from .output import Failure, emit, example, json_option, need_root
 from .status import proxy_answers
@@ -59,6 +60,11 @@ def reload(timeout: int, as_json: bool) -> None:
         raise Failure(f"{e}\nnothing was restarted; fix it with: sudo applctl config edit") from None
     start = time.monotonic()
     restarted = []
+    # An administrator's reload is deliberate: an earlier burst of restarts (systemd's
+    # start rate limit) or a failed state must not refuse it.
+    subprocess.run(["systemctl", "reset-failed", HUB, PROXY, DAEMON, SOCKET], capture_output=True, check=False)
+    if active_state(SOCKET) != "active":
+        systemctl("start", SOCKET)
     if proxy_settings_changed(cfg):
         systemctl("restart", PROXY)
         restarted.append(PROXY)
