@@ -121,7 +121,11 @@ def check_state(state_dir: Path = Path(STATE_DIR)) -> Check:
             wrong.append(f"{path} has owner {_user_name(st.st_uid)} and mode {stat.S_IMODE(st.st_mode):04o}, "
                          f"not {HUB_USER} and {mode:04o}")
     db = state_dir / "jupyterhub.sqlite"
-    if db.exists() and (db.stat().st_uid != hub_uid or db.stat().st_mode & 0o077):
+    try:
+        dbst = db.lstat()  # never through a planted link
+    except FileNotFoundError:
+        dbst = None
+    if dbst is not None and (stat.S_ISLNK(dbst.st_mode) or dbst.st_uid != hub_uid or dbst.st_mode & 0o077):
         wrong.append(f"{db} must belong to {HUB_USER} and be private (mode 0600)")
     if wrong:
         fix = FIX_STATE if all("sqlite" not in w for w in wrong) else \
