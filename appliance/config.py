@@ -124,6 +124,14 @@ def _ip_or_empty(v: Any) -> str:
 
 
 
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError("one of " + ", ".join(f'"{c}"' for c in choices))
+        return v
+    return check
+
+
 def _log_level(v: Any) -> str:
     levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
     if not isinstance(v, str) or v.upper() not in levels:
@@ -205,6 +213,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "quota": Field(1, "GPUs a user may hold by default", _int(0, MAX_GPUS)),
         "quota_groups": Field({}, "per-group quotas (the highest applies)", _quota_table("group")),
         "quota_users": Field({}, "per-user quotas (win over groups)", _quota_table("user")),
+        "queue": Field(True, "wait for a GPU when none is free, first come first served", _bool),
+        "queue_timeout": Field(1800, "seconds a spawn may wait in the GPU queue", _int(10, 7 * 86400)),
+        "sample_interval": Field(10, "seconds between GPU utilization samples", _int(1, 3600)),
+        "idle_threshold": Field(5, "GPU utilization percent at or below which a GPU is idle", _int(0, 100)),
+        "idle_timeout": Field(1800, "seconds all of a server's GPUs must stay idle to count as idle",
+                              _int(10, 30 * 86400)),
+        "reclaim": Field("when-needed", "stop servers whose GPUs are idle: when someone waits, always, never",
+                         _one_of("when-needed", "always", "never")),
     },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from .. import users
-from ..gpu import allocator
+from ..gpu import allocator, reclaim
 from ..gpu.allocator import CapacityError
 from ..gpu.inventory import Inventory, read_inventory
+from .gpu_queue import GpuQueue
 from .systemd import Systemd
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -36,13 +40,36 @@ def minors_of(rules: list) -> list[int]:
     return [int(m.group(1)) for path, _perm in rules if (m := _GPU_NODE.fullmatch(path))]
 
 
+class QueueTimeout(Exception):
+    """The wait in the GPU queue ended without a GPU. The message is for the user."""
+
+
+@dataclass
+class Queued:
+    """A spawn that waits: its place and what keeps it waiting, for the user."""
+    position: int
+    waiting: int
+    in_use: int
+    total: int
+    since: float
+
+    def to_dict(self) -> dict:
+        return {"queued": True, "position": self.position, "waiting": self.waiting, "in_use": self.in_use,
+                "total": self.total, "since": self.since}
+
+
 class GpuManager:
-    def __init__(self, systemd: Systemd, inventory=read_inventory):
+    def __init__(self, systemd: Systemd, inventory=read_inventory, queue_path: Path | None = None,
+                 clock=time.time):
         self.systemd = systemd
         self._read_inventory = inventory
+        self.clock = clock
         # Assignment is serialized: choose, record as pending, then start the unit.
         self.lock = asyncio.Lock()
         self.pending: dict[str, tuple[str, ...]] = {}
+        self.queue = GpuQueue(queue_path)
+        # unit -> wall clock since when all its GPUs have sampled idle (started units only)
+        self.idle_since: dict[str, float] = {}
         self._reported: set[str] = set()
 
     async def inventory(self) -> Inventory:
@@ -66,6 +93,7 @@ class GpuManager:
             uuids = tuple(by_minor[m] for m in minors_of(props["DeviceAllow"] if props else []) if m in by_minor)
             if uuids:
                 held[unit] = uuids
+        held.update(self.queue.reserved())
         held.update(self.pending)
         return held
 
@@ -86,17 +114,93 @@ class GpuManager:
             self.pending[unit] = uuids
             return inv, uuids
 
+    async def request(self, user: str, unit: str, count: int, fallback: bool,
+                      queue_timeout: float) -> tuple[Inventory, tuple[str, ...]] | Queued:
+        """GPUs for a unit about to start, or its place in the queue. Asked again
+        with the same arguments until it is granted; the caller must call
+        `started(unit)` after a grant. CapacityError when no wait could ever help
+        (more GPUs than the machine has); QueueTimeout when the wait is over."""
+        inv = await self.inventory()
+        if count == 0:
+            return inv, ()
+        total = len({g.uuid for g in inv.gpus})
+        if count > total:
+            self.queue.remove(user)
+            if fallback:
+                return inv, ()
+            raise CapacityError(count, 0, total)
+        now = self.clock()
+        async with self.lock:
+            self.queue.expire(now)
+            entry = self.queue.join(user, unit, count, fallback, now)
+            held = await self.running(inv)  # grant() leaves out each entry's own unit
+            self.queue.grant(held, inv.gpus)
+            if entry.granted:
+                self.queue.remove(user)
+                self.pending[unit] = entry.granted
+                return inv, entry.granted
+            if now - entry.since >= queue_timeout:
+                self.queue.remove(user)
+                if fallback:
+                    return inv, ()
+                waited = int(now - entry.since) // 60
+                raise QueueTimeout(f"No GPU became free while you waited {waited} minutes in the queue "
+                                   f"(all {total} are in use). Try again later, or start a CPU-only server.")
+            in_use = len({u for uuids in held.values() for u in uuids})
+            return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since)
+
+    def leave_queue(self, user: str) -> bool:
+        """A cancelled spawn (the stop button, applctl stop) leaves the queue at once."""
+        entry = self.queue.remove(user)
+        if entry is not None:
+            log.info("GPU queue: %s left the queue%s", user,
+                     f", releasing {', '.join(entry.granted)}" if entry.granted else "")
+        return entry is not None
+
     def started(self, unit: str) -> None:
         """Drop the in-flight claim. Call it only once systemd itself shows who holds
         the GPUs: the unit is running or queued (list_units sees its DeviceAllow=), or gone."""
         self.pending.pop(unit, None)
 
-    async def report(self) -> dict:
+    async def sample(self, threshold: int) -> None:
+        """One utilization sample of every assigned GPU (NVML's GPU utilization):
+        a server is idle while all its GPUs are at or below `threshold` percent.
+        A GPU whose utilization the driver does not report (MIG) is never idle."""
         inv = await self.inventory()
+        async with self.lock:
+            held = await self.running(inv)
+            for unit in set(self.pending) | set(self.queue.reserved()):
+                held.pop(unit, None)  # not started yet
+        util = {g.uuid: g.utilization for g in inv.gpus}
+        now = self.clock()
+        for unit, uuids in held.items():
+            if all(util.get(u) is not None and util[u] <= threshold for u in uuids):
+                self.idle_since.setdefault(unit, now)
+            else:
+                self.idle_since.pop(unit, None)
+        for unit in set(self.idle_since) - set(held):
+            del self.idle_since[unit]
+
+    async def report(self, gpu_cfg: dict | None = None) -> dict:
+        """GPUs with holders, utilization and idle time; the queue; and, given the
+        [gpu] configuration, which servers the reclaim rule says to stop."""
+        inv = await self.inventory()
+        self.queue.expire(self.clock())
         held = await self.running(inv)
         holder = {uuid: unit for unit, uuids in held.items() for uuid in uuids}
+        reserved = set(self.pending) | set(self.queue.reserved())
+        now = self.clock()
         data = inv.to_dict()
         for g in data["gpus"]:
             unit = holder.get(g["uuid"])
             g["holder"] = users.user_of_unit(unit) if unit else None
+            g["starting"] = unit in reserved
+            since = self.idle_since.get(unit) if unit else None
+            g["idle_seconds"] = round(now - since) if since is not None else None
+        idle = {users.user_of_unit(u): (now - since, len(held.get(u, ()))) for u, since in self.idle_since.items()}
+        data["reclaim"] = [] if gpu_cfg is None else reclaim.victims(
+            gpu_cfg["reclaim"], idle, gpu_cfg["idle_timeout"], sum(1 for g in data["gpus"] if not g["holder"]),
+            [e.count for e in self.queue.waiting()])
+        data["queue"] = [{"user": e.user, "gpus": e.count, "since": e.since, "granted": bool(e.granted)}
+                         for e in self.queue.entries]
         return data

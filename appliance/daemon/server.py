@@ -22,13 +22,14 @@ import pwd
 import socket
 import struct
 import sys
+from pathlib import Path
 
 from .. import config, users
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
-from ..groups import HUB_USER
+from ..groups import HUB_USER, RUNTIME_DIR
 from . import requests as rq
 from . import units
-from .gpus import GpuManager, minors_of
+from .gpus import GpuManager, Queued, QueueTimeout, minors_of
 from .systemd import RUNNING_STATES, Systemd, SystemdError
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -71,11 +72,12 @@ def _error(code: str, message: str, field: str | None = None) -> dict:
 
 class Daemon:
     def __init__(self, cfg: config.Config, hub_uid: int, systemd: Systemd | None = None,
-                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE):
+                 max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE,
+                 queue_path=None):
         self.cfg = cfg
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
-        self.gpus = GpuManager(self.systemd)
+        self.gpus = GpuManager(self.systemd, queue_path=queue_path)
         self.max_connections = max_connections
         self.request_deadline = request_deadline
         self.connections = 0  # being served now
@@ -97,7 +99,7 @@ class Daemon:
         if op == "list":
             return {"ok": True, "servers": await self.list_servers()}
         if op == "gpus":
-            return {"ok": True, **await self.gpus.report()}
+            return {"ok": True, **await self.gpus.report(self.cfg["gpu"])}
         if op == "spawn":
             spec = await asyncio.to_thread(rq.check_spawn, req, self.cfg)  # pwd/grp may block
             return await self._shielded(self._locked(spec.user, self.spawn(spec)))
@@ -109,8 +111,10 @@ class Daemon:
         unit = users.unit_name(pw.pw_name)
         if op == "status":
             return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit),
-                    "gpus": await self.unit_gpus(unit)}
-        return await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
+                    "gpus": await self.unit_gpus(unit), "queued": self.gpus.queue.find(pw.pw_name) is not None}
+        left = self.gpus.leave_queue(pw.pw_name)
+        reply = await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
+        return reply | {"left_queue": left}
 
     async def _locked(self, user: str, work) -> dict:
         async with self._lock(user):
@@ -147,11 +151,22 @@ class Daemon:
         # A stopped unit is unloaded asynchronously; starting a new one with the same
         # name before that answers UnitExists.
         await self.systemd.wait_unloaded(unit, 10)
+        gpu = self.cfg["gpu"]
         try:
-            inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
+            if gpu["queue"]:
+                got = await self.gpus.request(spec.user, unit, spec.gpus, spec.gpu_fallback, gpu["queue_timeout"])
+                if isinstance(got, Queued):
+                    # Not started: the hub asks again with the same request until it is.
+                    return {"ok": True, "unit": unit, "state": "queued", **got.to_dict()}
+                inv, spec.gpu_uuids = got
+            else:
+                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
         except CapacityError as e:
             log.info("no GPU for %s: %s", spec.user, e)
             raise rq.RequestError("capacity", str(e), "gpus") from None
+        except QueueTimeout as e:
+            log.info("GPU queue: %s waited until queue_timeout", spec.user)
+            raise rq.RequestError("queue_timeout", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         state = "inactive"
         try:
@@ -223,6 +238,16 @@ class Daemon:
         return [{"unit": name, "user": users.user_of_unit(name), "state": state, "gpus": list(held.get(name, ()))}
                 for name, state in await self.systemd.list_units("jupyter-*.service")
                 if users.user_of_unit(name)]
+
+    async def sample_forever(self) -> None:
+        """Utilization samples for the reclaim rule, every [gpu] sample_interval."""
+        gpu = self.cfg["gpu"]
+        while True:
+            try:
+                await self.gpus.sample(gpu["idle_threshold"])
+            except Exception:  # a failing sample must not end the sampling
+                log.exception("GPU utilization sample failed")
+            await asyncio.sleep(gpu["sample_interval"])
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer (or a closed connection); never raises."""
@@ -320,7 +345,7 @@ async def amain() -> None:
         hub_uid = pwd.getpwnam(HUB_USER).pw_uid
     except KeyError:
         sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
-    daemon = Daemon(cfg, hub_uid)
+    daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
     server = await serve(daemon, listening_socket())
     inv = await daemon.gpus.inventory()
     held = await daemon.gpus.running(inv)
@@ -328,6 +353,7 @@ async def amain() -> None:
              cfg["daemon"]["min_uid"],
              f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
              ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
+    sampler = asyncio.create_task(daemon.sample_forever())  # noqa: F841 (runs as long as the daemon)
     async with server:
         await server.serve_forever()
 

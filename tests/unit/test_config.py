@@ -82,7 +82,9 @@ def test_check_command_exit_codes(tmp_path, capsys):
 def test_gpu_quotas_and_profiles():
     cfg = config.loads('[gpu]\nquota = 2\nquota_groups = { ml = 3 }\nquota_users = { alice = 4 }\n'
                        '[profiles.big]\ndisplay_name = "2 GPUs, 64 GB"\ngpus = 2\nmem_limit = "64G"\n')
-    assert cfg["gpu"] == {"quota": 2, "quota_groups": {"ml": 3}, "quota_users": {"alice": 4}}
+    assert {k: cfg["gpu"][k] for k in ("quota", "quota_groups", "quota_users")} == {
+        "quota": 2, "quota_groups": {"ml": 3}, "quota_users": {"alice": 4}}
+    assert (cfg["gpu"]["queue"], cfg["gpu"]["queue_timeout"], cfg["gpu"]["reclaim"]) == (True, 1800, "when-needed")
     assert cfg["profiles"]["big"] == {"display_name": "2 GPUs, 64 GB", "gpus": 2,
                                       "mem_limit": 64 * 1024**3, "cpu_limit": 0.0}
 
@@ -95,6 +97,12 @@ def test_gpu_quotas_and_profiles():
     ("[profiles.x]\ndisplay_name = 'x'\ngpu = 1", "profiles.x.gpu"),
     ("[profiles.x]\ndisplay_name = 'x'\ngpus = 65", "profiles.x.gpus"),
     ("[profiles.X]\ndisplay_name = 'x'", "profiles.X"),
+    ("[gpu]\nqueue = 'yes'", "gpu.queue"),
+    ("[gpu]\nqueue_timeout = 5", "gpu.queue_timeout"),
+    ("[gpu]\nsample_interval = 0", "gpu.sample_interval"),
+    ("[gpu]\nidle_threshold = 101", "gpu.idle_threshold"),
+    ("[gpu]\nidle_timeout = 'long'", "gpu.idle_timeout"),
+    ("[gpu]\nreclaim = 'sometimes'", "gpu.reclaim"),
 ])
 def test_bad_gpu_settings_name_the_entry(text, key):
     with pytest.raises(config.ConfigError) as e:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from appliance import daemon_client
+from appliance import config, daemon_client
 from appliance.daemon import requests as rq
 from appliance.daemon import server
 
@@ -153,7 +153,7 @@ def test_the_client_retries_busy(tmp_path, monkeypatch):
 
 
 def test_an_unexpected_exception_is_an_internal_error_with_a_traceback(daemon, caplog):
-    async def boom():
+    async def boom(*_):
         raise KeyError("our bug")
     daemon.daemon.gpus.report = boom
     with caplog.at_level(logging.ERROR, logger="jupyterhub-appliance"):
@@ -227,7 +227,7 @@ def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
     with DaemonThread(tmp_path, sd) as d:
         assert holders(d) == {"GPU-0": "bob", "GPU-1": None, "GPU-2": None, "GPU-3": None}
         r = d.request(spawn_request(gpus=4))
-        assert r["error"]["code"] == "capacity", r
+        assert r.get("queued") and (r["in_use"], r["total"]) == (1, 4), r  # waits: bob's GPU is taken
 
 
 def test_a_failed_start_frees_its_gpu(tmp_path, monkeypatch):
@@ -267,3 +267,27 @@ def test_a_slow_name_service_does_not_stall_other_requests(tmp_path, monkeypatch
         release.set()
         t.join(60)
         assert out["r"]["ok"], out
+
+
+def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager()
+    from dbus_fast import Variant
+    from appliance.daemon.gpus import device_allow
+    for i, name in enumerate(("h0", "h1", "h2", "h3")):
+        sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([i]))}, state="active")
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_request())
+        assert r["ok"] and r["state"] == "queued" and (r["position"], r["in_use"], r["total"]) == (1, 4, 4), r
+        assert f"jupyter-{USER}.service" not in sd.units  # nothing started while it waits
+        report = d.request(GPUS_OK)
+        assert [q["user"] for q in report["queue"]] == [USER]
+        assert d.request({"op": "stop", "user": USER})["left_queue"] is True
+        assert d.request(GPUS_OK)["queue"] == []
+        del sd.units["jupyter-h1.service"]
+        r = d.request(spawn_request())
+        assert r["ok"] and r["state"] == "active" and len(r["gpus"]) == 1, r
+        d.daemon.cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4, "queue": False}})
+        assert d.request({"op": "stop", "user": USER})["left_queue"] is False
+        sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([1]))}, state="active")
+        assert d.request(spawn_request())["error"]["code"] == "capacity"  # queue off: refused as before
