@@ -60,4 +60,12 @@ def summary(report: dict) -> str:
     text = f"{free} of {total} GPU{'s' if total != 1 else ''} free (driver {report.get('driver_version')})"
     if report.get("unusable"):
         text += f"; {len(report['unusable'])} unusable"
+    waiting = queued(report)
+    if waiting:
+        text += f"; {len(waiting)} waiting in the queue"
     return text
+
+
+def queued(report: dict) -> list[dict]:
+    """Spawns waiting for a GPU, in queue order (not those granted and starting)."""
+    return [q for q in report.get("queue", []) if not q.get("granted")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from . import daemon
@@ -14,15 +16,15 @@ from .output import emit, example, human_duration, human_size, json_option, need
 
 def stop_server(name: str, hub: Hub) -> None:
     """Through the hub first, so it forgets the server and its route at once; then,
-    if the unit still runs (the hub had lost track of it, or is down), through the
-    daemon."""
+    if the unit still runs or still waits for a GPU (the hub had lost track of it,
+    or is down), through the daemon."""
     try:
         hub.stop_server(name)
     except HubDown:
         pass  # the daemon alone is enough; the hub notices when it polls
     except HubError as e:
         note(f"the hub could not stop {name}'s server ({e}); stopping its unit directly")
-    if name in daemon.servers():
+    if name in daemon.servers() or name in {q["user"] for q in daemon.queued(daemon.gpus())}:
         daemon.stop(name)
 
 
@@ -40,7 +42,8 @@ def stop(name: str | None, all_: bool, as_json: bool) -> None:
     need_root("stop")
     if name:
         account(name)
-    running = daemon.servers()
+    # Running servers, and spawns waiting for a GPU: stopping one leaves the queue.
+    running = daemon.servers() | {q["user"]: q for q in daemon.queued(daemon.gpus())}
     hub = Hub(load_config())
     stopped, not_running = [], []
     for n in sorted(running) if all_ else [name]:
@@ -85,16 +88,25 @@ def _round(x: float | None) -> float | None:
 @json_option
 @example("sudo applctl gpus")
 def gpus(as_json: bool) -> None:
-    """The machine's GPUs: memory, utilisation, and who holds each."""
+    """The machine's GPUs: memory, utilisation, who holds each and for how long it
+    has been idle, and who waits for one."""
     need_root("gpus")
     report = daemon.gpus()
     if as_json or not report["available"]:
         emit(as_json, report, daemon.summary(report))
         return
     lines = [daemon.summary(report), ""]
-    lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "UUID"], [
+    lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "IDLE", "UUID"], [
         [g["index"], g["name"], f"{human_size(g.get('memory_used'))} / {human_size(g.get('memory_total'))}",
-         "-" if g.get("utilization") is None else f"{g['utilization']}%", g.get("holder") or "free", g["uuid"]]
+         "-" if g.get("utilization") is None else f"{g['utilization']}%",
+         (g.get("holder") or "free") + (" (starting)" if g.get("starting") else ""),
+         human_duration(g.get("idle_seconds")), g["uuid"]]
         for g in report["gpus"]]))
     lines += [f"GPU {u['index']} is not used: {u['reason']}" for u in report.get("unusable", [])]
+    waiting = daemon.queued(report)
+    if waiting:
+        now = time.time()
+        lines += ["", "Waiting for a GPU, first come first served:"]
+        lines.append(table(["PLACE", "USER", "GPUS", "WAITING"], [
+            [i, q["user"], q["gpus"], human_duration(now - q["since"])] for i, q in enumerate(waiting, 1)]))
     emit(False, None, "\n".join(lines))

@@ -1,11 +1,17 @@
-"""JupyterHub itself, with one step added at start (see revoke.py)."""
+"""JupyterHub itself, with two steps added at start: stale tokens and admins
+revoked (revoke.py), and spawns that waited in the GPU queue resumed."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 from jupyterhub.app import JupyterHub
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import default
+
+from .. import daemon_client as client
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
@@ -28,7 +34,48 @@ class ApplianceHub(JupyterHub):
             token = None
         for line in revoke.revoke(self.db, APPLCTL_SERVICE, token):
             self.log.warning("jupyterhub-appliance: %s", line)
+        self._applctl_token = token
         await super().init_users()
+
+    async def init_spawners(self):
+        # A spawn waiting in the daemon's GPU queue when the hub stopped looks to
+        # JupyterHub like a server that died while the hub was down, and it would stop
+        # it, giving up the place. Its spawner keeps the place instead, and start()
+        # asks for the same server again, which finds the same place in the queue.
+        self._resume: dict[str, dict] = {}
+        try:
+            queue = (await client.call({"op": "gpus"}, timeout=30)).get("queue", [])
+        except client.DaemonError as e:
+            self.log.warning("jupyterhub-appliance: cannot read the GPU queue: %s", e)
+            queue = []
+        for entry in queue:
+            name = entry["user"]
+            try:
+                spawner = self.users[name].spawner
+            except KeyError:
+                continue
+            if spawner.server is not None:
+                spawner.keep_queue_place = True
+                self._resume[name] = dict(spawner.user_options or {})
+        await super().init_spawners()
+
+    async def start(self):
+        await super().start()
+        if self._resume:
+            asyncio.ensure_future(self._resume_queued(self._resume))
+
+    async def _resume_queued(self, waiting: dict[str, dict]) -> None:
+        """Ask again, through the hub's own REST API as a browser's spawn would, for
+        the servers that waited in the GPU queue; they keep their places."""
+        http = AsyncHTTPClient()
+        for name, options in waiting.items():
+            req = HTTPRequest(f"{self.hub.url}api/users/{name}/server", method="POST", body=json.dumps(options),
+                              headers={"Authorization": f"token {self._applctl_token}"})
+            try:
+                await http.fetch(req)
+                self.log.info("jupyterhub-appliance: %s's spawn waits in the GPU queue again", name)
+            except (HTTPClientError, OSError) as e:
+                self.log.warning("jupyterhub-appliance: could not resume %s's queued spawn: %s", name, e)
 
 
 main = ApplianceHub.launch_instance

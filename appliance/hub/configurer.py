@@ -24,7 +24,7 @@ def proxy_token(state_dir: str = STATE_DIR) -> str:
 
 
 def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
-    hub, spawner, culler = cfg["hub"], cfg["spawner"], cfg["culler"]
+    hub, spawner, culler, gpu = cfg["hub"], cfg["spawner"], cfg["culler"], cfg["gpu"]
 
     c.JupyterHub.log_level = hub["log_level"]
     c.JupyterHub.bind_url = http_url(hub["bind_address"], hub["port"])
@@ -51,7 +51,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
 
     c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
     c.Spawner.default_url = spawner["default_url"]
-    c.Spawner.start_timeout = spawner["start_timeout"]
+    # A spawn may wait in the GPU queue before its server starts.
+    c.Spawner.start_timeout = spawner["start_timeout"] + (gpu["queue_timeout"] if gpu["queue"] else 0)
     c.Spawner.http_timeout = spawner["http_timeout"]
     c.Spawner.env_keep = list(protocol.ENV_KEEP)
     c.Spawner.environment = dict(spawner["environment"])
@@ -62,6 +63,9 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     if spawner["cpu_limit"]:
         c.Spawner.cpu_limit = spawner["cpu_limit"]
 
+    # The appliance's own services and roles; jupyterhub_config.d files may append.
+    c.JupyterHub.services = []
+    c.JupyterHub.load_roles = []
     if culler["enabled"]:
         c.JupyterHub.services = [{
             "name": "idle-culler",
@@ -72,7 +76,23 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         }]
+    register_reclaimer_service(c, gpu)
     register_applctl_service(c, state_dir)
+
+
+def register_reclaimer_service(c, gpu: dict) -> None:
+    """The gpu-reclaimer (reclaimer.py): it may only stop servers."""
+    if gpu["reclaim"] == "never":
+        return
+    c.JupyterHub.services.append({
+        "name": "gpu-reclaimer",
+        "command": [sys.executable, "-m", "appliance.hub.reclaimer", f"--interval={gpu['sample_interval']}"],
+    })
+    c.JupyterHub.load_roles.append({
+        "name": "gpu-reclaimer",
+        "scopes": ["delete:servers"],
+        "services": ["gpu-reclaimer"],
+    })
 
 
 # --- applctl's access to the hub's REST API ---------------------------------------

@@ -25,12 +25,13 @@ class GpuSummary:
     total: int
     free: int
     reason: str | None = None
+    waiting: int = 0  # spawns in the GPU queue
 
     @classmethod
     def from_daemon(cls, reply: dict) -> "GpuSummary":
         gpus = reply.get("gpus", [])
-        return cls(bool(reply.get("available")), len(gpus), free_gpus(reply),
-                   reply.get("reason"))
+        waiting = sum(1 for q in reply.get("queue", []) if not q.get("granted"))
+        return cls(bool(reply.get("available")), len(gpus), free_gpus(reply), reply.get("reason"), waiting)
 
 
 def _gpus(n: int) -> str:
@@ -41,13 +42,18 @@ def _size(n: int | None) -> str:
     return "" if not n else f"{n / 1024**3:g} GB RAM"
 
 
-def render(summary: GpuSummary, quota: int, profiles: dict[str, dict]) -> str:
+def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_minutes: int | None = None) -> str:
     """HTML for the form, or "" when there is nothing to choose (JupyterHub then
-    spawns at once)."""
+    spawns at once). queue_minutes: how long a spawn may wait for a GPU, None
+    when there is no queue."""
     if not profiles and (not summary.available or quota == 0):
         return ""
-    free_line = (f"<p>{summary.free} of {summary.total} GPUs free now; your quota is {_gpus(quota)}.</p>"
+    waiting = (f", {summary.waiting} waiting for one" if summary.waiting else "")
+    free_line = (f"<p>{summary.free} of {summary.total} GPUs free now{waiting}; your quota is {_gpus(quota)}.</p>"
                  if summary.available else "<p>This server has no usable GPU: CPU only.</p>")
+    if summary.available and queue_minutes is not None:
+        free_line += (f"<p>If no GPU is free, you wait in a queue, first come first served, for up to "
+                      f"{queue_minutes} minutes, and see your place while you wait.</p>")
     if profiles:
         choices = []
         for i, (name, p) in enumerate(profiles.items()):
@@ -62,8 +68,9 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict]) -> str:
         options = "".join(f'<option value="{n}"{" selected" if n == min(1, quota) else ""}>{_gpus(n)}</option>'
                           for n in range(quota + 1))
         body = f'<label for="gpus">GPUs</label> <select class="form-control" name="gpus" id="gpus">{options}</select>'
+    when = "if no GPU is free" if queue_minutes is None else f"if no GPU is free after {queue_minutes} minutes"
     fallback = ('<div class="checkbox"><label><input type="checkbox" name="cpu_fallback" value="on"> '
-                "Start CPU-only if no GPU is free</label></div>")
+                f"Start CPU-only {when}</label></div>")
     return free_line + body + fallback
 
 

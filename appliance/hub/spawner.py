@@ -35,6 +35,12 @@ FIXED_OPTIONS = {
 }
 
 
+# How often a spawn waiting in the GPU queue asks the daemon again (and so how soon
+# it sees a freed GPU and a new place). The daemon drops a place not asked about
+# for gpu_queue.GRACE seconds.
+QUEUE_ASK_INTERVAL = 1.0
+
+
 def SpawnError(message: str, reason: str = "error") -> SpawnException:
     """A spawn failure that JupyterHub shows the user as it is, without a traceback."""
     e = SpawnException(message, reason=reason, status_code=503 if reason == "capacity" else 400)
@@ -87,7 +93,9 @@ class ApplianceSpawner(SystemdSpawner):
         except client.DaemonError as e:
             self.log.warning("no GPU summary for the form: %s", e)
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))
-        return spawn_form.render(summary, self.quota(), self.profiles)
+        q = self.gpu_quota
+        minutes = max(1, q.get("queue_timeout", 1800) // 60) if q.get("queue", True) else None
+        return spawn_form.render(summary, self.quota(), self.profiles, minutes)
 
     def options_from_form(self, formdata):
         try:
@@ -116,6 +124,7 @@ class ApplianceSpawner(SystemdSpawner):
         self._events: list[dict] = []
         self._spawning = False
         self.gpu_uuids: tuple[str, ...] = ()
+        self.keep_queue_place = False
 
     def _event(self, message: str, progress: int) -> None:
         self.log.info("spawn %s: %s", self.user.name, message)
@@ -178,13 +187,7 @@ class ApplianceSpawner(SystemdSpawner):
                 raise SpawnError(str(e), reason="invalid_options") from None
             self.port = random_port()
             self._event(f"Asking the appliance for your server with {choice['gpus']} GPU(s)", 10)
-            try:
-                reply = await client.call(self._request(choice), self.daemon_socket, timeout=self.start_timeout)
-            except client.DaemonError as e:
-                self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
-                if e.code in ("capacity", "quota"):
-                    raise SpawnError(str(e), reason=e.code) from None
-                raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
+            reply = await self._ask_until_started(self._request(choice))
             self.unit_name = reply["unit"]
             self.gpu_uuids = tuple(reply.get("gpus", ()))
             if self.gpu_uuids:
@@ -196,6 +199,28 @@ class ApplianceSpawner(SystemdSpawner):
             return (self.ip or "127.0.0.1", self.port)
         finally:
             self._spawning = False
+
+    async def _ask_until_started(self, request: dict) -> dict:
+        """The daemon's answer to the spawn request; while the answer is a place in
+        the GPU queue, show it and ask again. The place is the daemon's: asking
+        again (from this hub or, after a restart, the next) keeps it."""
+        shown = None
+        while True:
+            try:
+                reply = await client.call(request, self.daemon_socket, timeout=self.start_timeout)
+            except client.DaemonError as e:
+                self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
+                if e.code in ("capacity", "quota", "queue_timeout"):
+                    raise SpawnError(str(e), reason=e.code) from None
+                raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
+            if not reply.get("queued"):
+                return reply
+            place = (f"Waiting for a GPU: you are number {reply['position']} in the queue "
+                     f"({reply['in_use']} of {reply['total']} GPUs in use)")
+            if place != shown:
+                self._event(place, 20)
+                shown = place
+            await asyncio.sleep(QUEUE_ASK_INTERVAL)
 
     async def _wait_listening(self) -> None:
         """Until the server accepts connections, checking every 50 ms.
@@ -221,6 +246,12 @@ class ApplianceSpawner(SystemdSpawner):
             await asyncio.sleep(0.05)
 
     async def stop(self, now=False):
+        if self.keep_queue_place:
+            # The hub restarted while this spawn waited for a GPU: JupyterHub cleans
+            # up the pending server, but the daemon's place is kept for the new spawn
+            # that ApplianceHub starts (see app.py); a stop here would give it up.
+            self.keep_queue_place = False
+            return
         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
 
     async def poll(self):

@@ -7,6 +7,7 @@ replaced: the daemon's socket, the hub's API, systemd, the account databases.
 from __future__ import annotations
 
 import json
+import time
 import os
 import re
 from pathlib import Path
@@ -60,7 +61,8 @@ def fake_daemon(monkeypatch):
                     "gpus": [{"index": 0, "minor": 1, "uuid": GPU_A, "name": "NVIDIA A100", "memory_total": 80 << 30,
                               "memory_used": 1 << 30, "utilization": 5, "holder": None},
                              {"index": 1, "minor": 0, "uuid": GPU_B, "name": "NVIDIA A100", "memory_total": 80 << 30,
-                              "memory_used": 0, "utilization": None, "holder": "alice"}]}
+                              "memory_used": 0, "utilization": None, "holder": "alice", "idle_seconds": 1900}],
+                    "queue": [{"user": "bob", "gpus": 2, "since": time.time() - 300, "granted": False}]}
         raise AssertionError(request)
 
     monkeypatch.setattr(client, "call_sync", call_sync)
@@ -223,8 +225,11 @@ def test_servers_shows_uptime_memory_and_gpu_indices(capsys, as_root, cfgfile, f
 
 def test_gpus_table_and_a_daemon_without_gpu_support(capsys, as_root, fake_daemon):
     code, out, _ = run(capsys, "gpus")
-    assert out.splitlines()[0] == "1 of 2 GPUs free (driver 550.54.14)"
-    assert re.split(r"\s{2,}", out.splitlines()[4]) == ["1", "NVIDIA A100", "0B / 80G", "-", "alice", GPU_B]
+    assert out.splitlines()[0] == "1 of 2 GPUs free (driver 550.54.14); 1 waiting in the queue"
+    assert re.split(r"\s{2,}", out.splitlines()[4]) == ["1", "NVIDIA A100", "0B / 80G", "-", "alice", "31m", GPU_B]
+    assert out.splitlines()[6] == "Waiting for a GPU, first come first served:"
+    assert re.split(r"\s{2,}", out.splitlines()[-1]) == ["1", "bob", "2", "5m"]
+    assert json.loads(run(capsys, "gpus", "--json")[1])["queue"][0]["user"] == "bob"
     fake_daemon["gpus_supported"] = False
     assert run(capsys, "gpus") == (0, "GPU support is not available in this version of the appliance\n", "")
     assert json.loads(run(capsys, "gpus", "--json")[1])["supported"] is False

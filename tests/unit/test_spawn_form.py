@@ -69,3 +69,13 @@ def test_profile_brings_its_limits():
 
 def test_jupyterhubs_own_xsrf_field_is_not_an_option():
     assert sf.parse({"_xsrf": ["t"], "gpus": ["1"]}, {}) == {"gpus": 1, "cpu_fallback": False}
+
+
+def test_with_a_queue_the_form_says_how_long_one_may_wait_and_who_waits():
+    html = sf.render(sf.GpuSummary(True, 4, 0, None, 2), 1, {}, queue_minutes=30)
+    assert "0 of 4 GPUs free now, 2 waiting for one; your quota is 1 GPU" in html
+    assert "you wait in a queue, first come first served, for up to 30 minutes" in html
+    assert "Start CPU-only if no GPU is free after 30 minutes" in html
+    summary = sf.GpuSummary.from_daemon({"available": True, "gpus": [{"holder": "a"}],
+                                         "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]})
+    assert summary.waiting == 1
