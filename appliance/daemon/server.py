@@ -111,7 +111,7 @@ class Daemon:
         unit = users.unit_name(pw.pw_name)
         if op == "status":
             return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit),
-                    "gpus": await self.unit_gpus(unit), "queued": self.gpus.queue.find(pw.pw_name) is not None}
+                    "gpus": await self.unit_gpus(unit)}
         left = self.gpus.leave_queue(pw.pw_name)
         reply = await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
         return reply | {"left_queue": left}

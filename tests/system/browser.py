@@ -74,6 +74,23 @@ class Browser:
                             return False, messages
         raise AssertionError(f"no outcome of {username}'s spawn in {timeout} s: {messages}")
 
+    def progress_until(self, username: str, text: str, timeout: float = 120) -> list[str]:
+        """Read the spawn's progress events until one contains `text`; the messages so far."""
+        deadline = time.monotonic() + timeout
+        messages: list[str] = []
+        while time.monotonic() < deadline:
+            messages = []
+            with self.s.get(f"{self.base}/hub/api/users/{username}/server/progress", stream=True, timeout=timeout,
+                            headers={**self.hub_xsrf(), "Accept": "text/event-stream"}) as r:
+                if r.status_code == 200:
+                    for line in r.iter_lines(decode_unicode=True):
+                        if line and line.startswith("data:"):
+                            messages.append(json.loads(line[5:]).get("message", ""))
+                            if text in messages[-1]:
+                                return messages
+            time.sleep(0.5)
+        raise AssertionError(f"{username}'s spawn never said {text!r} in {timeout} s: {messages}")
+
     def wait_for_server(self, username: str, timeout: float = 120, interval: float = 0.5) -> requests.Response:
         """Follow /user/NAME/lab through the OAuth redirects until the server answers."""
         deadline = time.monotonic() + timeout

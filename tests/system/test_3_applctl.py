@@ -493,8 +493,8 @@ def gpus(app, tmp_path_factory):
 def test_gpus_status_and_doctor_see_the_gpus(gpus):
     lines = ok(gpus, "gpus").splitlines()
     assert lines[0] == "2 of 2 GPUs free (driver 550.54.14)"
-    assert re.split(r"\s{2,}", lines[2]) == ["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "UUID"]
-    assert re.split(r"\s{2,}", lines[3]) == ["0", "NVIDIA L4", "1.0G / 24G", "0%", "free", GPU_UUID.format(0)]
+    assert re.split(r"\s{2,}", lines[2]) == ["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "IDLE", "UUID"]
+    assert re.split(r"\s{2,}", lines[3]) == ["0", "NVIDIA L4", "1.0G / 24G", "0%", "free", "-", GPU_UUID.format(0)]
     assert "GPUs: 2 of 2 GPUs free (driver 550.54.14)" in ok(gpus, "status")
     assert "ok    GPUs: NVML loads: 2 of 2 GPUs free" in ok(gpus, "doctor")
 

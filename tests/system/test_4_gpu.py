@@ -36,18 +36,25 @@ def fake_config(lost: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def install_fake_gpus(app, tmp_path_factory, nvml: str) -> None:
+    """The fake NVML with this configuration, and the device nodes; again, harmlessly,
+    if another module did it. The daemon reads the configuration on every call."""
+    if app.sh("test -e /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", check=False).returncode != 0:
+        app.ct.copy_in(build(tmp_path_factory.mktemp("fake-nvml")), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+    app.ct.write("/etc/fake-nvml.conf", nvml)
+    nodes = [(f"/dev/nvidia{m}", 195, m) for _, m in GPUS] + [
+        ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 509, 0), ("/dev/nvidia-uvm-tools", 509, 1)]
+    app.sh("".join(f"[ -e {p} ] || mknod -m 666 {p} c {a} {b}; " for p, a, b in nodes))
+    app.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
+                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+
+
 @pytest.fixture(scope="module")
 def gpu(appliance, tmp_path_factory):
-    lib = build(tmp_path_factory.mktemp("fake-nvml"))
-    appliance.ct.copy_in(lib, "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
-    appliance.ct.write("/etc/fake-nvml.conf", fake_config())
-    nodes = "".join(f"mknod -m 666 /dev/nvidia{minor} c 195 {minor}; " for _, minor in GPUS)
-    appliance.sh(nodes + "mknod -m 666 /dev/nvidiactl c 195 255; mknod -m 666 /dev/nvidia-uvm c 509 0; "
-                 "mknod -m 666 /dev/nvidia-uvm-tools c 509 1")
-    appliance.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
-                       "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+    install_fake_gpus(appliance, tmp_path_factory, fake_config())
+    # No queue here: these tests are about assignment and refusals (test_8_gpu_queue has the queue).
     appliance.ct.write("/etc/jupyterhub/appliance.toml",
-                       appliance.config_text("[gpu]\nquota = 2\nquota_users = { ivan = 0 }\n"))
+                       appliance.config_text("[gpu]\nquota = 2\nquota_users = { ivan = 0 }\nqueue = false\n"))
     names = ["gina", "hank", "ivan", "jack"] + STORM
     appliance.sh("".join(f"useradd -m {n} && echo {n}:{PASSWORD} | chpasswd && applctl adduser {n} >/dev/null\n"
                          for n in names))

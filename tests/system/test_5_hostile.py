@@ -11,17 +11,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import HUB_PY, USERS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
-from build import build  # noqa: E402
 from browser import Browser  # noqa: E402
-from test_4_gpu import GPUS, UUID, fake_config, holders  # noqa: E402
+from test_4_gpu import GPUS, UUID, fake_config, holders, install_fake_gpus  # noqa: E402
 
 DAEMON = "jupyterhub-appliance.service"
 SCRIPT = "/usr/local/share/hostile-clients.py"
@@ -175,14 +171,7 @@ def hostile(appliance, tmp_path_factory):
     """The fake GPUs as test_4 sets them up (again, harmlessly, if it ran), alice and
     bob allowed, and no server running, so the GPU books start empty."""
     app = appliance
-    if app.sh("test -e /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", check=False).returncode != 0:
-        app.ct.copy_in(build(tmp_path_factory.mktemp("fake-nvml")), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
-    app.ct.write("/etc/fake-nvml.conf", fake_config())
-    nodes = [(f"/dev/nvidia{m}", 195, m) for _, m in GPUS] + [
-        ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 509, 0), ("/dev/nvidia-uvm-tools", 509, 1)]
-    app.sh("".join(f"[ -e {p} ] || mknod -m 666 {p} c {a} {b}; " for p, a, b in nodes))
-    app.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
-                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+    install_fake_gpus(app, tmp_path_factory, fake_config())
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text("[gpu]\nquota = 2\n"))
     for name in ("alice", "bob"):
         app.sh(f"applctl adduser {name}", check=False)  # fails harmlessly if test_1 did it
