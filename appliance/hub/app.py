@@ -57,7 +57,13 @@ class ApplianceHub(JupyterHub):
             if spawner.server is not None:
                 spawner.keep_queue_place = True
                 self._resume[name] = dict(spawner.user_options or {})
-        await super().init_spawners()
+        try:
+            await super().init_spawners()
+        finally:
+            # Only JupyterHub's clean-up at start keeps the place; a stop after it
+            # (the user cancels) leaves the queue.
+            for name in self._resume:
+                self.users[name].spawner.keep_queue_place = False
 
     async def start(self):
         await super().start()

@@ -1,0 +1,232 @@
+"""The GPU-sharing benchmark behind scripts/bench-gpu-sharing: a compressed working
+day on the fake NVML, run twice in the same container: today's behaviour (no queue,
+no reclaim: a refused person tries again later) and the queue with reclaim.
+
+Every person has the same script in both runs (seeded): they arrive, then alternate
+busy periods (their GPU at 90 % in the fake NVML) and idle ones (0 %), and stop
+their server after the last busy period. A busy period needs a GPU: a person without
+one (refused, waiting, or reclaimed while idle) asks for one and waits. Measured:
+refused spawns, the wait from wanting a GPU to holding one, the share of assigned
+GPU time that was idle, and the time until everyone is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from conftest import TOP, Appliance, free_port
+from container import Container
+
+sys.path.insert(0, str(TOP / "tests" / "fake_nvml"))
+from build import build  # noqa: E402
+
+GPUS = 4
+UUID = "GPU-be000000-0000-0000-0000-00000000000{}"
+RETRY = 10.0  # seconds a refused person waits before asking again (no queue)
+
+
+@dataclass
+class Person:
+    name: str
+    arrive: float
+    periods: list[tuple[str, float]]  # ("busy" | "idle", seconds), starting and ending busy
+    waits: list[float] = field(default_factory=list)
+    refused: int = 0
+    done: float | None = None
+    phase: str = "away"  # what the fake NVML shows for their GPU: "busy" or anything else (0 %)
+
+
+def workload(users: int, seed: int, scale: float) -> list[Person]:
+    rng = random.Random(seed)
+    people = []
+    for i in range(users):
+        periods: list[tuple[str, float]] = []
+        for k in range(rng.randint(2, 3)):
+            if k:
+                periods.append(("idle", rng.uniform(20, 40) * scale))
+            periods.append(("busy", rng.uniform(10, 20) * scale))
+        people.append(Person(f"day{i:02d}", rng.uniform(0, 40) * scale, periods))
+    return people
+
+
+class Day:
+    """One run of the workload against the booted appliance, through the hub's REST API."""
+
+    def __init__(self, app: Appliance, token: str, people: list[Person]):
+        self.app, self.people = app, people
+        self.api = f"{app.url}/hub/api"
+        self.s = requests.Session()
+        self.s.headers["Authorization"] = f"token {token}"
+        self.lock = threading.Lock()
+        self.written = ""
+        self.assigned = 0.0  # GPU-seconds held by someone
+        self.idle = 0.0  # of which the GPU was idle
+        self.stop_sampling = threading.Event()
+
+    # --- the hub --------------------------------------------------------------------
+
+    def server(self, name: str) -> dict:
+        return self.s.get(f"{self.api}/users/{name}", timeout=30).json().get("servers", {}).get("", {})
+
+    def get_gpu(self, p: Person) -> None:
+        """Ask until the server is ready, as a person would: a refusal is counted,
+        and they ask again RETRY seconds later. The wait counts from the first ask."""
+        t0 = time.monotonic()
+        while True:
+            r = self.s.post(f"{self.api}/users/{p.name}/server", json={"gpus": 1}, timeout=120)
+            if r.status_code in (201, 202) or (r.status_code == 400 and "pending" in r.text):
+                while (srv := self.server(p.name)).get("pending"):
+                    time.sleep(0.25)
+                if srv.get("ready"):
+                    p.waits.append(time.monotonic() - t0)
+                    return
+            p.refused += 1
+            time.sleep(RETRY)
+
+    def has_server(self, name: str) -> bool:
+        return bool(self.server(name).get("ready"))
+
+    def stop(self, name: str) -> None:
+        self.s.delete(f"{self.api}/users/{name}/server", timeout=60)
+
+    # --- the fake NVML and the measurement -------------------------------------------
+
+    def holders(self) -> dict[str, str | None]:
+        report = json.loads(self.app.sh("applctl gpus --json").stdout)
+        return {g["uuid"]: g["holder"] for g in report["gpus"]}
+
+    def sample_forever(self, every: float = 1.0) -> None:
+        """Set each holder's utilization from their phase, and add up GPU time."""
+        phase = {p.name: p for p in self.people}
+        last = time.monotonic()
+        while not self.stop_sampling.is_set():
+            held = self.holders()
+            util = {u: 90 if h and phase.get(h) and phase[h].phase == "busy" else 0 for u, h in held.items()}
+            text = "driver 550.54.14\n" + "".join(
+                f"gpu index={i} minor={i} uuid={UUID.format(i)} name=NVIDIA_A100-SXM4-80GB "
+                f"mem_total={80 * 2**30} util_gpu={util.get(UUID.format(i), 0)} pci=00000000:0{i + 1}:00.0\n"
+                for i in range(GPUS))
+            if text != self.written:
+                self.app.ct.write("/etc/fake-nvml.conf", text)
+                self.written = text
+            now = time.monotonic()
+            dt, last = now - last, now
+            with self.lock:
+                for u, h in held.items():
+                    if h:
+                        self.assigned += dt
+                        self.idle += dt if util[u] == 0 else 0
+            self.stop_sampling.wait(every)
+
+    # --- a person's day -------------------------------------------------------------
+
+    def live(self, p: Person, t0: float) -> None:
+        time.sleep(max(0.0, t0 + p.arrive - time.monotonic()))
+        for kind, seconds in p.periods:
+            if kind == "busy" and not self.has_server(p.name):
+                self.get_gpu(p)
+            p.phase = kind
+            time.sleep(seconds)
+        p.phase = "away"
+        self.stop(p.name)
+        p.done = time.monotonic() - t0
+
+    def run(self) -> float:
+        t0 = time.monotonic()
+        sampler = threading.Thread(target=self.sample_forever, daemon=True)
+        sampler.start()
+        threads = [threading.Thread(target=self.live, args=(p, t0)) for p in self.people]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.stop_sampling.set()
+        sampler.join()
+        return time.monotonic() - t0
+
+
+def pct(values: list[float], q: float) -> float | None:
+    ok = sorted(values)
+    return ok[min(len(ok) - 1, int(round(q * (len(ok) - 1))))] if ok else None
+
+
+def run_mode(app: Appliance, token: str, people: list[Person], gpu_toml: str) -> dict:
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text("[culler]\nenabled = false\n" + gpu_toml))
+    app.sh("applctl reload >/dev/null")
+    app.wait_hub()
+    day = Day(app, token, people)
+    makespan = day.run()
+    waits = [w for p in people for w in p.waits]
+    return {"refused_spawns": sum(p.refused for p in people), "waits": len(waits),
+            "wait_median_s": statistics.median(waits) if waits else None, "wait_p95_s": pct(waits, 0.95),
+            "gpu_seconds_assigned": round(day.assigned, 1), "gpu_seconds_idle": round(day.idle, 1),
+            "idle_share": round(day.idle / day.assigned, 3) if day.assigned else None,
+            "everyone_done_s": round(makespan, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bench-gpu-sharing")
+    ap.add_argument("--users", type=int, default=12)
+    ap.add_argument("--scale", type=float, default=1.0, help="stretch every period by this factor")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--json", type=Path, default=Path("bench-gpu-sharing.json"))
+    ap.add_argument("--deb", type=Path)
+    args = ap.parse_args()
+    if not 1 <= args.users <= 100 or not 0.1 <= args.scale <= 100:
+        sys.exit("bench-gpu-sharing: --users takes 1 to 100, --scale 0.1 to 100")
+    deb = args.deb or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
+                                          text=True).stdout.strip().splitlines()[-1])
+    modes = {
+        "today (no queue, no reclaim)": "[gpu]\nqueue = false\nreclaim = \"never\"\n",
+        "queue + reclaim when needed": "[gpu]\nqueue = true\nreclaim = \"when-needed\"\nsample_interval = 1\n"
+                                       f"idle_timeout = {max(10, round(10 * args.scale))}\n",
+    }
+    results: dict[str, dict] = {}
+    ct = Container("gpubench")
+    try:
+        ct.boot()
+        ct.install_deb(deb)
+        app = Appliance(ct, free_port(), free_port(), free_port())
+        ct.copy_in(build(Path(tempfile.mkdtemp(prefix="bench-nvml-"))), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+        ct.write("/etc/fake-nvml.conf", "driver 550.54.14\n" + "".join(
+            f"gpu index={i} minor={i} uuid={UUID.format(i)}\n" for i in range(GPUS)))
+        ct.run("".join(f"mknod -m 666 /dev/nvidia{i} c 195 {i}; " for i in range(GPUS))
+               + "mknod -m 666 /dev/nvidiactl c 195 255; mknod -m 666 /dev/nvidia-uvm c 509 0; "
+                 "mknod -m 666 /dev/nvidia-uvm-tools c 509 1")
+        ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
+                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+        names = [p.name for p in workload(args.users, args.seed, args.scale)]
+        ct.run("".join(f"useradd -m {u} && gpasswd -a {u} jupyterhub-users >/dev/null\n" for u in names))
+        ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+        ct.run("systemctl daemon-reload && systemctl start jupyterhub")
+        app.wait_hub()
+        token = ct.run("applctl token --service").stdout.strip()
+        for label, toml in modes.items():
+            print(f"running: {label} ...", flush=True)
+            results[label] = run_mode(app, token, workload(args.users, args.seed, args.scale), toml)
+    finally:
+        ct.destroy()
+    print(f"\n{args.users} people on {GPUS} GPUs, seed {args.seed}, scale {args.scale}")
+    cols = ("refused_spawns", "wait_median_s", "wait_p95_s", "idle_share", "everyone_done_s")
+    print(f"{'':<32}" + "".join(f"{c:>17}" for c in cols))
+    for label, r in results.items():
+        print(f"{label:<32}" + "".join(f"{'-' if r[c] is None else round(r[c], 2):>17}" for c in cols))
+    args.json.write_text(json.dumps({"users": args.users, "gpus": GPUS, "seed": args.seed, "scale": args.scale,
+                                     "modes": results}, indent=2))
+    print(f"written: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
