@@ -38,10 +38,10 @@ class ApplianceHub(JupyterHub):
         await super().init_users()
 
     async def init_spawners(self):
-        # A spawn waiting in the daemon's GPU queue when the hub stopped looks to
-        # JupyterHub like a server that died while the hub was down, and it would stop
-        # it, giving up the place. Its spawner keeps the place instead, and start()
-        # asks for the same server again, which finds the same place in the queue.
+        # A spawn that waited in the daemon's GPU queue when the hub stopped looks to
+        # JupyterHub like a server that died while the hub was down: it forgets it
+        # (without stopping anything, since nothing runs). start() then asks for the
+        # same server again, which finds the same place in the daemon's queue.
         self._resume: dict[str, dict] = {}
         try:
             queue = (await client.call({"op": "gpus"}, timeout=30)).get("queue", [])
@@ -49,21 +49,13 @@ class ApplianceHub(JupyterHub):
             self.log.warning("jupyterhub-appliance: cannot read the GPU queue: %s", e)
             queue = []
         for entry in queue:
-            name = entry["user"]
             try:
-                spawner = self.users[name].spawner
+                spawner = self.users[entry["user"]].spawner
             except KeyError:
                 continue
             if spawner.server is not None:
-                spawner.keep_queue_place = True
-                self._resume[name] = dict(spawner.user_options or {})
-        try:
-            await super().init_spawners()
-        finally:
-            # Only JupyterHub's clean-up at start keeps the place; a stop after it
-            # (the user cancels) leaves the queue.
-            for name in self._resume:
-                self.users[name].spawner.keep_queue_place = False
+                self._resume[entry["user"]] = dict(spawner.user_options or {})
+        await super().init_spawners()
 
     async def start(self):
         await super().start()

@@ -124,7 +124,8 @@ class ApplianceSpawner(SystemdSpawner):
         self._events: list[dict] = []
         self._spawning = False
         self.gpu_uuids: tuple[str, ...] = ()
-        self.keep_queue_place = False
+        self._in_queue = False  # a spawn waits in the daemon's GPU queue
+        self._stop_asked = False
 
     def _event(self, message: str, progress: int) -> None:
         self.log.info("spawn %s: %s", self.user.name, message)
@@ -203,24 +204,51 @@ class ApplianceSpawner(SystemdSpawner):
     async def _ask_until_started(self, request: dict) -> dict:
         """The daemon's answer to the spawn request; while the answer is a place in
         the GPU queue, show it and ask again. The place is the daemon's: asking
-        again (from this hub or, after a restart, the next) keeps it."""
+        again (from this hub or, after a restart, the next) keeps it.
+
+        JupyterHub's stop button does not end a start in progress: it cancels only
+        its own wait for it, then calls poll() and, if that says running, stop().
+        So poll() says running while the spawn waits, and stop() ends the wait."""
         shown = None
-        while True:
-            try:
-                reply = await client.call(request, self.daemon_socket, timeout=self.start_timeout)
-            except client.DaemonError as e:
-                self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
-                if e.code in ("capacity", "quota", "queue_timeout"):
-                    raise SpawnError(str(e), reason=e.code) from None
-                raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
-            if not reply.get("queued"):
-                return reply
-            place = (f"Waiting for a GPU: you are number {reply['position']} in the queue "
-                     f"({reply['in_use']} of {reply['total']} GPUs in use)")
-            if place != shown:
-                self._event(place, 20)
-                shown = place
-            await asyncio.sleep(QUEUE_ASK_INTERVAL)
+        self._stop_asked = False
+        try:
+            while True:
+                try:
+                    reply = await client.call(request, self.daemon_socket, timeout=self.start_timeout)
+                except client.DaemonError as e:
+                    self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
+                    if e.code in ("capacity", "quota", "queue_timeout"):
+                        raise SpawnError(str(e), reason=e.code) from None
+                    raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
+                if not reply.get("queued"):
+                    self._in_queue = False
+                    if self._stop_asked:  # started just as the person gave up
+                        await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
+                        raise SpawnError("You left the GPU queue.", reason="cancelled")
+                    return reply
+                self._in_queue = True
+                if self._stop_asked:
+                    raise SpawnError("You left the GPU queue.", reason="cancelled")
+                place = (f"Waiting for a GPU: you are number {reply['position']} in the queue "
+                         f"({reply['in_use']} of {reply['total']} GPUs in use)")
+                if place != shown:
+                    self._event(place, 20)
+                    shown = place
+                await asyncio.sleep(QUEUE_ASK_INTERVAL)
+        except asyncio.CancelledError:
+            # The hub is shutting down: the daemon keeps the place for the next hub.
+            self._in_queue = False
+            raise
+        finally:
+            if self._in_queue:
+                self._in_queue = False
+                # However the wait ended (stop, JupyterHub's start_timeout, an error),
+                # the place must not outlive it: a later grant would start a server
+                # nobody waits for.
+                try:
+                    await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
+                except client.DaemonError as e:
+                    self.log.warning("could not take %s out of the GPU queue: %s", self.user.name, e)
 
     async def _wait_listening(self) -> None:
         """Until the server accepts connections, checking every 50 ms.
@@ -246,15 +274,12 @@ class ApplianceSpawner(SystemdSpawner):
             await asyncio.sleep(0.05)
 
     async def stop(self, now=False):
-        if self.keep_queue_place:
-            # The hub restarted while this spawn waited for a GPU: JupyterHub cleans
-            # up the pending server, but the daemon's place is kept for the new spawn
-            # that ApplianceHub starts (see app.py); a stop here would give it up.
-            self.keep_queue_place = False
-            return
+        self._stop_asked = True  # ends a wait in the GPU queue (_ask_until_started)
         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
 
     async def poll(self):
+        if self._in_queue:
+            return None  # waiting for a GPU: "running", so that JupyterHub's stop calls stop()
         try:
             reply = await client.call({"op": "status", "user": self.user.name}, self.daemon_socket, timeout=30)
         except client.DaemonError as e:

@@ -49,3 +49,38 @@ def test_spawner_args_become_bounded_options():
 def test_arguments_that_load_code_or_configuration_are_refused(arg):
     with pytest.raises(ValueError, match="accepted|of the form|takes"):
         protocol.parse_args([arg])
+
+
+def test_a_spawn_in_the_gpu_queue_shows_its_place_and_the_stop_button_ends_the_wait(monkeypatch):
+    import asyncio
+
+    from appliance.hub import spawner as spawner_module
+
+    sent = []
+    replies = iter([{"queued": True, "position": 2, "in_use": 4, "total": 4},
+                    {"queued": True, "position": 1, "in_use": 4, "total": 4}])
+
+    async def call(request, path=None, timeout=None):
+        sent.append(request["op"])
+        if request["op"] == "stop":
+            return {"ok": True}
+        return next(replies, {"queued": True, "position": 1, "in_use": 4, "total": 4})
+
+    monkeypatch.setattr(spawner_module.client, "call", call)
+    monkeypatch.setattr(spawner_module, "QUEUE_ASK_INTERVAL", 0.01)
+    s = spawner()
+
+    async def scenario():
+        task = asyncio.ensure_future(s._ask_until_started({"op": "spawn"}))
+        while len(sent) < 3:
+            await asyncio.sleep(0.01)
+        assert await s.poll() is None  # "running" while it waits, so JupyterHub calls stop()
+        await s.stop()
+        with pytest.raises(Exception, match="You left the GPU queue"):
+            await task
+
+    asyncio.run(scenario())
+    assert [e["message"] for e in s._events] == [
+        "Waiting for a GPU: you are number 2 in the queue (4 of 4 GPUs in use)",
+        "Waiting for a GPU: you are number 1 in the queue (4 of 4 GPUs in use)"]
+    assert sent[-1] == "stop" and sent.count("stop") == 2 and not s._in_queue
