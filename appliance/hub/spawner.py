@@ -206,11 +206,12 @@ class ApplianceSpawner(SystemdSpawner):
         the GPU queue, show it and ask again. The place is the daemon's: asking
         again (from this hub or, after a restart, the next) keeps it.
 
-        JupyterHub's stop button does not end a start in progress: it cancels only
-        its own wait for it, then calls poll() and, if that says running, stop().
-        So poll() says running while the spawn waits, and stop() ends the wait."""
+        JupyterHub's stop button cancels start(), then calls poll() and, only if
+        that says running, stop(). So poll() says running while the spawn waits
+        (or was cancelled while waiting), and stop() leaves the queue."""
         shown = None
         self._stop_asked = False
+        cancelled = False
         try:
             while True:
                 try:
@@ -236,11 +237,14 @@ class ApplianceSpawner(SystemdSpawner):
                     shown = place
                 await asyncio.sleep(QUEUE_ASK_INTERVAL)
         except asyncio.CancelledError:
-            # The hub is shutting down: the daemon keeps the place for the next hub.
-            self._in_queue = False
+            # JupyterHub cancels start() both for the stop button and when the hub
+            # shuts down. Still "in the queue", so the stop that JupyterHub makes next
+            # (poll says running) leaves it, and at shutdown the daemon keeps the
+            # place for the next hub.
+            cancelled = True
             raise
         finally:
-            if self._in_queue:
+            if self._in_queue and not cancelled:
                 self._in_queue = False
                 # However the wait ended (stop, JupyterHub's start_timeout, an error),
                 # the place must not outlive it: a later grant would start a server
@@ -275,6 +279,7 @@ class ApplianceSpawner(SystemdSpawner):
 
     async def stop(self, now=False):
         self._stop_asked = True  # ends a wait in the GPU queue (_ask_until_started)
+        self._in_queue = False
         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
 
     async def poll(self):

@@ -84,3 +84,34 @@ def test_a_spawn_in_the_gpu_queue_shows_its_place_and_the_stop_button_ends_the_w
         "Waiting for a GPU: you are number 2 in the queue (4 of 4 GPUs in use)",
         "Waiting for a GPU: you are number 1 in the queue (4 of 4 GPUs in use)"]
     assert sent[-1] == "stop" and sent.count("stop") == 2 and not s._in_queue
+
+
+def test_a_cancelled_wait_keeps_the_place_until_jupyterhub_stops_it(monkeypatch):
+    """JupyterHub cancels start() for the stop button and at shutdown alike; only the
+    stop it makes next (for the button) leaves the queue."""
+    import asyncio
+
+    from appliance.hub import spawner as spawner_module
+
+    sent = []
+
+    async def call(request, path=None, timeout=None):
+        sent.append(request["op"])
+        return {"ok": True} if request["op"] == "stop" else {"queued": True, "position": 1, "in_use": 1, "total": 1}
+
+    monkeypatch.setattr(spawner_module.client, "call", call)
+    monkeypatch.setattr(spawner_module, "QUEUE_ASK_INTERVAL", 0.01)
+    s = spawner()
+
+    async def scenario():
+        task = asyncio.ensure_future(s._ask_until_started({"op": "spawn"}))
+        while not sent:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert "stop" not in sent and await s.poll() is None  # shutdown: the daemon keeps the place
+        await s.stop()  # the stop button: JupyterHub stops what poll says runs
+
+    asyncio.run(scenario())
+    assert sent[-1] == "stop" and not s._in_queue
