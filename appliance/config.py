@@ -61,6 +61,17 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
     return lambda v: int_in(v, lo, hi)
 
 
+def _zero_or_int(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if v == 0 and not isinstance(v, bool):
+            return 0
+        try:
+            return int_in(v, lo, hi)
+        except ValueError:
+            raise ValueError(f"0 (off) or an integer from {lo} to {hi}") from None
+    return check
+
+
 def _number(lo: float, hi: float) -> Callable[[Any], float]:
     return lambda v: number_in(v, lo, hi)
 
@@ -224,7 +235,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),
-        "timeout": Field(3600, "idle seconds before a server is stopped", _int(60, 30 * 86400)),
+        "timeout": Field(3600, "idle seconds before a server is stopped", _int(30, 30 * 86400)),
+        "every": Field(300, "seconds between the culler's looks", _int(10, 86400)),
+        "max_age": Field(0, "seconds after which a server is stopped even if active (0: never)",
+                         _zero_or_int(60, 365 * 86400)),
+        "cull_admin_users": Field(True, "stop idle servers of hub admins too", _bool),
+        "concurrency": Field(10, "servers the culler stops at once", _int(1, 100)),
     },
 }
 

@@ -82,11 +82,14 @@ class Hub:
                 return None
             raise
 
-    def users(self) -> dict[str, dict]:
+    def users(self, include_stopped: bool = False) -> dict[str, dict]:
+        """Every user's model; with include_stopped, stopped servers too, with their
+        state (the admin service may read it), where the last stop's reason lives."""
         out: dict[str, dict] = {}
         offset, limit = 0, 200
+        extra = "&include_stopped_servers=1" if include_stopped else ""
         while True:
-            page = self.call("GET", f"/users?offset={offset}&limit={limit}")
+            page = self.call("GET", f"/users?offset={offset}&limit={limit}{extra}")
             out.update((u["name"], u) for u in page)
             if len(page) < limit:
                 return out

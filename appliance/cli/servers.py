@@ -64,7 +64,9 @@ def stop(name: str | None, all_: bool, as_json: bool) -> None:
 @json_option
 @example("sudo applctl servers")
 def servers(as_json: bool) -> None:
-    """Running servers: unit, state, uptime, memory, GPUs."""
+    """Running servers: unit, state, uptime, memory, GPUs; and why servers stopped
+    when their owners did not ask (idle, max age, GPU reclaimed, out of memory,
+    an administrator, a crash)."""
     need_root("servers")
     running = daemon.servers()
     index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
@@ -76,8 +78,34 @@ def servers(as_json: bool) -> None:
     human = table(["USER", "UNIT", "STATE", "UPTIME", "MEMORY", "GPUS"],
                   [[r["user"], r["unit"], r["state"], human_duration(r["uptime_seconds"]),
                     human_size(r["memory_bytes"]), daemon.gpu_list(r["gpus"], index)]
-                   for r in rows], painted=(2,))
-    emit(as_json, rows, human if rows else "no server is running")
+                   for r in rows], painted=(2,)) if rows else "no server is running"
+    stops = last_stops(Hub(load_config()))
+    for r in rows:
+        r["last_stop"] = stops.get(r["user"])
+    stopped = {u: why for u, why in stops.items() if u not in running}
+    if stopped:
+        human += "\n\nStopped without being asked (the last time):\n" + table(
+            ["USER", "WHEN", "REASON", "WHY"],
+            [[u, time.strftime("%Y-%m-%d %H:%M", time.localtime(w["time"])), w["reason"], w["text"]]
+             for u, w in sorted(stopped.items())])
+    emit(as_json, rows + [{"user": u, "state": "stopped", "last_stop": w} for u, w in sorted(stopped.items())],
+         human)
+
+
+def last_stops(hub: Hub) -> dict[str, dict]:
+    """user -> the last stop they did not ask for ({reason, text, time}), from the
+    hub's database; {} (with a note) when the hub cannot say."""
+    try:
+        users = hub.users(include_stopped=True)
+    except (HubDown, HubError) as e:
+        note(f"the hub could not say why servers stopped ({e})")
+        return {}
+    out = {}
+    for name, u in users.items():
+        why = ((u.get("servers") or {}).get("") or {}).get("state", {}) or {}
+        if isinstance(why.get("last_stop"), dict):
+            out[name] = why["last_stop"]
+    return out
 
 
 def _round(x: float | None) -> float | None:

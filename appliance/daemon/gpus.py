@@ -88,7 +88,9 @@ class GpuManager:
         by_minor = {g.minor: g.uuid for g in inv.gpus}
         held: dict[str, tuple[str, ...]] = {}
         # Queued starts too: such a unit shows "inactive" but will run with its DeviceAllow=.
-        for unit, _state in await self.systemd.list_units("jupyter-*.service", queued=True):
+        for unit, state in await self.systemd.list_units("jupyter-*.service", queued=True):
+            if state == "failed":
+                continue  # ended: its device cgroup is gone with its processes
             props = await self.systemd.unit_properties(unit, ("DeviceAllow",))
             uuids = tuple(by_minor[m] for m in minors_of(props["DeviceAllow"] if props else []) if m in by_minor)
             if uuids:

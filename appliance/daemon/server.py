@@ -46,6 +46,8 @@ MAX_CONNECTIONS = 128
 MAX_DEPTH = 16
 # Messages quote what the client sent: bound what goes back and into the log.
 MAX_MESSAGE = 1000
+# ExecMainCode (a siginfo code): how the main process ended.
+EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -110,8 +112,7 @@ class Daemon:
         pw = await asyncio.to_thread(self._known_user, req, min_uid)
         unit = users.unit_name(pw.pw_name)
         if op == "status":
-            return {"ok": True, "unit": unit, "state": await self.systemd.active_state(unit),
-                    "gpus": await self.unit_gpus(unit)}
+            return {"ok": True, "unit": unit, **await self.unit_status(unit), "gpus": await self.unit_gpus(unit)}
         left = self.gpus.leave_queue(pw.pw_name)
         reply = await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
         return reply | {"left_queue": left}
@@ -215,6 +216,20 @@ class Daemon:
             check_request(spec.gpus, quota)
         except QuotaError as e:
             raise rq.RequestError("quota", str(e), "gpus") from None
+
+    async def unit_status(self, unit: str) -> dict:
+        """State, and for a unit that ended on its own, how: systemd keeps a failed
+        unit (CollectMode=inactive) until the next spawn resets it, so the hub can
+        tell the person why (out of memory, a crash)."""
+        props = await self.systemd.unit_properties(
+            unit, ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "MemoryMax"))
+        if props is None:
+            return {"state": "inactive"}
+        out = {"state": props["ActiveState"]}
+        if props["ActiveState"] == "failed":
+            out |= {"result": props["Result"], "exit_code": props["ExecMainStatus"],
+                    "exit_kind": EXIT_KINDS.get(props["ExecMainCode"], "exited"), "memory_max": props["MemoryMax"]}
+        return out
 
     async def unit_gpus(self, unit: str) -> list[str]:
         props = await self.systemd.unit_properties(unit, ("DeviceAllow",))

@@ -77,7 +77,7 @@ class Systemd:
             raise
         out = {}
         for name in names:
-            iface = UNIT if name in ("ActiveState", "SubState", "Result", "ActiveEnterTimestamp") else \
+            iface = UNIT if name in ("ActiveState", "SubState", "ActiveEnterTimestamp") else \
                 "org.freedesktop.systemd1.Service"
             try:
                 (v,) = await self._call(path, PROPERTIES, "Get", "ss", [iface, name])

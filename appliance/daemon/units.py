@@ -84,8 +84,9 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("PrivateTmp", Variant("b", True)),
         ("KillMode", Variant("s", "mixed")),
         ("TimeoutStopUSec", Variant("t", 20_000_000)),
-        # Forget the unit once it stops, whatever the result: the next spawn starts clean.
-        ("CollectMode", Variant("s", "inactive-or-failed")),
+        # A unit that fails is kept until the next spawn resets it, so that the hub
+        # can read why (Result=oom-kill, an exit code); it holds no GPU meanwhile.
+        ("CollectMode", Variant("s", "inactive")),
     ]
     if spec.mem_limit is not None:
         props += [("MemoryAccounting", Variant("b", True)), ("MemoryMax", Variant("t", spec.mem_limit))]

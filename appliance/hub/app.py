@@ -1,5 +1,6 @@
-"""JupyterHub itself, with two steps added at start: stale tokens and admins
-revoked (revoke.py), and spawns that waited in the GPU queue resumed."""
+"""JupyterHub itself, with steps added at start: stale tokens and admins revoked
+(revoke.py), spawns that waited in the GPU queue resumed, and the REST handler
+that stops servers told who asks (handlers.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .. import daemon_client as client
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
-from . import revoke
+from . import handlers, revoke
 from .configurer import APPLCTL_SERVICE
 
 
@@ -36,6 +37,11 @@ class ApplianceHub(JupyterHub):
             self.log.warning("jupyterhub-appliance: %s", line)
         self._applctl_token = token
         await super().init_users()
+
+    def init_handlers(self):
+        super().init_handlers()
+        # Stops through the REST API say who asked (handlers.py).
+        self.handlers = handlers.substitute(self.handlers)
 
     async def init_spawners(self):
         # A spawn that waited in the daemon's GPU queue when the hub stopped looks to

@@ -50,6 +50,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.Authenticator.allow_existing_users = False
 
     c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
+    # The home page says why a server stopped (templates/home.html extends JupyterHub's).
+    c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates")]
     c.Spawner.default_url = spawner["default_url"]
     # A spawn may wait in the GPU queue before its server starts.
     c.Spawner.start_timeout = spawner["start_timeout"] + (gpu["queue_timeout"] if gpu["queue"] else 0)
@@ -58,6 +60,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.Spawner.environment = dict(spawner["environment"])
     c.ApplianceSpawner.gpu_quota = cfg["gpu"]
     c.ApplianceSpawner.profiles = cfg["profiles"]
+    c.ApplianceSpawner.culler = culler
     if spawner["mem_limit"] is not None:
         c.Spawner.mem_limit = spawner["mem_limit"]
     if spawner["cpu_limit"]:
@@ -66,18 +69,38 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     # The appliance's own services and roles; jupyterhub_config.d files may append.
     c.JupyterHub.services = []
     c.JupyterHub.load_roles = []
-    if culler["enabled"]:
-        c.JupyterHub.services = [{
-            "name": "idle-culler",
-            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout']}"],
-        }]
-        c.JupyterHub.load_roles = [{
-            "name": "idle-culler",
-            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-            "services": ["idle-culler"],
-        }]
+    register_culler_service(c, culler)
     register_reclaimer_service(c, gpu)
     register_applctl_service(c, state_dir)
+
+
+def activity_interval(culler: dict) -> int:
+    """Seconds between activity reports (the proxy's to the hub, each server's to the
+    hub). The culler sees activity at most this late, so a server could be taken
+    for idle this much early: a quarter of the timeout keeps that small, and short
+    timeouts (tests, workshops) work. JupyterHub's default, 300 s, is the most."""
+    return max(10, min(300, culler["timeout"] // 4))
+
+
+def register_culler_service(c, culler: dict) -> None:
+    """jupyterhub-idle-culler with the [culler] settings, allowed only to list
+    users and servers, read their activity, and stop servers."""
+    interval = activity_interval(culler)
+    c.JupyterHub.last_activity_interval = interval
+    c.ApplianceSpawner.activity_interval = interval
+    if not culler["enabled"]:
+        return
+    command = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout']}",
+               f"--cull-every={culler['every']}", f"--concurrency={culler['concurrency']}",
+               f"--cull-admin-users={culler['cull_admin_users']}"]
+    if culler["max_age"]:
+        command.append(f"--max-age={culler['max_age']}")
+    c.JupyterHub.services.append({"name": "idle-culler", "command": command})
+    c.JupyterHub.load_roles.append({
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    })
 
 
 def register_reclaimer_service(c, gpu: dict) -> None:

@@ -8,16 +8,18 @@ and the daemon decides the rest: unit name, command, user, sandboxing.
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime, timezone
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
-from traitlets import Dict, Unicode, default
+from traitlets import Dict, Integer, Unicode, default
 
 from .. import daemon_client as client, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import UNIT_SLICE
-from . import spawn_form
+from . import spawn_form, stop_reasons
 
 # SystemdSpawner's options that this appliance fixes, with the value it always
 # applies and why. Another value is refused at spawn time rather than ignored.
@@ -52,6 +54,8 @@ class ApplianceSpawner(SystemdSpawner):
     daemon_socket = Unicode(client.DAEMON_SOCKET, help="path of the appliance daemon's socket").tag(config=True)
     gpu_quota = Dict(help="appliance.toml [gpu]: quota, quota_groups, quota_users").tag(config=True)
     profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
+    culler = Dict(help="appliance.toml [culler], to word its stops").tag(config=True)
+    activity_interval = Integer(300, help="seconds between the server's activity reports to the hub").tag(config=True)
 
     @default("isolate_tmp")
     def _fixed_isolate_tmp(self):
@@ -108,15 +112,35 @@ class ApplianceSpawner(SystemdSpawner):
     def get_state(self):
         state = super().get_state()
         state["gpus"] = list(self.gpu_uuids)
+        if self.last_stop is not None:
+            state["last_stop"] = self.last_stop.to_dict()
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.gpu_uuids = tuple(state.get("gpus", ()))
+        self.last_stop = stop_reasons.StopReason.from_dict(state.get("last_stop"))
 
     def clear_state(self):
         super().clear_state()
-        self.gpu_uuids = ()
+        self.gpu_uuids = ()  # last_stop stays: it is for after the stop
+
+    @property
+    def last_stop_message(self) -> str:
+        """For the home page: why the server stopped, if its owner did not ask."""
+        return self.last_stop.message() if self.last_stop is not None else ""
+
+    def _record_stop(self, why: stop_reasons.StopReason | None) -> None:
+        # JupyterHub polls again while it cleans up: one record per run (start() clears it).
+        if why is not None and (self.last_stop is None or self.last_stop.reason != why.reason):
+            self.last_stop = why
+            stop_reasons.log(self.log, self.user.name, why)
+
+    def get_env(self):
+        env = super().get_env()
+        # The server's activity reports, as often as the culler needs them.
+        env["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(self.activity_interval)
+        return env
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,6 +150,9 @@ class ApplianceSpawner(SystemdSpawner):
         self.gpu_uuids: tuple[str, ...] = ()
         self._in_queue = False  # a spawn waits in the daemon's GPU queue
         self._stop_asked = False
+        self.last_stop: stop_reasons.StopReason | None = None
+        # (kind, name, admin) of who asked for the next stop, from handlers.py
+        self.stop_requester: tuple[str, str, bool] | None = None
 
     def _event(self, message: str, progress: int) -> None:
         self.log.info("spawn %s: %s", self.user.name, message)
@@ -195,6 +222,7 @@ class ApplianceSpawner(SystemdSpawner):
                 self._event(f"Assigned GPUs: {', '.join(self.gpu_uuids)}", 40)
             elif choice["gpus"]:
                 self._event("No GPU was free: starting CPU-only, as you asked", 40)
+            self.last_stop = None  # a new run: the last stop's reason is no news any more
             self._event(f"Server unit {self.unit_name} is running; waiting for JupyterLab to answer", 60)
             await self._wait_listening()
             return (self.ip or "127.0.0.1", self.port)
@@ -280,7 +308,14 @@ class ApplianceSpawner(SystemdSpawner):
     async def stop(self, now=False):
         self._stop_asked = True  # ends a wait in the GPU queue (_ask_until_started)
         self._in_queue = False
+        requester, self.stop_requester = self.stop_requester, None
         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
+        if requester is not None:
+            started = self.orm_spawner.started if self.orm_spawner is not None else None
+            age = (datetime.now(timezone.utc) - started.replace(tzinfo=timezone.utc)).total_seconds() \
+                if started else None
+            self._record_stop(stop_reasons.by_request(*requester, owner=self.user.name, now=time.time(),
+                                                      server_age=age, culler=self.culler, gpu=self.gpu_quota))
 
     async def poll(self):
         if self._in_queue:
@@ -293,4 +328,8 @@ class ApplianceSpawner(SystemdSpawner):
                 self.log.warning("cannot poll %s: %s", self.user.name, e)
                 return None
             raise
-        return None if reply["state"] in ("active", "activating", "reloading") else 0
+        if reply["state"] in ("active", "activating", "reloading"):
+            return None
+        # Ended on its own (out of memory, a crash) or stopped outside the hub.
+        self._record_stop(stop_reasons.by_unit(reply, time.time()))
+        return (reply.get("exit_code") or 1) if reply["state"] == "failed" else 0

@@ -32,7 +32,12 @@ def test_defaults_without_a_file(tmp_path):
     ("[spawner]\ndefault_url = \"/lab//x\"", "spawner.default_url", '"/lab" (JupyterLab) or "/tree"'),
     ("[hub]\nbind_address = \"localhost\"", "hub.bind_address", "an IP address"),
     ("[hub]\nlog_level = \"LOUD\"", "hub.log_level", "one of DEBUG, INFO"),
-    ("[culler]\ntimeout = 5", "culler.timeout", "an integer from 60 to"),
+    ("[culler]\ntimeout = 5", "culler.timeout", "an integer from 30 to"),
+    ("[culler]\nevery = 5", "culler.every", "an integer from 10 to 86400"),
+    ("[culler]\nmax_age = 59", "culler.max_age", "0 (off) or an integer from 60 to"),
+    ("[culler]\nmax_age = false", "culler.max_age", "0 (off) or an integer"),
+    ("[culler]\ncull_admin_users = 1", "culler.cull_admin_users", "true or false"),
+    ("[culler]\nconcurrency = 0", "culler.concurrency", "an integer from 1 to 100"),
     ("[spawner]\njupyterlab_news = \"yes\"", "spawner.jupyterlab_news", "true or false"),
     ("[hub\nport = 1", "(syntax)", "valid TOML"),
 ])

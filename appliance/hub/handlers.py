@@ -1,0 +1,37 @@
+"""JupyterHub's REST handler for stopping a server, told who asks.
+
+JupyterHub's own handler stops the server without saying who asked; the spawner
+needs to know to record why (stop_reasons.py). And `[culler] cull_admin_users =
+false` is enforced here, since jupyterhub-idle-culler applies it only to deleting
+users, never to stopping their servers.
+"""
+
+from __future__ import annotations
+
+from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from .stop_reasons import CULLER
+
+
+class ServerAPIHandler(UserServerAPIHandler):
+    @needs_scope("delete:servers")
+    async def delete(self, user_name, server_name=""):
+        user = self.find_user(user_name)
+        me = self.current_user
+        if user is not None and not server_name and me is not None:
+            spawner = user.spawner
+            kind = getattr(me, "kind", "user")
+            if (kind == "service" and me.name == CULLER and user.admin
+                    and not getattr(spawner, "culler", {}).get("cull_admin_users", True)):
+                raise web.HTTPError(403, f"{user.name} is a hub admin, whose servers are not culled "
+                                         "(culler.cull_admin_users = false)")
+            spawner.stop_requester = (kind, me.name, bool(getattr(me, "admin", False)))
+        return await super().delete(user_name, server_name)
+
+
+def substitute(handlers: list) -> list:
+    """JupyterHub's handler list with ServerAPIHandler in place of its own."""
+    return [(h[0], ServerAPIHandler, *h[2:]) if len(h) > 1 and h[1] is UserServerAPIHandler else h
+            for h in handlers]
