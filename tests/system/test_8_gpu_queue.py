@@ -155,3 +155,5 @@ def test_an_idle_gpu_is_reclaimed_for_someone_who_waits_and_a_busy_one_is_not(sh
     assert all(running(app, n) for n in ("gq3", "gq4", "gw3", "gx2"))  # busy GPUs, and a CPU-only server
     journal = app.sh("journalctl -u jupyterhub --no-pager -n 300").stdout
     assert "stopped gw1's server: its GPUs were idle" in journal
+    home = login(app, "gw1").get("/hub/home").text
+    assert "because its GPU was idle for 10 seconds while someone was waiting for a GPU." in home, home[-1500:]

@@ -1,0 +1,104 @@
+"""The idle culler's settings and the reason for every stop a person did not ask
+for, on the booted appliance: idle, max age, an administrator, a crash; shown on
+their home page, by applctl servers, and in the journal as APPLIANCE_STOP_REASON.
+(Out of memory needs a real kernel's memory controller: tests/unit and the VM tier.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from browser import Browser
+
+PASSWORD = "stop-pass-1"
+NAMES = ["cull1", "age1", "adm1", "crash1", "boss1"]
+TIMEOUT, EVERY, MAX_AGE = 30, 10, 90
+
+
+def running(app, name: str) -> bool:
+    return app.sh(f"systemctl is-active jupyter-{name}.service", check=False).stdout.strip() == "active"
+
+
+def wait_stopped(app, name: str, within: float) -> float:
+    t0 = time.monotonic()
+    while running(app, name):
+        assert time.monotonic() - t0 < within, f"{name}'s server still runs after {within} s"
+        time.sleep(1)
+    return time.monotonic() - t0
+
+
+def home_says(b: Browser, text: str, timeout: float = 90) -> str:
+    """The home page's stop message, once the hub has noticed the stop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = b.get("/hub/home").text
+        if text in page:
+            return page
+        assert time.monotonic() < deadline, f"the home page never said {text!r}:\n{page[-1500:]}"
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def reasons(appliance):
+    app = appliance
+    app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:{PASSWORD} | chpasswd; "
+                   f"applctl adduser {n} >/dev/null 2>&1 || true\n" for n in NAMES))
+    app.sh("applctl admin add boss1 >/dev/null")
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
+        f"[culler]\ntimeout = {TIMEOUT}\nevery = {EVERY}\nmax_age = {MAX_AGE}\ncull_admin_users = false\n"))
+    app.sh("applctl reload")
+    app.wait_hub()
+    browsers = {}
+    for name in NAMES:
+        b = Browser(app.url)
+        assert b.login_and_start(name, PASSWORD).status_code == 200
+        b.wait_for_server(name)
+        browsers[name] = b
+    yield app, browsers
+    app.sh("applctl stop --all >/dev/null", check=False)
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+    app.sh("applctl reload", check=False)
+
+
+def test_why_servers_stopped_is_told_to_their_owners_and_administrators(reasons):
+    app, b = reasons
+    t0 = time.monotonic()
+    active = threading.Event()
+
+    def keep_age1_active():  # through the proxy, as a browser's traffic would be
+        while not active.is_set():
+            b["age1"].get("/user/age1/api/status")
+            active.wait(3)
+
+    threading.Thread(target=keep_age1_active, daemon=True).start()
+    app.sh("applctl stop adm1")
+    app.sh("systemctl kill -s KILL jupyter-crash1.service")
+
+    # Idle: stopped within `every` + 60 s of crossing its timeout (plus the start-up slack here).
+    took = wait_stopped(app, "cull1", TIMEOUT + EVERY + 60 + 30)
+    home_says(b["cull1"], f"because it was idle for {TIMEOUT} seconds.")
+    assert running(app, "boss1")  # cull_admin_users = false: an admin's idle server stays
+    # Max age stops an active server.
+    wait_stopped(app, "age1", MAX_AGE + EVERY + 60 + 30 - (time.monotonic() - t0 - took))
+    active.set()
+    home_says(b["age1"], f"because it reached the maximum age of {MAX_AGE} seconds.")
+    home_says(b["adm1"], "because an administrator stopped it")
+    home_says(b["crash1"], "because it crashed (signal 9).")
+    assert running(app, "boss1")
+
+    out = app.sh("applctl servers").stdout
+    assert "Stopped without being asked (the last time):" in out
+    for name, reason in (("cull1", "idle"), ("age1", "max-age"), ("adm1", "admin"), ("crash1", "crashed")):
+        assert any(line.split()[:1] == [name] and f" {reason} " in line for line in out.splitlines()), out
+    rows = {r["user"]: r for r in json.loads(app.sh("applctl servers --json").stdout)}
+    assert rows["crash1"]["last_stop"]["reason"] == "crashed" and rows["boss1"]["last_stop"] is None
+    journal = app.sh("journalctl APPLIANCE_STOP_REASON=idle -o json --no-pager").stdout
+    assert any(json.loads(line).get("APPLIANCE_USER") == "cull1" for line in journal.splitlines())
+
+    # A new start: the old reason is no news any more.
+    assert b["cull1"].login_and_start("cull1", PASSWORD).status_code == 200
+    b["cull1"].wait_for_server("cull1")
+    assert "appliance-stop-reason" not in b["cull1"].get("/hub/home").text
