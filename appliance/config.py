@@ -174,6 +174,60 @@ def _quota_table(kind: str) -> Callable[[Any], dict[str, int]]:
     return check
 
 
+def _size_table(kind: str) -> Callable[[Any], dict[str, int]]:
+    def check(v: Any) -> dict[str, int]:
+        if not isinstance(v, dict):
+            raise ValueError(f'a table of {kind} name = size, e.g. {{ alice = "64G" }}')
+        out = {}
+        for name, size in v.items():
+            if not _NAME_RE.fullmatch(name):
+                raise _SubkeyError(name, size, f"a {kind} name (lowercase letters, digits, '_', '-')")
+            try:
+                out[name] = _size_or_empty(size)
+            except ValueError as e:
+                raise _SubkeyError(name, size, str(e)) from None
+            if out[name] is None:
+                raise _SubkeyError(name, size, 'a size such as "64G"')
+        return out
+    return check
+
+
+def _cpu_table(kind: str) -> Callable[[Any], dict[str, float]]:
+    def check(v: Any) -> dict[str, float]:
+        if not isinstance(v, dict):
+            raise ValueError(f"a table of {kind} name = cores, e.g. {{ alice = 8 }}")
+        out = {}
+        for name, n in v.items():
+            if not _NAME_RE.fullmatch(name):
+                raise _SubkeyError(name, n, f"a {kind} name (lowercase letters, digits, '_', '-')")
+            try:
+                out[name] = number_in(n, 0.01, 1024)
+            except ValueError as e:
+                raise _SubkeyError(name, n, str(e)) from None
+        return out
+    return check
+
+
+def _total_memory(v: Any) -> int | str | None:
+    if v == "auto":
+        return v
+    try:
+        return _size_or_empty(v)
+    except ValueError:
+        raise ValueError('"auto" (all but 2 GiB, at most half kept back), a size such as "96G", '
+                         'or "" for no cap') from None
+
+
+def _total_cpu(v: Any) -> float | str:
+    if v == "auto":
+        return v
+    try:
+        return number_in(v, 0, 1024)
+    except ValueError:
+        raise ValueError('"auto" (all cores but one), a number of cores from 0.01 to 1024, or 0 for no cap') \
+            from None
+
+
 def _environment(v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise ValueError('a table of NAME = "value", e.g. { HF_HOME = "/data/hf" }')
@@ -207,8 +261,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "spawner": {
         "default_url": Field("/lab", "page a user lands on", _url_path),
-        "mem_limit": Field("", "memory limit per server", _size_or_empty),
-        "cpu_limit": Field(0, "CPU limit per server in cores (0: none)", _number(0, 1024)),
+        "mem_limit": Field("", "deprecated: [limits] mem_limit", _size_or_empty),
+        "cpu_limit": Field(0, "deprecated: [limits] cpu_limit", _number(0, 1024)),
         "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
         "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
         "environment": Field({}, "extra environment variables of every server", _environment),
@@ -233,6 +287,17 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "reclaim": Field("when-needed", "stop servers whose GPUs are idle: when someone waits, always, never",
                          _one_of("when-needed", "always", "never")),
     },
+    "limits": {
+        "mem_limit": Field("", "memory limit per server", _size_or_empty),
+        "cpu_limit": Field(0, "CPU limit per server in cores (0: none)", _number(0, 1024)),
+        "tasks_max": Field(0, "processes and threads per server (0: systemd's default)", _zero_or_int(16, 1_000_000)),
+        "mem_limit_groups": Field({}, "per-group memory limits (the highest applies)", _size_table("group")),
+        "mem_limit_users": Field({}, "per-user memory limits (win over groups)", _size_table("user")),
+        "cpu_limit_groups": Field({}, "per-group CPU limits (the highest applies)", _cpu_table("group")),
+        "cpu_limit_users": Field({}, "per-user CPU limits (win over groups)", _cpu_table("user")),
+        "total_memory": Field("auto", "memory cap of all user servers together", _total_memory),
+        "total_cpu": Field("auto", "CPU cap of all user servers together, in cores", _total_cpu),
+    },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),
         "timeout": Field(3600, "idle seconds before a server is stopped", _int(30, 30 * 86400)),
@@ -248,9 +313,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
 class Config:
     """The validated configuration: `cfg["hub"]["port"]`, defaults filled in."""
 
-    def __init__(self, values: dict[str, dict[str, Any]], path: Path):
+    def __init__(self, values: dict[str, dict[str, Any]], path: Path, warnings: list[str] | None = None):
         self.values = values
         self.path = path
+        self.warnings = warnings or []  # accepted, but worth telling the administrator
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -322,7 +388,22 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
                 raise ConfigError(path, f"{section}.{key}.{e.subkey}", e.value, str(e)) from None
             except ValueError as e:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
-    return Config(values, Path(path))
+    return Config(values, Path(path), _migrate(data, values, path))
+
+
+# Keys that moved: (old section, key) -> new section. The old place is still read.
+MOVED = {("spawner", "mem_limit"): "limits", ("spawner", "cpu_limit"): "limits"}
+
+
+def _migrate(data: dict[str, Any], values: dict[str, dict[str, Any]], path: Path | str) -> list[str]:
+    """Moved keys are still honoured, with a message saying where they live now."""
+    warnings = []
+    for (old, key), new in MOVED.items():
+        if key in data.get(old, {}):
+            warnings.append(f"{path}: {old}.{key} is deprecated: use {new}.{key}")
+            if key not in data.get(new, {}):
+                values[new][key] = values[old][key]
+    return warnings
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Config:
@@ -352,10 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else DEFAULT_PATH
     try:
-        load(path)
+        cfg = load(path)
     except ConfigError as e:
         print(f"invalid configuration: {e}", file=sys.stderr)
         return EX_CONFIG
+    for line in cfg.warnings:
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -367,10 +450,13 @@ def exit_if_invalid(program: str, path: Path | str = DEFAULT_PATH) -> Config:
     import sys
 
     try:
-        return load(path)
+        cfg = load(path)
     except ConfigError as e:
         print(f"{program}: invalid configuration: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
+    for line in cfg.warnings:
+        print(f"{program}: {line}", file=sys.stderr, flush=True)
+    return cfg
 
 if __name__ == "__main__":
     raise SystemExit(main())

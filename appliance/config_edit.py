@@ -214,6 +214,10 @@ def effective(text: str, path: Path) -> tuple[dict[str, Any], set[tuple[str, str
         if section not in values:
             values[section] = table
             from_file.update((section, k) for k in table)
+    for (old, key), new in config.MOVED.items():  # shown where it now lives, as load() reads it
+        if (old, key) in from_file and (new, key) not in from_file:
+            values[new][key] = values[old][key]
+            from_file.add((new, key))
     return values, from_file
 
 

@@ -126,7 +126,8 @@ def validate(file: str | None, as_json: bool) -> None:
             emit(True, {"valid": False, "file": e.path, "key": e.key, "error": str(e)}, "")
             sys.exit(1)
         raise Failure(str(e)) from None
-    emit(as_json, {"valid": True, "file": path, "effective": cfg.as_dict()}, f"{path}: valid")
+    emit(as_json, {"valid": True, "file": path, "warnings": cfg.warnings, "effective": cfg.as_dict()},
+         "\n".join([f"{path}: valid", *cfg.warnings]))
 
 
 def editor_command() -> list[str]:

@@ -52,6 +52,8 @@ class SpawnSpec:
     extra: dict[str, int] = field(default_factory=dict)
     gpus: int = 0
     gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
+    profile: str | None = None  # a [profiles.NAME] of appliance.toml
+    tasks_max: int | None = None  # from [limits], set by the daemon
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_minors: tuple[int, ...] = ()
@@ -154,7 +156,7 @@ def _paths(name: str, v: Any) -> list[str]:
 
 def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     known = {"op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
-             "extra", "gpus", "gpu_fallback"}
+             "extra", "gpus", "gpu_fallback", "profile"}
     unknown = sorted(set(req) - known, key=str)
     if unknown:
         shown = str(unknown[0])[:64]
@@ -172,6 +174,11 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
         except ValueError as e:
             raise RequestError("invalid", f"cpu_limit must be {e}, not {str(req['cpu_limit'])[:40]!r}",
                                "cpu_limit") from None
+    profile = req.get("profile")
+    if profile is not None and (not isinstance(profile, str) or profile not in cfg["profiles"]):
+        raise RequestError("invalid", f"profile {str(profile)[:40]!r} is not in appliance.toml; accepted: "
+                           + (", ".join(cfg["profiles"]) or "none (no profiles are configured)"), "profile")
+    spec.profile = profile
     spec.readonly_paths = _paths("readonly_paths", req.get("readonly_paths", []))
     spec.readwrite_paths = _paths("readwrite_paths", req.get("readwrite_paths", []))
     spec.gpus = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))

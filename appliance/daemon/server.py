@@ -24,7 +24,7 @@ import struct
 import sys
 from pathlib import Path
 
-from .. import config, users
+from .. import config, limits, users
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
 from ..groups import HUB_USER, RUNTIME_DIR
 from . import requests as rq
@@ -139,7 +139,12 @@ class Daemon:
 
     async def spawn(self, spec: rq.SpawnSpec) -> dict:
         unit = users.unit_name(spec.user)
-        await self.check_quota(spec)  # refuse before touching anything
+        try:
+            groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
+        except KeyError:
+            raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
+        self.check_quota(spec, groups)  # refuse before touching anything
+        self.apply_limits(spec, groups)
         props = await self.systemd.unit_properties(unit, ("ActiveState",))
         state = props["ActiveState"] if props else "inactive"
         if state in RUNNING_STATES or (props and state == "inactive"):
@@ -204,18 +209,23 @@ class Daemon:
         except SystemdError as e:
             log.error("rolling back %s: %s", unit, e)
 
-    async def check_quota(self, spec: rq.SpawnSpec) -> None:
+    def check_quota(self, spec: rq.SpawnSpec, groups: list[str]) -> None:
         """The daemon enforces the quota itself: the hub's form is only a courtesy."""
         gpu = self.cfg["gpu"]
-        try:
-            groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
-        except KeyError:
-            raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
         quota = quota_for(spec.user, groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"])
         try:
             check_request(spec.gpus, quota)
         except QuotaError as e:
             raise rq.RequestError("quota", str(e), "gpus") from None
+
+    def apply_limits(self, spec: rq.SpawnSpec, groups: list[str]) -> None:
+        """[limits] as the daemon reads them, with the profile's own; what the hub
+        asked for (Spawner.mem_limit, cpu_limit) can only make them tighter."""
+        profile = self.cfg["profiles"].get(spec.profile) if spec.profile else None
+        mine = limits.for_user(self.cfg["limits"], spec.user, groups, profile)
+        spec.mem_limit = min((x for x in (mine.mem, spec.mem_limit) if x), default=None)
+        spec.cpu_limit = min((x for x in (mine.cpu, spec.cpu_limit) if x), default=None)
+        spec.tasks_max = mine.tasks
 
     async def unit_status(self, unit: str) -> dict:
         """State, and for a unit that ended on its own, how: systemd keeps a failed

@@ -93,6 +93,8 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
     if spec.cpu_limit is not None:
         props += [("CPUAccounting", Variant("b", True)),
                   ("CPUQuotaPerSecUSec", Variant("t", int(spec.cpu_limit * 1_000_000)))]
+    if spec.tasks_max is not None:
+        props.append(("TasksMax", Variant("t", spec.tasks_max)))
     if spec.readonly_paths:
         props.append(("ReadOnlyPaths", Variant("as", spec.readonly_paths)))
     if spec.readwrite_paths:

@@ -61,10 +61,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.ApplianceSpawner.gpu_quota = cfg["gpu"]
     c.ApplianceSpawner.profiles = cfg["profiles"]
     c.ApplianceSpawner.culler = culler
-    if spawner["mem_limit"] is not None:
-        c.Spawner.mem_limit = spawner["mem_limit"]
-    if spawner["cpu_limit"]:
-        c.Spawner.cpu_limit = spawner["cpu_limit"]
+    c.ApplianceSpawner.limits = cfg["limits"]  # the daemon applies them; the form shows them
 
     # The appliance's own services and roles; jupyterhub_config.d files may append.
     c.JupyterHub.services = []

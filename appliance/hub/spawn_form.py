@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import Any, Callable
 
 from ..daemon_client import free_gpus
 from ..gpu.allocator import QuotaError, check_request
+from ..limits import Limits
 
 
 class FormError(ValueError):
@@ -38,14 +39,12 @@ def _gpus(n: int) -> str:
     return "no GPU" if n == 0 else f"{n} GPU" if n == 1 else f"{n} GPUs"
 
 
-def _size(n: int | None) -> str:
-    return "" if not n else f"{n / 1024**3:g} GB RAM"
-
-
-def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_minutes: int | None = None) -> str:
+def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_minutes: int | None = None,
+           limits_of: Callable[[dict | None], Limits] | None = None) -> str:
     """HTML for the form, or "" when there is nothing to choose (JupyterHub then
     spawns at once). queue_minutes: how long a spawn may wait for a GPU, None
-    when there is no queue."""
+    when there is no queue. limits_of(profile or None): what the server gets."""
+    limits_of = limits_of or (lambda _profile: Limits(None, None, None))
     if not profiles and (not summary.available or quota == 0):
         return ""
     waiting = (f", {summary.waiting} waiting for one" if summary.waiting else "")
@@ -57,8 +56,7 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_min
     if profiles:
         choices = []
         for i, (name, p) in enumerate(profiles.items()):
-            detail = ", ".join(x for x in (_gpus(p["gpus"]), _size(p["mem_limit"]),
-                                           f"{p['cpu_limit']:g} CPUs" if p["cpu_limit"] else "") if x)
+            detail = f"{limits_of(p).describe()}, {_gpus(p['gpus'])}"
             choices.append(
                 f'<div class="radio"><label><input type="radio" name="profile" value="{escape(name)}"'
                 f'{" checked" if i == 0 else ""}> {escape(p["display_name"])} <small>({escape(detail)})</small>'
@@ -67,7 +65,8 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_min
     else:
         options = "".join(f'<option value="{n}"{" selected" if n == min(1, quota) else ""}>{_gpus(n)}</option>'
                           for n in range(quota + 1))
-        body = f'<label for="gpus">GPUs</label> <select class="form-control" name="gpus" id="gpus">{options}</select>'
+        body = (f"<p>Your server: {escape(limits_of(None).describe())}, and the GPUs you choose.</p>"
+                f'<label for="gpus">GPUs</label> <select class="form-control" name="gpus" id="gpus">{options}</select>')
     when = "if no GPU is free" if queue_minutes is None else f"if no GPU is free after {queue_minutes} minutes"
     fallback = ('<div class="checkbox"><label><input type="checkbox" name="cpu_fallback" value="on"> '
                 f"Start CPU-only {when}</label></div>")
@@ -102,14 +101,13 @@ def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> d
     fallback = options.get("cpu_fallback", False)
     if not isinstance(fallback, bool):
         raise FormError("cpu_fallback must be true or false.")
-    out: dict[str, Any] = {"gpus": 0, "gpu_fallback": fallback, "mem_limit": None, "cpu_limit": None}
+    out: dict[str, Any] = {"gpus": 0, "gpu_fallback": fallback, "profile": None}
     if "profile" in options:
         name = options["profile"]
         if not isinstance(name, str) or name not in profiles:
             names = ", ".join(profiles) or "none are configured"
             raise FormError(f"There is no profile {str(name)[:40]!r}; the profiles are: {names}.")
-        p = profiles[name]
-        out.update(gpus=p["gpus"], mem_limit=p["mem_limit"], cpu_limit=p["cpu_limit"] or None)
+        out.update(gpus=profiles[name]["gpus"], profile=name)
     elif "gpus" in options:
         out["gpus"] = options["gpus"]
     try:

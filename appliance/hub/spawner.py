@@ -16,7 +16,7 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Integer, Unicode, default
 
-from .. import daemon_client as client, protocol, users
+from .. import daemon_client as client, limits, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import UNIT_SLICE
 from . import spawn_form, stop_reasons
@@ -55,6 +55,7 @@ class ApplianceSpawner(SystemdSpawner):
     gpu_quota = Dict(help="appliance.toml [gpu]: quota, quota_groups, quota_users").tag(config=True)
     profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
     culler = Dict(help="appliance.toml [culler], to word its stops").tag(config=True)
+    limits = Dict(help="appliance.toml [limits], to show them on the form (the daemon applies them)").tag(config=True)
     activity_interval = Integer(300, help="seconds between the server's activity reports to the hub").tag(config=True)
 
     @default("isolate_tmp")
@@ -99,7 +100,9 @@ class ApplianceSpawner(SystemdSpawner):
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))
         q = self.gpu_quota
         minutes = max(1, q.get("queue_timeout", 1800) // 60) if q.get("queue", True) else None
-        return spawn_form.render(summary, self.quota(), self.profiles, minutes)
+        groups = users.groups_of(self.user.name)
+        return spawn_form.render(summary, self.quota(), self.profiles, minutes,
+                                 lambda profile: limits.for_user(self.limits, self.user.name, groups, profile))
 
     def options_from_form(self, formdata):
         try:
@@ -185,8 +188,11 @@ class ApplianceSpawner(SystemdSpawner):
             "user": self.user.name,
             "env": self.get_env(),
             "options": options,
-            "mem_limit": choice["mem_limit"] or self.mem_limit,
-            "cpu_limit": choice["cpu_limit"] or self.cpu_limit,
+            # The daemon applies [limits] and the profile's own; Spawner.mem_limit and
+            # cpu_limit from jupyterhub_config.d can only make them tighter.
+            "profile": choice["profile"],
+            "mem_limit": self.mem_limit,
+            "cpu_limit": self.cpu_limit,
             "gpus": choice["gpus"],
             "gpu_fallback": choice["gpu_fallback"],
             "readonly_paths": [self._expand_user_vars(p) for p in self.readonly_paths or []],

@@ -291,3 +291,30 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
         assert d.request({"op": "stop", "user": USER})["left_queue"] is False
         sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([1]))}, state="active")
         assert d.request(spawn_request())["error"]["code"] == "capacity"  # queue off: refused as before
+
+
+def test_limits_come_from_the_daemons_own_configuration_and_the_hub_can_only_tighten(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    from appliance import users
+    monkeypatch.setattr(users, "groups_of", lambda name: ["ml"])
+    with DaemonThread(tmp_path) as d:
+        d.daemon.cfg = config.validate({
+            "daemon": {"min_uid": 1}, "gpu": {"quota": 4},
+            "limits": {"mem_limit": "8G", "cpu_limit": 2, "tasks_max": 256, "mem_limit_groups": {"ml": "16G"}},
+            "profiles": {"big": {"display_name": "Big", "mem_limit": "32G"}}})
+        unit = f"jupyter-{USER}.service"
+
+        def props():
+            p = d.systemd.units[unit].props
+            return p["MemoryMax"].value, p["CPUQuotaPerSecUSec"].value, p["TasksMax"].value
+
+        assert d.request({**spawn_request(gpus=0), "mem_limit": None})["ok"]
+        assert props() == (16 * 2**30, 2_000_000, 256)  # the group's, not the hub's word
+        assert d.request({**spawn_request(gpus=0), "mem_limit": 1 * 2**30, "cpu_limit": 1.5})["ok"]
+        assert props() == (1 * 2**30, 1_500_000, 256)  # tighter: taken
+        assert d.request({**spawn_request(gpus=0), "mem_limit": 17 * 2**30})["ok"]
+        assert props()[0] == 16 * 2**30  # looser: not
+        assert d.request({**spawn_request(gpus=0), "profile": "big"})["ok"]
+        assert props()[0] == 32 * 2**30
+        r = d.request({**spawn_request(gpus=0), "profile": "huge"})
+        assert r["error"]["code"] == "invalid" and "accepted: big" in r["error"]["message"]

@@ -45,7 +45,7 @@ def test_parse_refuses_bad_forms(form, says):
 def test_parse_and_resolve_gpu_count():
     opts = sf.parse({"gpus": ["2"], "cpu_fallback": ["on"]}, {})
     assert opts == {"gpus": 2, "cpu_fallback": True}
-    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "gpu_fallback": True, "mem_limit": None, "cpu_limit": None}
+    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "gpu_fallback": True, "profile": None}
 
 
 @pytest.mark.parametrize("options, quota, says", [
@@ -62,9 +62,8 @@ def test_resolve_refuses_what_the_api_could_send(options, quota, says):
         sf.resolve(options, quota, PROFILES)
 
 
-def test_profile_brings_its_limits():
-    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {
-        "gpus": 2, "gpu_fallback": False, "mem_limit": 64 * 2**30, "cpu_limit": 8.0}
+def test_profile_brings_its_gpus_and_its_name_for_the_daemon():
+    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {"gpus": 2, "gpu_fallback": False, "profile": "big"}
 
 
 def test_jupyterhubs_own_xsrf_field_is_not_an_option():
@@ -79,3 +78,15 @@ def test_with_a_queue_the_form_says_how_long_one_may_wait_and_who_waits():
     summary = sf.GpuSummary.from_daemon({"available": True, "gpus": [{"holder": "a"}],
                                          "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]})
     assert summary.waiting == 1
+
+
+def test_the_form_says_what_the_server_gets():
+    from appliance.limits import Limits
+
+    def limits_of(profile):
+        return Limits(profile["mem_limit"] if profile and profile["mem_limit"] else 8 * 2**30,
+                      profile["cpu_limit"] if profile and profile["cpu_limit"] else 4.0, None)
+
+    assert "Your server: 8 GB RAM, 4 CPUs, and the GPUs you choose." in sf.render(FOUR, 1, {}, None, limits_of)
+    html = sf.render(FOUR, 2, PROFILES, None, limits_of)
+    assert "(8 GB RAM, 4 CPUs, no GPU)" in html and "(64 GB RAM, 8 CPUs, 2 GPUs)" in html
