@@ -26,6 +26,12 @@ class Limits:
         return ", ".join(parts)
 
 
+def short(mem: int | None, cpu: float | None) -> str:
+    """"8G, 4 CPUs" for tables; "-" for no limit at all."""
+    parts = ([f"{mem / GiB:g}G"] if mem else []) + ([f"{cpu:g} CPU{'s' if cpu != 1 else ''}"] if cpu else [])
+    return ", ".join(parts) or "-"
+
+
 def _pick(user: str, groups: Iterable[str], default, per_group: Mapping, per_user: Mapping):
     """As for GPU quotas: a per-user value wins, else the highest group value, else the default."""
     if user in per_user:

@@ -12,7 +12,7 @@ import pwd
 
 import click
 
-from .. import config, config_edit
+from .. import config, config_edit, limits, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from . import daemon
 from .common import (CREATED_MARK, account, check_name, config_path, has_access, load_config, members,
@@ -170,7 +170,8 @@ def _remove_gpu_quota(name: str) -> bool:
 @json_option
 @example("sudo applctl users\nsudo applctl users --json")
 def list_users(as_json: bool) -> None:
-    """Who has access: admin or not, server state, GPUs held, last activity."""
+    """Who has access: admin or not, server state, GPUs held, memory and CPU limits
+    (from [limits] of appliance.toml), last activity."""
     need_root("users")
     running = daemon.servers()
     admins = members(ADMINS_GROUP)
@@ -180,13 +181,26 @@ def list_users(as_json: bool) -> None:
         note(f"last activity unknown: {e}")
         seen = {}
     index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
+    lim = load_config()["limits"]
     rows = [{"user": n, "admin": n in admins, "server": running.get(n, {}).get("state", "stopped"),
-             "gpus": running.get(n, {}).get("gpus", []), "last_activity": seen.get(n, {}).get("last_activity")}
+             "gpus": running.get(n, {}).get("gpus", []), "limits": user_limits(lim, n),
+             "last_activity": seen.get(n, {}).get("last_activity")}
             for n in sorted(members(USERS_GROUP) | admins)]
-    human = table(["USER", "ADMIN", "SERVER", "GPUS", "LAST ACTIVITY"],
+    human = table(["USER", "ADMIN", "SERVER", "GPUS", "LIMITS", "LAST ACTIVITY"],
                   [[r["user"], "yes" if r["admin"] else "no", r["server"], daemon.gpu_list(r["gpus"], index),
-                    ago(r["last_activity"])] for r in rows], painted=(2,))
+                    limits.short(r["limits"]["mem"], r["limits"]["cpu"]), ago(r["last_activity"])] for r in rows],
+                  painted=(2,))
     emit(as_json, rows, human if rows else "nobody has access yet: applctl adduser NAME")
+
+
+def user_limits(lim: dict, name: str) -> dict:
+    """What [limits] gives NAME's server (without a profile): {mem, cpu, tasks}."""
+    try:
+        groups = users.groups_of(name)
+    except KeyError:
+        groups = []
+    got = limits.for_user(lim, name, groups)
+    return {"mem": got.mem, "cpu": got.cpu, "tasks": got.tasks}
 
 
 @click.group()

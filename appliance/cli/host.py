@@ -64,6 +64,16 @@ def int_prop(props: dict[str, str], name: str) -> int | None:
     return int(v) if v.isdigit() and int(v) < 2**63 else None
 
 
+def cores_prop(props: dict[str, str], name: str = "CPUQuotaPerSecUSec") -> float | None:
+    """CPUQuotaPerSecUSec as systemctl shows it ("2s", "500ms", "infinity") in cores."""
+    v = props.get(name, "")
+    for suffix, per_core in (("ms", 1000.0), ("us", 1_000_000.0), ("s", 1.0)):
+        number = v[:-len(suffix)]
+        if v.endswith(suffix) and number.replace(".", "", 1).isdigit():
+            return float(number) / per_core
+    return None
+
+
 def last_run_journal(unit: str, lines: int = 15) -> list[str]:
     """What the unit's latest run (its invocation) wrote: why it failed, without the
     lines of the run before it."""

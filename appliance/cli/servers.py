@@ -6,10 +6,11 @@ import time
 
 import click
 
+from .. import limits
 from . import daemon
 from .common import account, check_name, load_config
 from .completion import access_names
-from .host import int_prop, unit_props, uptime_seconds
+from .host import cores_prop, int_prop, unit_props, uptime_seconds
 from .hub import Hub, HubDown, HubError
 from .output import emit, example, human_duration, human_size, json_option, need_root, note, table
 
@@ -72,12 +73,15 @@ def servers(as_json: bool) -> None:
     index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
     rows = []
     for user, s in sorted(running.items()):
-        props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent")
+        props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent", "MemoryMax",
+                           "CPUQuotaPerSecUSec")
         rows.append({"user": user, "unit": s["unit"], "state": s["state"], "uptime_seconds": _round(uptime_seconds(props)),
-                     "memory_bytes": int_prop(props, "MemoryCurrent"), "gpus": s.get("gpus", [])})
-    human = table(["USER", "UNIT", "STATE", "UPTIME", "MEMORY", "GPUS"],
+                     "memory_bytes": int_prop(props, "MemoryCurrent"), "gpus": s.get("gpus", []),
+                     "limits": {"mem": int_prop(props, "MemoryMax"), "cpu": cores_prop(props)}})
+    human = table(["USER", "UNIT", "STATE", "UPTIME", "MEMORY", "LIMITS", "GPUS"],
                   [[r["user"], r["unit"], r["state"], human_duration(r["uptime_seconds"]),
-                    human_size(r["memory_bytes"]), daemon.gpu_list(r["gpus"], index)]
+                    human_size(r["memory_bytes"]), limits.short(r["limits"]["mem"], r["limits"]["cpu"]),
+                    daemon.gpu_list(r["gpus"], index)]
                    for r in rows], painted=(2,)) if rows else "no server is running"
     stops = last_stops(Hub(load_config()))
     for r in rows:

@@ -24,9 +24,11 @@ import struct
 import sys
 from pathlib import Path
 
+from dbus_fast import Variant
+
 from .. import config, limits, users
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
-from ..groups import HUB_USER, RUNTIME_DIR
+from ..groups import HUB_USER, RUNTIME_DIR, UNIT_SLICE
 from . import requests as rq
 from . import units
 from .gpus import GpuManager, Queued, QueueTimeout, minors_of
@@ -46,6 +48,7 @@ MAX_CONNECTIONS = 128
 MAX_DEPTH = 16
 # Messages quote what the client sent: bound what goes back and into the log.
 MAX_MESSAGE = 1000
+INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
 
@@ -264,6 +267,24 @@ class Daemon:
                 for name, state in await self.systemd.list_units("jupyter-*.service")
                 if users.user_of_unit(name)]
 
+    async def apply_totals(self) -> str:
+        """[limits] total_memory and total_cpu on jupyter-users.slice, which holds every
+        server (the hub, proxy and daemon stay outside it), without restarting any.
+        An administrator's own drop-in for the slice (systemctl edit) wins: then the
+        daemon leaves the slice alone. Returns what it did, for the log."""
+        props = await self.systemd.unit_properties(UNIT_SLICE, ("DropInPaths",)) or {}
+        mine = [p for p in props.get("DropInPaths", []) if p.startswith("/etc/")]
+        if mine:
+            return f"{UNIT_SLICE}: left to the administrator's drop-ins ({', '.join(mine)})"
+        mem, cpu = limits.totals(self.cfg["limits"])
+        await self.systemd.set_properties(UNIT_SLICE, [
+            ("MemoryAccounting", Variant("b", True)), ("MemoryMax", Variant("t", mem or INFINITY)),
+            ("CPUAccounting", Variant("b", True)),
+            ("CPUQuotaPerSecUSec", Variant("t", int(cpu * 1_000_000) if cpu else INFINITY))])
+        return (f"{UNIT_SLICE}: all user servers together at most "
+                f"{f'{mem / limits.GiB:.1f} GiB' if mem else 'unlimited memory'}, "
+                f"{f'{cpu:g} cores' if cpu else 'unlimited CPU'}")
+
     async def sample_forever(self) -> None:
         """Utilization samples for the reclaim rule, every [gpu] sample_interval."""
         gpu = self.cfg["gpu"]
@@ -378,6 +399,10 @@ async def amain() -> None:
              cfg["daemon"]["min_uid"],
              f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
              ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
+    try:
+        log.info("%s", await daemon.apply_totals())
+    except SystemdError as e:
+        log.error("could not cap %s: %s", UNIT_SLICE, e)
     sampler = asyncio.create_task(daemon.sample_forever())  # noqa: F841 (runs as long as the daemon)
     async with server:
         await server.serve_forever()

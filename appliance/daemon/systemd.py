@@ -45,6 +45,11 @@ class Systemd:
                                   [unit, "fail", properties, []])
         return job
 
+    async def set_properties(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
+        """Change a unit's properties until reboot (systemd keeps them in
+        /run/systemd/system.control), applied to its cgroup at once."""
+        await self._call(MANAGER_PATH, MANAGER, "SetUnitProperties", "sba(sv)", [unit, True, properties])
+
     async def job_pending(self, job: str) -> bool:
         """A job object exists only while the job is queued or running."""
         try:
@@ -77,7 +82,7 @@ class Systemd:
             raise
         out = {}
         for name in names:
-            iface = UNIT if name in ("ActiveState", "SubState", "ActiveEnterTimestamp") else \
+            iface = UNIT if name in ("ActiveState", "SubState", "ActiveEnterTimestamp", "DropInPaths") else \
                 "org.freedesktop.systemd1.Service"
             try:
                 (v,) = await self._call(path, PROPERTIES, "Get", "ss", [iface, name])

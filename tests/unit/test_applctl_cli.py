@@ -188,15 +188,16 @@ def test_users_table_is_aligned_without_colour_off_a_terminal(capsys, as_root, c
     code, out, err = run(capsys, "users")
     assert code == 0 and "\x1b[" not in out
     lines = out.splitlines()
-    assert re.split(r"\s{2,}", lines[0]) == ["USER", "ADMIN", "SERVER", "GPUS", "LAST ACTIVITY"]
-    assert re.split(r"\s{2,}", lines[1])[:4] == ["alice", "no", "active", "#1"]
-    assert re.split(r"\s{2,}", lines[2]) == ["bob", "yes", "stopped", "-", "never"]
+    assert re.split(r"\s{2,}", lines[0]) == ["USER", "ADMIN", "SERVER", "GPUS", "LIMITS", "LAST ACTIVITY"]
+    assert re.split(r"\s{2,}", lines[1])[:5] == ["alice", "no", "active", "#1", "-"]
+    assert re.split(r"\s{2,}", lines[2]) == ["bob", "yes", "stopped", "-", "-", "never"]
     assert lines[1].index("active") == lines[0].index("SERVER") == lines[2].index("stopped")
     assert re.search(r"  2h (29|30)m ago$", lines[1])
     code, out, _ = run(capsys, "users", "--json")
+    none = {"mem": None, "cpu": None, "tasks": None}
     assert json.loads(out) == [
-        {"user": "alice", "admin": False, "server": "active", "gpus": [GPU_B], "last_activity": seen},
-        {"user": "bob", "admin": True, "server": "stopped", "gpus": [], "last_activity": None}]
+        {"user": "alice", "admin": False, "server": "active", "gpus": [GPU_B], "limits": none, "last_activity": seen},
+        {"user": "bob", "admin": True, "server": "stopped", "gpus": [], "limits": none, "last_activity": None}]
 
 
 def test_users_without_the_hub_still_lists_and_says_why(capsys, as_root, cfgfile, fake_daemon, monkeypatch):
@@ -213,10 +214,11 @@ def test_users_without_the_hub_still_lists_and_says_why(capsys, as_root, cfgfile
 def test_servers_shows_uptime_memory_and_gpu_indices(capsys, as_root, cfgfile, fake_daemon, monkeypatch):
     now = host.monotonic_usec()
     monkeypatch.setattr(servers, "unit_props", lambda unit, *names: {
-        "ActiveEnterTimestampMonotonic": str(now - 3_723_000_000), "MemoryCurrent": str(512 << 20)})
+        "ActiveEnterTimestampMonotonic": str(now - 3_723_000_000), "MemoryCurrent": str(512 << 20),
+        "MemoryMax": str(8 << 30), "CPUQuotaPerSecUSec": "1.500s"})
     code, out, _ = run(capsys, "servers")
     assert re.split(r"\s{2,}", out.splitlines()[1]) == ["alice", "jupyter-alice.service", "active", "1h 02m",
-                                                        "512M", "#1"]
+                                                        "512M", "8G, 1.5 CPUs", "#1"]
     rows = json.loads(run(capsys, "servers", "--json")[1])
     assert rows[0]["memory_bytes"] == 512 << 20 and 3722 < rows[0]["uptime_seconds"] < 3800
     monkeypatch.setattr(servers, "unit_props", lambda unit, *names: {"MemoryCurrent": "[not set]"})
