@@ -7,9 +7,12 @@ last lines, never skipped in silence.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import pytest
 
 HERE = Path(__file__).parent
 _started = time.monotonic()
@@ -20,6 +23,8 @@ def _tier(item_path: str) -> str:
     rel = Path(item_path).resolve().relative_to(HERE.resolve())
     if rel.parts[0] == "system":
         return "system (booted Debian)"
+    if rel.parts[0] == "vm":
+        return "real kernel (qemu VM)"
     if rel.name == "test_arch_package.py":
         return "arch package"
     return "unit"
@@ -49,3 +54,17 @@ def pytest_terminal_summary(terminalreporter):
             line += f"; SKIPPED: {'; '.join(sorted(skipped[tier]))}"
         tr.write_line(line)
     tr.write_line(f"pytest wall time: {time.monotonic() - _started:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    """The .deb of this tree (scripts/build-deb), or APPLIANCE_DEB; for the system
+    and VM tiers, built once per run."""
+    given = os.environ.get("APPLIANCE_DEB")
+    if given:
+        return Path(given)
+    out = subprocess.run([str(HERE.parent / "scripts/build-deb")], capture_output=True, text=True)
+    if out.returncode != 0:
+        said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
+        raise RuntimeError(f"scripts/build-deb exited {out.returncode}:\n" + "\n".join(said[-40:]))
+    return Path(out.stdout.strip().splitlines()[-1])

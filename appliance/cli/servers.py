@@ -92,8 +92,7 @@ def servers(as_json: bool) -> None:
             ["USER", "WHEN", "REASON", "WHY"],
             [[u, time.strftime("%Y-%m-%d %H:%M", time.localtime(w["time"])), w["reason"], w["text"]]
              for u, w in sorted(stopped.items())])
-    emit(as_json, rows + [{"user": u, "state": "stopped", "last_stop": w} for u, w in sorted(stopped.items())],
-         human)
+    emit(as_json, rows, human)
 
 
 def last_stops(hub: Hub) -> dict[str, dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -60,18 +59,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def deb() -> Path:
-    given = os.environ.get("APPLIANCE_DEB")
-    if given:
-        return Path(given)
-    out = subprocess.run([str(TOP / "scripts/build-deb")], capture_output=True, text=True)
-    if out.returncode != 0:
-        said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
-        raise RuntimeError(f"scripts/build-deb exited {out.returncode}:\n" + "\n".join(said[-40:]))
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 @dataclass

@@ -1,0 +1,99 @@
+"""Fixtures of the real-kernel tier: the built .deb installed with apt into a Debian
+12 VM under qemu + KVM (vm.py), the hub on a port forwarded to the host.
+
+Without root, /dev/kvm or qemu these tests skip, saying why (named in the run's
+last lines); under CI they fail instead, because CI must run them all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "system"))
+from vm import PASSWORD, VM, missing  # noqa: E402
+
+from tests.ci import in_ci  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    why = missing()
+    for item in items:
+        if HERE in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.vm)
+            if why:
+                if in_ci():
+                    raise pytest.UsageError(f"CI must run the VM tier, but: {why}")
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+@dataclass
+class Machine:
+    vm: VM
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.vm.ports[8000]}"
+
+    def sh(self, command: str, check: bool = True, input: str | None = None):
+        return self.vm.run(command, check=check, input=input)
+
+    def configure(self, toml: str) -> None:
+        self.vm.write("/etc/jupyterhub/appliance.toml", "[spawner]\nstart_timeout = 300\n" + toml)
+        self.sh("applctl reload")
+        self.wait_hub()
+
+    def add_user(self, name: str) -> None:
+        self.sh(f"id {name} >/dev/null 2>&1 || useradd -m {name}; echo {name}:{PASSWORD} | chpasswd; "
+                f"applctl adduser {name} >/dev/null 2>&1 || true")
+
+    def wait_hub(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/hub/api/", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        logs = self.sh("journalctl -u jupyterhub -u jupyterhub-proxy -n 40 --no-pager", check=False).stdout
+        raise AssertionError(f"the hub in the VM did not answer in {timeout} s:\n{logs}")
+
+    def unit_props(self, unit: str, *names: str) -> dict[str, str]:
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def machine(deb: Path):
+    vm = VM(f"t{os.getpid()}", forward=(8000,))
+    try:
+        vm.boot()
+        vm.copy_in(deb, "/root/appliance.deb")
+        vm.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/appliance.deb >/dev/null", timeout=900)
+        m = Machine(vm)
+        m.vm.write("/etc/jupyterhub/appliance.toml", "")
+        m.sh("systemctl enable --now jupyterhub >/dev/null 2>&1")
+        m.wait_hub()
+        yield m
+    finally:
+        vm.destroy()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, show the VM's appliance journal: the why is usually there."""
+    outcome = yield
+    report = outcome.get_result()
+    m = item.funcargs.get("machine")
+    if report.failed and m is not None:
+        journal = m.sh("journalctl -u 'jupyter*' -n 80 --no-pager", check=False).stdout
+        report.sections.append(("VM journal (last 80 lines)", journal))

@@ -1,0 +1,124 @@
+"""Limits and reboots on a real kernel (memory and cpu cgroup controllers), which the
+nspawn tier cannot prove: an OOM kill reported to its owner, a CPU quota held, the
+cap on all user servers held, and a reboot that brings the appliance back clean.
+The tests run in order on one VM, as a machine's day would."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from browser import Browser
+from vm import PASSWORD
+
+MiB = 1024**2
+
+
+def start(m, name: str) -> Browser:
+    b = Browser(m.url)
+    b.login_and_start(name, PASSWORD)
+    b.wait_for_server(name, timeout=240)
+    return b
+
+
+def run_in_kernel(b: Browser, name: str, code: str, timeout: float = 60) -> str | Exception:
+    """Run code in a new kernel of NAME's server; an exception if the kernel died."""
+    try:
+        return b.execute(name, b.start_kernel(name), code, timeout=timeout)
+    except Exception as e:  # the kernel, or the whole server, was killed under it
+        return e
+
+
+def active(m, name: str) -> bool:
+    return m.sh(f"systemctl is-active jupyter-{name}.service", check=False).stdout.strip() == "active"
+
+
+def wait_until(what: str, check, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(1)
+    return result
+
+
+def test_the_vm_has_the_controllers_this_tier_is_for(machine):
+    assert {"memory", "cpu"} <= set(machine.sh("cat /sys/fs/cgroup/cgroup.controllers").stdout.split())
+
+
+def test_a_kernel_using_twice_its_memory_limit_is_oom_killed_and_its_owner_told(machine):
+    m = machine
+    m.add_user("oomer")
+    m.configure('[limits]\nmem_limit_users = { oomer = "256M" }\n[culler]\nenabled = false\n')
+    b = start(m, "oomer")
+    assert m.unit_props("jupyter-oomer.service", "MemoryMax")["MemoryMax"] == str(256 * MiB)
+    run_in_kernel(b, "oomer", "x = b'1' * (512 * 1024 * 1024)\nprint(len(x))", timeout=60)
+    wait_until("oomer's unit ended by the OOM killer", lambda: not active(m, "oomer"))
+    assert m.unit_props("jupyter-oomer.service", "Result")["Result"] == "oom-kill"
+    # The hub notices at its next poll of the server and tells its owner why.
+
+    def home_with_reason():
+        page = b.get("/hub/home").text
+        return page if "ran out of memory" in page else None
+
+    home = wait_until("the home page's reason", home_with_reason, timeout=120)
+    assert "because it ran out of memory (limit 256 MiB)." in home
+    servers = m.sh("applctl servers").stdout
+    assert any(line.startswith("oomer ") and " oom " in line for line in servers.splitlines()), servers
+
+
+def test_a_busy_loop_gets_no_more_than_its_cpu_limit(machine):
+    m = machine
+    m.add_user("spinner")
+    m.configure('[limits]\ncpu_limit_users = { spinner = 0.5 }\n[culler]\nenabled = false\n')
+    b = start(m, "spinner")
+    kernel = b.start_kernel("spinner")
+    spin = threading.Thread(target=b.execute, args=("spinner", kernel, (
+        "import time\nt = time.time()\nwhile time.time() - t < 25: pass\nprint('done')")), kwargs={"timeout": 90})
+    spin.start()
+    time.sleep(3)  # the loop is running
+    usage = lambda: int(m.unit_props("jupyter-spinner.service", "CPUUsageNSec")["CPUUsageNSec"])  # noqa: E731
+    before, t0 = usage(), time.monotonic()
+    time.sleep(10)
+    used = (usage() - before) / 1e9 / (time.monotonic() - t0)
+    spin.join()
+    assert 0.3 < used <= 0.6, f"the server used {used:.2f} of a core with cpu_limit 0.5"
+
+
+def test_the_cap_on_all_user_servers_holds_when_two_try_to_take_all_memory(machine):
+    m = machine
+    for name in ("hog1", "hog2"):
+        m.add_user(name)
+    m.sh("applctl stop --all >/dev/null")
+    m.configure('[limits]\nmem_limit = "900M"\ntotal_memory = "1G"\n[culler]\nenabled = false\n')
+    assert m.unit_props("jupyter-users.slice", "MemoryMax")["MemoryMax"] == str(1024 * MiB)
+    browsers = {n: start(m, n) for n in ("hog1", "hog2")}
+    grab = ("import time\nchunks = []\n"
+            "for i in range(80):\n    chunks.append(b'1' * (10 * 1024 * 1024))\n    time.sleep(0.05)\n"
+            "time.sleep(5)\nprint(len(chunks))")
+    threads = [threading.Thread(target=run_in_kernel, args=(b, n, grab, 90)) for n, b in browsers.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cgroup = m.unit_props("jupyter-users.slice", "ControlGroup")["ControlGroup"]
+    peak = int(m.sh(f"cat /sys/fs/cgroup{cgroup}/memory.peak").stdout)
+    assert peak <= 1024 * MiB, f"jupyter-users.slice peaked at {peak / MiB:.0f} MiB over its 1024 MiB cap"
+    killed = int(m.sh(f"grep '^oom_kill ' /sys/fs/cgroup{cgroup}/memory.events").stdout.split()[1])
+    assert killed >= 1  # 1.6 GiB asked for in a 1 GiB slice: the kernel had to kill
+
+
+def test_a_reboot_brings_the_appliance_back_clean(machine):
+    m = machine
+    m.add_user("rebooter")
+    m.configure("[culler]\nenabled = false\n")
+    b = start(m, "rebooter")
+    assert "saved" in str(run_in_kernel(b, "rebooter", "open('notes.txt', 'w').write('kept'); print('saved')"))
+    m.vm.reboot()
+    m.wait_hub(timeout=180)
+    for unit in ("jupyterhub", "jupyterhub-proxy", "jupyterhub-appliance.socket"):
+        assert m.sh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active", unit
+    assert all(r["state"] == "stopped" for r in json.loads(m.sh("applctl servers --json").stdout))
+    assert m.sh("systemctl list-units 'jupyter-*.service' --no-legend --state=active").stdout.strip() == ""
+    b = start(m, "rebooter")
+    assert "kept" in str(run_in_kernel(b, "rebooter", "print(open('notes.txt').read())"))
