@@ -1,6 +1,6 @@
 """What every run prints last: where the time went and which tiers ran.
 
-A tier that could not run (no root, no nspawn, no /dev/kvm) is named here, in the
+A tier that could not run (no root, no nspawn, no qemu) is named here, in the
 last lines, never skipped in silence.
 """
 

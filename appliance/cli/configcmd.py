@@ -119,6 +119,8 @@ def unset(key: str, as_json: bool) -> None:
 def validate(file: str | None, as_json: bool) -> None:
     """Check a configuration file (default: /etc/jupyterhub/appliance.toml)."""
     path = file or str(config_path())
+    if file and not os.path.lexists(file):  # the default file may be absent (all defaults); a named one may not
+        raise Failure(f"{file}: no such file; give the path of a TOML file to check")
     try:
         cfg = config.load(path)
     except config.ConfigError as e:

@@ -69,7 +69,9 @@ def servers(as_json: bool) -> None:
     when their owners did not ask (idle, max age, GPU reclaimed, out of memory,
     an administrator, a crash)."""
     need_root("servers")
-    running = daemon.servers()
+    # A failed unit stays loaded until its owner's next start (so the hub can say why
+    # it ended); it is listed below with the stops, not as running.
+    running = {u: s for u, s in daemon.servers().items() if s["state"] != "failed"}
     index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
     rows = []
     for user, s in sorted(running.items()):

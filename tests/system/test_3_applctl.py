@@ -118,7 +118,8 @@ def test_adduser_create_admin_and_gpu_quota_then_users(app):
     assert ok(app, "config get gpu.quota_users.kim") == "1\n"
     assert app.sh("getent passwd kim").stdout.split(":")[4] == "created by applctl (jupyterhub-appliance)"
     users = {u["user"]: u for u in json.loads(ok(app, "users --json"))}
-    assert users["kim"] == {"user": "kim", "admin": True, "server": "stopped", "gpus": [], "last_activity": None}
+    assert users["kim"] == {"user": "kim", "admin": True, "server": "stopped", "gpus": [], "last_activity": None,
+                              "limits": {"mem": None, "cpu": None, "tasks": None}}
     assert users["nora"]["admin"] is False
     table = ok(app, "users").splitlines()
     assert re.split(r"\s{2,}", table[0]) == ["USER", "ADMIN", "SERVER", "GPUS", "LAST ACTIVITY"]
@@ -519,7 +520,7 @@ def test_a_gpu_quota_from_adduser_lets_a_server_hold_a_gpu(gpus):
     pia = next(u for u in json.loads(ok(gpus, "users --json")) if u["user"] == "pia")
     assert pia["gpus"] == [held[0]["uuid"]]
     assert re.split(r"\s{2,}", next(line for line in ok(gpus, "users").splitlines() if line.startswith("pia ")))[3] == index
-    assert re.split(r"\s{2,}", next(line for line in ok(gpus, "servers").splitlines() if line.startswith("pia ")))[5] == index
+    assert re.split(r"\s{2,}", next(line for line in ok(gpus, "servers").splitlines() if line.startswith("pia ")))[6] == index
     assert "1 of 2 GPUs free" in ok(gpus, "status")
 
 

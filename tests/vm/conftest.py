@@ -1,8 +1,9 @@
 """Fixtures of the real-kernel tier: the built .deb installed with apt into a Debian
-12 VM under qemu + KVM (vm.py), the hub on a port forwarded to the host.
+12 VM under qemu (KVM, or its emulator where KVM cannot boot Debian's kernel; vm.py),
+the hub on a port forwarded to the host.
 
-Without root, /dev/kvm or qemu these tests skip, saying why (named in the run's
-last lines); under CI they fail instead, because CI must run them all.
+Without root or qemu these tests skip, saying why (named in the run's last lines);
+under CI they fail instead, because CI must run them all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import requests
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "system"))
-from vm import PASSWORD, VM, missing  # noqa: E402
+from vm import PASSWORD, VM, accelerator, missing  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
 
@@ -33,6 +34,12 @@ def pytest_collection_modifyitems(config, items):
                 if in_ci():
                     raise pytest.UsageError(f"CI must run the VM tier, but: {why}")
                 item.add_marker(pytest.mark.skip(reason=why))
+
+
+def pytest_terminal_summary(terminalreporter):
+    accel, why = accelerator()
+    if why != "not yet booted":
+        terminalreporter.write_line(f"real kernel (qemu VM) ran on {why}")
 
 
 @dataclass

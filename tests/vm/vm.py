@@ -1,6 +1,12 @@
 """A Debian 12 VM on a real kernel (qemu + KVM), for what the nspawn container
 cannot prove: memory and CPU limits, OOM kills, reboots (../shared/TESTING.md).
 
+KVM is used when it boots Debian's kernel. Some hosts have a /dev/kvm that cannot:
+a PVM host (kvm_pvm, no hardware virtualisation) runs only kernels built as PVM
+guests, and there Debian's kernel hangs right after its real-mode setup. Then the
+same image and kernel run under qemu's emulator (TCG): slower, but the same real
+kernel, cgroups and OOM killer. `accelerator()` says which, and why.
+
 The image is made once from Debian's archive alone and cached: debootstrap with
 linux-image-amd64, openssh-server and the appliance's dependencies, written into
 an ext4 image with `mkfs.ext4 -d` (no loop device). Each VM boots a copy-on-write
@@ -38,8 +44,6 @@ def missing() -> str | None:
     """Why this tier cannot run here, or None."""
     if os.geteuid() != 0:
         return "the VM tier needs root (it debootstraps an image)"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "the VM tier needs a usable /dev/kvm"
     tools = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ssh") if not shutil.which(t)]
     if tools:
         return "the VM tier needs " + ", ".join(tools) + " (scripts/host-tools installs them)"
@@ -96,6 +100,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Chosen at the first boot: ("kvm" | "tcg", why).
+_ACCEL: tuple[str, str] | None = None
+KVM_SIGN_OF_LIFE = 30  # s for a KVM guest's kernel to print its banner; Debian's takes ~1 s
+
+
+def accelerator() -> tuple[str, str]:
+    return _ACCEL or ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg", "not yet booted")
+
+
+def _qemu_accel(accel: str) -> list[str]:
+    # -cpu host only under KVM; the emulator's "max" has every feature it can emulate.
+    return ["-enable-kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+
+
 class VM:
     def __init__(self, name: str, forward: tuple[int, ...] = (), memory_mib: int = 3072, cpus: int = 2):
         """forward: guest TCP ports reachable at 127.0.0.1:self.ports[guest_port] on the host."""
@@ -116,22 +134,60 @@ class VM:
 
     def start(self, timeout: float = 180) -> None:
         """Power on (again, after a shutdown) and wait for ssh."""
+        global _ACCEL
+        if _ACCEL is None:
+            if os.access("/dev/kvm", os.R_OK | os.W_OK):
+                self._power_on("kvm")
+                why = self._kvm_boots()
+                if why is None:
+                    _ACCEL = ("kvm", "KVM")
+                else:
+                    self._power_off()
+                    _ACCEL = ("tcg", f"qemu's emulator (TCG): {why}")
+            else:
+                _ACCEL = ("tcg", "qemu's emulator (TCG): there is no usable /dev/kvm")
+        if self.proc is None or self.proc.poll() is not None:
+            self._power_on(_ACCEL[0])
+        self.wait_ssh(timeout * (3 if _ACCEL[0] == "tcg" else 1))
+
+    def _kvm_boots(self) -> str | None:
+        """None once the guest kernel prints its banner; else why KVM will not do."""
+        console = self.dir / "console.log"
+        deadline = time.monotonic() + KVM_SIGN_OF_LIFE
+        while time.monotonic() < deadline:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if "Linux version" in text:
+                return None
+            if self.proc.poll() is not None:
+                return f"qemu with KVM exited with {self.proc.returncode}"
+            time.sleep(0.5)
+        pvm = Path("/sys/module/kvm_pvm").exists()
+        return (f"Debian's kernel printed nothing in {KVM_SIGN_OF_LIFE} s under KVM"
+                + (" (this host's KVM is kvm_pvm, which runs only PVM guest kernels)" if pvm else ""))
+
+    def _power_off(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(20)
+
+    def _power_on(self, accel: str) -> None:
+        (self.dir / "console.log").unlink(missing_ok=True)
         fwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for g, h in [(22, self.ssh_port), *self.ports.items()])
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-enable-kvm", "-cpu", "host", "-m", str(self.memory_mib), "-smp", str(self.cpus),
+            ["qemu-system-x86_64", *_qemu_accel(accel), "-m", str(self.memory_mib), "-smp", str(self.cpus),
              "-kernel", str(CACHE / "vmlinuz"), "-initrd", str(CACHE / "initrd.img"),
              "-append", "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1",
              "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2",
              "-nic", f"user,model=virtio-net-pci{fwd}", "-display", "none",
              "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ssh(timeout)
+            stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
 
     def wait_ssh(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
-                raise VMError(f"qemu exited with {self.proc.returncode}; see {self.dir / 'console.log'}")
+                raise VMError(f"qemu exited with {self.proc.returncode}; see {self.dir} (console.log, qemu.log)")
             if self.run("systemctl is-system-running --wait", check=False, timeout=60).stdout.strip() in (
                     "running", "degraded"):
                 return
