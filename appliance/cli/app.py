@@ -13,13 +13,14 @@ from .doctor import doctor
 from .kernels import kernels
 from .logs import logs
 from .output import Failure
+from .proxy import proxy_group
 from .reload import reload
 from .servers import gpus, servers, stop
 from .status import status
 from .token import token
 
 COMMANDS = (adduser, deluser, list_users, admin, stop, servers, status, gpus, config_group, reload, token,
-            kernels, logs, doctor)
+            kernels, logs, doctor, proxy_group)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

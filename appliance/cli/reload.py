@@ -54,6 +54,13 @@ def reload(timeout: int, as_json: bool) -> None:
     proxy had to restart. An invalid file restarts nothing.
     """
     need_root("reload")
+    r = apply_configuration(timeout)
+    kept = "" if r["proxy_restarted"] else "; the proxy kept running (its settings did not change)"
+    emit(as_json, r, f"restarted {', '.join(r['restarted'])}{kept}\nthe hub answers on {r['where']} after {r['seconds']} s")
+
+
+def apply_configuration(timeout: int = 90) -> dict:
+    """What `applctl reload` does, for the commands that change the file first."""
     try:
         cfg = config.load(config_path())
     except config.ConfigError as e:
@@ -88,8 +95,5 @@ def reload(timeout: int, as_json: bool) -> None:
         said = last_run_journal(unit)
         raise Failure(f"{why}; its journal says:\n" + "\n".join("    " + line for line in said)
                       + f"\n(more: sudo applctl logs --unit {'proxy' if unit == PROXY else 'hub'})")
-    seconds = round(time.monotonic() - start, 1)
-    kept = "" if PROXY in restarted else "; the proxy kept running (its settings did not change)"
-    emit(as_json, {"restarted": restarted, "proxy_restarted": PROXY in restarted, "seconds": seconds,
-                   "hub_version": hub.version()},
-         f"restarted {', '.join(restarted)}{kept}\nthe hub answers on {hub.where} after {seconds} s")
+    return {"restarted": restarted, "proxy_restarted": PROXY in restarted,
+            "seconds": round(time.monotonic() - start, 1), "hub_version": hub.version(), "where": hub.where}

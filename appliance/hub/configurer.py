@@ -34,6 +34,12 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     # Restarting the hub must leave servers and the proxy alone.
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.cleanup_proxy = False
+    # Every request reaches the hub through configurable-http-proxy on this machine,
+    # which appends the address it saw to X-Forwarded-For; with nginx or Apache in
+    # front (applctl proxy setup) that is 127.0.0.1 too. Skipping loopback entries
+    # gives the real client in the hub's logs, and a client's forged entries stay
+    # to the left of the address the proxy saw.
+    c.JupyterHub.trusted_downstream_ips = ["127.0.0.1", "::1"]
 
     c.JupyterHub.proxy_class = "appliance.hub.proxy.ApplianceProxy"
     c.ConfigurableHTTPProxy.api_url = http_url("127.0.0.1", hub["proxy_api_port"])

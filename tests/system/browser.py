@@ -6,6 +6,7 @@ and a kernel driven over its websocket, as JupyterLab drives it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -126,7 +127,11 @@ class Browser:
     async def kernel_socket(self, username: str, kernel_id: str) -> "KernelSocket":
         url = self.base.replace("http", "ws", 1) + f"/user/{username}/api/kernels/{kernel_id}/channels"
         cookie = "; ".join(f"{c.name}={c.value}" for c in self.s.cookies if c.path.startswith(f"/user/{username}"))
-        ws = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookie, **self._xsrf_headers(username)}))
+        headers = {"Cookie": cookie, **self._xsrf_headers(username)}
+        if isinstance(self.s.auth, tuple):  # a site password in front (applctl proxy password)
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.s.auth).encode()).decode()
+        # self.s.verify is False behind a self-signed certificate (tests/system/test_9_reverse_proxy.py)
+        ws = await websocket_connect(HTTPRequest(url, headers=headers, validate_cert=self.s.verify is not False))
         return KernelSocket(ws, username)
 
 

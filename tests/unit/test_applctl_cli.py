@@ -78,7 +78,8 @@ def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
 
 REPORTING = {"adduser", "deluser", "users", "admin add", "admin remove", "stop", "servers", "status", "gpus",
              "config show", "config get", "config set", "config unset", "config validate", "reload", "token",
-             "kernels list", "kernels add", "kernels remove", "doctor"}
+             "kernels list", "kernels add", "kernels remove", "doctor",
+             "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off"}
 
 
 def test_every_command_has_help_with_an_example(capsys):
@@ -89,7 +90,7 @@ def test_every_command_has_help_with_an_example(capsys):
         assert out.startswith(f"Usage: applctl {' '.join(path)}")
         assert "Example:\n    " in out, " ".join(path)
         seen.add(" ".join(path))
-    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels"} == seen
+    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "proxy", "proxy password"} == seen
 
 
 def test_every_reporting_command_has_json_and_only_those(capsys):

@@ -1,0 +1,146 @@
+"""nginx and Apache from Debian in front of the appliance (applctl proxy): TLS with a
+certificate made here, the login journey and a kernel over its websocket through
+the web server, the http redirect, the appliance's port closed on the external
+address, the site password, and refusals that leave the working site serving.
+
+The container shares the host's network, so the web servers listen on free ports
+(--http-port, --https-port) and Debian's default sites are taken out of the way.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import requests
+import urllib3
+from browser import Browser
+from conftest import USERS, free_port
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+NAME = "hub.test"
+CERT, KEY = "/etc/ssl/appliance-test/hub.pem", "/etc/ssl/appliance-test/hub.key"
+SITE_PASSWORD = "site pass phrase"
+SITES = {"nginx": "/etc/nginx/sites-available/jupyterhub-appliance.conf",
+         "apache": "/etc/apache2/sites-available/jupyterhub-appliance.conf"}
+
+
+def external_address() -> str:
+    """This machine's address on its way out (the container shares it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent for a UDP connect
+        return s.getsockname()[0]
+
+
+@pytest.fixture(scope="module")
+def web(appliance):
+    app = appliance
+    # Installed as an administrator would, but not started by the packages: their
+    # default sites would take port 80 of the shared network.
+    app.sh("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
+    try:
+        app.sh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+               "--no-install-recommends nginx apache2 >/dev/null")
+    finally:
+        app.sh("rm -f /usr/sbin/policy-rc.d")
+    # Apache needs one Listen of its own to start with no site; applctl adds a Listen
+    # for each port of the site that ports.conf does not have.
+    app.sh("rm -f /etc/nginx/sites-enabled/default && a2dissite -q 000-default && "
+           f"echo 'Listen 127.0.0.1:{free_port()}' > /etc/apache2/ports.conf")
+    app.sh(f"mkdir -p /etc/ssl/appliance-test && openssl req -x509 -newkey rsa:2048 -nodes -days 30 "
+           f"-subj /CN={NAME} -addext subjectAltName=DNS:{NAME} -keyout {KEY} -out {CERT} 2>/dev/null "
+           f"&& chmod 600 {KEY}")
+    for user in ("alice", "bob"):
+        app.sh(f"applctl adduser {user} >/dev/null")
+    return app
+
+
+def https(port: int, auth=None) -> Browser:
+    b = Browser(f"https://127.0.0.1:{port}")
+    b.s.verify = False
+    b.s.auth = auth
+    return b
+
+
+def journey(port: int, user: str, auth=None) -> None:
+    """Log in through the web server, start the server, run code over the websocket."""
+    b = https(port, auth)
+    b.login_and_start(user, USERS[user])
+    b.wait_for_server(user)
+    assert b.execute(user, b.start_kernel(user), "print(6 * 7)").strip() == "42"
+    # The hub saw https (X-Scheme): its login cookie is a secure one.
+    assert any(c.secure for c in b.s.cookies if c.name.startswith("jupyterhub-session")), list(b.s.cookies)
+    b.s.delete(f"{b.base}/hub/api/users/{user}/server", headers=b.hub_xsrf(), timeout=60)
+
+
+def refused(app, command: str, says: str) -> None:
+    r = app.sh(command, check=False)
+    assert r.returncode != 0 and says in r.stderr, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["nginx", "apache"])
+def test_a_web_server_in_front_with_tls_websockets_and_a_site_password(web, kind):
+    app = web
+    http_port, https_port = free_port(), free_port()
+    direct = f"http://{external_address()}:{app.port}/hub/api/"
+    assert requests.get(direct, timeout=10).status_code == 200  # before: open on every address
+
+    out = json.loads(app.sh(f"applctl proxy setup {kind} --server-name {NAME} --cert {CERT} --key {KEY} "
+                            f"--http-port {http_port} --https-port {https_port} --json").stdout)
+    assert out["url"] == f"https://{NAME}:{https_port}/" and out["bind_address"] == "127.0.0.1"
+    app.wait_hub()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(direct, timeout=10)  # the appliance's own port: loopback only now
+
+    journey(https_port, "alice")
+    r = requests.get(f"http://127.0.0.1:{http_port}/hub/login?next=%2Fhub%2F", allow_redirects=False, timeout=10)
+    assert r.status_code == 301 and r.headers["Location"] == f"https://{NAME}:{https_port}/hub/login?next=%2Fhub%2F"
+    r = https(https_port).get("/hub/login")
+    assert r.headers["Server"] in ("nginx", "Apache"), r.headers  # no version
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    status = json.loads(app.sh("applctl proxy status --json").stdout)
+    assert status["kind"] == kind and status["answers"] and status["cert_days_left"] in (29, 30)
+    assert not status["password"] and status["direct_port"] == "loopback only"
+
+    # The site password: 401 without it, the whole journey with it, health open.
+    app.sh("applctl proxy password set --stdin", input=SITE_PASSWORD + "\n")
+    mode = app.sh("stat -c '%a %U %G' /etc/jupyterhub-appliance/htpasswd").stdout.split()
+    assert mode == ["640", "root", "www-data"]
+    assert https(https_port).get("/hub/login").status_code == 401
+    assert https(https_port, ("hub", "wrong password")).get("/hub/login").status_code == 401
+    assert https(https_port).get("/hub/health").status_code == 200
+    journey(https_port, "bob", auth=("hub", SITE_PASSWORD))
+
+    # Refusals: nothing changes, and the working site keeps serving.
+    before = app.sh(f"cat {SITES[kind]}").stdout
+    setup = (f"applctl proxy setup {kind} --server-name {NAME} --http-port {http_port} "
+             f"--https-port {https_port}")
+    refused(app, f"{setup} --cert /etc/ssl/appliance-test/missing.pem --key {KEY}",
+            "--cert /etc/ssl/appliance-test/missing.pem: no such file or directory")
+    refused(app, f"{setup} --cert {CERT} --key /etc/ssl/appliance-test/missing.key", "--key")
+    refused(app, f"applctl proxy setup {kind} --server-name 'my hub' --cert {CERT} --key {KEY}",
+            "is not a host name")
+    refused(app, f"applctl proxy setup caddy --server-name {NAME} --self-signed", "'caddy' is not one of")
+    refused(app, f"{setup} --self-signed --cert {CERT}", "give either --cert FILE and --key FILE, or --self-signed")
+    # An administrator's edit that breaks the template: the server's own check refuses it.
+    template = f"/etc/jupyterhub-appliance/{kind}-site.conf.in"
+    app.sh(f"cp {template} /root/template.orig && echo 'no_such_directive on;' >> {template}")
+    try:
+        check = "nginx -t" if kind == "nginx" else "apache2ctl configtest"
+        refused(app, f"{setup} --cert {CERT} --key {KEY}", f"{check} refused the new configuration")
+    finally:
+        app.sh(f"cp /root/template.orig {template}")
+    assert app.sh(f"cat {SITES[kind]}").stdout == before
+    assert https(https_port, ("hub", SITE_PASSWORD)).get("/hub/api/").status_code == 200
+
+    app.sh("applctl proxy password off")
+    assert https(https_port).get("/hub/api/").status_code == 200
+    app.sh("applctl proxy remove")
+    app.wait_hub()
+    assert app.sh(f"test -e {SITES[kind]}", check=False).returncode == 1
+    assert requests.get(direct, timeout=10).status_code == 200  # open again, as before setup
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"https://127.0.0.1:{https_port}/hub/api/", verify=False, timeout=10)
