@@ -122,8 +122,8 @@ def test_adduser_create_admin_and_gpu_quota_then_users(app):
                               "limits": {"mem": None, "cpu": None, "tasks": None}}
     assert users["nora"]["admin"] is False
     table = ok(app, "users").splitlines()
-    assert re.split(r"\s{2,}", table[0]) == ["USER", "ADMIN", "SERVER", "GPUS", "LAST ACTIVITY"]
-    assert any(re.split(r"\s{2,}", line) == ["kim", "yes", "stopped", "-", "never"] for line in table)
+    assert re.split(r"\s{2,}", table[0]) == ["USER", "ADMIN", "SERVER", "GPUS", "LIMITS", "LAST ACTIVITY"]
+    assert any(re.split(r"\s{2,}", line) == ["kim", "yes", "stopped", "-", "-", "never"] for line in table)
 
 
 @pytest.mark.parametrize("command", ["adduser", "deluser", "admin add", "admin remove", "stop", "token",
