@@ -16,13 +16,14 @@ import pytest
 import requests
 import urllib3
 from browser import Browser
-from conftest import USERS, free_port
+from conftest import free_port
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 NAME = "hub.test"
 CERT, KEY = "/etc/ssl/appliance-test/hub.pem", "/etc/ssl/appliance-test/hub.key"
 SITE_PASSWORD = "site pass phrase"
+USERS = {"web1": "web-pass-1", "web2": "web-pass-2"}
 SITES = {"nginx": "/etc/nginx/sites-available/jupyterhub-appliance.conf",
          "apache": "/etc/apache2/sites-available/jupyterhub-appliance.conf"}
 
@@ -52,14 +53,19 @@ def web(appliance):
     app.sh(f"mkdir -p /etc/ssl/appliance-test && openssl req -x509 -newkey rsa:2048 -nodes -days 30 "
            f"-subj /CN={NAME} -addext subjectAltName=DNS:{NAME} -keyout {KEY} -out {CERT} 2>/dev/null "
            f"&& chmod 600 {KEY}")
-    for user in ("alice", "bob"):
-        app.sh(f"applctl adduser {user} >/dev/null")
-    return app
+    for user, password in USERS.items():
+        app.sh(f"useradd -m {user} && echo {user}:{password} | chpasswd && applctl adduser {user} >/dev/null")
+    yield app
+    # The container is shared with the other system tests: leave no web server behind.
+    app.sh("applctl proxy remove >/dev/null 2>&1; applctl stop --all >/dev/null; "
+           "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nginx nginx-common apache2 apache2-bin "
+           ">/dev/null 2>&1; applctl deluser web1 >/dev/null; applctl deluser web2 >/dev/null", check=False)
 
 
 def https(port: int, auth=None) -> Browser:
     b = Browser(f"https://127.0.0.1:{port}")
     b.s.verify = False
+    b.s.trust_env = False  # else requests prefers REQUESTS_CA_BUNDLE from the environment to verify=False
     b.s.auth = auth
     return b
 
@@ -88,6 +94,13 @@ def test_a_web_server_in_front_with_tls_websockets_and_a_site_password(web, kind
     direct = f"http://{external_address()}:{app.port}/hub/api/"
     assert requests.get(direct, timeout=10).status_code == 200  # before: open on every address
 
+    try:
+        set_up_check_and_remove(app, kind, http_port, https_port, direct)
+    finally:  # a failure leaves nothing set up for the next server
+        app.sh("applctl proxy remove >/dev/null 2>&1", check=False)
+
+
+def set_up_check_and_remove(app, kind: str, http_port: int, https_port: int, direct: str) -> None:
     out = json.loads(app.sh(f"applctl proxy setup {kind} --server-name {NAME} --cert {CERT} --key {KEY} "
                             f"--http-port {http_port} --https-port {https_port} --json").stdout)
     assert out["url"] == f"https://{NAME}:{https_port}/" and out["bind_address"] == "127.0.0.1"
@@ -95,7 +108,7 @@ def test_a_web_server_in_front_with_tls_websockets_and_a_site_password(web, kind
     with pytest.raises(requests.ConnectionError):
         requests.get(direct, timeout=10)  # the appliance's own port: loopback only now
 
-    journey(https_port, "alice")
+    journey(https_port, "web1")
     r = requests.get(f"http://127.0.0.1:{http_port}/hub/login?next=%2Fhub%2F", allow_redirects=False, timeout=10)
     assert r.status_code == 301 and r.headers["Location"] == f"https://{NAME}:{https_port}/hub/login?next=%2Fhub%2F"
     r = https(https_port).get("/hub/login")
@@ -112,7 +125,7 @@ def test_a_web_server_in_front_with_tls_websockets_and_a_site_password(web, kind
     assert https(https_port).get("/hub/login").status_code == 401
     assert https(https_port, ("hub", "wrong password")).get("/hub/login").status_code == 401
     assert https(https_port).get("/hub/health").status_code == 200
-    journey(https_port, "bob", auth=("hub", SITE_PASSWORD))
+    journey(https_port, "web2", auth=("hub", SITE_PASSWORD))
 
     # Refusals: nothing changes, and the working site keeps serving.
     before = app.sh(f"cat {SITES[kind]}").stdout
