@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +123,12 @@ class Change:
         if not ok:
             self._fail(f"{' '.join(self.lay.check)} refused the new configuration:\n{_indent(said)}")
         verb = "restart" if restart or not self.was_active else "reload"
+        workers = _workers(self.lay.service)
         ok, said = _run(["systemctl", verb, self.lay.service])
         if not ok:
             self._fail(f"systemctl {verb} {self.lay.service} failed:\n{_indent(said)}")
+        if verb == "reload":
+            _wait_for_new_workers(self.lay.service, workers)
         self.done = True
 
     def _fail(self, why: str) -> None:
@@ -144,6 +148,24 @@ class Change:
             # the failed reload left the server down.
             _run(["systemctl", "restart", self.lay.service])
         self.done = True
+
+
+def _workers(service: str) -> set[int]:
+    """The children of the service's main process (nginx's and Apache's workers)."""
+    ok, pid = _run(["systemctl", "show", "-p", "MainPID", "--value", service])
+    try:
+        return {int(p) for p in Path(f"/proc/{int(pid)}/task/{int(pid)}/children").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _wait_for_new_workers(service: str, before: set[int], timeout: float = 10) -> None:
+    """Both servers' reload only signals the main process and returns; until it has
+    started workers with the new configuration an old one may still take a new
+    connection (and, say, serve without the site password just set)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and before and not (_workers(service) - before):
+        time.sleep(0.05)
 
 
 def _indent(text: str) -> str:
