@@ -159,12 +159,24 @@ def _workers(service: str) -> set[int]:
         return set()
 
 
+def _retired(pid: int) -> bool:
+    """Gone, or an nginx worker told to finish (it closed its listening sockets)."""
+    try:
+        return b"shutting down" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 def _wait_for_new_workers(service: str, before: set[int], timeout: float = 10) -> None:
-    """Both servers' reload only signals the main process and returns; until it has
-    started workers with the new configuration an old one may still take a new
-    connection (and, say, serve without the site password just set)."""
+    """Both servers' reload only signals the main process and returns. Until it has
+    started workers with the new configuration and retired the old ones, an old
+    worker may still take a new connection (and, say, serve without the site
+    password just set). Apache's old children may keep open websockets for hours:
+    after `timeout` the change is in place for everything new anyway."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and before and not (_workers(service) - before):
+    while before and time.monotonic() < deadline:
+        if _workers(service) - before and all(_retired(pid) for pid in before):
+            return
         time.sleep(0.05)
 
 
