@@ -102,3 +102,27 @@ def test_the_old_spawner_keys_still_work_with_a_message(limited):
     assert "spawner.mem_limit is deprecated: use limits.mem_limit" in out.stdout + out.stderr
     missing = app.sh("applctl config validate /root/absent.toml", check=False)
     assert missing.returncode == 1 and "/root/absent.toml: no such file" in missing.stderr
+
+
+# One bad value for every key issues 9 and 10 added: `applctl config set` refuses it
+# in one line that names the key, and the file stays as it was.
+BAD_VALUES = [
+    ("gpu.queue", "maybe"), ("gpu.queue_timeout", "5"), ("gpu.sample_interval", "0"),
+    ("gpu.idle_threshold", "101"), ("gpu.idle_timeout", "-1"), ("gpu.reclaim", '"sometimes"'),
+    ("culler.enabled", '"yes"'), ("culler.timeout", "10"), ("culler.every", "0"), ("culler.max_age", "59"),
+    ("culler.cull_admin_users", "2"), ("culler.concurrency", "0"),
+    ("limits.mem_limit", '"lots"'), ("limits.cpu_limit", "-1"), ("limits.tasks_max", "8"),
+    ("limits.mem_limit_groups", '{ mlteam = "x" }'), ("limits.cpu_limit_users", '{ lim3 = "fast" }'),
+    ("limits.tasks_max_users", "{ lim3 = -5 }"), ("limits.total_memory", '"most"'), ("limits.total_cpu", "0"),
+]
+
+
+def test_bad_values_of_the_new_keys_are_refused_in_one_line_naming_the_key(limited):
+    app = limited
+    before = app.sh("md5sum /etc/jupyterhub/appliance.toml").stdout
+    for key, value in BAD_VALUES:
+        r = app.sh(f"applctl config set {key} '{value}'", check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and key in lines[0], (key, value, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert app.sh("md5sum /etc/jupyterhub/appliance.toml").stdout == before
