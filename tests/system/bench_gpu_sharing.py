@@ -85,6 +85,8 @@ class Day:
         t0 = time.monotonic()
         while True:
             r = self.s.post(f"{self.api}/users/{p.name}/server", json={"gpus": 1}, timeout=120)
+            if r.status_code in (401, 403, 404):  # the benchmark's own mistake, not a refusal
+                raise RuntimeError(f"POST {r.url}: {r.status_code} {r.text[:200]}")
             if r.status_code in (201, 202) or (r.status_code == 400 and "pending" in r.text):
                 while (srv := self.server(p.name)).get("pending"):
                     time.sleep(0.25)
@@ -146,13 +148,23 @@ class Day:
         t0 = time.monotonic()
         sampler = threading.Thread(target=self.sample_forever, daemon=True)
         sampler.start()
-        threads = [threading.Thread(target=self.live, args=(p, t0)) for p in self.people]
+        errors: list[str] = []
+
+        def live(p: Person) -> None:
+            try:
+                self.live(p, t0)
+            except Exception as e:  # noqa: BLE001 - reported below, the run is void
+                errors.append(f"{p.name}: {e}")
+
+        threads = [threading.Thread(target=live, args=(p,)) for p in self.people]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         self.stop_sampling.set()
         sampler.join()
+        if errors:
+            raise SystemExit("bench-gpu-sharing: the run is void: " + "; ".join(errors[:3]))
         return time.monotonic() - t0
 
 
@@ -212,6 +224,11 @@ def main() -> int:
         ct.run("systemctl daemon-reload && systemctl start jupyterhub")
         app.wait_hub()
         token = ct.run("applctl token --service").stdout.strip()
+        # The hub knows a person once they log in; here nobody does, so make them.
+        r = requests.post(f"{app.url}/hub/api/users", json={"usernames": names},
+                          headers={"Authorization": f"token {token}"}, timeout=60)
+        if r.status_code not in (201, 409):
+            raise SystemExit(f"bench-gpu-sharing: could not create the hub's users: {r.status_code} {r.text[:200]}")
         for label, toml in modes.items():
             print(f"running: {label} ...", flush=True)
             results[label] = run_mode(app, token, workload(args.users, args.seed, args.scale), toml)
