@@ -28,6 +28,14 @@ class ApplianceHub(JupyterHub):
         log.propagate = False
         return log
 
+    def get_default_logging_config(self):
+        # traitlets gives its console handler to the logger named after the class;
+        # without this, "JupyterHub" had none and Python's last resort printed only
+        # warnings: no INFO line (requests, spawns) reached the journal.
+        config = super().get_default_logging_config()
+        config["loggers"]["JupyterHub"] = config["loggers"].pop(type(self).__name__)
+        return config
+
     async def init_users(self):
         try:
             token = read_secret(f"{STATE_DIR}/{APPLCTL_TOKEN}")

@@ -68,7 +68,8 @@ def test_adduser_create_and_admin_and_idempotent(appliance):
                                       "added_to": ["jupyterhub-users", "jupyterhub-admins"], "gpus": None}
     assert "already had this access" in appliance.sh("applctl adduser erin").stdout
     users = json.loads(appliance.sh("applctl users --json").stdout)
-    erin = {"user": "erin", "admin": True, "server": "stopped", "gpus": [], "last_activity": None}
+    erin = {"user": "erin", "admin": True, "server": "stopped", "gpus": [], "last_activity": None,
+            "limits": {"mem": None, "cpu": None, "tasks": None}}
     assert erin in users
     # An admin may run applctl through sudo, and nothing else.
     appliance.sh("chpasswd", input="erin:erin-pass-5\n")
