@@ -108,10 +108,10 @@ def test_the_old_spawner_keys_still_work_with_a_message(limited):
 # in one line that names the key, and the file stays as it was.
 BAD_VALUES = [
     ("gpu.queue", "maybe"), ("gpu.queue_timeout", "5"), ("gpu.sample_interval", "0"),
-    ("gpu.idle_threshold", "101"), ("gpu.idle_timeout", "-1"), ("gpu.reclaim", '"sometimes"'),
+    ("gpu.idle_threshold", "101"), ("gpu.idle_timeout", "5"), ("gpu.reclaim", '"sometimes"'),
     ("culler.enabled", '"yes"'), ("culler.timeout", "10"), ("culler.every", "0"), ("culler.max_age", "59"),
     ("culler.cull_admin_users", "2"), ("culler.concurrency", "0"),
-    ("limits.mem_limit", '"lots"'), ("limits.cpu_limit", "-1"), ("limits.tasks_max", "8"),
+    ("limits.mem_limit", '"lots"'), ("limits.cpu_limit", '"fast"'), ("limits.tasks_max", "8"),
     ("limits.mem_limit_groups", '{ mlteam = "x" }'), ("limits.cpu_limit_users", '{ lim3 = "fast" }'),
     ("limits.tasks_max_users", "{ lim3 = -5 }"), ("limits.total_memory", '"most"'), ("limits.total_cpu", "0"),
 ]
