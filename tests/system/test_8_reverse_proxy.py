@@ -147,7 +147,7 @@ def set_up_check_and_remove(app, kind: str, http_port: int, https_port: int, dir
     template = f"/etc/jupyterhub-appliance/{kind}-site.conf.in"
     app.sh(f"cp {template} /root/template.orig && echo 'no_such_directive on;' >> {template}")
     try:
-        check = "nginx -t" if kind == "nginx" else "apache2ctl configtest"
+        check = "nginx -t -q" if kind == "nginx" else "apache2ctl configtest"
         refused(app, f"{setup} --cert {CERT} --key {KEY}", f"{check} refused the new configuration")
     finally:
         app.sh(f"cp /root/template.orig {template}")
