@@ -6,6 +6,10 @@ import json
 import time
 
 import pytest
+# At module level: collected before tests/vm, whose conftest would otherwise be the
+# `conftest` a function-level import finds.
+from browser import Browser
+from conftest import USERS
 
 
 def test_bad_config_stops_the_hub_with_one_clear_message(appliance):
@@ -102,8 +106,6 @@ def test_deluser_stops_server_first_and_revokes_login(appliance):
     assert out == {"user": "carol", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,
                    "gpu_quota_removed": False, "account_deleted": False, "home_deleted": False}
     assert appliance.sh("systemctl is-active jupyter-carol.service", check=False).stdout.strip() != "active"
-    from browser import Browser
-    from conftest import USERS
     r = Browser(appliance.url).login("carol", USERS["carol"])
     assert r.status_code == 403 and "carol has not been given access" in r.text
     assert "had no access" in appliance.sh("applctl deluser carol").stdout
