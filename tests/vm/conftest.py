@@ -20,20 +20,22 @@ import requests
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "system"))
-from vm import PASSWORD, VM, accelerator, missing  # noqa: E402
+from vm import PASSWORD, VM, accelerator, missing, prepare_in_background  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
     why = missing()
-    for item in items:
-        if HERE in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.vm)
-            if why:
-                if in_ci():
-                    raise pytest.UsageError(f"CI must run the VM tier, but: {why}")
-                item.add_marker(pytest.mark.skip(reason=why))
+    mine = [item for item in items if HERE in Path(item.fspath).parents]
+    for item in mine:
+        item.add_marker(pytest.mark.vm)
+        if why:
+            if in_ci():
+                raise pytest.UsageError(f"CI must run the VM tier, but: {why}")
+            item.add_marker(pytest.mark.skip(reason=why))
+    if mine and not why:
+        prepare_in_background()
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -54,7 +56,8 @@ class Machine:
         return self.vm.run(command, check=check, input=input)
 
     def configure(self, toml: str) -> None:
-        self.vm.write("/etc/jupyterhub/appliance.toml", "[spawner]\nstart_timeout = 300\n" + toml)
+        # Emulated (TCG) and under a CPU quota, JupyterLab can take minutes to answer.
+        self.vm.write("/etc/jupyterhub/appliance.toml", "[spawner]\nstart_timeout = 300\nhttp_timeout = 300\n" + toml)
         self.sh("applctl reload")
         self.wait_hub()
 

@@ -6,11 +6,16 @@ The tests run in order on one VM, as a machine's day would."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from pathlib import Path
 
 from browser import Browser
 from vm import PASSWORD
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
+from build import build  # noqa: E402
 
 MiB = 1024**2
 
@@ -108,11 +113,38 @@ def test_the_cap_on_all_user_servers_holds_when_two_try_to_take_all_memory(machi
     assert killed >= 1  # 1.6 GiB asked for in a 1 GiB slice: the kernel had to kill
 
 
-def test_a_reboot_brings_the_appliance_back_clean(machine):
+GPU_UUID = "GPU-7b000000-0000-0000-0000-000000000000"
+
+
+def install_fake_gpu(m, tmp_path: Path) -> None:
+    """One fake GPU (tests/fake_nvml) that survives a reboot: the library and its
+    configuration on disk, the device nodes made by systemd-tmpfiles at every boot."""
+    m.vm.copy_in(build(tmp_path), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+    m.vm.write("/etc/fake-nvml.conf", f"driver 550.54.14\ngpu index=0 minor=0 uuid={GPU_UUID} name=NVIDIA_L4 "
+                                      f"mem_total={24 << 30} mem_used={1 << 30} util_gpu=50\n")
+    m.vm.write("/etc/tmpfiles.d/fake-nvidia.conf", "".join(
+        f"c {path} 0666 root root - {dev}\n" for path, dev in (
+            ("/dev/nvidia0", "195:0"), ("/dev/nvidiactl", "195:255"), ("/dev/nvidia-uvm", "509:0"))))
+    m.vm.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
+               "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+    m.sh("systemd-tmpfiles --create /etc/tmpfiles.d/fake-nvidia.conf && systemctl daemon-reload && "
+         "systemctl stop jupyterhub-appliance.service")
+
+
+def gpu_holders(m) -> list:
+    return [g["holder"] for g in json.loads(m.sh("applctl gpus --json").stdout)["gpus"]]
+
+
+def test_a_reboot_brings_the_appliance_back_clean(machine, tmp_path):
     m = machine
     m.add_user("rebooter")
+    install_fake_gpu(m, tmp_path)
     m.configure("[culler]\nenabled = false\n")
-    b = start(m, "rebooter")
+    b = Browser(m.url)
+    b.login("rebooter", PASSWORD)
+    b.spawn_with_form("rebooter", {"gpus": "1"})
+    b.wait_for_server("rebooter", timeout=240)
+    assert gpu_holders(m) == ["rebooter"]
     assert "saved" in str(run_in_kernel(b, "rebooter", "open('notes.txt', 'w').write('kept'); print('saved')"))
     m.vm.reboot()
     m.wait_hub(timeout=180)
@@ -120,5 +152,10 @@ def test_a_reboot_brings_the_appliance_back_clean(machine):
         assert m.sh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active", unit
     assert all(r["state"] == "stopped" for r in json.loads(m.sh("applctl servers --json").stdout))
     assert m.sh("systemctl list-units 'jupyter-*.service' --no-legend --state=active").stdout.strip() == ""
-    b = start(m, "rebooter")
+    assert gpu_holders(m) == [None], "a GPU is still held by a server the reboot ended"
+    b = Browser(m.url)
+    b.login("rebooter", PASSWORD)
+    b.spawn_with_form("rebooter", {"gpus": "1"})
+    b.wait_for_server("rebooter", timeout=240)
+    assert gpu_holders(m) == ["rebooter"]
     assert "kept" in str(run_in_kernel(b, "rebooter", "print(open('notes.txt').read())"))

@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -54,8 +55,28 @@ def _run(*argv: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, **kw)
 
 
+_IMAGE_LOCK = threading.Lock()
+
+
+def prepare_in_background() -> None:
+    """Start making the image now, while other tiers run: it is mostly downloads and
+    disk, and takes minutes that the VM tier would otherwise wait at its start. A
+    failure here is left for ensure_image() to meet again, and report, in the tier."""
+    def make():
+        try:
+            ensure_image()
+        except Exception:
+            pass
+    threading.Thread(target=make, name="vm-image", daemon=True).start()
+
+
 def ensure_image() -> Path:
     """CACHE with image.raw, vmlinuz, initrd.img and the ssh key, made on first use (a few minutes)."""
+    with _IMAGE_LOCK:
+        return _ensure_image()
+
+
+def _ensure_image() -> Path:
     marker = CACHE / f".complete-{IMAGE_VERSION}"
     if marker.exists():
         return CACHE
@@ -177,7 +198,7 @@ class VM:
             ["qemu-system-x86_64", *_qemu_accel(accel), "-m", str(self.memory_mib), "-smp", str(self.cpus),
              "-kernel", str(CACHE / "vmlinuz"), "-initrd", str(CACHE / "initrd.img"),
              "-append", "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1",
-             "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2",
+             "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe",  # a throwaway overlay: no fsync
              "-nic", f"user,model=virtio-net-pci{fwd}", "-display", "none",
              "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot"],
             stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.log", "ab"), stderr=subprocess.STDOUT,
