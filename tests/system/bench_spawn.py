@@ -15,24 +15,27 @@ from pathlib import Path
 
 import requests
 from browser import Browser
-from conftest import TOP, Appliance, free_port
+from conftest import HUB_PY, TOP, Appliance, free_port
 from container import Container
 
+import stock_hub
+
 SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
+SERVER_PY = "/usr/lib/jupyterhub-appliance/user/bin/python"
 
 
-def hub_spawn(app: Appliance, name: str, password: str, errors: dict[str, str]) -> float | None:
+def hub_spawn(url: str, name: str, password: str, errors: dict[str, str]) -> float | None:
     """Seconds from submitting the login form to /user/NAME/api/status answering 200.
 
     As a browser does: the login form, the spawn-pending page's event stream until
     the server is ready, then the server itself (through the OAuth redirects).
     """
-    b = Browser(app.url)
+    b = Browser(url)
     page = b.get("/hub/login")
     xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text).group(1)
     t0 = time.perf_counter()
     try:
-        b.s.post(app.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": name, "password": password},
+        b.s.post(url + "/hub/login?next=", data={"_xsrf": xsrf, "username": name, "password": password},
                  timeout=300)
         ready, messages = b.spawn_outcome(name, timeout=300)
         if not ready:
@@ -80,6 +83,58 @@ def floor_spawn(app: Appliance, name: str) -> float | None:
         app.sh(f"systemctl stop {unit}", check=False)
 
 
+def restart_gap(app: Appliance) -> float:
+    """Seconds the hub's API, polled every 20 ms through the proxy, went unanswered
+    across one `systemctl restart jupyterhub` (from the first miss to the next answer)."""
+    def answers() -> bool:
+        try:
+            return requests.get(app.url + "/hub/api/", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    app.wait_hub()
+    restart = subprocess.Popen(["nsenter", "-t", str(app.ct.pid), "-a", "--", "systemctl", "restart", "jupyterhub"])
+    first_miss = None
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        if not answers():
+            first_miss = first_miss or t
+        elif first_miss is not None or restart.poll() is not None:  # back, or never gone long enough to see
+            break
+        time.sleep(0.02)
+    restart.wait()
+    return 0.0 if first_miss is None else t - first_miss
+
+
+IMPORTS = {  # what each hub and each server imports at start, in each environment
+    "server": "import jupyterhub.singleuser, jupyterlab, jupyter_server.serverapp",
+    "hub": "import jupyterhub.app",
+}
+
+
+def import_profile(ct: Container, python: str, what: str) -> dict:
+    """`python -X importtime` of IMPORTS[what], median total of three runs, with the
+    five packages whose modules cost the most to import (their own time, summed),
+    and whether rfc3987_syntax ended up imported (an import that failed, as
+    jsonschema's attempt does where it is left out, still gets a line)."""
+    probe = IMPORTS[what] + "; import sys; print(chr(1) if 'rfc3987_syntax' in sys.modules else '')"
+    runs = []
+    for _ in range(3):
+        r = ct.run(f"cd /tmp && {python} -X importtime -c \"{probe}\"", user="nobody")
+        per_package: dict[str, float] = {}
+        for line in r.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+\d+ \| \s*(\S+)", line)
+            if m:
+                package = m.group(2).split(".")[0]
+                per_package[package] = per_package.get(package, 0.0) + int(m.group(1)) / 1e6
+        runs.append((sum(per_package.values()), per_package, "\x01" in r.stdout))
+    runs.sort(key=lambda run: run[0])
+    total, per_package, rfc = runs[1]
+    top = sorted(per_package.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    return {"total": total, "top": [{"package": name, "seconds": c} for name, c in top], "rfc3987_syntax": rfc}
+
+
 def summary(samples: list[float | None]) -> dict:
     ok = sorted(s for s in samples if s is not None)
     p95 = ok[min(len(ok) - 1, int(round(0.95 * (len(ok) - 1))))] if ok else None
@@ -87,48 +142,93 @@ def summary(samples: list[float | None]) -> dict:
             "median": statistics.median(ok) if ok else None, "p95": p95, "samples": samples}
 
 
+def fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="bench-spawn")
     ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--json", type=Path, default=Path("bench-spawn.json"))
     ap.add_argument("--deb", type=Path)
     args = ap.parse_args()
     if not 1 <= args.users <= 200:
         sys.exit("bench-spawn: --users takes a number from 1 to 200")
+    if not 0 <= args.restarts <= 50:
+        sys.exit("bench-spawn: --restarts takes a number from 0 to 50")
     deb = args.deb or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
                                           text=True).stdout.strip().splitlines()[-1])
     ct = Container("bench")
+    n = args.users
+    errors: dict[str, str] = {}
     try:
         ct.boot()
         ct.install_deb(deb)
         app = Appliance(ct, free_port(), free_port(), free_port())
         ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
-        n = args.users
-        names = [f"seq{i}" for i in range(n)] + [f"par{i}" for i in range(n)] + [f"flo{i}" for i in range(n)]
-        script = "".join(f"useradd -m {u} && echo {u}:pw-{u} | chpasswd && gpasswd -a {u} jupyterhub-users "
-                         f">/dev/null\n" for u in names)
-        ct.run(script)
+        groups = {g: [f"{g}{i}" for i in range(n)] for g in ("seq", "par", "flo", "stk", "stp")}
+        ct.run("".join(f"useradd -m {u} && echo {u}:pw-{u} | chpasswd\n" for us in groups.values() for u in us))
+        ct.run("".join(f"gpasswd -a {u} jupyterhub-users >/dev/null\n"
+                       for g in ("seq", "par", "flo") for u in groups[g]))
         ct.run("systemctl start jupyterhub")
+        stock_url = stock_hub.start(ct, free_port(), free_port(), free_port())
         app.wait_hub()
-        errors: dict[str, str] = {}
-        hub_spawn(app, "seq0", "pw-seq0", {})  # warm-up: page cache, first database writes
+        Appliance(ct, int(stock_url.rsplit(":", 1)[1]), 0, 0).wait_hub()
+        # Warm-up of each: page cache, first database writes.
+        hub_spawn(app.url, "seq0", "pw-seq0", {})
+        hub_spawn(stock_url, "stk0", "pw-stk0", {})
         ct.run("applctl deluser seq0 >/dev/null && gpasswd -a seq0 jupyterhub-users >/dev/null")
-        floor = [floor_spawn(app, u) for u in names[2 * n:]]
-        seq = [hub_spawn(app, u, f"pw-{u}", errors) for u in names[:n]]
+        ct.run("systemctl stop jupyter-stk0-singleuser")
+        stock_py = f"{stock_hub.PREFIX}/bin/python"
+        profile = {("ours", "server"): import_profile(ct, SERVER_PY, "server"),
+                   ("stock", "server"): import_profile(ct, stock_py, "server"),
+                   ("ours", "hub"): import_profile(ct, HUB_PY, "hub"),
+                   ("stock", "hub"): import_profile(ct, stock_py, "hub")}
+        floor = [floor_spawn(app, u) for u in groups["flo"]]
+        # One after another, ours and stock interleaved (alternating who goes first),
+        # so both see the same machine.
+        seq: list[float | None] = []
+        stock: list[float | None] = []
+        for i in range(n):
+            pair = [(seq, app.url, groups["seq"][i]), (stock, stock_url, groups["stk"][i])]
+            for samples, url, u in (pair if i % 2 == 0 else pair[::-1]):
+                samples.append(hub_spawn(url, u, f"pw-{u}", errors))
         with ThreadPoolExecutor(n) as pool:
-            par = list(pool.map(lambda u: hub_spawn(app, u, f"pw-{u}", errors), names[n:2 * n]))
+            par = list(pool.map(lambda u: hub_spawn(app.url, u, f"pw-{u}", errors), groups["par"]))
+        ct.run("systemctl stop 'jupyter-stk*-singleuser' 'jupyter-seq*' 'jupyter-par*'", check=False)
+        with ThreadPoolExecutor(n) as pool:
+            stock_par = list(pool.map(lambda u: hub_spawn(stock_url, u, f"pw-{u}", errors), groups["stp"]))
+        gaps = [restart_gap(app) for _ in range(args.restarts)]
     finally:
         ct.destroy()
-    result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "concurrent": summary(par),
-              "errors": errors}
+    result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "stock_sequential": summary(stock),
+              "concurrent": summary(par), "stock_concurrent": summary(stock_par),
+              "hub_restart_gap": summary(gaps), "errors": errors,
+              "imports": {f"{env} {what}": v for (env, what), v in profile.items()}}
+    ours, theirs = result["sequential"]["median"], result["stock_sequential"]["median"]
+    result["ratio_sequential"] = ours / theirs if ours and theirs else None
+    cours, ctheirs = result["concurrent"]["median"], result["stock_concurrent"]["median"]
+    result["ratio_concurrent"] = cours / ctheirs if cours and ctheirs else None
     base = result["floor"]["median"]
-    print(f"{'':<28}{'median s':>10}{'p95 s':>10}{'failures':>10}{'vs floor':>10}")
-    for key, label in (("floor", "floor (singleuser, no hub)"), ("sequential", f"hub, {n} one after another"),
-                       ("concurrent", f"hub, {n} at once")):
+    print(f"{'login to ready':<36}{'median s':>10}{'p95 s':>10}{'failures':>10}{'vs floor':>10}")
+    for key, label in (("floor", "floor (singleuser, no hub)"), ("sequential", f"appliance, {n} one after another"),
+                       ("stock_sequential", f"stock hub, {n} one after another"),
+                       ("concurrent", f"appliance, {n} at once"), ("stock_concurrent", f"stock hub, {n} at once")):
         s = result[key]
-        med, p95 = s["median"], s["p95"]
-        ratio = f"+{med - base:.2f}" if med is not None and base is not None and key != "floor" else ""
-        print(f"{label:<28}{med or float('nan'):>10.2f}{p95 or float('nan'):>10.2f}{s['failures']:>10}{ratio:>10}")
+        med = s["median"]
+        extra = f"+{med - base:.2f}" if med is not None and base is not None and key != "floor" else ""
+        print(f"{label:<36}{fmt(med):>10}{fmt(s['p95']):>10}{s['failures']:>10}{extra:>10}")
+    print(f"ratio appliance/stock, one after another: {fmt(result['ratio_sequential'])}; "
+          f"{n} at once: {fmt(result['ratio_concurrent'])}")
+    g = result["hub_restart_gap"]
+    print(f"systemctl restart jupyterhub: API unanswered median {fmt(g['median'])} s, "
+          f"max {fmt(max((x for x in gaps if x is not None), default=None))} s over {len(gaps)} restarts")
+    print("imports at start (python -X importtime, median of 3; the five costliest packages, own time):")
+    for name, prof in result["imports"].items():
+        top = ", ".join(f"{t['package']} {t['seconds']:.2f}" for t in prof["top"])
+        print(f"  {name:<13}{prof['total']:6.2f} s  rfc3987_syntax {'imported' if prof['rfc3987_syntax'] else 'absent'}"
+              f"; {top}")
     for name, why in errors.items():
         print(f"failed: {name}: {why}")
     args.json.write_text(json.dumps(result, indent=2))
