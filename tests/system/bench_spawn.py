@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import stock_hub
 from browser import Browser
 from conftest import HUB_PY, TOP, Appliance, free_port
 from container import Container
-
-import stock_hub
 
 SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
 SERVER_PY = "/usr/lib/jupyterhub-appliance/user/bin/python"
@@ -172,9 +171,11 @@ def main() -> int:
         ct.run("".join(f"gpasswd -a {u} jupyterhub-users >/dev/null\n"
                        for g in ("seq", "par", "flo") for u in groups[g]))
         ct.run("systemctl start jupyterhub")
-        stock_url = stock_hub.start(ct, free_port(), free_port(), free_port())
+        stock_app = Appliance(ct, free_port(), free_port(), free_port())  # its ports; url and wait_hub fit it too
+        stock_hub.start(ct, stock_app.port, stock_app.hub_port, stock_app.proxy_api_port)
+        stock_url = stock_app.url
         app.wait_hub()
-        Appliance(ct, int(stock_url.rsplit(":", 1)[1]), 0, 0).wait_hub()
+        stock_app.wait_hub()
         # Warm-up of each: page cache, first database writes.
         hub_spawn(app.url, "seq0", "pw-seq0", {})
         hub_spawn(stock_url, "stk0", "pw-stk0", {})

@@ -15,9 +15,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from conftest import TOP
 from container import CACHE, Container
 
-TOP = Path(__file__).resolve().parents[2]
 PREFIX = "/opt/stock-jupyterhub"  # its path inside the container
 
 
@@ -67,8 +67,8 @@ c.JupyterHub.cookie_secret_file = "/var/lib/stock-jupyterhub/jupyterhub_cookie_s
 """
 
 
-def start(ct: Container, port: int, hub_port: int, proxy_api_port: int) -> str:
-    """Install the stock hub into the container and start it as root; its URL."""
+def start(ct: Container, port: int, hub_port: int, proxy_api_port: int) -> None:
+    """Install the stock hub into the container and start it as root."""
     src = stock_env()
     dest = ct.root / PREFIX.lstrip("/")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -77,4 +77,3 @@ def start(ct: Container, port: int, hub_port: int, proxy_api_port: int) -> str:
     ct.run("install -d -m 700 /var/lib/stock-jupyterhub && "
            "systemd-run --quiet --unit=stock-jupyterhub -p Type=exec --working-directory=/var/lib/stock-jupyterhub "
            f"{PREFIX}/bin/jupyterhub -f /etc/stock-jupyterhub/jupyterhub_config.py")
-    return f"http://127.0.0.1:{port}"

@@ -198,7 +198,8 @@ class VM:
             ["qemu-system-x86_64", *_qemu_accel(accel), "-m", str(self.memory_mib), "-smp", str(self.cpus),
              "-kernel", str(CACHE / "vmlinuz"), "-initrd", str(CACHE / "initrd.img"),
              "-append", "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1",
-             "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe",  # a throwaway overlay: no fsync
+             # A throwaway overlay: cache=unsafe spares the guest's fsyncs (dpkg makes many).
+             "-drive", f"file={self.dir / 'disk.qcow2'},if=virtio,format=qcow2,cache=unsafe",
              "-nic", f"user,model=virtio-net-pci{fwd}", "-display", "none",
              "-serial", f"file:{self.dir / 'console.log'}", "-no-reboot"],
             stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.log", "ab"), stderr=subprocess.STDOUT,
