@@ -7,6 +7,7 @@ naming the file, the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass
@@ -241,6 +242,16 @@ def _environment(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _abs_path_or_empty(what: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        accepted = f'the absolute path of {what}, e.g. "/srv/workshop", or "" for none'
+        if not isinstance(v, str) or (v and (not v.startswith("/") or posixpath.normpath(v) != v or v == "/"
+                                             or len(v) > 1024 or any(c in v for c in "\x00\n\r:"))):
+            raise ValueError(accepted)
+        return v
+    return check
+
+
 def _groups(v: Any) -> list[str]:
     accepted = 'a list of group names, e.g. ["sudo", "docker"]'
     if not isinstance(v, list) or len(v) > 256 or not all(isinstance(g, str) and _NAME_RE.fullmatch(g) for g in v):
@@ -258,6 +269,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "hub_port": Field(8081, "the hub's internal port, on loopback", _int(1, 65535)),
         "proxy_api_port": Field(8001, "the proxy's API port, on loopback", _int(1, 65535)),
         "log_level": Field("INFO", "hub log level", _log_level),
+        "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors",
+                      _one_of("accounts", "ephemeral")),
     },
     "spawner": {
         "default_url": Field("/lab", "page a user lands on", _url_path),
@@ -297,6 +310,20 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cpu_limit_users": Field({}, "per-user CPU limits (win over groups)", _cpu_table("user")),
         "total_memory": Field("auto", "memory cap of all user servers together", _total_memory),
         "total_cpu": Field("auto", "CPU cap of all user servers together, in cores", _total_cpu),
+    },
+    "ephemeral": {
+        "max_visitors": Field(20, "visitors with a server at once", _int(1, 10_000)),
+        "warm_pool": Field(2, "servers started ahead of visitors", _int(0, 100)),
+        "password_file": Field("", "a bcrypt hash visitors must match (applctl ephemeral password set)",
+                               _abs_path_or_empty("a file with a bcrypt hash")),
+        "shared_dir": Field("", "a folder every visitor sees read-only at ~/shared",
+                            _abs_path_or_empty("a folder")),
+        "mem_limit": Field("2G", "memory limit of a visitor's server", _size_or_empty),
+        "cpu_limit": Field(1, "CPU limit of a visitor's server in cores (0: none)", _number(0, 1024)),
+        "gpus": Field(0, "GPUs of a visitor's server", _int(0, MAX_GPUS)),
+        "idle_timeout": Field(900, "idle seconds before a visitor's server is stopped", _int(30, 30 * 86400)),
+        "max_age": Field(14400, "seconds after which a visitor's server is stopped (0: never)",
+                         _zero_or_int(60, 365 * 86400)),
     },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),

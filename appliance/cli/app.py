@@ -10,6 +10,7 @@ from .. import __version__
 from .access import admin, adduser, deluser, list_users
 from .configcmd import config_group
 from .doctor import doctor
+from .ephemeral import ephemeral_group
 from .kernels import kernels
 from .logs import logs
 from .output import Failure
@@ -20,7 +21,7 @@ from .status import status
 from .token import token
 
 COMMANDS = (adduser, deluser, list_users, admin, stop, servers, status, gpus, config_group, reload, token,
-            kernels, logs, doctor, proxy_group)
+            kernels, logs, doctor, proxy_group, ephemeral_group)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from .. import limits
+from .. import ephemeral, limits
 from . import daemon
 from .common import account, check_name, load_config
 from .completion import access_names
@@ -41,7 +41,7 @@ def stop(name: str | None, all_: bool, as_json: bool) -> None:
     if name:
         check_name(name)
     need_root("stop")
-    if name:
+    if name and not ephemeral.is_visitor(name):  # a visitor has no account
         account(name)
     # Running servers, and spawns waiting for a GPU: stopping one leaves the queue.
     running = daemon.servers() | {q["user"]: q for q in daemon.queued(daemon.gpus())}

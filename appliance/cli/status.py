@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from .. import __version__, config
+from .. import __version__, config, ephemeral
 from .. import daemon_client as client
+from ..groups import STATE_DIR
 from ..net import http_url
 from . import daemon
 from .common import config_path
@@ -127,17 +128,30 @@ def status(as_json: bool) -> None:
         "gpus": None if gpu is None else {"summary": gpu_text, "available": gpu["available"],
                                           "total": len(gpu["gpus"]),
                                           "free": client.free_gpus(gpu)},
+        "mode": cfg["hub"]["mode"],
+        "visitors_served": visitors_served(),
         "problems": problems,
     }
     emit(as_json, data, None if as_json else _human(data, gpu_text))
     sys.exit(1 if problems else 0)
 
 
+def visitors_served() -> int | None:
+    """The hub's count of ephemeral visitors (hub/visitors.py); None if there never was one."""
+    try:
+        return int((Path(STATE_DIR) / ephemeral.SERVED_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _human(data: dict, gpu_text: str) -> str:
     versions = f"jupyterhub-appliance {data['version']}, JupyterHub {data['jupyterhub']}"
     if data["configurable_http_proxy"]:
         versions += f", configurable-http-proxy {data['configurable_http_proxy']}"
-    lines = [versions, f"URL:  {data['url']}",
+    mode = data["mode"]
+    if mode == "ephemeral" or data["visitors_served"] is not None:
+        mode += f" ({data['visitors_served'] or 0} visitors served)"
+    lines = [versions, f"URL:  {data['url']}", f"Mode: {mode}",
              f"GPUs: {gpu_text}", "",
              table(["UNIT", "STATE"], [[u, s] for u, s in data["units"].items()], painted=(1,)), ""]
     if data["problems"]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import privilege, protocol, users
+from .. import ephemeral, privilege, protocol, users
 from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
 
@@ -54,6 +55,9 @@ class SpawnSpec:
     gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
     profile: str | None = None  # a [profiles.NAME] of appliance.toml
     tasks_max: int | None = None  # from [limits], set by the daemon
+    # Ephemeral mode: a visitor's server, run as a transient uid (DynamicUser=)
+    visitor: bool = False
+    shared_dir: str | None = None  # [ephemeral] shared_dir, read-only at ~/shared
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_minors: tuple[int, ...] = ()
@@ -115,6 +119,35 @@ def check_user(req: dict, cfg: Config):
     return pw
 
 
+def check_visitor(req: dict, cfg: Config) -> SpawnSpec | None:
+    """A visitor's spawn in ephemeral mode; None for an account's spawn in accounts
+    mode. The mode is the daemon's reading of appliance.toml: a request of the other
+    kind is refused, so a hub cannot turn one into the other."""
+    name = req.get("user")
+    mode = cfg["hub"]["mode"]
+    if not ephemeral.is_visitor(name):
+        if mode == "ephemeral":
+            shown = str(name)[:40]
+            raise RequestError("wrong_mode", f"this appliance is in ephemeral mode (hub.mode in appliance.toml): "
+                               f"only visitors get a server ({ephemeral.VISITOR_RULE}), not {shown!r}", "user")
+        return None
+    if mode != "ephemeral":
+        raise RequestError("wrong_mode", f"{name} is a visitor's name and this appliance is in accounts mode "
+                           "(hub.mode in appliance.toml): it starts no visitor's server", "user")
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        pass
+    else:  # systemd would run the server as that account instead of a transient uid
+        raise RequestError("invalid_user", f"{name} is an account on this machine, so it cannot be a visitor", "user")
+    eph = cfg["ephemeral"]
+    if eph["shared_dir"] and not os.path.isdir(eph["shared_dir"]):
+        raise RequestError("start_failed", f"ephemeral.shared_dir {eph['shared_dir']} is not a directory; "
+                           "create it, or set ephemeral.shared_dir to \"\"", "user")
+    return SpawnSpec(user=name, uid=-1, gid=-1, home=ephemeral.home(name), visitor=True,
+                     shared_dir=eph["shared_dir"] or None)
+
+
 def _env(v: Any, user: str, admin_names: frozenset[str]) -> dict[str, str]:
     if not isinstance(v, dict) or len(v) > 256:
         raise RequestError("invalid", "env must be an object of at most 256 variables", "env")
@@ -161,9 +194,11 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     if unknown:
         shown = str(unknown[0])[:64]
         raise RequestError("invalid", f"unknown field {shown!r}; accepted: {', '.join(sorted(known))}", shown)
-    pw = check_user(req, cfg)
-    spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
-    spec.env = _env(req.get("env", {}), pw.pw_name, frozenset(cfg["spawner"]["environment"]))
+    spec = check_visitor(req, cfg)
+    if spec is None:
+        pw = check_user(req, cfg)
+        spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
+    spec.env = _env(req.get("env", {}), spec.user, frozenset(cfg["spawner"]["environment"]))
     spec.options = _options(req.get("options", {}))
     if req.get("mem_limit") is not None:
         spec.mem_limit = _int_in("mem_limit", 64 * _MiB, _ram())(req["mem_limit"])
@@ -175,6 +210,8 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
             raise RequestError("invalid", f"cpu_limit must be {e}, not {str(req['cpu_limit'])[:40]!r}",
                                "cpu_limit") from None
     profile = req.get("profile")
+    if profile is not None and spec.visitor:
+        raise RequestError("invalid", "a visitor's server has no profile", "profile")
     if profile is not None and (not isinstance(profile, str) or profile not in cfg["profiles"]):
         raise RequestError("invalid", f"profile {str(profile)[:40]!r} is not in appliance.toml; accepted: "
                            + (", ".join(cfg["profiles"]) or "none (no profiles are configured)"), "profile")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from .. import config, limits, users
+from .. import config, ephemeral, limits, users
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
 from ..groups import HUB_USER, RUNTIME_DIR, UNIT_SLICE
 from . import requests as rq
@@ -93,6 +93,7 @@ class Daemon:
         self._user_locks: dict[str, asyncio.Lock] = {}
         # Spawns and stops run as their own tasks, shielded from their connection.
         self._tasks: set[asyncio.Task] = set()
+        self._visitors_starting: set[str] = set()  # units of visitors' spawns under way
 
     def _lock(self, user: str) -> asyncio.Lock:
         return self._user_locks.setdefault(user, asyncio.Lock())
@@ -112,12 +113,12 @@ class Daemon:
         extra = sorted(set(req) - {"op", "user"})
         if extra:
             raise rq.RequestError("invalid", f"unknown field {extra[0]!r} for {op}; accepted: op, user", extra[0])
-        pw = await asyncio.to_thread(self._known_user, req, min_uid)
-        unit = users.unit_name(pw.pw_name)
+        name = await asyncio.to_thread(self._known_user, req, min_uid)
+        unit = users.unit_name(name)
         if op == "status":
             return {"ok": True, "unit": unit, **await self.unit_status(unit), "gpus": await self.unit_gpus(unit)}
-        left = self.gpus.leave_queue(pw.pw_name)
-        reply = await self._shielded(self._locked(pw.pw_name, self.stop(unit)))
+        left = self.gpus.leave_queue(name)
+        reply = await self._shielded(self._locked(name, self.stop(unit)))
         return reply | {"left_queue": left}
 
     async def _locked(self, user: str, work) -> dict:
@@ -133,19 +134,36 @@ class Daemon:
         return await asyncio.shield(task)
 
     @staticmethod
-    def _known_user(req: dict, min_uid: int):
-        # Stop and status must work for a user who was just removed from the group.
+    def _known_user(req: dict, min_uid: int) -> str:
+        # Stop and status must work for a user who was just removed from the group,
+        # and for a visitor in either mode: they can only end a server.
+        if ephemeral.is_visitor(req.get("user")):
+            return req["user"]
         try:
-            return users.lookup(req.get("user"), min_uid)
+            return users.lookup(req.get("user"), min_uid).pw_name
         except users.UserError as e:
             raise rq.RequestError("invalid_user", str(e), "user") from None
 
     async def spawn(self, spec: rq.SpawnSpec) -> dict:
         unit = users.unit_name(spec.user)
+        if not spec.visitor:
+            return await self._spawn(unit, spec)
+        await self.check_visitors_cap(unit)
+        self._visitors_starting.add(unit)  # counted by the cap until it runs or fails
         try:
-            groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
-        except KeyError:
-            raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
+            return await self._spawn(unit, spec)
+        finally:
+            self._visitors_starting.discard(unit)
+
+    async def _spawn(self, unit: str, spec: rq.SpawnSpec) -> dict:
+        if spec.visitor:
+            groups: list[str] = []
+        else:
+            try:
+                groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
+            except KeyError:
+                raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") \
+                    from None
         self.check_quota(spec, groups)  # refuse before touching anything
         self.apply_limits(spec, groups)
         props = await self.systemd.unit_properties(unit, ("ActiveState",))
@@ -209,13 +227,29 @@ class Daemon:
             await self.systemd.reset_failed(unit)
             if not await self.systemd.wait_unloaded(unit, STOP_TIMEOUT):
                 log.error("%s is still loaded %d s after a failed start", unit, STOP_TIMEOUT)
+            else:
+                await self.forget_visitor(unit)
         except SystemdError as e:
             log.error("rolling back %s: %s", unit, e)
+
+    async def check_visitors_cap(self, unit: str) -> None:
+        """[ephemeral] max_visitors, and the warm pool on top: the hub checks it before
+        it makes a visitor, the daemon again before it starts anything."""
+        eph = self.cfg["ephemeral"]
+        cap = eph["max_visitors"] + eph["warm_pool"]
+        running = {name for name, state in await self.systemd.list_units("jupyter-visitor-*.service")
+                   if state in RUNNING_STATES} | self._visitors_starting
+        running.discard(unit)
+        if len(running) >= cap:
+            raise rq.RequestError("full", f"{ephemeral.FULL_MESSAGE} ({len(running)} visitors' servers run; "
+                                  f"ephemeral.max_visitors and warm_pool allow {cap})", "user")
 
     def check_quota(self, spec: rq.SpawnSpec, groups: list[str]) -> None:
         """The daemon enforces the quota itself: the hub's form is only a courtesy."""
         gpu = self.cfg["gpu"]
         quota = quota_for(spec.user, groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"])
+        if spec.visitor:
+            quota = self.cfg["ephemeral"]["gpus"]
         try:
             check_request(spec.gpus, quota)
         except QuotaError as e:
@@ -226,6 +260,9 @@ class Daemon:
         asked for (Spawner.mem_limit, cpu_limit) can only make them tighter."""
         profile = self.cfg["profiles"].get(spec.profile) if spec.profile else None
         mine = limits.for_user(self.cfg["limits"], spec.user, groups, profile)
+        if spec.visitor:
+            eph = self.cfg["ephemeral"]
+            mine = limits.Limits(eph["mem_limit"], float(eph["cpu_limit"]) or None, mine.tasks)
         spec.mem_limit = min((x for x in (mine.mem, spec.mem_limit) if x), default=None)
         spec.cpu_limit = min((x for x in (mine.cpu, spec.cpu_limit) if x), default=None)
         spec.tasks_max = mine.tasks
@@ -258,7 +295,39 @@ class Daemon:
         await self.systemd.reset_failed(unit)
         (units.ENV_DIR / f"{unit}.env").unlink(missing_ok=True)
         log.info("stopped %s", unit)
+        if state in ("inactive", "failed"):
+            await self.forget_visitor(unit)
         return {"ok": True, "unit": unit, "state": state}
+
+    async def forget_visitor(self, unit: str) -> None:
+        """Nothing of a visitor is kept: their home goes with their server, deleted by
+        a one-shot unit once the server's unit is inactive (no process left)."""
+        name = users.user_of_unit(unit)
+        if not ephemeral.is_visitor(name) or name not in await asyncio.to_thread(ephemeral.leftover_homes):
+            return
+        cleaner = ephemeral.cleaner_unit(name)
+        await self.systemd.reset_failed(cleaner)
+        job = await self.systemd.start_transient(cleaner, units.cleaner_properties(name))
+        await self.systemd.wait_for(cleaner, ("inactive", "failed"), STOP_TIMEOUT, job)
+        # The unit is collected even when it fails: what is left on disk tells.
+        if name in await asyncio.to_thread(ephemeral.leftover_homes):
+            log.error("could not delete the home of visitor %s; see: journalctl -u %s", name, cleaner)
+        else:
+            log.info("deleted the home of visitor %s", name)
+
+    async def reconcile_visitors(self) -> None:
+        """At start: in accounts mode no visitor's server may run; in either mode no
+        home may outlive its server (a crash, a reboot, a switch of mode)."""
+        running = {name for name, state in await self.systemd.list_units("jupyter-visitor-*.service")
+                   if state in RUNNING_STATES or state == "failed"}
+        if self.cfg["hub"]["mode"] != "ephemeral":
+            for unit in sorted(running):
+                log.warning("%s is a visitor's server and the appliance is in accounts mode: stopping it", unit)
+                await self.stop(unit)
+            running = set()
+        for name in await asyncio.to_thread(ephemeral.leftover_homes):
+            if users.unit_name(name) not in running:
+                await self.forget_visitor(users.unit_name(name))
 
     async def list_servers(self) -> list[dict]:
         inv = await self.gpus.inventory()
@@ -399,6 +468,7 @@ async def amain() -> None:
              cfg["daemon"]["min_uid"],
              f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
              ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
+    await daemon.reconcile_visitors()
     try:
         log.info("%s", await daemon.apply_totals())
     except SystemdError as e:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from .. import protocol
+from .. import ephemeral, protocol
 from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
 from .gpus import device_allow
 from .requests import SpawnSpec
@@ -55,6 +55,8 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
     env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
     env.setdefault("SHELL", "/bin/bash")
+    if spec.visitor:  # no passwd entry to take these from
+        env.update(HOME=spec.home, USER=spec.user, LOGNAME=spec.user)
     # UUIDs, not indices: inside a device cgroup CUDA renumbers what it can see.
     # Empty for a CPU-only server, which then sees no GPU even if one is visible.
     visible = ",".join(spec.gpu_uuids)
@@ -62,6 +64,48 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     env["NVIDIA_VISIBLE_DEVICES"] = visible
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
+
+
+MS_REC = 16384  # a recursive bind mount, as BindReadOnlyPaths= makes from the unit file
+
+
+def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
+    """A visitor's server: a uid that exists only while it runs, a home that is a
+    StateDirectory= (the daemon deletes it after the stop), a read-only system, and
+    nothing of the machine's people or other processes to see."""
+    state = ephemeral.state_name(spec.user)
+    props = [
+        ("DynamicUser", Variant("b", True)),
+        ("StateDirectory", Variant("as", [state])),
+        ("StateDirectoryMode", Variant("u", 0o700)),
+        ("ProtectSystem", Variant("s", "strict")),
+        ("ProtectHome", Variant("s", "yes")),
+        ("ProtectProc", Variant("s", "invisible")),
+        ("ProtectKernelTunables", Variant("b", True)),
+        ("ProtectKernelModules", Variant("b", True)),
+        ("ProtectControlGroups", Variant("b", True)),
+        ("RestrictSUIDSGID", Variant("b", True)),
+        ("RemoveIPC", Variant("b", True)),
+    ]
+    if spec.shared_dir:
+        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", [(spec.shared_dir, f"{spec.home}/shared", False, MS_REC)])))
+    return props
+
+
+def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
+    """A one-shot unit that deletes a stopped visitor's home. The daemon has no
+    capabilities (it cannot enter a directory of another uid), so systemd runs this
+    as full root, once no process of the visitor's uid is left. GNU rm never
+    follows a link it finds in the tree."""
+    argv = ["/usr/bin/rm", "-rf", "--one-file-system", "--", *ephemeral.home_paths(name)]
+    return [
+        ("Description", Variant("s", f"Delete everything of visitor {name}")),
+        ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
+        ("Type", Variant("s", "oneshot")),
+        ("CollectMode", Variant("s", "inactive-or-failed")),
+        ("PrivateNetwork", Variant("b", True)),
+        ("NoNewPrivileges", Variant("b", True)),
+    ]
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
@@ -74,7 +118,7 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         # and the server exec'd, so the daemon can delete the file right after.
         ("Type", Variant("s", "exec")),
         ("User", Variant("s", spec.user)),
-        ("Group", Variant("s", str(spec.gid))),
+        *(visitor_sandbox(spec) if spec.visitor else [("Group", Variant("s", str(spec.gid)))]),
         ("WorkingDirectory", Variant("s", spec.home)),
         ("EnvironmentFiles", Variant("a(sb)", [(str(env_file), False)])),
         ("Slice", Variant("s", UNIT_SLICE)),

@@ -1,6 +1,6 @@
 """JupyterHub itself, with steps added at start: stale tokens and admins revoked
-(revoke.py), spawns that waited in the GPU queue resumed, and the REST handler
-that stops servers told who asks (handlers.py)."""
+(revoke.py), spawns that waited in the GPU queue resumed, the REST handler
+that stops servers told who asks (handlers.py), and visitors kept (visitors.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import logging
 
 from jupyterhub.app import JupyterHub
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from traitlets import default
+from traitlets import Dict, default
 
 from .. import daemon_client as client
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
-from . import handlers, revoke
+from . import handlers, revoke, visitors
 from .configurer import APPLCTL_SERVICE
 
 
 class ApplianceHub(JupyterHub):
+    ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
+
     @default("log")
     def _log_default(self):
         # Log as "JupyterHub", as administrators and their log filters know it.
@@ -69,10 +71,12 @@ class ApplianceHub(JupyterHub):
                 continue
             if spawner.server is not None:
                 self._resume[entry["user"]] = dict(spawner.user_options or {})
-        await super().init_spawners()
+        return await super().init_spawners()  # JupyterHub logs the count it returns
 
     async def start(self):
         await super().start()
+        self._visitor_keeper = asyncio.ensure_future(
+            visitors.VisitorKeeper(self, self._applctl_token, self.ephemeral_mode).run())
         if self._resume:
             asyncio.ensure_future(self._resume_queued(self._resume))
 

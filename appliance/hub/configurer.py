@@ -55,6 +55,11 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     # Group membership is the only gate: leaving the group revokes access.
     c.Authenticator.allow_existing_users = False
 
+    if hub["mode"] == "ephemeral":
+        apply_ephemeral(c, cfg["ephemeral"])
+        culler = dict(culler, timeout=cfg["ephemeral"]["idle_timeout"], max_age=cfg["ephemeral"]["max_age"],
+                      enabled=True)
+
     c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
     # The home page says why a server stopped (templates/home.html extends JupyterHub's).
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates")]
@@ -75,6 +80,16 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     register_culler_service(c, culler)
     register_reclaimer_service(c, gpu)
     register_applctl_service(c, state_dir)
+
+
+def apply_ephemeral(c, eph: dict) -> None:
+    """Workshop mode (visitors.py): every visitor a new user at once, no form."""
+    c.JupyterHub.authenticator_class = "appliance.hub.visitors.VisitorAuthenticator"
+    c.VisitorAuthenticator.password_file = eph["password_file"]
+    c.VisitorAuthenticator.max_visitors = eph["max_visitors"]
+    c.ApplianceSpawner.options_form = ""  # a visitor's server starts as soon as they arrive
+    c.ApplianceSpawner.ephemeral_mode = eph
+    c.ApplianceHub.ephemeral_mode = eph
 
 
 def activity_interval(culler: dict) -> int:

@@ -16,7 +16,7 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Integer, Unicode, default
 
-from .. import daemon_client as client, limits, protocol, users
+from .. import daemon_client as client, ephemeral, limits, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import UNIT_SLICE
 from . import spawn_form, stop_reasons
@@ -56,6 +56,7 @@ class ApplianceSpawner(SystemdSpawner):
     profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
     culler = Dict(help="appliance.toml [culler], to word its stops").tag(config=True)
     limits = Dict(help="appliance.toml [limits], to show them on the form (the daemon applies them)").tag(config=True)
+    ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
     activity_interval = Integer(300, help="seconds between the server's activity reports to the hub").tag(config=True)
 
     @default("isolate_tmp")
@@ -216,7 +217,8 @@ class ApplianceSpawner(SystemdSpawner):
             except users.UserError as e:
                 raise SpawnError(str(e)) from None
             try:
-                choice = spawn_form.resolve(self.user_options or {}, self.quota(), self.profiles)
+                choice = self._visitor_choice() or spawn_form.resolve(self.user_options or {}, self.quota(),
+                                                                       self.profiles)
             except spawn_form.FormError as e:
                 raise SpawnError(str(e), reason="invalid_options") from None
             self.port = random_port()
@@ -234,6 +236,14 @@ class ApplianceSpawner(SystemdSpawner):
             return (self.ip or "127.0.0.1", self.port)
         finally:
             self._spawning = False
+
+    def _visitor_choice(self) -> dict | None:
+        """A visitor gets what [ephemeral] says, with no form: CPU-only if no GPU is free."""
+        if not ephemeral.is_visitor(self.user.name):
+            return None
+        if not self.ephemeral_mode:
+            raise SpawnError("This hub is not in ephemeral mode any more: visitors get no server.")
+        return {"gpus": self.ephemeral_mode["gpus"], "gpu_fallback": True, "profile": None}
 
     async def _ask_until_started(self, request: dict) -> dict:
         """The daemon's answer to the spawn request; while the answer is a place in

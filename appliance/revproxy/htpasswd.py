@@ -37,9 +37,15 @@ def check_user(user: str) -> str:
     return user
 
 
-def line(user: str, password: str) -> str:
+def hash_password(password: str) -> str:
+    """A checked password's bcrypt hash, in the $2y$ form web servers know ($2b$ and
+    $2y$ are the same algorithm); ephemeral mode's site password uses it too."""
     hashed = bcrypt.hashpw(check_password(password).encode(), bcrypt.gensalt(rounds=10)).decode()
-    return f"{check_user(user)}:$2y${hashed[4:]}\n"  # $2b$ and $2y$ are the same algorithm
+    return f"$2y${hashed[4:]}"
+
+
+def line(user: str, password: str) -> str:
+    return f"{check_user(user)}:{hash_password(password)}\n"
 
 
 def write_entry(entry: str, group: str) -> None:

@@ -79,7 +79,8 @@ def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
 REPORTING = {"adduser", "deluser", "users", "admin add", "admin remove", "stop", "servers", "status", "gpus",
              "config show", "config get", "config set", "config unset", "config validate", "reload", "token",
              "kernels list", "kernels add", "kernels remove", "doctor",
-             "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off"}
+             "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off",
+             "ephemeral password set", "ephemeral password off"}
 
 
 def test_every_command_has_help_with_an_example(capsys):
@@ -90,7 +91,8 @@ def test_every_command_has_help_with_an_example(capsys):
         assert out.startswith(f"Usage: applctl {' '.join(path)}")
         assert "Example:\n    " in out, " ".join(path)
         seen.add(" ".join(path))
-    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "proxy", "proxy password"} == seen
+    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "proxy", "proxy password",
+                        "ephemeral", "ephemeral password"} == seen
 
 
 def test_every_reporting_command_has_json_and_only_those(capsys):
@@ -175,7 +177,7 @@ def test_config_validate_names_file_key_and_accepted_values(capsys, tmp_path, cf
     bad.write_text("[hub]\nprot = 8000\n")
     code, out, err = run(capsys, "config", "validate", str(bad))
     assert code == 1 and err == (f"applctl: {bad}: hub.prot = 8000 is not accepted: known keys in [hub] are "
-                                 "port, bind_address, hub_port, proxy_api_port, log_level\n")
+                                 "port, bind_address, hub_port, proxy_api_port, log_level, mode\n")
     code, out, _ = run(capsys, "config", "validate", "--json", str(bad))
     assert code == 1 and json.loads(out)["key"] == "hub.prot"
     assert run(capsys, "config", "validate") == (0, f"{cfgfile}: valid\n", "")

@@ -1,0 +1,70 @@
+"""Ephemeral (workshop) mode: what the hub, the daemon and applctl agree on.
+
+A visitor has no account. The hub gives each one a random name of the form
+VISITOR_RE; the daemon runs that name's server as a transient uid (DynamicUser=)
+whose home is a StateDirectory it removes when the server stops. Names of this form
+are never real accounts, and real accounts never get this form of server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+PREFIX = "visitor-"
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_LENGTH = 10  # 36**10: a name is never guessed nor reused
+VISITOR_RE = re.compile(PREFIX + "[a-z0-9]{%d}" % _LENGTH)
+VISITOR_RULE = f"a visitor name is {PREFIX!r} and {_LENGTH} lowercase letters or digits"
+
+# systemd puts a DynamicUser's StateDirectory= here and links /var/lib/NAME to it.
+STATE_ROOT = Path("/var/lib")
+PRIVATE_ROOT = STATE_ROOT / "private"
+# The hub's count of visitors served (2i2c keep users only to count them).
+SERVED_FILE = "visitors-served"
+# The hub group of servers started ahead of any visitor (the warm pool).
+POOL_GROUP = "ephemeral-pool"
+FULL_MESSAGE = "This hub is full; try again in a few minutes."
+
+
+def new_name() -> str:
+    return PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_LENGTH))
+
+
+def is_visitor(name: object) -> bool:
+    return isinstance(name, str) and VISITOR_RE.fullmatch(name) is not None
+
+
+def state_name(name: str) -> str:
+    """The StateDirectory= of a visitor's server, relative to /var/lib."""
+    if not is_visitor(name):
+        raise ValueError(f"{name!r}: {VISITOR_RULE}")
+    return f"jupyter-{name}"
+
+
+def home(name: str) -> str:
+    """Where the visitor's server sees its home."""
+    return str(STATE_ROOT / state_name(name))
+
+
+def home_paths(name: str) -> list[str]:
+    """What a visitor's server leaves on disk: systemd's StateDirectory= of a
+    DynamicUser in /var/lib/private, and its link in /var/lib."""
+    return [str(PRIVATE_ROOT / state_name(name)), str(STATE_ROOT / state_name(name))]
+
+
+def cleaner_unit(name: str) -> str:
+    """The one-shot unit that deletes a stopped visitor's home. Not jupyter-*: it must
+    never be taken for a server."""
+    return f"appliance-forget-{state_name(name)}.service"
+
+
+def leftover_homes(private_root: Path = PRIVATE_ROOT) -> list[str]:
+    """Visitor names whose home is still on disk."""
+    try:
+        entries = os.listdir(private_root)
+    except FileNotFoundError:
+        return []
+    return sorted(e[len("jupyter-"):] for e in entries if e.startswith("jupyter-") and is_visitor(e[len("jupyter-"):]))
