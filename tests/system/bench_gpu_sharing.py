@@ -16,7 +16,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from bench_spawn import built_deb
 from conftest import TOP, Appliance, free_port
 from container import Container
 
@@ -197,8 +197,7 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.users <= 100 or not 0.1 <= args.scale <= 100:
         sys.exit("bench-gpu-sharing: --users takes 1 to 100, --scale 0.1 to 100")
-    deb = args.deb or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
-                                          text=True).stdout.strip().splitlines()[-1])
+    deb = built_deb(args.deb)
     modes = {
         "today (no queue, no reclaim)": "[gpu]\nqueue = false\nreclaim = \"never\"\n",
         "queue + reclaim when needed": "[gpu]\nqueue = true\nreclaim = \"when-needed\"\nsample_interval = 1\n"

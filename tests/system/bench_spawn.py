@@ -134,6 +134,12 @@ def import_profile(ct: Container, python: str, what: str) -> dict:
     return {"total": total, "top": [{"package": name, "seconds": c} for name, c in top], "rfc3987_syntax": rfc}
 
 
+def built_deb(given: Path | None) -> Path:
+    """The --deb given, or this tree's, built now (scripts/build-deb)."""
+    return given or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
+                                        text=True).stdout.strip().splitlines()[-1])
+
+
 def summary(samples: list[float | None]) -> dict:
     ok = sorted(s for s in samples if s is not None)
     p95 = ok[min(len(ok) - 1, int(round(0.95 * (len(ok) - 1))))] if ok else None
@@ -156,8 +162,7 @@ def main() -> int:
         sys.exit("bench-spawn: --users takes a number from 1 to 200")
     if not 0 <= args.restarts <= 50:
         sys.exit("bench-spawn: --restarts takes a number from 0 to 50")
-    deb = args.deb or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
-                                          text=True).stdout.strip().splitlines()[-1])
+    deb = built_deb(args.deb)
     ct = Container("bench")
     n = args.users
     errors: dict[str, str] = {}

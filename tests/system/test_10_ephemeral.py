@@ -12,57 +12,17 @@ import time
 
 import pytest
 from browser import Browser
-from conftest import HUB_PY, USERS
+from conftest import USERS
+from visitor_client import VISITOR, arrive, hub_api, pool, ready_pool, units
 
 SHARED = "/srv/workshop"
 MAX_VISITORS = 2
 PASSWORD = "workshop-pass-7"
-VISITOR = re.compile(r"/(?:user|hub/spawn-pending)/(visitor-[a-z0-9]{10})")
-
-
-def hub_api(app, method: str, path: str):
-    """The hub's REST API as applctl calls it (the applctl service's token); None for a 404."""
-    code = ("import json,sys; from appliance import config; from appliance.cli.hub import Hub, HubError\n"
-            "try: print(json.dumps(Hub(config.load()).call(sys.argv[1], sys.argv[2])))\n"
-            "except HubError as e:\n    print('null' if e.status == 404 else sys.exit(str(e)))")
-    return json.loads(app.sh(f"{HUB_PY} -c \"{code}\" {method} {path}").stdout)
-
-
-def arrive(app, b: Browser | None = None) -> tuple[Browser, str, float]:
-    """A visitor opens the hub's address: (their browser, their name, seconds to ready)."""
-    b = b or Browser(app.url)
-    t0 = time.monotonic()
-    r = b.get("/")
-    m = VISITOR.search(r.url) or VISITOR.search(r.text)
-    assert m, f"the visitor did not land in a server: {r.status_code} {r.url}\n{r.text[-800:]}"
-    b.wait_for_server(m.group(1), interval=0.05)
-    return b, m.group(1), time.monotonic() - t0
 
 
 def main_uid(app, name: str) -> int:
     pid = app.unit_props(f"jupyter-{name}.service", "MainPID")["MainPID"]
     return int(app.sh(f"stat -c %u /proc/{pid}").stdout)
-
-
-def units(app) -> set[str]:
-    out = app.sh("systemctl list-units --plain --no-legend 'jupyter-visitor-*.service'", check=False).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def pool(app) -> list[str]:
-    group = hub_api(app, "GET", "/groups/ephemeral-pool")
-    return group["users"] if group else []
-
-
-def ready_pool(app, within: float = 180) -> list[str]:
-    deadline = time.monotonic() + within
-    while True:
-        ready = [n for n in pool(app) if (hub_api(app, "GET", f"/users/{n}") or {}).get("servers", {})
-                 .get("", {}).get("ready")]
-        if ready:
-            return ready
-        assert time.monotonic() < deadline, f"no pooled server became ready in {within} s: pool {pool(app)}"
-        time.sleep(1)
 
 
 def wait_gone(app, name: str, within: float = 60) -> None:

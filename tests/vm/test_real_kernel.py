@@ -9,8 +9,10 @@ import json
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from browser import Browser
 from vm import PASSWORD
 
@@ -51,11 +53,39 @@ def test_the_vm_has_the_controllers_this_tier_is_for(machine):
     assert {"memory", "cpu"} <= set(machine.sh("cat /sys/fs/cgroup/cgroup.controllers").stdout.split())
 
 
-def test_a_kernel_using_twice_its_memory_limit_is_oom_killed_and_its_owner_told(machine):
+@pytest.fixture(scope="module")
+def limited(machine):
+    """oomer (256 MiB) and spinner (half a core), configured with one reload and
+    started side by side: emulated (TCG), a reload and a spawn each take minutes."""
     m = machine
-    m.add_user("oomer")
-    m.configure('[limits]\nmem_limit_users = { oomer = "256M" }\n[culler]\nenabled = false\n')
-    b = start(m, "oomer")
+    for name in ("oomer", "spinner"):
+        m.add_user(name)
+    m.configure('[limits]\nmem_limit_users = { oomer = "256M" }\ncpu_limit_users = { spinner = 0.5 }\n'
+                '[culler]\nenabled = false\n')
+    with ThreadPoolExecutor(2) as ex:
+        browsers = dict(zip(("oomer", "spinner"), ex.map(lambda n: start(m, n), ("oomer", "spinner"))))
+    return m, browsers
+
+
+def test_a_busy_loop_gets_no_more_than_its_cpu_limit(limited):
+    m, browsers = limited
+    b = browsers["spinner"]
+    kernel = b.start_kernel("spinner")
+    spin = threading.Thread(target=b.execute, args=("spinner", kernel, (
+        "import time\nt = time.time()\nwhile time.time() - t < 25: pass\nprint('done')")), kwargs={"timeout": 90})
+    spin.start()
+    time.sleep(3)  # the loop is running
+    usage = lambda: int(m.unit_props("jupyter-spinner.service", "CPUUsageNSec")["CPUUsageNSec"])  # noqa: E731
+    before, t0 = usage(), time.monotonic()
+    time.sleep(10)
+    used = (usage() - before) / 1e9 / (time.monotonic() - t0)
+    spin.join()
+    assert 0.3 < used <= 0.6, f"the server used {used:.2f} of a core with cpu_limit 0.5"
+
+
+def test_a_kernel_using_twice_its_memory_limit_is_oom_killed_and_its_owner_told(limited):
+    m, browsers = limited
+    b = browsers["oomer"]
     assert m.unit_props("jupyter-oomer.service", "MemoryMax")["MemoryMax"] == str(256 * MiB)
     run_in_kernel(b, "oomer", "x = b'1' * (512 * 1024 * 1024)\nprint(len(x))", timeout=60)
     wait_until("oomer's unit ended by the OOM killer", lambda: not active(m, "oomer"))
@@ -70,24 +100,6 @@ def test_a_kernel_using_twice_its_memory_limit_is_oom_killed_and_its_owner_told(
     assert "because it ran out of memory (limit 256 MiB)." in home
     servers = m.sh("applctl servers").stdout
     assert any(line.startswith("oomer ") and " oom " in line for line in servers.splitlines()), servers
-
-
-def test_a_busy_loop_gets_no_more_than_its_cpu_limit(machine):
-    m = machine
-    m.add_user("spinner")
-    m.configure('[limits]\ncpu_limit_users = { spinner = 0.5 }\n[culler]\nenabled = false\n')
-    b = start(m, "spinner")
-    kernel = b.start_kernel("spinner")
-    spin = threading.Thread(target=b.execute, args=("spinner", kernel, (
-        "import time\nt = time.time()\nwhile time.time() - t < 25: pass\nprint('done')")), kwargs={"timeout": 90})
-    spin.start()
-    time.sleep(3)  # the loop is running
-    usage = lambda: int(m.unit_props("jupyter-spinner.service", "CPUUsageNSec")["CPUUsageNSec"])  # noqa: E731
-    before, t0 = usage(), time.monotonic()
-    time.sleep(10)
-    used = (usage() - before) / 1e9 / (time.monotonic() - t0)
-    spin.join()
-    assert 0.3 < used <= 0.6, f"the server used {used:.2f} of a core with cpu_limit 0.5"
 
 
 def test_the_cap_on_all_user_servers_holds_when_two_try_to_take_all_memory(machine):

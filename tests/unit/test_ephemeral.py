@@ -1,0 +1,128 @@
+"""Ephemeral mode's shared rules: visitor names, the daemon's reading of the mode,
+a visitor's unit, the configuration keys and the site password's hash."""
+
+import bcrypt
+import pytest
+
+from appliance import config, ephemeral, users
+from appliance.daemon import requests as rq
+from appliance.daemon import units
+from appliance.revproxy import htpasswd
+
+
+def cfg(mode="ephemeral", **eph):
+    return config.validate({"hub": {"mode": mode}, "ephemeral": eph})
+
+
+def test_visitor_names_are_random_valid_user_names_and_nothing_else_is_one():
+    names = {ephemeral.new_name() for _ in range(200)}
+    assert len(names) == 200
+    assert all(ephemeral.is_visitor(n) and users.check_name(n) == n for n in names)
+    for not_one in ("alice", "visitor-", "visitor-ABCDEFGHIJ", "visitor-abcdefghijk", "visitor-abc/def/gh", 7, None):
+        assert not ephemeral.is_visitor(not_one)
+    # The cleaner is never taken for a server, nor the reverse.
+    name = ephemeral.new_name()
+    assert users.user_of_unit(ephemeral.cleaner_unit(name)) is None
+    assert users.user_of_unit(users.unit_name(name)) == name
+
+
+def test_the_daemon_starts_visitors_only_in_ephemeral_mode_and_accounts_only_in_accounts_mode():
+    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij",
+                           "env": {"JUPYTERHUB_USER": "visitor-abcdefghij"}}, cfg())
+    assert spec.visitor and spec.home == "/var/lib/jupyter-visitor-abcdefghij" and spec.uid == -1
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "alice"}, cfg())
+    assert e.value.code == "wrong_mode" and "only visitors get a server" in str(e.value)
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg("accounts"))
+    assert e.value.code == "wrong_mode" and "accounts mode" in str(e.value)
+    with pytest.raises(rq.RequestError) as e:  # a visitor cannot speak for someone else
+        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "env": {"JUPYTERHUB_USER": "alice"}}, cfg())
+    assert e.value.field == "env"
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "profile": "big"}, cfg())
+    assert e.value.field == "profile"
+
+
+def test_a_visitor_name_that_is_an_account_is_refused(monkeypatch):
+    monkeypatch.setattr(rq.pwd, "getpwnam", lambda n: object())
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg())
+    assert e.value.code == "invalid_user" and "is an account" in str(e.value)
+
+
+def test_a_missing_shared_folder_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(rq.RequestError) as e:
+        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path / "nope")))
+    assert "ephemeral.shared_dir" in str(e.value)
+    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
+    assert spec.shared_dir == str(tmp_path)
+
+
+def test_a_visitors_unit_is_a_transient_uid_with_a_private_home_and_the_shared_folder_read_only(tmp_path):
+    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
+    props = dict((k, v.value) for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec,
+                                                            tmp_path / "env"))
+    assert props["DynamicUser"] is True and props["User"] == "visitor-abcdefghij" and "Group" not in props
+    assert props["StateDirectory"] == ["jupyter-visitor-abcdefghij"] and props["StateDirectoryMode"] == 0o700
+    assert props["WorkingDirectory"] == spec.home
+    assert props["ProtectHome"] == "yes" and props["ProtectProc"] == "invisible" and props["ProtectSystem"] == "strict"
+    assert props["BindReadOnlyPaths"] == [(str(tmp_path), spec.home + "/shared", False, units.MS_REC)]
+    env = units.server_env(spec)
+    assert env["HOME"] == spec.home and env["USER"] == env["LOGNAME"] == "visitor-abcdefghij"
+    account = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice")
+    props = dict((k, v.value) for k, v in units.properties("jupyter-alice.service", account, tmp_path / "env"))
+    assert "DynamicUser" not in props and props["Group"] == "1000"
+
+
+def test_the_cleaner_deletes_exactly_the_visitors_home_and_its_link():
+    props = dict((k, v.value) for k, v in units.cleaner_properties("visitor-abcdefghij"))
+    (path, argv, _), = props["ExecStart"]
+    assert argv == ["/usr/bin/rm", "-rf", "--one-file-system", "--", "/var/lib/private/jupyter-visitor-abcdefghij",
+                    "/var/lib/jupyter-visitor-abcdefghij"]
+    with pytest.raises(ValueError):
+        units.cleaner_properties("../../etc")
+
+
+def test_leftover_homes_are_found_by_name(tmp_path):
+    for d in ("jupyter-visitor-abcdefghij", "jupyter-alice", "jupyter-visitor-../x", "other"):
+        (tmp_path / d.replace("/", "_")).mkdir()
+    assert ephemeral.leftover_homes(tmp_path) == ["visitor-abcdefghij"]
+    assert ephemeral.leftover_homes(tmp_path / "none") == []
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("hub.mode", "workshop", '"accounts", "ephemeral"'),
+    ("ephemeral.password_file", "relative/file", "absolute path"),
+    ("ephemeral.shared_dir", "/", "absolute path"),
+    ("ephemeral.shared_dir", "/srv/../etc", "absolute path"),
+    ("ephemeral.max_visitors", 0, "from 1 to 10000"),
+    ("ephemeral.warm_pool", -1, "from 0 to 100"),
+    ("ephemeral.mem_limit", "lots", "a size"),
+    ("ephemeral.idle_timeout", 5, "from 30"),
+])
+def test_bad_values_name_the_key(key, value, says):
+    section, name = key.split(".")
+    with pytest.raises(config.ConfigError) as e:
+        config.validate({section: {name: value}})
+    assert e.value.key == key and says in str(e.value)
+
+
+def test_defaults_are_short_for_a_workshop():
+    eph = config.validate({})["ephemeral"]
+    assert (eph["idle_timeout"], eph["max_age"], eph["gpus"], eph["warm_pool"]) == (900, 14400, 0, 2)
+
+
+def test_the_site_password_hash_is_checked_as_the_hub_checks_it(tmp_path):
+    from appliance.hub import visitors
+
+    f = tmp_path / "pw"
+    f.write_text(htpasswd.hash_password("a long passphrase") + "\n")
+    hashed = visitors.read_hash(str(f))
+    assert visitors.password_matches("a long passphrase", hashed)
+    assert not visitors.password_matches("a long passphrasE", hashed)
+    assert not visitors.password_matches("", hashed)
+    assert bcrypt.checkpw(b"a long passphrase", hashed)
+    f.write_text("not a hash\n")
+    with pytest.raises(ValueError, match="applctl ephemeral password set"):
+        visitors.read_hash(str(f))
