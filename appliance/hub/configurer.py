@@ -88,6 +88,7 @@ def apply_ephemeral(c, eph: dict) -> None:
     c.VisitorAuthenticator.password_file = eph["password_file"]
     c.VisitorAuthenticator.max_visitors = eph["max_visitors"]
     c.ApplianceSpawner.options_form = ""  # a visitor's server starts as soon as they arrive
+    c.JupyterHub.shutdown_on_logout = True  # logging out ends the server, and so everything of it
     c.ApplianceSpawner.ephemeral_mode = eph
     c.ApplianceHub.ephemeral_mode = eph
 
