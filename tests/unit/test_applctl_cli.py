@@ -392,3 +392,16 @@ def test_sudo_caller_and_reading_the_edited_copy(monkeypatch, tmp_path):
     with pytest.raises(configcmd.Failure):
         configcmd.read_edited(mine, os.getuid() + 1)
     assert configcmd.read_edited(mine, os.getuid()) == "[hub]\n"
+
+
+def test_the_manual_page_has_every_command_and_option():
+    from appliance.cli import manpage
+
+    page = manpage.render("9.9")
+    assert page.startswith('.TH APPLCTL 1 "" "jupyterhub-appliance 9.9"')
+    for path, command in all_commands():
+        assert f".SS {' '.join(path)}\n" in page, path
+    assert "\\fB--json\\fR" in page
+    # Every line starting with a dot is one of the page's own requests, not help text.
+    requests = {ln.split()[0] for ln in page.splitlines() if ln.startswith((".", "'"))}
+    assert requests <= {".TH", ".SH", ".SS", ".B", ".nf", ".fi", ".TP", ".sp"}, requests
