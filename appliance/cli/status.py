@@ -138,8 +138,11 @@ def status(as_json: bool) -> None:
 
 def visitors_served() -> int | None:
     """The hub's count of ephemeral visitors (hub/visitors.py); None if there never was one."""
+    # /var/lib/jupyterhub is the hub's: never follow a link planted there.
     try:
-        return int((Path(STATE_DIR) / ephemeral.SERVED_FILE).read_text().strip())
+        fd = os.open(Path(STATE_DIR) / ephemeral.SERVED_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            return int(f.read(32).strip())
     except (OSError, ValueError):
         return None
 
