@@ -35,6 +35,8 @@ class GPU:
     pci_bus_id: str
     utilization: int | None  # GPU %, None where the driver does not report it (MIG mode)
     mig_enabled: bool
+    temperature: int | None = None  # degrees Celsius; None where the driver does not report it
+    power_watts: float | None = None  # power draw; None where the board does not report it
 
     @property
     def device_path(self) -> str:
@@ -102,6 +104,15 @@ def _utilization(handle: Any) -> int | None:
         raise _QueryFailed(f"{e} (reading utilization)") from e
 
 
+def _optional(fn: Callable[..., _T], *args: Any) -> _T | None:
+    """A reading for the dashboard only: many boards (and vGPUs) report no temperature
+    or power, and a failing sensor must not take the GPU out of allocation."""
+    try:
+        return fn(*args)
+    except pynvml.NVMLError:
+        return None
+
+
 def _mig_enabled(handle: Any) -> bool:
     try:
         current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
@@ -131,6 +142,8 @@ def _read_gpu(index: int) -> GPU:
         pci_bus_id=_text(pci.busId),
         utilization=_utilization(handle),
         mig_enabled=_mig_enabled(handle),
+        temperature=_optional(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU),
+        power_watts=None if (mw := _optional(pynvml.nvmlDeviceGetPowerUsage, handle)) is None else mw / 1000,
     )
 
 

@@ -74,6 +74,7 @@ struct fake_gpu {
     unsigned int domain, bus, device, function, pci_device_id;
     unsigned long long mem_total, mem_used, mem_reserved;
     unsigned int util_gpu, util_mem;
+    unsigned int temp_c, power_mw; /* GPU temperature (Celsius), power draw (milliwatts) */
     int mig; /* 0, 1, or -1: not supported */
     int lost;
     struct fake_proc procs[MAX_PROCS];
@@ -131,6 +132,8 @@ static void gpu_defaults(struct fake_gpu *g, unsigned int index)
     g->bus = index + 1;
     g->pci_device_id = 0x20B210DE;
     g->mem_total = 85899345920ull;
+    g->temp_c = 35;
+    g->power_mw = 60000;
 }
 
 /* procs=PID:BYTES,PID:BYTES */
@@ -197,6 +200,10 @@ static int parse_gpu_key(struct fake_gpu *g, char *key, char *v)
         return parse_uint(v, &g->util_gpu) && g->util_gpu <= 100;
     if (!strcmp(key, "util_mem"))
         return parse_uint(v, &g->util_mem) && g->util_mem <= 100;
+    if (!strcmp(key, "temp"))
+        return parse_uint(v, &g->temp_c) && g->temp_c <= 200;
+    if (!strcmp(key, "power"))
+        return parse_uint(v, &g->power_mw);
     if (!strcmp(key, "pci_device_id"))
         return parse_uint(v, &g->pci_device_id);
     if (!strcmp(key, "pci")) {
@@ -530,6 +537,33 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, nvmlUtilization_t *ut
         return NVML_ERROR_NOT_SUPPORTED;
     util->gpu = g->util_gpu;
     util->memory = g->util_mem;
+    return NVML_SUCCESS;
+}
+
+/* Only the GPU die sensor (NVML_TEMPERATURE_GPU = 0) exists. */
+nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t h, int sensor, unsigned int *temp)
+{
+    struct fake_config c;
+    struct fake_gpu *g;
+    nvmlReturn_t rc = device(&c, h, "temp", &g);
+    if (rc)
+        return rc;
+    if (!temp || sensor != 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *temp = g->temp_c;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t h, unsigned int *power)
+{
+    struct fake_config c;
+    struct fake_gpu *g;
+    nvmlReturn_t rc = device(&c, h, "power", &g);
+    if (rc)
+        return rc;
+    if (!power)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *power = g->power_mw;
     return NVML_SUCCESS;
 }
 

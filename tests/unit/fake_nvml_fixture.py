@@ -56,6 +56,8 @@ class FakeGPU:
     mem_reserved: int = 0
     util_gpu: int = 0
     util_mem: int = 0
+    temp: int = 35
+    power: int = 60000  # milliwatts
     pci: str | None = None
     mig: str = "0"
     lost: bool = False
@@ -74,7 +76,8 @@ class FakeGPU:
         parts = [f"gpu index={self.index} minor={self.minor} uuid={self.uuid}",
                  f"name={self.name.replace(' ', '_')}",
                  f"mem_total={self.mem_total} mem_used={self.mem_used} mem_reserved={self.mem_reserved}",
-                 f"util_gpu={self.util_gpu} util_mem={self.util_mem} pci={self.pci}",
+                 f"util_gpu={self.util_gpu} util_mem={self.util_mem} temp={self.temp} power={self.power}",
+                 f"pci={self.pci}",
                  f"mig={self.mig} lost={int(self.lost)}"]
         if self.procs:
             parts.append("procs=" + ",".join(f"{pid}:{mem}" for pid, mem in self.procs))

@@ -16,7 +16,7 @@ GiB = 2**30
 
 FOUR = [
     FakeGPU(0, minor=3, uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000", name="NVIDIA A100-SXM4-80GB",
-            mem_total=80 * GiB, mem_used=10 * GiB, util_gpu=12, pci="00000000:07:00.0"),
+            mem_total=80 * GiB, mem_used=10 * GiB, util_gpu=12, temp=61, power=245500, pci="00000000:07:00.0"),
     FakeGPU(1, minor=1, uuid="GPU-bbbbbbbb-0000-0000-0000-000000000000", name="NVIDIA A100-SXM4-80GB",
             mem_total=80 * GiB, mem_used=0, mem_reserved=GiB // 2, util_gpu=0, pci="00000000:0F:00.0"),
     FakeGPU(2, minor=0, uuid="GPU-cccccccc-0000-0000-0000-000000000000", name="NVIDIA L4",
@@ -38,7 +38,8 @@ def test_four_gpus_with_minor_numbers_different_from_indices(fake_nvml: FakeNvml
     assert inv.gpus[0] == GPU(index=0, minor=3, uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000",
                               name="NVIDIA A100-SXM4-80GB", memory_total=80 * GiB,
                               memory_free=70 * GiB, memory_used=10 * GiB,
-                              pci_bus_id="00000000:07:00.0", utilization=12, mig_enabled=False)
+                              pci_bus_id="00000000:07:00.0", utilization=12, mig_enabled=False,
+                              temperature=61, power_watts=245.5)
     # memory v2: driver-reserved memory is neither used nor free
     assert (inv.gpus[1].memory_used, inv.gpus[1].memory_free) == (0, 80 * GiB - GiB // 2)
     assert inv.gpus[2].name == "NVIDIA L4" and inv.gpus[2].utilization == 99
@@ -46,6 +47,13 @@ def test_four_gpus_with_minor_numbers_different_from_indices(fake_nvml: FakeNvml
     assert inv.by_uuid("GPU-dddddddd-0000-0000-0000-000000000000") == inv.gpus[3]
     # Every nvmlInit was matched by an nvmlShutdown.
     assert fake_nvml.init_count() == 0
+
+
+def test_a_board_without_temperature_or_power_readings_stays_allocatable(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write([FakeGPU(0, fail=["temp:3", "power"])])  # 3: NVML_ERROR_NOT_SUPPORTED
+    inv = read_inventory()
+    assert inv.unusable == () and len(inv.gpus) == 1
+    assert (inv.gpus[0].temperature, inv.gpus[0].power_watts) == (None, None)
 
 
 def test_pynvml_loaded_the_fake_through_its_own_loader(fake_nvml: FakeNvml) -> None:
