@@ -183,6 +183,12 @@ class GpuManager:
         for unit in set(self.idle_since) - set(held):
             del self.idle_since[unit]
 
+    async def started_at(self, unit: str) -> float | None:
+        """Epoch seconds since the unit has been active; None if not (yet) known."""
+        props = await self.systemd.unit_properties(unit, ("ActiveEnterTimestamp",))
+        usec = (props or {}).get("ActiveEnterTimestamp") or 0
+        return usec / 1e6 if usec else None
+
     async def report(self, gpu_cfg: dict | None = None) -> dict:
         """GPUs with holders, utilization and idle time; the queue; and, given the
         [gpu] configuration, which servers the reclaim rule says to stop."""
@@ -193,10 +199,12 @@ class GpuManager:
         reserved = set(self.pending) | set(self.queue.reserved())
         now = self.clock()
         data = inv.to_dict()
+        started = {unit: await self.started_at(unit) for unit in held if unit not in reserved}
         for g in data["gpus"]:
             unit = holder.get(g["uuid"])
             g["holder"] = users.user_of_unit(unit) if unit else None
             g["starting"] = unit in reserved
+            g["held_since"] = started.get(unit)
             since = self.idle_since.get(unit) if unit else None
             g["idle_seconds"] = round(now - since) if since is not None else None
         idle = {users.user_of_unit(u): (now - since, len(held.get(u, ()))) for u, since in self.idle_since.items()}

@@ -17,8 +17,9 @@ from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
 
 MAX_REQUEST = 256 * 1024
-HUB_OPS = ("spawn", "stop", "status", "gpus")
-ROOT_OPS = HUB_OPS + ("list",)
+# The hub may list the servers too (read-only): its GPU dashboard shows them.
+HUB_OPS = ("spawn", "stop", "status", "gpus", "list")
+ROOT_OPS = HUB_OPS
 
 _MiB = 1024**2
 

@@ -332,9 +332,19 @@ class Daemon:
     async def list_servers(self) -> list[dict]:
         inv = await self.gpus.inventory()
         held = await self.gpus.running(inv)
-        return [{"unit": name, "user": users.user_of_unit(name), "state": state, "gpus": list(held.get(name, ()))}
-                for name, state in await self.systemd.list_units("jupyter-*.service")
-                if users.user_of_unit(name)]
+        servers = []
+        for name, state in await self.systemd.list_units("jupyter-*.service"):
+            if not users.user_of_unit(name):
+                continue
+            props = await self.systemd.unit_properties(name, ("MemoryCurrent", "ActiveEnterTimestamp")) or {}
+            memory = props.get("MemoryCurrent")
+            since = props.get("ActiveEnterTimestamp") or 0
+            servers.append({"unit": name, "user": users.user_of_unit(name), "state": state,
+                            "gpus": list(held.get(name, ())),
+                            # systemd says "no value" with 2^64-1, e.g. without memory accounting
+                            "memory": memory if isinstance(memory, int) and memory < 2**64 - 1 else None,
+                            "since": since / 1e6 if since else None})
+        return servers
 
     async def apply_totals(self) -> str:
         """[limits] total_memory and total_cpu on jupyter-users.slice, which holds every

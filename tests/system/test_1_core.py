@@ -185,7 +185,7 @@ def test_daemon_refuses_other_uids_and_root(appliance):
     reply = json.loads(appliance.daemon_request(
         '{"op": "spawn", "user": "alice", "extra": {"User": "root"}}', user="jupyterhub").stdout)
     assert reply["error"]["field"] == "extra"
-    reply = json.loads(appliance.daemon_request('{"op": "list"}', user="jupyterhub").stdout)
+    reply = json.loads(appliance.daemon_request('{"op": "reboot"}', user="jupyterhub").stdout)
     assert reply["error"]["field"] == "op"
     logs = appliance.sh("journalctl -u jupyterhub-appliance.service --no-pager").stdout
     assert "refused request from uid" in logs

@@ -4,6 +4,7 @@ level (so the real Systemd code, wait_for, list_units and its job filter, runs).
 from __future__ import annotations
 
 import asyncio
+import time
 import fnmatch
 import functools
 import json
@@ -33,6 +34,8 @@ class FakeUnit:
     props: dict
     state: str = "inactive"
     job: int = 0  # a start job in the queue
+    entered: int = 0  # ActiveEnterTimestamp, microseconds since the epoch; 0 = never active
+    memory: int = 2**64 - 1  # MemoryCurrent: systemd's "no value" unless a test sets it
 
 
 @dataclass
@@ -76,6 +79,10 @@ class FakeManager(Systemd):
             name = body[1]
             if name == "ActiveState":
                 return [Variant("s", unit.state)]
+            if name == "ActiveEnterTimestamp":
+                return [Variant("t", unit.entered)]
+            if name == "MemoryCurrent":
+                return [Variant("t", unit.memory)]
             return [unit.props[name]]
         if member == "StopUnit":
             name = body[0]
@@ -104,6 +111,7 @@ class FakeManager(Systemd):
         unit.job = 0
         if self.start_mode == "start":
             unit.state = "active"
+            unit.entered = int(time.time() * 1e6)
         else:
             unit.state = "failed"
             await asyncio.sleep(0.01)

@@ -17,9 +17,10 @@ def test_only_root_and_the_hub_may_talk():
     with pytest.raises(rq.RequestError) as e:
         rq.check_op({"op": "status"}, 1000, HUB_UID)
     assert e.value.code == "forbidden"
+    assert rq.check_op({"op": "list"}, HUB_UID, HUB_UID) == "list"  # the GPU dashboard's server list
     with pytest.raises(rq.RequestError) as e:
-        rq.check_op({"op": "list"}, HUB_UID, HUB_UID)
-    assert e.value.field == "op" and "spawn, stop, status" in str(e.value)
+        rq.check_op({"op": "reboot"}, HUB_UID, HUB_UID)
+    assert e.value.field == "op" and "spawn, stop, status, gpus, list" in str(e.value)
     with pytest.raises(rq.RequestError):
         rq.check_op(["spawn"], 0, HUB_UID)
 
