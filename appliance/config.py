@@ -268,6 +268,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "bind_address": Field("", "address the proxy listens on", _ip_or_empty),
         "hub_port": Field(8081, "the hub's internal port, on loopback", _int(1, 65535)),
         "proxy_api_port": Field(8001, "the proxy's API port, on loopback", _int(1, 65535)),
+        "dashboard_port": Field(8082, "the GPU dashboard's port, on loopback ([dashboard])", _int(1, 65535)),
+        "metrics_port": Field(9445, "the Prometheus metrics port, on loopback ([metrics] access)", _int(1, 65535)),
         "log_level": Field("INFO", "hub log level", _log_level),
         "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors",
                       _one_of("accounts", "ephemeral")),
@@ -324,6 +326,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "idle_timeout": Field(900, "idle seconds before a visitor's server is stopped", _int(30, 30 * 86400)),
         "max_age": Field(14400, "seconds after which a visitor's server is stopped (0: never)",
                          _zero_or_int(60, 365 * 86400)),
+    },
+    "dashboard": {
+        "enabled": Field(True, "the administrators' GPU dashboard at /services/gpus/", _bool),
+    },
+    "metrics": {
+        "access": Field("loopback", "who may read the Prometheus metrics: loopback (no token), "
+                        "token (the hub's /hub/metrics with a read:metrics token) or off",
+                        _one_of("loopback", "token", "off")),
     },
     "culler": {
         "enabled": Field(True, "stop idle servers", _bool),
@@ -416,6 +426,7 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
             except ValueError as e:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
     return Config(values, Path(path), _migrate(data, values, path))
+
 
 
 # Keys that moved: (old section, key) -> new section. The old place is still read.

@@ -30,8 +30,16 @@ SUDOERS = Path("/etc/sudoers.d/jupyterhub-appliance")
 SHADOW = Path("/etc/shadow")
 FIX_STATE = "sudo applctl doctor --fix   (creates missing secrets, replaces links, fixes owners and modes)"
 REINSTALL = "reinstall the package: sudo apt install --reinstall jupyterhub-appliance (Arch: pacman -S)"
-# Which unit may listen on each port setting.
-PORT_OWNERS = {"port": PROXY, "proxy_api_port": PROXY, "hub_port": HUB}
+# Which unit may listen on each port setting. The dashboard is a child of the hub.
+PORT_OWNERS = {"port": PROXY, "proxy_api_port": PROXY, "hub_port": HUB, "dashboard_port": HUB,
+               "metrics_port": HUB}
+
+
+def port_owners(cfg: config.Config) -> dict[str, str]:
+    """The port settings in use with this configuration, and their units."""
+    unused = ({"dashboard_port"} if not cfg["dashboard"]["enabled"] else set()) | \
+        ({"metrics_port"} if cfg["metrics"]["access"] != "loopback" else set())
+    return {k: unit for k, unit in PORT_OWNERS.items() if k not in unused}
 
 
 @dataclass
@@ -216,15 +224,16 @@ def check_gpus() -> Check:
 
 def check_ports(cfg: config.Config) -> Check:
     hub = cfg["hub"]
+    owners = port_owners(cfg)
     ports: dict[int, list[str]] = {}
-    for key in PORT_OWNERS:
+    for key in owners:
         ports.setdefault(hub[key], []).append(key)
     clash = [keys for keys in ports.values() if len(keys) > 1]
     if clash:
         return Check("ports", False, f"hub.{clash[0][0]} and hub.{clash[0][1]} are the same port {hub[clash[0][0]]}",
                      f"sudo applctl config set hub.{clash[0][1]} N, then sudo applctl reload")
     listening = listeners()
-    for key, owner_unit in PORT_OWNERS.items():
+    for key, owner_unit in owners.items():
         port = hub[key]
         others = [(pid, comm, unit) for pid, comm, unit in socket_owners(listening.get(port, set()))
                   if unit != owner_unit]
@@ -234,7 +243,7 @@ def check_ports(cfg: config.Config) -> Check:
                                          f"{', ' + unit if unit else ''})",
                          f"choose a free port: sudo applctl config set hub.{key} N && sudo applctl reload; "
                          f"or stop {unit or comm}")
-    return Check("ports", True, "ports " + ", ".join(f"{hub[k]}" for k in PORT_OWNERS) + " are free or ours")
+    return Check("ports", True, "ports " + ", ".join(f"{hub[k]}" for k in owners) + " are free or ours")
 
 
 def fix_state() -> list[str]:

@@ -1,6 +1,7 @@
 """JupyterHub itself, with steps added at start: stale tokens and admins revoked
 (revoke.py), spawns that waited in the GPU queue resumed, the REST handler
-that stops servers told who asks (handlers.py), and visitors kept (visitors.py)."""
+that stops servers told who asks (handlers.py), visitors kept (visitors.py), and
+the GPU report and metrics (gpu_report.py, metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,22 @@ import logging
 
 from jupyterhub.app import JupyterHub
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from traitlets import Dict, default
+from traitlets import Dict, Integer, Unicode, default
 
 from .. import daemon_client as client
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
-from . import handlers, revoke, visitors
+from . import handlers, metrics, revoke, visitors
+from .gpu_report import REPORT
 from .configurer import APPLCTL_SERVICE
 
 
 class ApplianceHub(JupyterHub):
     ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
+    metrics_access = Unicode("loopback", help="[metrics] access: loopback, token or off").tag(config=True)
+    metrics_port = Integer(9445, help="[hub] metrics_port, on loopback").tag(config=True)
+    gpu_report_interval = Integer(10, help="seconds between reads of the daemon's GPU report").tag(config=True)
 
     @default("log")
     def _log_default(self):
@@ -51,7 +56,7 @@ class ApplianceHub(JupyterHub):
     def init_handlers(self):
         super().init_handlers()
         # Stops through the REST API say who asked (handlers.py).
-        self.handlers = handlers.substitute(self.handlers)
+        self.handlers = handlers.substitute(self.handlers, self.metrics_access)
 
     async def init_spawners(self):
         # A spawn that waited in the daemon's GPU queue when the hub stopped looks to
@@ -75,6 +80,13 @@ class ApplianceHub(JupyterHub):
 
     async def start(self):
         await super().start()
+        # The home page's own-GPU line and the metrics read the report; keep it fresh.
+        self._gpu_report = asyncio.ensure_future(REPORT.refresh_forever(self.gpu_report_interval))
+        if self.metrics_access != "off":
+            metrics.register()
+        if self.metrics_access == "loopback":
+            metrics.serve_loopback(self.metrics_port)
+            self.log.info("jupyterhub-appliance: metrics at http://127.0.0.1:%d/metrics", self.metrics_port)
         self._visitor_keeper = asyncio.ensure_future(
             visitors.VisitorKeeper(self, self._applctl_token, self.ephemeral_mode).run())
         if self._resume:

@@ -14,6 +14,7 @@ from ..config import Config
 from ..net import http_url
 from ..groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
+from .gpu_report import my_gpus
 
 
 def proxy_token(state_dir: str = STATE_DIR) -> str:
@@ -61,8 +62,13 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
                       enabled=True)
 
     c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
-    # The home page says why a server stopped (templates/home.html extends JupyterHub's).
+    # The home page says why a server stopped and what the user's GPUs are doing; the
+    # navigation bar links admins to the GPU dashboard (templates/ extend JupyterHub's).
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates")]
+    c.JupyterHub.template_vars = {"appliance_my_gpus": my_gpus, "appliance_dashboard": cfg["dashboard"]["enabled"]}
+    c.ApplianceHub.gpu_report_interval = gpu["sample_interval"]
+    c.ApplianceHub.metrics_access = cfg["metrics"]["access"]
+    c.ApplianceHub.metrics_port = hub["metrics_port"]
     c.Spawner.default_url = spawner["default_url"]
     # A spawn may wait in the GPU queue before its server starts.
     c.Spawner.start_timeout = spawner["start_timeout"] + (gpu["queue_timeout"] if gpu["queue"] else 0)
@@ -79,6 +85,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.JupyterHub.load_roles = []
     register_culler_service(c, culler)
     register_reclaimer_service(c, gpu)
+    register_dashboard_service(c, cfg)
     register_applctl_service(c, state_dir)
 
 
@@ -134,6 +141,25 @@ def register_reclaimer_service(c, gpu: dict) -> None:
         "name": "gpu-reclaimer",
         "scopes": ["delete:servers"],
         "services": ["gpu-reclaimer"],
+    })
+
+
+DASHBOARD_SERVICE = "gpus"
+
+
+def register_dashboard_service(c, cfg: Config) -> None:
+    """The GPU dashboard (dashboard.py) at /services/gpus/: JupyterHub OAuth, hub
+    admins only. It needs no scope of the hub's API: it asks the daemon, as the hub's
+    uid. Not in the Services menu: admins get their own link (templates/page.html)."""
+    if not cfg["dashboard"]["enabled"]:
+        return
+    c.JupyterHub.services.append({
+        "name": DASHBOARD_SERVICE,
+        "url": http_url("127.0.0.1", cfg["hub"]["dashboard_port"]),
+        "command": [sys.executable, "-m", "appliance.hub.dashboard",
+                    f"--interval={cfg['gpu']['sample_interval']}"],
+        "oauth_no_confirm": True,
+        "display": False,
     })
 
 

@@ -1,4 +1,5 @@
-"""JupyterHub's REST handler for stopping a server, told who asks.
+"""JupyterHub's REST handler for stopping a server, told who asks; and its metrics
+handler, when [metrics] says so.
 
 JupyterHub's own handler stops the server without saying who asked; the spawner
 needs to know to record why (stop_reasons.py). And `[culler] cull_admin_users =
@@ -9,9 +10,11 @@ users, never to stopping their servers.
 from __future__ import annotations
 
 from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.handlers.metrics import MetricsHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
+from .metrics import MetricsOff
 from .stop_reasons import CULLER
 
 
@@ -31,7 +34,10 @@ class ServerAPIHandler(UserServerAPIHandler):
         return await super().delete(user_name, server_name)
 
 
-def substitute(handlers: list) -> list:
-    """JupyterHub's handler list with ServerAPIHandler in place of its own."""
-    return [(h[0], ServerAPIHandler, *h[2:]) if len(h) > 1 and h[1] is UserServerAPIHandler else h
-            for h in handlers]
+def substitute(handlers: list, metrics_access: str) -> list:
+    """JupyterHub's handler list with ServerAPIHandler in place of its own, and its
+    /hub/metrics only when [metrics] access = "token" (it then wants read:metrics)."""
+    mine = {UserServerAPIHandler: ServerAPIHandler}
+    if metrics_access != "token":
+        mine[MetricsHandler] = MetricsOff
+    return [(h[0], mine[h[1]], *h[2:]) if len(h) > 1 and h[1] in mine else h for h in handlers]

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 
 from .. import daemon_client as client
+from .service_life import die_with_parent
 
 log = logging.getLogger("gpu-reclaimer")
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gpu-reclaimer")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between looks (the sample interval)")
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s gpu-reclaimer] %(message)s")
     api_url, token = os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]
     asked: dict[str, float] = {}

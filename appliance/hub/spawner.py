@@ -19,7 +19,7 @@ from traitlets import Dict, Integer, Unicode, default
 from .. import daemon_client as client, ephemeral, limits, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import UNIT_SLICE
-from . import spawn_form, stop_reasons
+from . import metrics, spawn_form, stop_reasons
 
 # SystemdSpawner's options that this appliance fixes, with the value it always
 # applies and why. Another value is refused at spawn time rather than ignored.
@@ -139,6 +139,7 @@ class ApplianceSpawner(SystemdSpawner):
         if why is not None and (self.last_stop is None or self.last_stop.reason != why.reason):
             self.last_stop = why
             stop_reasons.log(self.log, self.user.name, why)
+            metrics.STOPS.labels(why.reason).inc()
 
     def get_env(self):
         env = super().get_env()
@@ -202,6 +203,21 @@ class ApplianceSpawner(SystemdSpawner):
         }
 
     async def start(self):
+        try:
+            address = await self._start()
+        except SpawnException as e:
+            metrics.SPAWN_FAILURES.labels(getattr(e, "reason", None) or "error").inc()
+            raise
+        except asyncio.CancelledError:  # the stop button, or the hub shutting down
+            metrics.SPAWN_FAILURES.labels("cancelled").inc()
+            raise
+        except Exception:
+            metrics.SPAWN_FAILURES.labels("error").inc()
+            raise
+        metrics.SPAWNS.inc()
+        return address
+
+    async def _start(self):
         self._events = []
         self._spawning = True
         try:

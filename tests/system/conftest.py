@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,10 @@ class Appliance:
     port: int
     hub_port: int
     proxy_api_port: int
+    # Free ports for the other loopback listeners too: containers side by side share
+    # the host's network.
+    dashboard_port: int = field(default_factory=lambda: free_port())
+    metrics_port: int = field(default_factory=lambda: free_port())
 
     @property
     def url(self) -> str:
@@ -86,7 +90,8 @@ class Appliance:
 
     def config_text(self, extra: str = "") -> str:
         return (f"[hub]\nport = {self.port}\nhub_port = {self.hub_port}\n"
-                f"proxy_api_port = {self.proxy_api_port}\n{extra}")
+                f"proxy_api_port = {self.proxy_api_port}\ndashboard_port = {self.dashboard_port}\n"
+                f"metrics_port = {self.metrics_port}\n{extra}")
 
     def wait_hub(self, timeout: float = 90) -> None:
         """Until the hub answers its API through the proxy."""

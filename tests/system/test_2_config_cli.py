@@ -45,7 +45,8 @@ def test_unknown_key_is_named(appliance):
     out = appliance.sh("applctl config validate /root/typo.toml", check=False)
     assert out.returncode == 1
     assert out.stderr.strip() == ("applctl: /root/typo.toml: hub.prot = 8000 is not accepted: "
-                                  "known keys in [hub] are port, bind_address, hub_port, proxy_api_port, log_level, mode")
+                                  "known keys in [hub] are port, bind_address, hub_port, proxy_api_port, dashboard_port, "
+                                  "metrics_port, log_level, mode")
     out = appliance.sh("applctl config validate --json /root/typo.toml", check=False)
     assert json.loads(out.stdout)["key"] == "hub.prot"
 

@@ -177,7 +177,7 @@ def test_config_validate_names_file_key_and_accepted_values(capsys, tmp_path, cf
     bad.write_text("[hub]\nprot = 8000\n")
     code, out, err = run(capsys, "config", "validate", str(bad))
     assert code == 1 and err == (f"applctl: {bad}: hub.prot = 8000 is not accepted: known keys in [hub] are "
-                                 "port, bind_address, hub_port, proxy_api_port, log_level, mode\n")
+                                 "port, bind_address, hub_port, proxy_api_port, dashboard_port, metrics_port, log_level, mode\n")
     code, out, _ = run(capsys, "config", "validate", "--json", str(bad))
     assert code == 1 and json.loads(out)["key"] == "hub.prot"
     assert run(capsys, "config", "validate") == (0, f"{cfgfile}: valid\n", "")

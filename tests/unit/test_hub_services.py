@@ -18,9 +18,10 @@ def apply(tmp_path, text: str) -> Config:
 
 
 @pytest.mark.parametrize("text, names", [
-    ("", {"idle-culler", "gpu-reclaimer", "applctl"}),
-    ("[gpu]\nreclaim = 'never'\n", {"idle-culler", "applctl"}),
-    ("[culler]\nenabled = false\n[gpu]\nreclaim = 'always'\n", {"gpu-reclaimer", "applctl"}),
+    ("", {"idle-culler", "gpu-reclaimer", "gpus", "applctl"}),
+    ("[gpu]\nreclaim = 'never'\n", {"idle-culler", "gpus", "applctl"}),
+    ("[culler]\nenabled = false\n[gpu]\nreclaim = 'always'\n[dashboard]\nenabled = false\n",
+     {"gpu-reclaimer", "applctl"}),
 ])
 def test_services_follow_the_configuration(tmp_path, text, names):
     c = apply(tmp_path, text)
@@ -30,6 +31,22 @@ def test_services_follow_the_configuration(tmp_path, text, names):
         assert roles["gpu-reclaimer"]["scopes"] == ["delete:servers"]
         command = next(s["command"] for s in c.JupyterHub.services if s["name"] == "gpu-reclaimer")
         assert command[-1] == "--interval=10"
+
+
+def test_the_dashboard_is_an_oauth_service_on_its_loopback_port_hidden_from_the_services_menu(tmp_path):
+    c = apply(tmp_path, "[hub]\ndashboard_port = 8093\n[gpu]\nsample_interval = 5\n")
+    gpus = next(s for s in c.JupyterHub.services if s["name"] == "gpus")
+    assert gpus["url"] == "http://127.0.0.1:8093" and gpus["command"][-1] == "--interval=5"
+    assert gpus["oauth_no_confirm"] is True and gpus["display"] is False
+    assert not [r for r in c.JupyterHub.load_roles if "gpus" in r.get("services", [])]  # no hub API scope
+    assert c.JupyterHub.template_vars["appliance_dashboard"] is True
+    assert apply(tmp_path, "[dashboard]\nenabled = false\n").JupyterHub.template_vars["appliance_dashboard"] is False
+
+
+def test_metrics_access_reaches_the_hub(tmp_path):
+    c = apply(tmp_path, "[hub]\nmetrics_port = 9500\n[metrics]\naccess = 'token'\n")
+    assert (c.ApplianceHub.metrics_access, c.ApplianceHub.metrics_port) == ("token", 9500)
+    assert apply(tmp_path, "").ApplianceHub.metrics_access == "loopback"
 
 
 def test_a_spawn_may_wait_in_the_queue_before_it_starts(tmp_path):

@@ -77,5 +77,13 @@ def test_journal_entry_carries_fields(tmp_path, monkeypatch):
 
 def test_the_stop_handler_replaces_jupyterhubs_own():
     from jupyterhub.apihandlers.users import UserServerAPIHandler
-    handlers = [("/hub/api/users/([^/]+)/server", UserServerAPIHandler), ("/hub/x", object, {"a": 1})]
-    assert substitute(handlers) == [("/hub/api/users/([^/]+)/server", ServerAPIHandler), ("/hub/x", object, {"a": 1})]
+    from jupyterhub.handlers.metrics import MetricsHandler
+
+    from appliance.hub.metrics import MetricsOff
+    handlers = [("/hub/api/users/([^/]+)/server", UserServerAPIHandler), ("/hub/x", object, {"a": 1}),
+                ("/hub/metrics$", MetricsHandler)]
+    assert substitute(handlers, "loopback") == [("/hub/api/users/([^/]+)/server", ServerAPIHandler),
+                                                ("/hub/x", object, {"a": 1}), ("/hub/metrics$", MetricsOff)]
+    # JupyterHub's own metrics handler (it wants a read:metrics token) only with access = "token".
+    assert substitute(handlers, "token")[2] == ("/hub/metrics$", MetricsHandler)
+    assert substitute(handlers, "off")[2] == ("/hub/metrics$", MetricsOff)

@@ -1,0 +1,55 @@
+"""The daemon's GPU report, kept fresh inside the hub for what must never wait on
+the daemon: the home page's line about a user's own GPUs and the Prometheus
+collector (metrics.py). Refreshed every [gpu] sample_interval, as the daemon samples;
+the DCGM exporter also serves the sample it last took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .. import daemon_client as client
+
+log = logging.getLogger("JupyterHub")
+
+
+class GpuReport:
+    def __init__(self) -> None:
+        self.data: dict | None = None  # the daemon's "gpus" reply
+        self.at = 0.0  # when it was read (epoch seconds)
+        self.error: str | None = None
+
+    def update(self, data: dict, now: float | None = None) -> None:
+        self.data, self.at, self.error = data, time.time() if now is None else now, None
+
+    async def refresh_forever(self, interval: float) -> None:
+        while True:
+            try:
+                self.update(await client.call({"op": "gpus"}, timeout=30))
+            except client.DaemonError as e:
+                if self.error != str(e):  # once per new problem, not every few seconds
+                    log.warning("jupyterhub-appliance: cannot read the GPU report: %s", e)
+                self.error = str(e)
+            await asyncio.sleep(interval)
+
+    def held_by(self, user: str) -> list[dict]:
+        """The GPUs `user` holds, as the report last said (empty: none, or no report)."""
+        if not self.data:
+            return []
+        return [g for g in self.data.get("gpus", []) if g.get("holder") == user and not g.get("starting")]
+
+
+REPORT = GpuReport()
+
+
+def my_gpus(user) -> list[dict]:
+    """The home page's template variable (c.JupyterHub.template_vars): what the
+    user's own GPUs are doing, from the last report; never waits."""
+    if user is None or getattr(user, "kind", "user") != "user":
+        return []
+    return [{"name": g["name"], "uuid": g["uuid"], "utilization": g.get("utilization"),
+             "memory_used_gib": g["memory_used"] / 2**30, "memory_total_gib": g["memory_total"] / 2**30,
+             "as_of": time.strftime("%H:%M:%S", time.localtime(REPORT.at))}
+            for g in REPORT.held_by(user.name)]
