@@ -28,8 +28,7 @@ NAME, PASSWORD = "bella", "bella-in-lab-5"
 def lab(appliance, tmp_path_factory):
     app = appliance
     install_fake_gpus(app, tmp_path_factory, fake_config())
-    app.sh(f"id {NAME} >/dev/null 2>&1 || useradd -m {NAME}; echo {NAME}:{PASSWORD} | chpasswd; "
-           f"applctl adduser {NAME} >/dev/null 2>&1 || true")
+    app.sh(f"useradd -m {NAME} && echo {NAME}:{PASSWORD} | chpasswd && applctl adduser {NAME} >/dev/null")
     # The daemon reads FAKE_NVML_CONFIG from its environment: restart it, as test_4 does.
     app.sh("applctl stop --all >/dev/null; systemctl daemon-reload && systemctl stop jupyterhub-appliance.service")
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text("[gpu]\nquota = 2\nqueue = false\n"))
