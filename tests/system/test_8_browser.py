@@ -1,0 +1,131 @@
+"""What a person sees in a real browser (chromium, real_browser.py), on the booted
+appliance with four fake GPUs: the login page, the spawn form's GPU choice, the
+spawn-pending page, JupyterLab running a notebook cell, logging out, and why an
+administrator's stop ended their server, on their home page.
+
+With APPLIANCE_DOCS_SCREENSHOTS=docs/screenshots the journey also saves the
+README's screenshots.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytest.register_assert_rewrite("real_browser")
+from playwright.sync_api import expect  # noqa: E402
+from real_browser import docs_shot  # noqa: E402
+from test_4_gpu import fake_config, install_fake_gpus  # noqa: E402
+
+pytest_plugins = ["real_browser"]  # the chromium and page fixtures, the screenshot on failure
+
+NAME, PASSWORD = "bella", "bella-in-lab-5"
+
+
+@pytest.fixture(scope="module")
+def lab(appliance, tmp_path_factory):
+    app = appliance
+    install_fake_gpus(app, tmp_path_factory, fake_config())
+    app.sh(f"useradd -m {NAME} && echo {NAME}:{PASSWORD} | chpasswd && applctl adduser {NAME} >/dev/null")
+    # The daemon reads FAKE_NVML_CONFIG from its environment: restart it, as test_4 does.
+    app.sh("applctl stop --all >/dev/null; systemctl daemon-reload && systemctl stop jupyterhub-appliance.service")
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text("[gpu]\nquota = 2\nqueue = false\n"))
+    app.sh("systemctl restart jupyterhub")
+    app.wait_hub()
+    yield app
+    app.sh("applctl stop --all >/dev/null", check=False)
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+    app.sh("applctl reload", check=False)
+
+
+def log_in(page, app) -> None:
+    """The login page as a person finds it: the form, filled in and submitted."""
+    page.goto(app.url + "/hub/login")
+    expect(page.locator("form", has=page.locator("#username_input"))).to_be_visible()
+    page.locator("#username_input").fill(NAME)
+    page.locator("#password_input").fill(PASSWORD)
+    docs_shot(page, "login")
+    page.locator("#login_submit").click()
+    page.wait_for_url(re.compile(r"/hub/(spawn|home)|/user/"))
+
+
+def test_login_spawn_with_a_gpu_run_a_cell_and_log_out(lab, page):
+    app = lab
+    log_in(page, app)
+
+    # The spawn form: the fake NVML's four GPUs, and this user's quota of two.
+    form = page.locator("#spawn_form")
+    expect(form).to_be_visible()
+    expect(form).to_contain_text("4 of 4 GPUs free now; your quota is 2 GPUs.")
+    gpus = form.locator("select#gpus")
+    expect(gpus.locator("option")).to_have_text(["no GPU", "1 GPU", "2 GPUs"])
+    gpus.select_option("1")
+    docs_shot(page, "spawn-form-gpu")
+
+    went = []
+    page.on("framenavigated", lambda frame: frame == page.main_frame and went.append(frame.url))
+    form.get_by_role("button", name="Start").click()
+
+    # The progress page; the spawn may be quick enough that it redirects on at once.
+    page.wait_for_url(re.compile(rf"/hub/spawn-pending/{NAME}|/user/{NAME}/"))
+    seen = False
+    if "/hub/spawn-pending/" in page.url:
+        try:
+            expect(page.get_by_text("Your server is starting up.")).to_be_visible(timeout=5000)
+            expect(page.locator(".progress #progress-bar")).to_be_visible(timeout=5000)
+            seen = True
+        except AssertionError:
+            assert f"/user/{NAME}/" in page.url, f"left the progress page for {page.url}"
+    assert seen or any(f"/hub/spawn-pending/{NAME}" in u for u in went), went
+
+    # JupyterLab, its launcher, and a new Python 3 notebook from it.
+    page.wait_for_url(re.compile(rf"/user/{NAME}/lab"))
+    launcher = page.locator(".jp-Launcher")
+    expect(launcher).to_be_visible()
+    launcher.locator('.jp-LauncherCard[data-category="Notebook"][title^="Python 3"]').click()
+    notebook = page.locator(".jp-NotebookPanel:visible")
+    expect(notebook).to_be_visible()
+    # A cell run before the kernel is connected is not run at all: wait, as a person
+    # does, until the status bar says the kernel is idle.
+    expect(page.get_by_role("contentinfo").get_by_text(re.compile(r"Python 3.*\| Idle"))).to_be_visible()
+    notebook.locator(".jp-Cell").first.locator(".cm-content").click()
+    page.keyboard.type("print(6*7)")
+    page.keyboard.press("Shift+Enter")
+    expect(notebook.locator(".jp-OutputArea-output").first).to_have_text(re.compile(r"^\s*42\s*$"))
+    docs_shot(page, "jupyterlab-notebook")
+
+    # File -> Log Out: back to the login page.
+    page.get_by_role("menuitem", name="File", exact=True).click()
+    page.get_by_role("menuitem", name="Log Out", exact=True).click()
+    page.wait_for_url(re.compile(r"/hub/login"))
+    expect(page.locator("#username_input")).to_be_visible()
+    expect(page.locator("#login_submit")).to_be_visible()
+
+
+def test_home_page_says_an_administrator_stopped_the_server(lab, page):
+    app = lab
+    log_in(page, app)
+    if "/hub/spawn" in page.url:  # the journey above did not leave a server running
+        page.locator("select#gpus").select_option("0")
+        page.locator("#spawn_form").get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(rf"/user/{NAME}/lab"))
+    # JupyterLab, with the notebook of the journey above reopened or with its launcher.
+    expect(page.get_by_role("menuitem", name="File", exact=True)).to_be_visible()
+
+    app.sh(f"applctl stop {NAME}")
+    # The hub learns of the stop when it next polls the server: reload until it has.
+    reason = page.locator("#appliance-stop-reason")
+    deadline = time.monotonic() + 120
+    while True:
+        page.goto(app.url + "/hub/home")
+        if reason.count():
+            break
+        assert time.monotonic() < deadline, "the home page never said why the server stopped"
+        time.sleep(2)
+    expect(reason).to_be_visible()
+    expect(reason).to_have_text(re.compile(
+        r"^\s*Your server was stopped at \d\d:\d\d on \d\d \w+ because an administrator stopped it\b.*\.\s*$"))
+    expect(page.locator("#start")).to_contain_text("Start My Server")
+    docs_shot(page, "home-stop-reason")
