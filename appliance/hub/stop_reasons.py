@@ -72,7 +72,9 @@ def by_request(requester_kind: str, requester_name: str, requester_admin: bool, 
             waiting = " while someone was waiting for a GPU" if gpu.get("reclaim") != "always" else ""
             return StopReason("gpu-idle", f"its GPU was idle for {_minutes(gpu.get('idle_timeout', 1800))}{waiting}",
                               now)
-        return StopReason("admin", f"an administrator stopped it (service {requester_name})", now)
+        if requester_name == APPLCTL:  # the administrators' own tool: its name means nothing to the owner
+            return StopReason("admin", "an administrator stopped it", now)
+        return StopReason("admin", f"an administrator's service ({requester_name}) stopped it", now)
     if requester_name == owner:
         return None
     return StopReason("admin", "an administrator stopped it", now)

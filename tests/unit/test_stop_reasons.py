@@ -28,7 +28,8 @@ def test_who_asked_decides_the_reason():
     assert (gpu.reason, gpu.text) == ("gpu-idle", "its GPU was idle for 30 minutes while someone was waiting for a GPU")
     assert ask("service", "gpu-reclaimer", gpu={"reclaim": "always", "idle_timeout": 1800}).text == \
         "its GPU was idle for 30 minutes"
-    assert ask("service", "applctl").reason == "admin"
+    assert (ask("service", "applctl").reason, ask("service", "applctl").text) == ("admin", "an administrator stopped it")
+    assert ask("service", "cron-stopper").text == "an administrator's service (cron-stopper) stopped it"
     assert ask("user", "root-admin", admin=True).text == "an administrator stopped it"
 
 
