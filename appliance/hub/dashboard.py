@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import html
 import logging
 import os
 import re
@@ -133,7 +134,10 @@ class PageHandler(AdminOnly):
         self.admin()
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.write(PAGE.read_bytes())
+        # JupyterHub's service auth wants the xsrf token on the page's own API calls
+        # (a fetch is not a navigation); the page sends it back as X-XSRFToken.
+        token = html.escape(self.xsrf_token.decode("ascii"), quote=True).encode()
+        self.write(PAGE.read_bytes().replace(b"__XSRF_TOKEN__", token))
 
 
 class StatusHandler(AdminOnly):
