@@ -312,7 +312,7 @@ def test_srcinfo_is_generated_from_the_pkgbuild():
         user = "nobody"
     work = Path(tempfile.mkdtemp(prefix="appliance-srcinfo-", dir="/var/tmp"))
     try:
-        for f in (PKGBUILD, INSTALL, ARCH / "makepkg.conf"):
+        for f in (PKGBUILD, INSTALL, ARCH / "jupyterhub-appliance.changelog", ARCH / "makepkg.conf"):
             shutil.copy(f, work / f.name)
             os.chmod(work / f.name, 0o644)
         os.chmod(work, 0o755)
