@@ -163,13 +163,13 @@ def test_file_list(package):
         "usr/share/doc/jupyterhub-appliance/README.md",
         "usr/share/bash-completion/completions/applctl",
         "usr/share/zsh/site-functions/_applctl",
-        ".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL",
+        ".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL", ".CHANGELOG",
     }
     assert not expected - names, f"missing from the package: {sorted(expected - names)}"
     # Arch's paths: everything under /etc and /usr (no /lib, /bin, /sbin, /var), and
     # none of Debian's own places.
     tops = {n.split("/", 1)[0] for n in names}
-    assert tops == {".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL", "etc", "usr"}, tops
+    assert tops == {".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL", ".CHANGELOG", "etc", "usr"}, tops
     debian = [n for n in names if n.startswith(("usr/sbin", "usr/local", "usr/lib/python3/", "etc/default",
                                                 "usr/share/zsh/vendor-completions", "etc/pam.d/common-"))]
     assert not debian, f"Debian paths in the Arch package: {sorted(debian)[:20]}"
@@ -192,6 +192,8 @@ def test_units_and_configuration_are_the_repositorys(package):
     assert pam == (ARCH / "pam.d" / "jupyterhub-appliance").read_bytes()
     assert b"include   system-auth" in pam and b"common-auth" not in pam.replace(b"# ", b"")
     assert package.data[".INSTALL"] == INSTALL.read_bytes()
+    # What pacman -Qc shows: the release notes scripts/release writes.
+    assert package.data[".CHANGELOG"] == (ARCH / "jupyterhub-appliance.changelog").read_bytes()
 
 
 def test_applctl_is_the_hub_venvs(package):
@@ -312,7 +314,7 @@ def test_srcinfo_is_generated_from_the_pkgbuild():
         user = "nobody"
     work = Path(tempfile.mkdtemp(prefix="appliance-srcinfo-", dir="/var/tmp"))
     try:
-        for f in (PKGBUILD, INSTALL, ARCH / "makepkg.conf"):
+        for f in (PKGBUILD, INSTALL, ARCH / "jupyterhub-appliance.changelog", ARCH / "makepkg.conf"):
             shutil.copy(f, work / f.name)
             os.chmod(work / f.name, 0o644)
         os.chmod(work, 0o755)
