@@ -50,6 +50,23 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
+def back_to_0_1_0(repo: Path) -> None:
+    """The copied files as they were at 0.1.0, whatever the repository's version is
+    now: the same formats, the later releases' entries taken off the top."""
+    init = repo / "appliance/__init__.py"
+    current = re.search(r'__version__ = "([^"]+)"', init.read_text()).group(1)
+    init.write_text(init.read_text().replace(f'"{current}"', '"0.1.0"'))
+    for f in ("packaging/arch/PKGBUILD", "packaging/arch/.SRCINFO"):
+        text = (repo / f).read_text()
+        (repo / f).write_text(text.replace(f"pkgver={current}\n", "pkgver=0.1.0\n")
+                              .replace(f"pkgver = {current}\n", "pkgver = 0.1.0\n")
+                              .replace(f"-{current}.tar.gz", "-0.1.0.tar.gz"))
+    for f, first in (("packaging/debian/changelog", "jupyterhub-appliance (0.1.0)"),
+                     ("packaging/arch/jupyterhub-appliance.changelog", "jupyterhub-appliance 0.1.0,")):
+        text = (repo / f).read_text()
+        (repo / f).write_text(text[text.index(first):])
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with the release's files at version 0.1.0 (pkgrel=3), a commit
@@ -59,6 +76,7 @@ def repo(tmp_path: Path) -> Path:
     for f in FILES:
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(TOP / f, repo / f)
+    back_to_0_1_0(repo)
     for f, old, new in [("packaging/arch/PKGBUILD", "pkgrel=1\n", "pkgrel=3\n"),
                         ("packaging/arch/.SRCINFO", "\tpkgrel = 1\n", "\tpkgrel = 3\n")]:
         text = (repo / f).read_text()
