@@ -43,6 +43,8 @@ STOP_TIMEOUT = 30.0
 REQUEST_DEADLINE = 10.0
 # Connections served at once; more are answered "busy" and closed, not queued.
 MAX_CONNECTIONS = 128
+# After its answer, how long a connection may go on sending before it is closed.
+LINGER = 0.25
 # A request needs 3 levels (request, env/extra, value); deeper is refused before
 # validation, whose messages repr() values.
 MAX_DEPTH = 16
@@ -69,6 +71,11 @@ def _depth_ok(value: object, limit: int) -> bool:
                 return False
             stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
     return True
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
 
 
 def _error(code: str, message: str, field: str | None = None) -> dict:
@@ -381,7 +388,7 @@ class Daemon:
                 self.refused_busy += 1
                 self._log_busy()
                 await self._answer(writer, _error("busy", f"the appliance daemon is serving {self.connections} "
-                                                  "requests; try again in a moment"))
+                                                  "requests; try again in a moment"), reader)
                 return
             self.connections += 1
             try:
@@ -391,7 +398,7 @@ class Daemon:
             if reply is None:
                 writer.close()
             else:
-                await self._answer(writer, reply)
+                await self._answer(writer, reply, reader)
         finally:
             self.finished += 1
 
@@ -432,14 +439,23 @@ class Daemon:
             log.exception("internal error serving uid %d", uid)
             return _error("internal", "internal error in the appliance daemon; see: journalctl -u jupyterhub-appliance")
 
-    async def _answer(self, writer: asyncio.StreamWriter, reply: dict) -> None:
+    async def _answer(self, writer: asyncio.StreamWriter, reply: dict, reader: asyncio.StreamReader) -> None:
         try:
             writer.write(json.dumps(reply).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), self.request_deadline)
-            writer.close()
         except (OSError, asyncio.TimeoutError) as e:  # gone, or not reading its answer
             log.info("could not answer a client (%s): %s", type(e).__name__, e)
             writer.transport.abort()
+            return
+        # Closing a Unix socket with input not yet read resets it, and the client
+        # loses the answer (the "busy" one is sent before reading anything). So say
+        # end-of-answer first, and read away what the client still sends, briefly.
+        try:
+            writer.write_eof()
+            await asyncio.wait_for(_discard(reader), LINGER)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        writer.close()
 
     def _log_busy(self) -> None:
         now = asyncio.get_running_loop().time()

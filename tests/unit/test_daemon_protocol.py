@@ -126,6 +126,26 @@ def test_extra_connections_are_told_busy_at_once_not_queued(tmp_path, monkeypatc
         assert d.run(_connections(d.daemon)) == 0
 
 
+def test_an_answer_reaches_a_client_that_sent_more_than_the_daemon_read(tmp_path, monkeypatch):
+    """Closing a Unix socket with unread input resets it, and the peer loses what
+    was sent to it: the busy answer (sent before reading) and an answer to a line
+    followed by more data must still arrive."""
+    patch_users(monkeypatch, tmp_path)
+    with DaemonThread(tmp_path, max_connections=0) as d:
+        s = d.connect()
+        s.sendall(json.dumps(GPUS_OK).encode() + b"\n")
+        time.sleep(0.3)  # the daemon has answered busy and is closing meanwhile
+        assert json.loads(read_all(s))["error"]["code"] == "busy"
+        s.close()
+    with DaemonThread(tmp_path) as d:
+        s = d.connect()
+        s.sendall(json.dumps(GPUS_OK).encode() + b"\n")
+        time.sleep(0.05)  # the line is read; the daemon may be answering already
+        s.sendall(b"trailing bytes after the request line\n")
+        assert json.loads(read_all(s))["ok"]
+        s.close()
+
+
 async def _connections(daemon):
     return daemon.connections
 
