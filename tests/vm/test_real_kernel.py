@@ -96,7 +96,9 @@ def test_a_kernel_using_twice_its_memory_limit_is_oom_killed_and_its_owner_told(
         page = b.get("/hub/home").text
         return page if "ran out of memory" in page else None
 
-    home = wait_until("the home page's reason", home_with_reason, timeout=120)
+    # Emulated (TCG) and with the spinner's busy loop beside it, the hub's next poll
+    # (every 30 s) and the page can take minutes: 120 s was once not enough.
+    home = wait_until("the home page's reason", home_with_reason, timeout=300)
     assert "because it ran out of memory (limit 256 MiB)." in home
     servers = m.sh("applctl servers").stdout
     assert any(line.startswith("oomer ") and " oom " in line for line in servers.splitlines()), servers
