@@ -25,8 +25,9 @@ def pinned(package: str) -> str:
     """Our version of a package, from the requirements the .deb is built with."""
     for req in ("user.txt", "hub.txt"):
         for line in (TOP / "requirements" / req).read_text().splitlines():
+            # `name==version \` followed by its --hash lines (scripts/pin-hashes)
             if line.split("==")[0].strip().lower() == package:
-                return line.strip()
+                return line.split()[0]
     raise LookupError(f"{package} is not pinned in requirements/")
 
 

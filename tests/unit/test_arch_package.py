@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import importlib.util
 import lzma
 import os
 import re
@@ -81,9 +82,10 @@ def decompressed(name: str, data: bytes) -> bytes:
 class Package:
     """The package's members; the content of those outside the venvs' lib/ trees."""
 
-    def __init__(self, path: Path, tar_path: Path):
+    def __init__(self, path: Path, tar_path: Path, build_log: str | None = None):
         self.path = path
         self.tar_path = tar_path
+        self.build_log = build_log  # scripts/build-aur's stderr, when built here
         self.members: dict[str, tarfile.TarInfo] = {}
         self.data: dict[str, bytes] = {}
         for name, member, content in self.walk():
@@ -106,6 +108,7 @@ class Package:
 @pytest.fixture(scope="session")
 def package(tmp_path_factory) -> Package:
     given = os.environ.get("APPLIANCE_ARCH_PKG")
+    build_log = None
     if given:
         path = Path(given)
         assert path.is_file(), f"APPLIANCE_ARCH_PKG={given} is not a file"
@@ -124,6 +127,7 @@ def package(tmp_path_factory) -> Package:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         assert proc.returncode == 0, f"scripts/build-aur failed:\n{proc.stderr[-6000:]}"
+        build_log = proc.stderr
         path = Path(proc.stdout.strip().splitlines()[-1])
         assert path.is_file(), f"scripts/build-aur printed {path}, which is not a file"
     assert re.fullmatch(r"jupyterhub-appliance-.+-x86_64\.pkg\.tar\.(zst|gz)", path.name), path.name
@@ -132,7 +136,7 @@ def package(tmp_path_factory) -> Package:
         require_tools("zstd")
         tar_path = tmp_path_factory.mktemp("arch-pkg") / "package.tar"
         subprocess.run(["zstd", "-q", "-d", "-f", str(path), "-o", str(tar_path)], check=True)
-    return Package(path, tar_path)
+    return Package(path, tar_path, build_log)
 
 
 # --- what is in it ---------------------------------------------------------------
@@ -278,6 +282,154 @@ def test_no_build_path_inside(package):
     for line in package.data[".BUILDINFO"].decode().splitlines():
         if any(needle.decode() in line for needle in needles):
             assert line.startswith(("builddir = ", "startdir = ")), line
+
+
+def test_license_is_installed_where_arch_looks(package):
+    lic = "usr/share/licenses/jupyterhub-appliance/LICENSE"
+    assert lic in package.members, "no /usr/share/licenses/jupyterhub-appliance/LICENSE"
+    assert package.data[lic] == (TOP / "LICENSE").read_bytes()
+    assert package.members[lic].mode & 0o7777 == 0o644
+    assert package.pkginfo["license"] == ["BSD-3-Clause"]
+    assert package.data[lic].startswith(b"BSD 3-Clause License")
+
+
+def test_package_function_used_no_network(package):
+    """The AUR's rule: sources are downloaded by makepkg, package() installs from them."""
+    if package.build_log is None:
+        pytest.skip("APPLIANCE_ARCH_PKG: not built here")
+    require("package() runs without network only when built as root (unshare --net)", os.geteuid() == 0)
+    assert "package() ran without network (unshare --net)" in package.build_log, package.build_log[-3000:]
+
+
+# --- what namcap would say ---------------------------------------------------------------
+# namcap (Arch's package linter) is not in Debian's archive: its checks that matter
+# for this package, as assertions.
+
+
+def test_files_only_in_arch_directories(package):
+    # namcap: "File in a non-standard directory", /usr/sbin (a link to /usr/bin on Arch),
+    # /usr/local, /usr/lib64.
+    usr = {n.split("/")[1] for n in package.members if n.startswith("usr/") and n.count("/") >= 1}
+    assert usr <= {"bin", "lib", "share"}, sorted(usr)
+    share = {n.split("/")[2] for n in package.members if n.startswith("usr/share/") and n.count("/") >= 2}
+    assert share <= {"doc", "licenses", "bash-completion", "zsh"}, sorted(share)
+    parents = {n.rsplit("/", 1)[0] for n in package.members if "/" in n}
+    empty_dirs = sorted(n for n, m in package.members.items() if m.isdir() and n not in parents)
+    # namcap: "Directory is empty". The drop-in directory is meant to be; python -m
+    # venv makes include/python3.N (for building extensions against the venv).
+    allowed = re.compile(rf"etc/jupyterhub/jupyterhub_config\.d|{LIB}/(hub|user)/include/python3\.\d+")
+    assert [d for d in empty_dirs if not allowed.fullmatch(d)] == [], empty_dirs
+    assert "etc/jupyterhub/jupyterhub_config.d" in empty_dirs
+
+
+def test_byte_code_matches_its_installed_source(package):
+    """Each .pyc names its source by the installed path and is fresh for the file pacman installs.
+
+    A .pyc that names the build path shows it in tracebacks; one that is stale for its
+    source (mtime or size, or a hash) is ignored and, /usr being read-only to users,
+    recompiled in memory on every start.
+    """
+    sources = {n: m for n, m in package.members.items() if n.endswith(".py")}
+    source_hash: dict[str, bytes] = {}  # the siphash python checks hash-based .pyc with
+    pycs: dict[str, tuple[bytes, str, bool]] = {}  # name -> (header, source, names it)
+    for name, _member, data in package.walk():
+        if name.endswith(".pyc"):
+            m = re.fullmatch(r"(.*)/__pycache__/([^/]+)\.cpython-3\d+(\.opt-\d)?\.pyc", name)
+            assert m, f"byte-code outside __pycache__: {name}"
+            src = f"{m.group(1)}/{m.group(2)}.py"
+            pycs[name] = (data[:16], src, f"/{src}".encode() in data)
+        elif name.endswith(".py") and data is not None:
+            source_hash[name] = importlib.util.source_hash(data)
+    assert len(pycs) > 1000, len(pycs)
+    orphans, wrong_path, stale = [], [], []
+    for name, (data, src, names_it) in pycs.items():
+        if src not in sources:
+            orphans.append(name)
+            continue
+        if not names_it:
+            wrong_path.append(name)
+        flags = int.from_bytes(data[4:8], "little")
+        if flags == 0:  # timestamp: the source's mtime and size as pacman installs it
+            mtime, size = int.from_bytes(data[8:12], "little"), int.from_bytes(data[12:16], "little")
+            if (mtime, size) != (int(sources[src].mtime) & 0xFFFFFFFF, sources[src].size & 0xFFFFFFFF):
+                stale.append(name)
+        elif flags & 0b10 and data[:4] == importlib.util.MAGIC_NUMBER:  # checked hash
+            if data[8:16] != source_hash[src]:
+                stale.append(name)
+    assert not orphans, f"byte-code without its source: {orphans[:10]}"
+    assert not wrong_path, f"byte-code naming another path than its installed source: {wrong_path[:10]}"
+    assert not stale, f"byte-code stale for its installed source: {len(stale)}, e.g. {stale[:5]}"
+
+
+def elf_needed(data: bytes) -> list[str] | None:
+    """DT_NEEDED of an ELF file (None if not ELF), from its section headers."""
+    if data[:4] != b"\x7fELF":
+        return None
+    wide = data[4] == 2  # ELFCLASS64
+    assert data[5] == 1, "big-endian ELF"
+    u = lambda off, n: int.from_bytes(data[off:off + n], "little")  # noqa: E731
+    if wide:
+        shoff, shentsize, shnum = u(0x28, 8), u(0x3A, 2), u(0x3C, 2)
+    else:
+        shoff, shentsize, shnum = u(0x20, 4), u(0x2E, 2), u(0x30, 2)
+    sections = []
+    for i in range(shnum):
+        h = shoff + i * shentsize
+        if wide:
+            sections.append((u(h + 4, 4), u(h + 24, 8), u(h + 32, 8), u(h + 40, 4)))
+        else:
+            sections.append((u(h + 4, 4), u(h + 16, 4), u(h + 20, 4), u(h + 24, 4)))
+    needed = []
+    for sh_type, offset, size, link in sections:
+        if sh_type != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[link][1]
+        step = 16 if wide else 8
+        for e in range(offset, offset + size, step):
+            tag, val = u(e, step // 2), u(e + step // 2, step // 2)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab + val)
+                needed.append(data[strtab + val:end].decode())
+    return needed
+
+
+# Which Arch package has a shared library (the sonames seen in this package so far).
+ARCH_SONAMES = {
+    "glibc": {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1",
+              "ld-linux-x86-64.so.2", "libresolv.so.2"},
+    "gcc-libs": {"libgcc_s.so.1", "libstdc++.so.6", "libgomp.so.1", "libatomic.so.1"},
+    "openssl": {"libssl.so.3", "libcrypto.so.3"},
+    "zlib": {"libz.so.1"},
+    "pam": {"libpam.so.0"},
+}
+
+
+def test_depends_has_what_the_libraries_link_to(package):
+    """namcap's link-level dependency check: every shared library a bundled ELF file
+    needs is in the package (a wheel's .libs) or comes with a package in depends=."""
+    depends = {re.split(r"[<>=]", d)[0] for d in package.pkginfo["depend"]}
+    owner = {so: pkg for pkg, sos in ARCH_SONAMES.items() for so in sos}
+    inside = {n.rsplit("/", 1)[-1] for n in package.members}
+    elves, thirty_two, unknown, undeclared = 0, [], {}, {}
+    for name, member, data in package.walk():
+        if data is None or (needed := elf_needed(data)) is None:
+            continue
+        elves += 1
+        if data[4] != 2:
+            thirty_two.append(name)
+        for so in needed:
+            if so in inside:
+                continue
+            if so not in owner:
+                unknown.setdefault(so, name)
+            elif owner[so] not in depends:
+                undeclared.setdefault(owner[so], f"{so} ({name})")
+    assert elves > 20, f"only {elves} ELF files: is the scan broken?"
+    assert not thirty_two, f"32-bit ELF files in an x86_64 package: {thirty_two}"
+    assert not unknown, f"linked to libraries of no known Arch package (add to ARCH_SONAMES and depends=): {unknown}"
+    assert not undeclared, f"depends= misses: {undeclared}"
 
 
 # --- the PKGBUILD and the install script as files ------------------------------------------

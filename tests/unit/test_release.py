@@ -60,7 +60,8 @@ def back_to_0_1_0(repo: Path) -> None:
         text = (repo / f).read_text()
         (repo / f).write_text(text.replace(f"pkgver={current}\n", "pkgver=0.1.0\n")
                               .replace(f"pkgver = {current}\n", "pkgver = 0.1.0\n")
-                              .replace(f"-{current}.tar.gz", "-0.1.0.tar.gz"))
+                              .replace(f"-{current}.tar.gz", "-0.1.0.tar.gz")
+                              .replace(f"/v{current}.tar.gz", "/v0.1.0.tar.gz"))
     for f, first in (("packaging/debian/changelog", "jupyterhub-appliance (0.1.0)"),
                      ("packaging/arch/jupyterhub-appliance.changelog", "jupyterhub-appliance 0.1.0,")):
         text = (repo / f).read_text()
