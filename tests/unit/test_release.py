@@ -171,7 +171,7 @@ def test_a_good_release_changes_every_file_and_commits(repo):
     assert re.findall(r"^changelog=.*$", pkgbuild, re.M) == ["changelog=jupyterhub-appliance.changelog"]
     srcinfo = (repo / "packaging/arch/.SRCINFO").read_text()
     assert "\tpkgver = 0.2.0\n" in srcinfo and "\tpkgrel = 1\n" in srcinfo
-    assert "\tsource = jupyterhub-appliance-0.2.0.tar.gz\n" in srcinfo
+    assert "\tsource = jupyterhub-appliance-0.2.0.tar.gz::https://github.com/jupyterhub-appliance/jupyterhub-appliance/archive/v0.2.0.tar.gz\n" in srcinfo
     assert "0.1.0" not in srcinfo
 
     body = ("  * The GPU dashboard shows the last hour of each GPU's utilization and every\n"
