@@ -109,6 +109,9 @@ class Daemon:
         op = rq.check_op(req, uid, self.hub_uid)
         assert isinstance(req, dict)
         min_uid = self.cfg["daemon"]["min_uid"]
+        if op in ("list", "gpus") and set(req) != {"op"}:
+            extra = sorted(set(req) - {"op"})[0]
+            raise rq.RequestError("invalid", f"unknown field {str(extra)[:40]!r} for {op}; accepted: op", extra)
         if op == "list":
             return {"ok": True, "servers": await self.list_servers()}
         if op == "gpus":

@@ -338,3 +338,10 @@ def test_limits_come_from_the_daemons_own_configuration_and_the_hub_can_only_tig
         assert props()[0] == 32 * 2**30
         r = d.request({**spawn_request(gpus=0), "profile": "huge"})
         assert r["error"]["code"] == "invalid" and "accepted: big" in r["error"]["message"]
+
+
+def test_list_and_gpus_take_no_other_field(daemon):
+    for op in ("list", "gpus"):
+        r = daemon.request({"op": op, "user": "alice"})
+        assert r["ok"] is False and r["error"]["field"] == "user", r
+        assert f"unknown field 'user' for {op}; accepted: op" in r["error"]["message"]
