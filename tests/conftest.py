@@ -7,7 +7,7 @@ last lines, never skipped in silence.
 from __future__ import annotations
 
 import os
-import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "system"))
+import debs  # noqa: E402
 _started = time.monotonic()
 _seconds: dict[str, float] = defaultdict(float)
 
@@ -58,13 +60,12 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def deb() -> Path:
-    """The .deb of this tree (scripts/build-deb), or APPLIANCE_DEB; for the system
-    and VM tiers, built once per run."""
-    given = os.environ.get("APPLIANCE_DEB")
-    if given:
-        return Path(given)
-    out = subprocess.run([str(HERE.parent / "scripts/build-deb")], capture_output=True, text=True)
-    if out.returncode != 0:
-        said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
-        raise RuntimeError(f"scripts/build-deb exited {out.returncode}:\n" + "\n".join(said[-40:]))
-    return Path(out.stdout.strip().splitlines()[-1])
+    """The .deb of this tree for the default release (Debian 13), or APPLIANCE_DEB;
+    for the system and VM tiers, built once per run (tests/system/debs.py)."""
+    return debs.deb()
+
+
+@pytest.fixture(scope="session")
+def deb_bookworm() -> Path:
+    """The .deb of this tree for Debian 12, or APPLIANCE_DEB_BOOKWORM."""
+    return debs.deb("bookworm")

@@ -1,5 +1,6 @@
 """Fixtures of the system tests: the built .deb, installed with apt into a booted
-Debian 12 container (TESTING.md), with the appliance started on free ports.
+Debian 13 container (TESTING.md), with the appliance started on free ports.
+test_9_releases.py and test_9_upgrade.py use Debian 12 containers of their own.
 
 Without root or nspawn these tests skip, saying why; under CI (CI set to anything, tests/ci.py) they fail
 instead, because CI must run them all.
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
+import debs  # noqa: E402
 from container import Container, missing_tools  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
@@ -42,9 +44,21 @@ def pytest_collection_modifyitems(config, items):
                 if in_ci():
                     raise pytest.UsageError(f"CI must run the system tests, but: {why}")
                 item.add_marker(pytest.mark.skip(reason=why))
-    if not why and any(Path(item.fspath).name == "test_9_upgrade.py" for item in items):
-        import previous  # the previous version's build overlaps the other tests
-        previous.start_in_background()
+    if why:
+        return
+    names = {Path(item.fspath).name for item in items if here in Path(item.fspath).parents}
+    # The builds the later modules need overlap the earlier tests: this tree's
+    # default-release .deb alone first (the first test waits for it; the machine
+    # may have 2 cores), then Debian 12's and the previous version's.
+    if not names:
+        return
+    later = []
+    if names & {"test_9_upgrade.py", "test_9_releases.py"}:
+        later.append(lambda: debs.start("bookworm"))
+    if "test_9_upgrade.py" in names:
+        import previous
+        later.append(previous.start_in_background)
+    debs.start().add_done_callback(lambda _: [start() for start in later])
 
 
 @pytest.hookimpl(hookwrapper=True)

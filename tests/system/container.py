@@ -1,7 +1,8 @@
-"""A booted Debian 12 in systemd-nspawn, for the system tests and scripts/run-appliance.
+"""A booted Debian in systemd-nspawn, for the system tests and scripts/run-appliance:
+Debian 13 (trixie, the default) or Debian 12 (bookworm).
 
-Recipe and facts: ../shared/TESTING.md. The debootstrapped tree is made once and
-kept in CACHE; every container boots a fresh copy of it.
+Recipe and facts: ../shared/TESTING.md. Each release's debootstrapped tree is made
+once and kept in CACHE; every container boots a fresh copy of it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test"))
-BASE = CACHE / "bookworm-base"
 MIRROR = os.environ.get("APPLIANCE_TEST_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = "systemd,systemd-sysv,dbus,sudo,ca-certificates,iproute2,procps"
+# The releases the appliance is built and tested for, and the one used by default.
+RELEASES = {"trixie": "Debian 13", "bookworm": "Debian 12"}
+DEFAULT_RELEASE = "trixie"
 
 
 class ContainerError(RuntimeError):
@@ -27,33 +30,44 @@ def missing_tools() -> list[str]:
     return [t for t in ("debootstrap", "systemd-nspawn", "nsenter") if shutil.which(t) is None]
 
 
-def ensure_base() -> Path:
-    """The pristine tree, debootstrapped on first use (about a minute)."""
-    marker = BASE / ".complete"
+def check_release(release: str) -> str:
+    if release not in RELEASES:
+        raise ValueError(f"unknown Debian release {release!r}; accepted: {', '.join(RELEASES)}")
+    return release
+
+
+def ensure_base(release: str = DEFAULT_RELEASE) -> Path:
+    """The release's pristine tree, debootstrapped on first use (about a minute)."""
+    base = CACHE / f"{check_release(release)}-base"
+    marker = base / ".complete"
     if marker.exists():
-        return BASE
+        return base
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE / "bookworm-base.tmp"
+    tmp = CACHE / f"{release}-base.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(tmp), MIRROR],
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", release, str(tmp), MIRROR],
                    check=True, stdout=subprocess.DEVNULL)
     # apt lists in the base, so each container's install starts without an update.
     subprocess.run(["chroot", str(tmp), "apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
     (tmp / ".complete").touch()
-    shutil.rmtree(BASE, ignore_errors=True)
-    tmp.rename(BASE)
-    return BASE
+    if marker.exists():  # another run made it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        return base
+    shutil.rmtree(base, ignore_errors=True)
+    tmp.rename(base)
+    return base
 
 
 class Container:
-    def __init__(self, name: str, root_parent: Path = Path("/var/tmp")):
+    def __init__(self, name: str, root_parent: Path = Path("/var/tmp"), release: str = DEFAULT_RELEASE):
         self.name = name
+        self.release = check_release(release)
         self.root = root_parent / f"appliance-ct-{name}"
         self.proc: subprocess.Popen | None = None
         self.pid: int | None = None  # the container's PID 1, as the host sees it
 
     def boot(self, timeout: float = 120) -> "Container":
-        base = ensure_base()
+        base = ensure_base(self.release)
         self.destroy_root()
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], check=True)
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")

@@ -10,19 +10,18 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+import debs
 from container import CACHE
 
 TOP = Path(__file__).resolve().parents[2]
 # The previous version, as machines run it: its last commit before the release
 # that replaced it. Whoever cuts a release (scripts/release) moves these on.
 PREVIOUS_VERSION, PREVIOUS_REF = "0.1.0", "aec0f2d"
-
-_lock = threading.Lock()
-_future: Future | None = None
+# The release it was built for: its build-deb builds on the host, Debian 12.
+PREVIOUS_RELEASE = "bookworm"
 
 
 def _build() -> Path:
@@ -41,23 +40,10 @@ def _build() -> Path:
     return cached
 
 
-def start_in_background() -> None:
-    global _future
-    with _lock:
-        if _future is None:
-            _future = Future()
-            threading.Thread(target=_run, args=(_future,), name="previous-deb", daemon=True).start()
-
-
-def _run(future: Future) -> None:
-    try:
-        future.set_result(_build())
-    except BaseException as e:  # handed to the test that waits for it
-        future.set_exception(e)
+def start_in_background() -> Future:
+    return debs.in_background("previous-deb", _build)
 
 
 def deb() -> Path:
     """The previous version's .deb, once built (started now if it was not)."""
-    start_in_background()
-    assert _future is not None
-    return _future.result()
+    return start_in_background().result()

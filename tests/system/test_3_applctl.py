@@ -347,11 +347,13 @@ def test_admin_add_and_remove_take_effect_in_the_hub_at_once(app):
 def test_kernels_add_an_existing_venv_for_every_user(app):
     # A venv whose ipykernel comes from the appliance's user environment, as a conda
     # env or venv of the administrator's would bring its own.
-    app.sh(f"python3 -m venv --without-pip {VENV} && echo /usr/lib/jupyterhub-appliance/user/lib/python3.11/"
-           f"site-packages > {VENV}/lib/python3.11/site-packages/userenv.pth")
+    # The release's python (3.13 on Debian 13, 3.11 on Debian 12), as the package's venvs.
+    pyver = app.sh("python3 -c 'import sys; print(*sys.version_info[:2], sep=\".\")'").stdout.strip()
+    app.sh(f"python3 -m venv --without-pip {VENV} && echo /usr/lib/jupyterhub-appliance/user/lib/python{pyver}/"
+           f"site-packages > {VENV}/lib/python{pyver}/site-packages/userenv.pth")
     out = ok(app, f"kernels add --name py311 --python {VENV}/bin/python")
-    assert re.fullmatch(r"kernel py311 \(Python 3\.11\.\d+ \(py311\), ipykernel [0-9.]+\) is now offered to every "
-                        r"user\n", out)
+    assert re.fullmatch(rf"kernel py311 \(Python {re.escape(pyver)}\.\d+ \(py311\), ipykernel [0-9.]+\) is now "
+                        r"offered to every user\n", out)
     assert ok(app, f"kernels add --name py311 --python {VENV}/bin/python") == \
         f"kernel py311 already runs {VENV}/bin/python; nothing changed\n"
     listed = {k["name"]: k for k in json.loads(ok(app, "kernels list --json", user="nora"))}

@@ -1,7 +1,8 @@
 """Upgrade in place: the previous version, installed and in use (alice's server with
 a GPU and an open kernel, the administrator's settings, a token), then
 `apt-get install ./NEW.deb` without a terminal, as unattended upgrades run it. Then
-back to the previous version. In a container of its own.
+back to the previous version. In a Debian 12 container of its own: the release
+the previous version was built for.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from container import Container
 from test_4_gpu import fake_config, install_fake_gpus
 
 import previous
-from previous import PREVIOUS_VERSION
+from previous import PREVIOUS_RELEASE, PREVIOUS_VERSION
 
 PASSWORD = "alice-upgrades-1"
 SITE_PY = "# the administrator's own\nc.Spawner.http_timeout = 61\n"
@@ -33,7 +34,7 @@ def old_deb() -> Path:
 
 @pytest.fixture(scope="module")
 def running_old(old_deb, tmp_path_factory):
-    ct = Container(f"upg{os.getpid()}")
+    ct = Container(f"upg{os.getpid()}", release=PREVIOUS_RELEASE)
     try:
         ct.boot()
         r = ct.install_deb(old_deb)
@@ -66,8 +67,8 @@ def holders(app) -> dict[str, str]:
     return {g["uuid"]: g["holder"] for g in report["gpus"] if g["holder"]}
 
 
-def test_upgrade_keeps_servers_gpus_settings_and_users_and_a_downgrade_is_refused(running_old, deb, old_deb):
-    app = running_old
+def test_upgrade_keeps_servers_gpus_settings_and_users_and_a_downgrade_is_refused(running_old, deb_bookworm, old_deb):
+    app, deb = running_old, deb_bookworm  # the previous version was built for Debian 12
     alice = Browser(app.url)
     alice.login("alice", PASSWORD)
     r = alice.spawn_with_form("alice", {"gpus": "1"})

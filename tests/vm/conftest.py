@@ -1,5 +1,5 @@
 """Fixtures of the real-kernel tier: the built .deb installed with apt into a Debian
-12 VM under qemu (KVM, or its emulator where KVM cannot boot Debian's kernel; vm.py),
+13 VM under qemu (KVM, or its emulator where KVM cannot boot Debian's kernel; vm.py),
 the hub on a port forwarded to the host.
 
 Without root or qemu these tests skip, saying why (named in the run's last lines);

@@ -29,8 +29,15 @@ SPAWN_WAIT = 600
 
 def start(m, name: str) -> Browser:
     b = Browser(m.url)
-    b.login_and_start(name, PASSWORD)
-    b.wait_for_server(name, timeout=SPAWN_WAIT)
+    try:
+        b.login_and_start(name, PASSWORD)
+        b.wait_for_server(name, timeout=SPAWN_WAIT)
+    except Exception as e:
+        # What the server's unit says is the why (an OOM kill at start, a timeout...).
+        unit = f"jupyter-{name}.service"
+        said = m.sh(f"systemctl show {unit} -p ActiveState -p Result -p MemoryMax -p MemoryPeak -p NRestarts; "
+                    f"journalctl -u {unit} -u jupyterhub -n 60 --no-pager", check=False).stdout
+        raise AssertionError(f"{name}'s server did not start: {e}\n{said}") from e
     return b
 
 

@@ -1,5 +1,6 @@
-"""A Debian 12 VM on a real kernel (qemu + KVM), for what the nspawn container
-cannot prove: memory and CPU limits, OOM kills, reboots (../shared/TESTING.md).
+"""A Debian 13 VM (the default release) on a real kernel (qemu + KVM), for what the
+nspawn container cannot prove: memory and CPU limits, OOM kills, reboots
+(../shared/TESTING.md).
 
 KVM is used when it boots Debian's kernel. Some hosts have a /dev/kvm that cannot:
 a PVM host (kvm_pvm, no hardware virtualisation) runs only kernels built as PVM
@@ -25,7 +26,10 @@ import threading
 import time
 from pathlib import Path
 
-CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test")) / "vm"
+from container import DEFAULT_RELEASE  # noqa: E402
+
+RELEASE = DEFAULT_RELEASE  # the system tier's full suite runs on it too, and so does this tier
+CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test")) / f"vm-{RELEASE}"
 MIRROR = os.environ.get("APPLIANCE_TEST_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = "systemd,systemd-sysv,dbus,sudo,ca-certificates,iproute2,procps,openssh-server,udev,kmod"
 # Installed with apt after debootstrap (whose resolver cannot place node's packages):
@@ -83,7 +87,7 @@ def _ensure_image() -> Path:
     shutil.rmtree(CACHE, ignore_errors=True)
     root = CACHE / "root"
     root.mkdir(parents=True)
-    _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(root), MIRROR,
+    _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", RELEASE, str(root), MIRROR,
          stdout=subprocess.DEVNULL)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run("mount", "-t", "proc", "proc", str(root / "proc"))

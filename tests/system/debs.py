@@ -1,0 +1,67 @@
+"""This tree's .deb for each Debian release (scripts/build-deb --release), built once
+per run. A build can start in the background as soon as the tests that need it are
+collected, so its minutes overlap other tests; `in_background` is also how the
+previous version's .deb is built (previous.py).
+
+APPLIANCE_DEB_TRIXIE / APPLIANCE_DEB_BOOKWORM name an already built .deb instead
+(APPLIANCE_DEB: the default release's).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+from container import DEFAULT_RELEASE, check_release
+
+TOP = Path(__file__).resolve().parents[2]
+_lock = threading.Lock()
+_jobs: dict[str, Future] = {}
+
+
+def in_background(name: str, make: Callable[[], Path]) -> Future:
+    """make() in a thread of its own, once per run; its result or exception is handed
+    to whoever waits on the Future."""
+    with _lock:
+        job = _jobs.get(name)
+        if job is None:
+            job = _jobs[name] = Future()
+
+            def run(job: Future = job) -> None:
+                try:
+                    job.set_result(make())
+                except BaseException as e:
+                    job.set_exception(e)
+
+            threading.Thread(target=run, name=name, daemon=True).start()
+        return job
+
+
+def given(release: str) -> Path | None:
+    path = os.environ.get(f"APPLIANCE_DEB_{release.upper()}")
+    if not path and release == DEFAULT_RELEASE:
+        path = os.environ.get("APPLIANCE_DEB")
+    return Path(path) if path else None
+
+
+def build(release: str) -> Path:
+    """scripts/build-deb --release RELEASE, now; the path it prints last."""
+    out = subprocess.run([str(TOP / "scripts/build-deb"), "--release", check_release(release)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
+        raise RuntimeError(f"scripts/build-deb --release {release} exited {out.returncode}:\n" + "\n".join(said[-40:]))
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def start(release: str = DEFAULT_RELEASE) -> Future:
+    return in_background(f"deb-{release}", lambda: given(release) or build(release))
+
+
+def deb(release: str = DEFAULT_RELEASE) -> Path:
+    """The release's .deb, once built (the build starts now if it has not)."""
+    return start(release).result()
