@@ -17,6 +17,7 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "system"))
 import debs  # noqa: E402
+
 _started = time.monotonic()
 _seconds: dict[str, float] = defaultdict(float)
 
@@ -24,7 +25,9 @@ _seconds: dict[str, float] = defaultdict(float)
 def _tier(item_path: str) -> str:
     rel = Path(item_path).resolve().relative_to(HERE.resolve())
     if rel.parts[0] == "system":
-        return "system (booted Debian)"
+        if rel.name in ("test_9_releases.py", "test_9_upgrade.py"):
+            return "system (booted Debian 12, and the releases' refusals)"
+        return "system (booted Debian 13)"
     if rel.parts[0] == "vm":
         return "real kernel (qemu VM)"
     if rel.name == "test_arch_package.py":
@@ -50,6 +53,8 @@ def pytest_terminal_summary(terminalreporter):
     tr.section("tiers and time")
     if os.environ.get("APPLIANCE_TIMES"):
         tr.write_line(f"setup: {os.environ['APPLIANCE_TIMES']}")
+    if debs.seconds:  # builds, overlapping the tests that did not wait for them
+        tr.write_line("builds: " + ", ".join(f"{name} {s:.0f} s" for name, s in sorted(debs.seconds.items())))
     for tier in sorted(set(ran) | set(skipped) | set(_seconds)):
         line = f"{tier}: {ran.get(tier, 0)} tests, {_seconds.get(tier, 0):.0f} s"
         if skipped.get(tier):

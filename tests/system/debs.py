@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -21,6 +22,7 @@ from container import DEFAULT_RELEASE, check_release
 TOP = Path(__file__).resolve().parents[2]
 _lock = threading.Lock()
 _jobs: dict[str, Future] = {}
+seconds: dict[str, float] = {}  # how long each job took, for the run's last lines
 
 
 def in_background(name: str, make: Callable[[], Path]) -> Future:
@@ -32,10 +34,13 @@ def in_background(name: str, make: Callable[[], Path]) -> Future:
             job = _jobs[name] = Future()
 
             def run(job: Future = job) -> None:
+                t0 = time.monotonic()
                 try:
                     job.set_result(make())
                 except BaseException as e:
                     job.set_exception(e)
+                finally:
+                    seconds[name] = time.monotonic() - t0
 
             threading.Thread(target=run, name=name, daemon=True).start()
         return job
