@@ -4,8 +4,9 @@ in its own environment made by a plain `pip install` of the same versions of
 jupyterhub and jupyterlab as ours (their default dependencies, not our pins), and
 Debian's configurable-http-proxy, which the appliance uses too.
 
-The environment is built on the host with bookworm's python3 (the container's),
-then moved to the path it has inside the container; kept in the test cache.
+The environment is made with the container's own python3 (its release's), at the
+path it has there, the first time; then kept in the test cache, per release and
+versions, and copied into each new container.
 """
 
 from __future__ import annotations
@@ -31,26 +32,30 @@ def pinned(package: str) -> str:
     raise LookupError(f"{package} is not pinned in requirements/")
 
 
-def stock_env() -> Path:
-    """The stock environment on the host (made on first use, ~1 min), to be copied to PREFIX."""
-    wanted = [pinned("jupyterhub"), pinned("jupyterlab"), pinned("jupyterhub-systemdspawner")]
-    key = re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(wanted))
-    home = CACHE / f"stock-{key}"
+def wanted() -> list[str]:
+    """What a person would pip install: our versions of the three."""
+    return [pinned(p) for p in ("jupyterhub", "jupyterlab", "jupyterhub-systemdspawner")]
+
+
+def cached_env(release: str) -> Path:
+    return CACHE / f"stock-{release}-{re.sub(r'[^A-Za-z0-9.]+', '-', '-'.join(wanted()))}"
+
+
+def install_env(ct: Container) -> None:
+    """The stock environment at PREFIX in the container: from the cache, or made there
+    with a plain pip install (about a minute) and then cached."""
+    home = cached_env(ct.release)
+    dest = ct.root / PREFIX.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if (home / ".complete").exists():
-        return home / "env"
+        subprocess.run(["cp", "-a", "--reflink=auto", str(home / "env"), str(dest)], check=True)
+        return
+    ct.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null && "
+           f"python3 -m venv {PREFIX} && {PREFIX}/bin/pip install --quiet --disable-pip-version-check {' '.join(wanted())}")
     shutil.rmtree(home, ignore_errors=True)
-    env = home / "env"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(env)], check=True)
-    subprocess.run([str(env / "bin/pip"), "install", "--quiet", "--disable-pip-version-check", *wanted], check=True)
-    # Where a person's venv would have been made: its scripts name PREFIX. The .pyc
-    # files pip wrote stay valid (they are checked against the sources' mtimes).
-    for path in [env / "pyvenv.cfg", *(env / "bin").iterdir()]:
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            if str(env).encode() in data:
-                path.write_bytes(data.replace(str(env).encode(), PREFIX.encode()))
+    home.mkdir(parents=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(dest), str(home / "env")], check=True)
     (home / ".complete").touch()
-    return env
 
 
 def config(port: int, hub_port: int, proxy_api_port: int) -> str:
@@ -70,10 +75,7 @@ c.JupyterHub.cookie_secret_file = "/var/lib/stock-jupyterhub/jupyterhub_cookie_s
 
 def start(ct: Container, port: int, hub_port: int, proxy_api_port: int) -> None:
     """Install the stock hub into the container and start it as root."""
-    src = stock_env()
-    dest = ct.root / PREFIX.lstrip("/")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(dest)], check=True)
+    install_env(ct)
     ct.write("/etc/stock-jupyterhub/jupyterhub_config.py", config(port, hub_port, proxy_api_port))
     ct.run("install -d -m 700 /var/lib/stock-jupyterhub && "
            "systemd-run --quiet --unit=stock-jupyterhub -p Type=exec --working-directory=/var/lib/stock-jupyterhub "
