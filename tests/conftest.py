@@ -63,7 +63,9 @@ def deb() -> Path:
     given = os.environ.get("APPLIANCE_DEB")
     if given:
         return Path(given)
-    out = subprocess.run([str(HERE.parent / "scripts/build-deb")], capture_output=True, text=True)
+    # The system tests' containers boot Debian 12 (tests/system/container.py).
+    out = subprocess.run([str(HERE.parent / "scripts/build-deb"), "--release", "bookworm"],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
         raise RuntimeError(f"scripts/build-deb exited {out.returncode}:\n" + "\n".join(said[-40:]))

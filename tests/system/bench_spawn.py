@@ -135,9 +135,9 @@ def import_profile(ct: Container, python: str, what: str) -> dict:
 
 
 def built_deb(given: Path | None) -> Path:
-    """The --deb given, or this tree's, built now (scripts/build-deb)."""
-    return given or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
-                                        text=True).stdout.strip().splitlines()[-1])
+    """The --deb given, or this tree's for the Debian 12 container, built now (scripts/build-deb)."""
+    return given or Path(subprocess.run([str(TOP / "scripts/build-deb"), "--release", "bookworm"], check=True,
+                                        capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
 def summary(samples: list[float | None]) -> dict:
