@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import debs
 import stock_hub
 from browser import Browser
-from conftest import HUB_PY, TOP, Appliance, free_port
+from conftest import HUB_PY, Appliance, free_port
 from container import Container
 
 SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
@@ -135,9 +136,8 @@ def import_profile(ct: Container, python: str, what: str) -> dict:
 
 
 def built_deb(given: Path | None) -> Path:
-    """The --deb given, or this tree's, built now (scripts/build-deb)."""
-    return given or Path(subprocess.run([str(TOP / "scripts/build-deb")], check=True, capture_output=True,
-                                        text=True).stdout.strip().splitlines()[-1])
+    """The --deb given, or this tree's for the default release, built now."""
+    return given or debs.deb()
 
 
 def summary(samples: list[float | None]) -> dict:
