@@ -14,8 +14,10 @@ from container import RELEASES, Container
 from test_4_gpu import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, spawn
 
 
-def installed(ct: Container) -> bool:
-    return ct.run("dpkg-query -W -f='${Status}' jupyterhub-appliance", check=False).stdout.startswith("install ok")
+def package_state(ct: Container) -> str:
+    """dpkg's state of the package ("installed", "not-installed", "half-installed", ...)."""
+    out = ct.run("dpkg-query -W -f='${Status}' jupyterhub-appliance", check=False).stdout.split()
+    return out[-1] if out else "not-installed"
 
 
 def refused_on(ct: Container, deb, built_for: str) -> None:
@@ -31,8 +33,10 @@ def refused_on(ct: Container, deb, built_for: str) -> None:
     assert dpkg.returncode != 0
     assert f"is built for {RELEASES[built_for]} ({built_for})" in said, said
     assert f"this machine runs {RELEASES[ct.release]} ({ct.release})" in said, said
+    right = "+deb" + RELEASES[ct.release].split()[-1] + "_amd64.deb"  # this machine's package
+    assert f"install jupyterhub-appliance_{deb.name.split('_')[1].split('+')[0]}{right}" in said, said
     assert "Nothing was changed" in said, said
-    assert not installed(ct)
+    assert package_state(ct) == "not-installed"
     assert ct.run("test -e /etc/jupyterhub || test -e /usr/lib/jupyterhub-appliance || getent passwd jupyterhub",
                   check=False).returncode != 0, "the refused package left files or its user behind"
 
