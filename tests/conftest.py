@@ -16,6 +16,7 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "system"))
+import container  # noqa: E402
 import debs  # noqa: E402
 
 _started = time.monotonic()
@@ -55,6 +56,11 @@ def pytest_terminal_summary(terminalreporter):
         tr.write_line(f"setup: {os.environ['APPLIANCE_TIMES']}")
     if debs.seconds:  # builds, overlapping the tests that did not wait for them
         tr.write_line("builds: " + ", ".join(f"{name} {s:.0f} s" for name, s in sorted(debs.seconds.items())))
+    for line in debs.build_lines:
+        tr.write_line(f"  {line}")
+    if container.bootstrapped:
+        tr.write_line("container bases debootstrapped: " +
+                      ", ".join(f"{r} {s:.0f} s" for r, s in sorted(container.bootstrapped.items())))
     for tier in sorted(set(ran) | set(skipped) | set(_seconds)):
         line = f"{tier}: {ran.get(tier, 0)} tests, {_seconds.get(tier, 0):.0f} s"
         if skipped.get(tier):

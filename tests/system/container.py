@@ -20,6 +20,7 @@ PACKAGES = "systemd,systemd-sysv,dbus,sudo,ca-certificates,iproute2,procps"
 # The releases the appliance is built and tested for, and the one used by default.
 RELEASES = {"trixie": "Debian 13", "bookworm": "Debian 12"}
 DEFAULT_RELEASE = "trixie"
+bootstrapped: dict[str, float] = {}  # seconds each base took to make in this run
 
 
 class ContainerError(RuntimeError):
@@ -42,6 +43,7 @@ def ensure_base(release: str = DEFAULT_RELEASE) -> Path:
     marker = base / ".complete"
     if marker.exists():
         return base
+    t0 = time.monotonic()
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = CACHE / f"{release}-base.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,6 +57,7 @@ def ensure_base(release: str = DEFAULT_RELEASE) -> Path:
         return base
     shutil.rmtree(base, ignore_errors=True)
     tmp.rename(base)
+    bootstrapped[release] = time.monotonic() - t0
     return base
 
 

@@ -23,6 +23,7 @@ TOP = Path(__file__).resolve().parents[2]
 _lock = threading.Lock()
 _jobs: dict[str, Future] = {}
 seconds: dict[str, float] = {}  # how long each job took, for the run's last lines
+build_lines: list[str] = []  # build-deb's own account of its time (chroot, build)
 
 
 def in_background(name: str, make: Callable[[], Path]) -> Future:
@@ -60,6 +61,7 @@ def build(release: str) -> Path:
     if out.returncode != 0:
         said = [line for line in out.stderr.splitlines() if not line.startswith("WARNING: Location")]
         raise RuntimeError(f"scripts/build-deb --release {release} exited {out.returncode}:\n" + "\n".join(said[-40:]))
+    build_lines.extend(line for line in out.stderr.splitlines() if line.startswith(f"build-deb: {release}: "))
     return Path(out.stdout.strip().splitlines()[-1])
 
 

@@ -20,6 +20,7 @@ import requests
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "system"))
+import vm  # noqa: E402
 from vm import PASSWORD, VM, accelerator, missing, prepare_in_background  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
@@ -42,6 +43,8 @@ def pytest_terminal_summary(terminalreporter):
     accel, why = accelerator()
     if why != "not yet booted":
         terminalreporter.write_line(f"real kernel (qemu VM) ran on {why}")
+    if vm.image_seconds is not None:
+        terminalreporter.write_line(f"VM image made in {vm.image_seconds:.0f} s (in the background from collection on)")
 
 
 @dataclass

@@ -39,6 +39,7 @@ EXTRA = ("linux-image-amd64", "initramfs-tools", "python3", "passwd", "libpam-ru
          "node-configurable-http-proxy")
 IMAGE_VERSION = "1"  # bump when the image recipe changes
 PASSWORD = "vm-pass-1"  # of the test users made in the VM
+image_seconds: float | None = None  # how long this run took to make the image (None: cached)
 
 
 class VMError(RuntimeError):
@@ -81,9 +82,11 @@ def ensure_image() -> Path:
 
 
 def _ensure_image() -> Path:
+    global image_seconds
     marker = CACHE / f".complete-{IMAGE_VERSION}"
     if marker.exists():
         return CACHE
+    t0 = time.monotonic()
     shutil.rmtree(CACHE, ignore_errors=True)
     root = CACHE / "root"
     root.mkdir(parents=True)
@@ -116,6 +119,7 @@ def _ensure_image() -> Path:
     _run("mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(CACHE / "image.raw"), "6G")
     shutil.rmtree(root)
     marker.touch()
+    image_seconds = time.monotonic() - t0
     return CACHE
 
 
