@@ -58,6 +58,8 @@ def pytest_collection_modifyitems(config, items):
     if "test_9_upgrade.py" in names:
         import previous
         later.append(previous.start_in_background)
+    if "test_9_lintian.py" in names:
+        later.append(debs.lintian)
     debs.start().add_done_callback(lambda _: [start() for start in later])
 
 

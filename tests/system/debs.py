@@ -1,5 +1,5 @@
 """This tree's .deb for each Debian release (scripts/build-deb --release), built once
-per run. A build can start in the background as soon as the tests that need it are
+per run, and lintian's verdict on it. A build can start in the background as soon as the tests that need it are
 collected, so its minutes overlap other tests; `in_background` is also how the
 previous version's .deb is built (previous.py).
 
@@ -10,6 +10,7 @@ APPLIANCE_DEB_TRIXIE / APPLIANCE_DEB_BOOKWORM name an already built .deb instead
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -67,6 +68,19 @@ def build(release: str) -> Path:
 
 def start(release: str = DEFAULT_RELEASE) -> Future:
     return in_background(f"deb-{release}", lambda: given(release) or build(release))
+
+
+def lintian(release: str = DEFAULT_RELEASE) -> Future:
+    """lintian on the release's .deb, in the background: about 4 minutes of one core for
+    its 35,000 files, which other tests overlap. Its CompletedProcess, or None when
+    lintian is not installed."""
+    def run() -> subprocess.CompletedProcess | None:
+        package = deb(release)
+        if not shutil.which("lintian"):
+            return None
+        return subprocess.run(["lintian", "--fail-on", "error,warning", "--tag-display-limit", "0", str(package)],
+                              capture_output=True, text=True, timeout=1800)
+    return in_background(f"lintian-{release}", run)
 
 
 def deb(release: str = DEFAULT_RELEASE) -> Path:
