@@ -6,6 +6,7 @@ the GPU report and metrics (gpu_report.py, metrics.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -82,6 +83,13 @@ class ApplianceHub(JupyterHub):
 
     async def start(self):
         await super().start()
+        # hub_launcher turned cyclic garbage collection off for the start-up. What the
+        # start made lives as long as the hub: keep it out of every later collection.
+        # (A collection here would free a few thousand objects and block the hub
+        # for a tenth of a second.)
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
         # The home page's own-GPU line and the metrics read the report; keep it fresh.
         self._gpu_report = asyncio.ensure_future(REPORT.refresh_forever(self.gpu_report_interval))
         if self.metrics_access != "off":
