@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import statistics
@@ -167,7 +168,7 @@ def older_package_at_once(ref: str, n: int, errors: dict[str, str]) -> list[floa
     """N at once on the package built from `ref` with its own scripts/build-deb
     (previous.py), in a container of its own booted after ours, after one warm-up
     spawn as ours had."""
-    ct = Container("bench-ref")
+    ct = Container(f"bench-ref{os.getpid()}")
     try:
         app = boot_appliance(ct, previous.deb(ref), [f"old{i}" for i in range(n + 1)], newer_ports=False)
         hub_spawn(app.url, f"old{n}", f"pw-old{n}", {})
@@ -210,7 +211,7 @@ def main() -> int:
     if args.then_ref:
         previous.start_in_background(args.then_ref)  # its build overlaps ours
     deb = built_deb(args.deb)
-    ct = Container("bench")
+    ct = Container(f"bench{os.getpid()}")  # not a fixed name: benches of other trees run beside it
     n = args.users
     errors: dict[str, str] = {}
     try:
