@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import statistics
@@ -13,15 +14,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import previous
 import requests
 import debs
 import stock_hub
 from browser import Browser
 from conftest import HUB_PY, Appliance, free_port
-from container import Container
+from container import DEFAULT_RELEASE, RELEASES, Container
 
 SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
 SERVER_PY = "/usr/lib/jupyterhub-appliance/user/bin/python"
+# The package when issue 16 ("Start faster") was filed: its goal for N at once is
+# at most 0.6 of this one's median.
+FILING_TIME_REF = "687fb8a"
 
 
 def hub_spawn(url: str, name: str, password: str, errors: dict[str, str]) -> float | None:
@@ -135,9 +140,47 @@ def import_profile(ct: Container, python: str, what: str) -> dict:
     return {"total": total, "top": [{"package": name, "seconds": c} for name, c in top], "rfc3987_syntax": rfc}
 
 
-def built_deb(given: Path | None) -> Path:
-    """The --deb given, or this tree's for the default release, built now."""
-    return given or debs.deb()
+def boot_appliance(ct: Container, deb: Path, users: list[str], newer_ports: bool = True) -> Appliance:
+    """`deb` installed in the booted container `ct`, on free ports, with `users`
+    (password pw-NAME) in jupyterhub-users; the hub started and answering."""
+    ct.boot()
+    ct.install_deb(deb)
+    app = Appliance(ct, free_port(), free_port(), free_port())
+    ct.write("/etc/jupyterhub/appliance.toml", app.config_text(newer_ports=newer_ports))
+    add_users(ct, users, group="jupyterhub-users")
+    ct.run("systemctl start jupyterhub")
+    app.wait_hub()
+    return app
+
+
+def add_users(ct: Container, users: list[str], group: str | None = None) -> None:
+    ct.run("".join(f"useradd -m {u} && echo {u}:pw-{u} | chpasswd\n" for u in users))
+    if group:
+        ct.run("".join(f"gpasswd -a {u} {group} >/dev/null\n" for u in users))
+
+
+def at_once(url: str, users: list[str], errors: dict[str, str]) -> list[float | None]:
+    """hub_spawn for all `users` at the same time."""
+    with ThreadPoolExecutor(len(users)) as pool:
+        return list(pool.map(lambda u: hub_spawn(url, u, f"pw-{u}", errors), users))
+
+
+def older_package_at_once(ref: str, n: int, errors: dict[str, str]) -> list[float | None]:
+    """N at once on the package built from `ref` with its own scripts/build-deb
+    (previous.py), in a container of its own booted after ours, after one warm-up
+    spawn as ours had."""
+    ct = Container(f"bench-ref{os.getpid()}", release=previous.PREVIOUS_RELEASE)  # what its build-deb made
+    try:
+        app = boot_appliance(ct, previous.deb(ref), [f"old{i}" for i in range(n + 1)], newer_ports=False)
+        hub_spawn(app.url, f"old{n}", f"pw-old{n}", {})
+        return at_once(app.url, [f"old{i}" for i in range(n)], errors)
+    finally:
+        ct.destroy()
+
+
+def built_deb(given: Path | None, release: str = DEFAULT_RELEASE) -> Path:
+    """The --deb given, or this tree's for the release, built now."""
+    return given or debs.deb(release)
 
 
 def summary(samples: list[float | None]) -> dict:
@@ -156,26 +199,29 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--json", type=Path, default=Path("bench-spawn.json"))
-    ap.add_argument("--deb", type=Path)
+    ap.add_argument("--deb", type=Path, help="an already built package for --release")
+    # Debian 12 by default: the filing-time package (--then-ref) exists only for it,
+    # and issue 16's figures were measured on it, so the comparisons are like for like.
+    ap.add_argument("--release", choices=list(RELEASES), default="bookworm",
+                    help="the Debian release of the container (default: bookworm)")
+    ap.add_argument("--then-ref", default=FILING_TIME_REF, metavar="REF",
+                    help="afterwards, N at once on the package built from this commit, in a second container "
+                         f"(default {FILING_TIME_REF}, the package when issue 16 was filed; '' skips it)")
     args = ap.parse_args()
     if not 1 <= args.users <= 200:
         sys.exit("bench-spawn: --users takes a number from 1 to 200")
     if not 0 <= args.restarts <= 50:
         sys.exit("bench-spawn: --restarts takes a number from 0 to 50")
-    deb = built_deb(args.deb)
-    ct = Container("bench")
+    if args.then_ref:
+        previous.start_in_background(args.then_ref)  # its build overlaps ours
+    deb = built_deb(args.deb, args.release)
+    ct = Container(f"bench{os.getpid()}", release=args.release)  # not a fixed name: benches of other trees run beside it
     n = args.users
     errors: dict[str, str] = {}
     try:
-        ct.boot()
-        ct.install_deb(deb)
-        app = Appliance(ct, free_port(), free_port(), free_port())
-        ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
         groups = {g: [f"{g}{i}" for i in range(n)] for g in ("seq", "par", "flo", "stk", "stp")}
-        ct.run("".join(f"useradd -m {u} && echo {u}:pw-{u} | chpasswd\n" for us in groups.values() for u in us))
-        ct.run("".join(f"gpasswd -a {u} jupyterhub-users >/dev/null\n"
-                       for g in ("seq", "par", "flo") for u in groups[g]))
-        ct.run("systemctl start jupyterhub")
+        app = boot_appliance(ct, deb, groups["seq"] + groups["par"] + groups["flo"])
+        add_users(ct, groups["stk"] + groups["stp"])
         stock_app = Appliance(ct, free_port(), free_port(), free_port())  # its ports; url and wait_hub fit it too
         stock_hub.start(ct, stock_app.port, stock_app.hub_port, stock_app.proxy_api_port)
         stock_url = stock_app.url
@@ -200,14 +246,18 @@ def main() -> int:
             pair = [(seq, app.url, groups["seq"][i]), (stock, stock_url, groups["stk"][i])]
             for samples, url, u in (pair if i % 2 == 0 else pair[::-1]):
                 samples.append(hub_spawn(url, u, f"pw-{u}", errors))
-        with ThreadPoolExecutor(n) as pool:
-            par = list(pool.map(lambda u: hub_spawn(app.url, u, f"pw-{u}", errors), groups["par"]))
+        par = at_once(app.url, groups["par"], errors)
         ct.run("systemctl stop 'jupyter-stk*-singleuser' 'jupyter-seq*' 'jupyter-par*'", check=False)
-        with ThreadPoolExecutor(n) as pool:
-            stock_par = list(pool.map(lambda u: hub_spawn(stock_url, u, f"pw-{u}", errors), groups["stp"]))
+        stock_par = at_once(stock_url, groups["stp"], errors)
         gaps = [restart_gap(app) for _ in range(args.restarts)]
     finally:
         ct.destroy()
+    older_par: list[float | None] = []
+    if args.then_ref:
+        try:
+            older_par = older_package_at_once(args.then_ref, n, errors)
+        except Exception as e:  # ours are measured: print them all the same
+            errors[args.then_ref] = f"not measured: {str(e)[-300:]}"
     result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "stock_sequential": summary(stock),
               "concurrent": summary(par), "stock_concurrent": summary(stock_par),
               "hub_restart_gap": summary(gaps), "errors": errors,
@@ -216,17 +266,28 @@ def main() -> int:
     result["ratio_sequential"] = ours / theirs if ours and theirs else None
     cours, ctheirs = result["concurrent"]["median"], result["stock_concurrent"]["median"]
     result["ratio_concurrent"] = cours / ctheirs if cours and ctheirs else None
+    if args.then_ref:
+        result["older_ref"] = args.then_ref
+        result["older_concurrent"] = summary(older_par)
+        cold = result["older_concurrent"]["median"]
+        result["ratio_older_concurrent"] = cours / cold if cours and cold else None
     base = result["floor"]["median"]
     print(f"{'login to ready':<36}{'median s':>10}{'p95 s':>10}{'failures':>10}{'vs floor':>10}")
     for key, label in (("floor", "floor (singleuser, no hub)"), ("sequential", f"appliance, {n} one after another"),
                        ("stock_sequential", f"stock hub, {n} one after another"),
-                       ("concurrent", f"appliance, {n} at once"), ("stock_concurrent", f"stock hub, {n} at once")):
+                       ("concurrent", f"appliance, {n} at once"), ("stock_concurrent", f"stock hub, {n} at once"),
+                       ("older_concurrent", f"{args.then_ref}, {n} at once")):
+        if key not in result:
+            continue
         s = result[key]
         med = s["median"]
         extra = f"+{med - base:.2f}" if med is not None and base is not None and key != "floor" else ""
         print(f"{label:<36}{fmt(med):>10}{fmt(s['p95']):>10}{s['failures']:>10}{extra:>10}")
     print(f"ratio appliance/stock, one after another: {fmt(result['ratio_sequential'])}; "
           f"{n} at once: {fmt(result['ratio_concurrent'])}")
+    if args.then_ref:
+        print(f"ratio appliance/{args.then_ref} (the package built from that commit), {n} at once: "
+              f"{fmt(result['ratio_older_concurrent'])}")
     g = result["hub_restart_gap"]
     print(f"systemctl restart jupyterhub: API unanswered median {fmt(g['median'])} s, "
           f"max {fmt(max((x for x in gaps if x is not None), default=None))} s over {len(gaps)} restarts")

@@ -107,10 +107,12 @@ class Appliance:
             props[key] = f"{props[key]}\n{value}" if props.get(key) else value
         return props
 
-    def config_text(self, extra: str = "") -> str:
+    def config_text(self, extra: str = "", newer_ports: bool = True) -> str:
+        """appliance.toml with this appliance's ports; newer_ports=False leaves out
+        those 0.1.0 does not know (dashboard, metrics), for an older package."""
+        newer = f"dashboard_port = {self.dashboard_port}\nmetrics_port = {self.metrics_port}\n" if newer_ports else ""
         return (f"[hub]\nport = {self.port}\nhub_port = {self.hub_port}\n"
-                f"proxy_api_port = {self.proxy_api_port}\ndashboard_port = {self.dashboard_port}\n"
-                f"metrics_port = {self.metrics_port}\n{extra}")
+                f"proxy_api_port = {self.proxy_api_port}\n{newer}{extra}")
 
     def wait_hub(self, timeout: float = 90) -> None:
         """Until the hub answers its API through the proxy."""
