@@ -145,6 +145,7 @@ def register_reclaimer_service(c, gpu: dict) -> None:
 
 
 DASHBOARD_SERVICE = "gpus"
+DASHBOARD_START_TIMEOUT = 180  # s
 
 
 def register_dashboard_service(c, cfg: Config) -> None:
@@ -160,6 +161,11 @@ def register_dashboard_service(c, cfg: Config) -> None:
                     f"--interval={cfg['gpu']['sample_interval']}"],
         "oauth_no_confirm": True,
         "display": False,
+        # JupyterHub waits this long for a managed service to answer, then *exits*.
+        # Its default, 30 s, was too short on a slow, loaded machine (the emulated VM
+        # tier: 28 s to import and answer), and each hub crash lost the spawns in
+        # progress. On a normal machine it answers within a second or two.
+        "timeout": DASHBOARD_START_TIMEOUT,
     })
 
 

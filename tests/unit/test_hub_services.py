@@ -38,6 +38,7 @@ def test_the_dashboard_is_an_oauth_service_on_its_loopback_port_hidden_from_the_
     gpus = next(s for s in c.JupyterHub.services if s["name"] == "gpus")
     assert gpus["url"] == "http://127.0.0.1:8093" and gpus["command"][-1] == "--interval=5"
     assert gpus["oauth_no_confirm"] is True and gpus["display"] is False
+    assert gpus["timeout"] >= 120  # JupyterHub exits when a managed service is slower than this
     assert not [r for r in c.JupyterHub.load_roles if "gpus" in r.get("services", [])]  # no hub API scope
     assert c.JupyterHub.template_vars["appliance_dashboard"] is True
     assert apply(tmp_path, "[dashboard]\nenabled = false\n").JupyterHub.template_vars["appliance_dashboard"] is False
