@@ -22,7 +22,7 @@ from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
 from . import handlers, metrics, revoke, visitors
 from .gpu_report import REPORT
-from .configurer import APPLCTL_SERVICE
+from .configurer import APPLCTL_SERVICE, DASHBOARD_SERVICE
 
 
 class ApplianceHub(JupyterHub):
@@ -102,7 +102,24 @@ class ApplianceHub(JupyterHub):
         if self._resume:
             asyncio.ensure_future(self._resume_queued(self._resume))
 
+    async def start_service(self, service_name, service, ssl_context=None):
+        if service_name != DASHBOARD_SERVICE:
+            return await super().start_service(service_name, service, ssl_context)
+        # The GPU dashboard is optional. JupyterHub would wait for it to answer before
+        # going on with its start (and past the service's timeout, exit), and a stop
+        # asked for meanwhile waited too: a reload during a slow start took 90 s, until
+        # systemd's SIGKILL (measured, under load). Start it beside the hub instead.
+        async def start_beside() -> None:
+            if not await JupyterHub.start_service(self, service_name, service, ssl_context):
+                self.log.error("jupyterhub-appliance: the GPU dashboard did not come up; the hub runs without it")
+
+        self._dashboard_start = asyncio.ensure_future(start_beside())
+        return True
+
     async def cleanup(self):
+        starting = getattr(self, "_dashboard_start", None)
+        if starting is not None and not starting.done():
+            starting.cancel()
         # JupyterHub stops its managed services (culler, reclaimer, dashboard) one
         # after another, each with SIGINT and a poll that backs off from 0.1 s: about
         # 0.3 s each, a second in all (measured), before the hub can exit and the next

@@ -161,10 +161,11 @@ def register_dashboard_service(c, cfg: Config) -> None:
                     f"--interval={cfg['gpu']['sample_interval']}"],
         "oauth_no_confirm": True,
         "display": False,
-        # JupyterHub waits this long for a managed service to answer, then *exits*.
-        # Its default, 30 s, was too short on a slow, loaded machine (the emulated VM
-        # tier: 28 s to import and answer), and each hub crash lost the spawns in
-        # progress. On a normal machine it answers within a second or two.
+        # How long the hub waits for it to answer before it logs that it did not.
+        # JupyterHub's default, 30 s, is too short on a slow, loaded machine (the
+        # emulated VM tier: 28 s to import and answer), and JupyterHub *exits* then,
+        # losing the spawns in progress; the hub waits beside its start (app.py).
+        # On a normal machine it answers within a second or two.
         "timeout": DASHBOARD_START_TIMEOUT,
     })
 

@@ -20,7 +20,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
 import debs  # noqa: E402
-from container import Container, missing_tools  # noqa: E402
+from container import DEFAULT_RELEASE, Container, ensure_base, missing_tools  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
 
@@ -47,20 +47,23 @@ def pytest_collection_modifyitems(config, items):
     if why:
         return
     names = {Path(item.fspath).name for item in items if here in Path(item.fspath).parents}
-    # The builds the later modules need overlap the earlier tests: this tree's
-    # default-release .deb alone first (the first test waits for it; the machine
-    # may have 2 cores), then Debian 12's and the previous version's.
+    # What the later modules need is made while the earlier tests run: this tree's
+    # default-release .deb first (the first test waits for it, and for the container
+    # base, debootstrapped beside it), then one at a time (the machine may have 2
+    # cores): lintian's verdict, Debian 12's .deb, the previous version's.
     if not names:
         return
     later = []
+    if "test_9_lintian.py" in names:
+        later.append(debs.lintian)
     if names & {"test_9_upgrade.py", "test_9_releases.py"}:
-        later.append(lambda: debs.start("bookworm"))
+        later.append(lambda: debs.start("bookworm", one_at_a_time=True))
     if "test_9_upgrade.py" in names:
         import previous
         later.append(previous.start_in_background)
-    if "test_9_lintian.py" in names:
-        later.append(debs.lintian)
     debs.start().add_done_callback(lambda _: [start() for start in later])
+    # The container base debootstraps meanwhile: mostly downloads.
+    debs.in_background("container-base", lambda: ensure_base(DEFAULT_RELEASE))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ PACKAGES = "systemd,systemd-sysv,dbus,sudo,ca-certificates,iproute2,procps"
 RELEASES = {"trixie": "Debian 13", "bookworm": "Debian 12"}
 DEFAULT_RELEASE = "trixie"
 bootstrapped: dict[str, float] = {}  # seconds each base took to make in this run
+_base_lock = threading.Lock()
 
 
 class ContainerError(RuntimeError):
@@ -38,7 +40,13 @@ def check_release(release: str) -> str:
 
 
 def ensure_base(release: str = DEFAULT_RELEASE) -> Path:
-    """The release's pristine tree, debootstrapped on first use (about a minute)."""
+    """The release's pristine tree, debootstrapped on first use (about a minute); the
+    tests may start it in the background while the .deb builds."""
+    with _base_lock:
+        return _ensure_base(release)
+
+
+def _ensure_base(release: str) -> Path:
     base = CACHE / f"{check_release(release)}-base"
     marker = base / ".complete"
     if marker.exists():

@@ -56,7 +56,7 @@ def _build(ref: str) -> Path:
 
 
 def start_in_background(ref: str = PREVIOUS_REF) -> Future:
-    return debs.in_background(f"deb-{ref}", lambda: _build(ref))
+    return debs.in_background(f"deb-{ref}", lambda: _build(ref), one_at_a_time=True)
 
 
 def deb(ref: str = PREVIOUS_REF) -> Path:
