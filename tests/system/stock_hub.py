@@ -50,8 +50,12 @@ def install_env(ct: Container) -> None:
     if (home / ".complete").exists():
         subprocess.run(["cp", "-a", "--reflink=auto", str(home / "env"), str(dest)], check=True)
         return
+    # pip trusts what the host trusts (the host may reach PyPI through a TLS proxy
+    # whose CA only its own bundle has; TESTING.md).
+    ct.copy_in(Path("/etc/ssl/certs/ca-certificates.crt"), "/root/host-ca.crt")
     ct.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null && "
-           f"python3 -m venv {PREFIX} && {PREFIX}/bin/pip install --quiet --disable-pip-version-check {' '.join(wanted())}")
+           f"python3 -m venv {PREFIX} && PIP_CERT=/root/host-ca.crt {PREFIX}/bin/pip install --quiet "
+           f"--disable-pip-version-check {' '.join(wanted())}")
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(dest), str(home / "env")], check=True)
