@@ -43,9 +43,8 @@ def running_old(old_deb, tmp_path_factory):
         # The administrator's settings: appliance.toml edited (so dpkg would have a
         # conffile prompt to make), a jupyterhub_config.d file, a drop-in.
         # Only the keys the previous version knows: the new ports take their defaults.
-        ct.write("/etc/jupyterhub/appliance.toml", f"[hub]\nport = {app.port}\nhub_port = {app.hub_port}\n"
-                 f"proxy_api_port = {app.proxy_api_port}\n"
-                 "[culler]\n# ours: two hours\ntimeout = 7200\n[gpu]\nquota = 1\nqueue = false\n")
+        ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
+            "[culler]\n# ours: two hours\ntimeout = 7200\n[gpu]\nquota = 1\nqueue = false\n", newer_ports=False))
         ct.write("/etc/jupyterhub/jupyterhub_config.d/50-site.py", SITE_PY)
         ct.write("/etc/systemd/system/jupyter-.service.d/50-site.conf", DROP_IN)
         install_fake_gpus(app, tmp_path_factory, fake_config())
