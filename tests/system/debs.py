@@ -28,7 +28,7 @@ seconds: dict[str, float] = {}  # how long each job took, for the run's last lin
 build_lines: list[str] = []  # build-deb's own account of its time (chroot, build)
 
 
-def in_background(name: str, make: Callable[[], Path], one_at_a_time: bool = False) -> Future:
+def in_background(name: str, make: Callable[[], object], one_at_a_time: bool = False) -> Future:
     """make() in a thread of its own, once per run; its result or exception is handed
     to whoever waits on the Future. Jobs started with one_at_a_time run one after
     another: on a 2-core machine, three builds beside the tests made the hub too
