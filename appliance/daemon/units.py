@@ -19,7 +19,8 @@ from .gpus import device_allow
 from .requests import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
-SINGLEUSER = USER_ENV + "/bin/jupyterhub-singleuser"
+# jupyterhub-singleuser, started without cyclic GC until it serves (appliance/singleuser.py).
+SINGLEUSER = USER_ENV + "/bin/appliance-singleuser"
 # The user environment ships JupyterLab's news and update check disabled (a page
 # config drop-in in its etc/jupyter, see scripts/stage-tree); this config directory,
 # put ahead of it on JUPYTER_CONFIG_PATH, enables them again ([spawner] jupyterlab_news).

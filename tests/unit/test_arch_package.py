@@ -163,6 +163,7 @@ def test_file_list(package):
         f"{LIB}/user/pyvenv.cfg",
         f"{LIB}/user/bin/python",
         f"{LIB}/user/bin/jupyterhub-singleuser",
+        f"{LIB}/user/bin/appliance-singleuser",
         f"{LIB}/user/bin/jupyter-lab",
         "usr/share/doc/jupyterhub-appliance/README.md",
         "usr/share/bash-completion/completions/applctl",
@@ -252,7 +253,7 @@ def test_venvs_use_the_system_python_at_their_installed_path(package):
         assert f"-m venv /{LIB}/{venv}" in cfg, cfg
         py3 = package.members[f"{LIB}/{venv}/bin/python3"]
         assert py3.issym() and py3.linkname == "/usr/bin/python3", py3.linkname
-        for script in ("jupyterhub",) if venv == "hub" else ("jupyter-lab", "jupyterhub-singleuser"):
+        for script in ("jupyterhub",) if venv == "hub" else ("jupyter-lab", "jupyterhub-singleuser", "appliance-singleuser"):
             first = package.data[f"{LIB}/{venv}/bin/{script}"].split(b"\n", 1)[0]
             assert first == f"#!/{LIB}/{venv}/bin/python3".encode(), (script, first)
         pycs = [n for n in package.files() if n.startswith(f"{LIB}/{venv}/lib/") and n.endswith(".pyc")]
