@@ -31,7 +31,7 @@ def _tier(item_path: str) -> str:
         return "system (booted Debian 13)"
     if rel.parts[0] == "vm":
         return "real kernel (qemu VM)"
-    if rel.name == "test_arch_package.py":
+    if rel.name in ("test_arch_package.py", "test_arch_aur.py"):
         return "arch package"
     return "unit"
 

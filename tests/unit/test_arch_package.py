@@ -458,27 +458,36 @@ def test_shellcheck(path, args):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_srcinfo_is_generated_from_the_pkgbuild():
+def makepkg_in_copy(files: list[Path], *args: str, srcdest: Path | None = None,
+                    timeout: int = 120) -> subprocess.CompletedProcess:
+    """makepkg ARGS, with Arch's makepkg.conf, in a fresh directory holding copies of
+    FILES (a PKGBUILD and what it names); as root, as the user nobody (makepkg refuses root)."""
     require_tools("makepkg")
     user = None
-    if os.geteuid() == 0:  # makepkg refuses root
+    if os.geteuid() == 0:
         require("running makepkg as root's substitute needs runuser and the user nobody",
                 bool(shutil.which("runuser")) and subprocess.run(["id", "nobody"], capture_output=True).returncode == 0)
         user = "nobody"
-    work = Path(tempfile.mkdtemp(prefix="appliance-srcinfo-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="appliance-makepkg-", dir="/var/tmp"))
     try:
-        for f in (PKGBUILD, INSTALL, ARCH / "jupyterhub-appliance.changelog", ARCH / "makepkg.conf"):
+        for f in (*files, ARCH / "makepkg.conf"):
             shutil.copy(f, work / f.name)
             os.chmod(work / f.name, 0o644)
         os.chmod(work, 0o755)
         if user:  # makepkg wants to be able to write where it is, even to print .SRCINFO
             shutil.chown(work, user)
-        cmd = ["makepkg", "--config", str(work / "makepkg.conf"), "--printsrcinfo"]
+        # HOME: no user's makepkg.conf gets in.
+        env = ["HOME=/nonexistent", *([f"SRCDEST={srcdest}"] if srcdest else [])]
+        cmd = ["env", *env, "makepkg", "--config", str(work / "makepkg.conf"), *args]
         if user:
-            cmd = ["runuser", "-u", user, "--", "env", "HOME=/nonexistent", *cmd]
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=120)
+            cmd = ["runuser", "-u", user, "--", *cmd]
+        return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_srcinfo_is_generated_from_the_pkgbuild():
+    proc = makepkg_in_copy([PKGBUILD, INSTALL, ARCH / "jupyterhub-appliance.changelog"], "--printsrcinfo")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("pkgname = jupyterhub-appliance") == 1
     assert (ARCH / ".SRCINFO").read_text() == proc.stdout, "packaging/arch/.SRCINFO is stale: run scripts/build-aur --srcinfo"

@@ -95,11 +95,13 @@ def test_arch_sources_are_the_pinned_files(python):
     assert a["_python"] == [python]
     source, sums, noextract = a["source"], a["sha256sums"], a["noextract"]
     assert len(source) == len(sums) == len(noextract) + 1, (len(source), len(sums), len(noextract))
-    # First the release tarball, by the project's URL, under the name build-aur gives
-    # the work tree's tarball.
+    # First the release tarball, the GitHub release's asset (scripts/build-aur --aur
+    # makes it), under the name build-aur gives the work tree's tarball; its sum is
+    # SKIP in the repository, the PKGBUILD being inside it.
     version = re.search(r'^__version__ = "(.+)"$', (TOP / "appliance" / "__init__.py").read_text(), re.M).group(1)
-    assert source[0] == f"jupyterhub-appliance-{version}.tar.gz::{a['url'][0]}/archive/v{version}.tar.gz", source[0]
-    assert re.fullmatch(r"[0-9a-f]{64}|SKIP", sums[0])
+    tarball = f"jupyterhub-appliance-{version}.tar.gz"
+    assert source[0] == f"{tarball}::{a['url'][0]}/releases/download/v{version}/{tarball}", source[0]
+    assert sums[0] == "SKIP"
     seen = {}
     for url, sha in zip(source[1:], sums[1:]):
         filename = url.rsplit("/", 1)[1]

@@ -61,7 +61,7 @@ def back_to_0_1_0(repo: Path) -> None:
         (repo / f).write_text(text.replace(f"pkgver={current}\n", "pkgver=0.1.0\n")
                               .replace(f"pkgver = {current}\n", "pkgver = 0.1.0\n")
                               .replace(f"-{current}.tar.gz", "-0.1.0.tar.gz")
-                              .replace(f"/v{current}.tar.gz", "/v0.1.0.tar.gz"))
+                              .replace(f"/v{current}/", "/v0.1.0/"))
     for f, first in (("packaging/debian/changelog", "jupyterhub-appliance (0.1.0)"),
                      ("packaging/arch/jupyterhub-appliance.changelog", "jupyterhub-appliance 0.1.0,")):
         text = (repo / f).read_text()
@@ -171,7 +171,8 @@ def test_a_good_release_changes_every_file_and_commits(repo):
     assert re.findall(r"^changelog=.*$", pkgbuild, re.M) == ["changelog=jupyterhub-appliance.changelog"]
     srcinfo = (repo / "packaging/arch/.SRCINFO").read_text()
     assert "\tpkgver = 0.2.0\n" in srcinfo and "\tpkgrel = 1\n" in srcinfo
-    assert "\tsource = jupyterhub-appliance-0.2.0.tar.gz::https://github.com/jupyterhub-appliance/jupyterhub-appliance/archive/v0.2.0.tar.gz\n" in srcinfo
+    assert ("\tsource = jupyterhub-appliance-0.2.0.tar.gz::https://github.com/jupyterhub-appliance/jupyterhub-appliance"
+            "/releases/download/v0.2.0/jupyterhub-appliance-0.2.0.tar.gz\n") in srcinfo
     assert "0.1.0" not in srcinfo
 
     body = ("  * The GPU dashboard shows the last hour of each GPU's utilization and every\n"
