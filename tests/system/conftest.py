@@ -50,14 +50,17 @@ def pytest_collection_modifyitems(config, items):
     # What the later modules need is made while the earlier tests run: this tree's
     # default-release .deb first (the first test waits for it, and for the container
     # base, debootstrapped beside it), then one at a time (the machine may have 2
-    # cores): lintian's verdict, Debian 12's .deb, the previous version's.
+    # cores): lintian's verdict on it, Debian 12's .deb, lintian's verdict on that,
+    # the previous version's .deb.
     if not names:
         return
     later = []
     if "test_9_lintian.py" in names:
         later.append(debs.lintian)
-    if names & {"test_9_upgrade.py", "test_9_releases.py"}:
+    if names & {"test_9_upgrade.py", "test_9_releases.py", "test_9_lintian.py"}:
         later.append(lambda: debs.start("bookworm", one_at_a_time=True))
+    if "test_9_lintian.py" in names:
+        later.append(lambda: debs.lintian("bookworm"))
     if "test_9_upgrade.py" in names:
         import previous
         later.append(previous.start_in_background)
