@@ -105,9 +105,18 @@ class Systemd:
         delay = 0.02
         while True:
             state = await self.active_state(unit)
+            if job and state == "inactive":
+                if await self.job_pending(job):
+                    state = "queued"  # not done yet, whatever `done` holds
+                else:
+                    # The job finished after the state was read, so that "inactive"
+                    # may be from before it ran: read what the job left. (With 20
+                    # spawns at once, 11 good servers were rolled back on the stale
+                    # "inactive": their units stopped 0.15 s after they started.)
+                    state = await self.active_state(unit)
             if loop.time() > deadline:
-                return state
-            if state in done and not (job and state == "inactive" and await self.job_pending(job)):
+                return "inactive" if state == "queued" else state
+            if state in done:
                 return state
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
