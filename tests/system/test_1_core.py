@@ -227,6 +227,26 @@ def test_no_environment_compiles_the_unused_iri_grammar_at_start(appliance):
         assert out.stdout.strip() == "[]", (env, module, out.stdout)
 
 
+def test_a_server_start_runs_no_node(appliance):
+    """JupyterLab's labapp runs `node yarn.js config --json` when imported: 0.55 s of
+    CPU per start for an npm registry no server uses (issue 16). A `node` first on
+    PATH records each run; plain Python runs it (so the probe works), the
+    launcher's start does not."""
+    lib = "/usr/lib/jupyterhub-appliance"
+    appliance.sh("mkdir -p /tmp/fakenode && printf '#!/bin/sh\\necho \"$*\" >> /tmp/fakenode/ran\\n' "
+                 "> /tmp/fakenode/node && chmod 755 /tmp/fakenode/node && rm -f /tmp/fakenode/ran")
+    start = ("import runpy, sys; launcher = runpy.run_path('%s/user/bin/appliance-singleuser'); "
+             "sys.argv[1:] and launcher['without_yarn_config'](); import jupyterlab.labapp" % lib)
+    for as_launcher in ("", " launcher"):
+        appliance.sh(f"rm -f /tmp/fakenode/ran; cd /tmp && PATH=/tmp/fakenode:$PATH "
+                     f"{lib}/user/bin/python -c \"{start}\"{as_launcher}")
+        ran = appliance.sh("cat /tmp/fakenode/ran 2>/dev/null || true").stdout
+        if as_launcher:
+            assert ran == "", ran
+        else:
+            assert "config --json" in ran, ran
+
+
 def hub_asks(appliance, op: str, name: str) -> dict:
     return json.loads(appliance.daemon_request(json.dumps({"op": op, "user": name}), user="jupyterhub").stdout)
 
