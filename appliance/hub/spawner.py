@@ -320,7 +320,8 @@ class ApplianceSpawner(SystemdSpawner):
         JupyterHub's own wait backs off to seconds between tries; a server is
         listening only once it is ready, so this hands JupyterHub a server that
         answers its first try. Gives up quietly (JupyterHub then waits its own way)
-        after http_timeout or when the unit is gone.
+        after http_timeout. A unit that ended is a failed spawn at once: JupyterHub
+        would wait out http_timeout for it and then say only that it did not answer.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.http_timeout
@@ -334,7 +335,9 @@ class ApplianceSpawner(SystemdSpawner):
                 pass
             tries += 1
             if tries % 20 == 0 and await self.poll() is not None:
-                return  # the unit died: let JupyterHub report it
+                why = self.last_stop.text if self.last_stop is not None else "it exited"
+                raise SpawnError(f"Your server stopped while starting: {why}. An administrator can see "
+                                 f"why with: sudo applctl logs --user {self.user.name}", reason="crashed")
             await asyncio.sleep(0.05)
 
     async def stop(self, now=False):

@@ -103,3 +103,27 @@ def test_why_servers_stopped_is_told_to_their_owners_and_administrators(reasons)
     again.login_and_start("cull1", PASSWORD)
     again.wait_for_server("cull1")
     assert "appliance-stop-reason" not in again.get("/hub/home").text
+
+
+def test_a_server_that_dies_while_starting_fails_its_spawn_at_once(reasons):
+    """A person's own Jupyter config that ends the server: the spawn fails as soon as
+    the unit has ended, with why and where to look, not after JupyterHub's 60 s
+    http_timeout with "didn't respond"."""
+    app, _ = reasons
+    app.sh(f"id break1 >/dev/null 2>&1 || useradd -m break1; echo break1:{PASSWORD} | chpasswd; "
+           "applctl adduser break1 >/dev/null")
+    app.sh("runuser -u break1 -- sh -c 'mkdir -p ~/.jupyter && "
+           "printf \"import os\\nos._exit(3)\\n\" > ~/.jupyter/jupyter_server_config.py'")
+    b = Browser(app.url)
+    b.login_and_start("break1", PASSWORD)
+    ready, messages = b.spawn_outcome("break1", timeout=45)
+    assert not ready, messages
+    assert ("Your server stopped while starting: it crashed (exit code 3). An administrator can see why with: "
+            "sudo applctl logs --user break1") in messages[-1], messages
+    home_says(b, "because it crashed (exit code 3).")
+    assert not running(app, "break1")
+    # Fixed, the next start works.
+    app.sh("rm /home/break1/.jupyter/jupyter_server_config.py")
+    again = Browser(app.url)  # b is still logged in: the login form would not show
+    again.login_and_start("break1", PASSWORD)
+    again.wait_for_server("break1")
