@@ -22,7 +22,8 @@ from browser import Browser
 from conftest import HUB_PY, Appliance, free_port
 from container import DEFAULT_RELEASE, RELEASES, Container
 
-SINGLEUSER = "/usr/lib/jupyterhub-appliance/user/bin/jupyterhub-singleuser"
+from appliance.daemon.units import SINGLEUSER  # what our server units run
+
 SERVER_PY = "/usr/lib/jupyterhub-appliance/user/bin/python"
 # The package when issue 16 ("Start faster") was filed: its goal for N at once is
 # at most 0.6 of this one's median.
@@ -58,7 +59,8 @@ def hub_spawn(url: str, name: str, password: str, errors: dict[str, str]) -> flo
 
 
 def floor_spawn(app: Appliance, name: str) -> float | None:
-    """Seconds from systemd-run to a hub-less jupyterhub-singleuser answering HTTP."""
+    """Seconds from systemd-run to a hub-less server answering HTTP: the same command
+    our server units run (appliance-singleuser), so "vs floor" is what the hub adds."""
     port = free_port()
     env = {
         "JUPYTERHUB_API_TOKEN": secrets.token_hex(16), "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{name}",
@@ -190,6 +192,14 @@ def summary(samples: list[float | None]) -> dict:
             "median": statistics.median(ok) if ok else None, "p95": p95, "samples": samples}
 
 
+def ratio(ours: dict, theirs: dict) -> float | None:
+    """Median over median; none when either side lost a spawn: a median of the
+    survivors would compare different things."""
+    if ours["failures"] or theirs["failures"] or not ours["median"] or not theirs["median"]:
+        return None
+    return ours["median"] / theirs["median"]
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -266,18 +276,15 @@ def main() -> int:
               "concurrent": summary(par), "stock_concurrent": summary(stock_par),
               "hub_restart_gap": summary(gaps), "errors": errors,
               "imports": {f"{env} {what}": v for (env, what), v in profile.items()}}
-    ours, theirs = result["sequential"]["median"], result["stock_sequential"]["median"]
-    result["ratio_sequential"] = ours / theirs if ours and theirs else None
-    cours, ctheirs = result["concurrent"]["median"], result["stock_concurrent"]["median"]
-    result["ratio_concurrent"] = cours / ctheirs if cours and ctheirs else None
+    result["ratio_sequential"] = ratio(result["sequential"], result["stock_sequential"])
+    result["ratio_concurrent"] = ratio(result["concurrent"], result["stock_concurrent"])
     if args.then_ref:
         result["older_ref"] = args.then_ref
         result["older_concurrent"] = summary(older_par)
-        cold = result["older_concurrent"]["median"]
-        result["ratio_older_concurrent"] = cours / cold if cours and cold else None
+        result["ratio_older_concurrent"] = ratio(result["concurrent"], result["older_concurrent"])
     base = result["floor"]["median"]
     print(f"{'login to ready':<36}{'median s':>10}{'p95 s':>10}{'failures':>10}{'vs floor':>10}")
-    for key, label in (("floor", "floor (singleuser, no hub)"), ("sequential", f"appliance, {n} one after another"),
+    for key, label in (("floor", "floor (our server, no hub)"), ("sequential", f"appliance, {n} one after another"),
                        ("stock_sequential", f"stock hub, {n} one after another"),
                        ("concurrent", f"appliance, {n} at once"), ("stock_concurrent", f"stock hub, {n} at once"),
                        ("older_concurrent", f"{args.then_ref}, {n} at once")):
@@ -285,7 +292,7 @@ def main() -> int:
             continue
         s = result[key]
         med = s["median"]
-        extra = f"+{med - base:.2f}" if med is not None and base is not None and key != "floor" else ""
+        extra = f"{med - base:+.2f}" if med is not None and base is not None and key != "floor" else ""
         print(f"{label:<36}{fmt(med):>10}{fmt(s['p95']):>10}{s['failures']:>10}{extra:>10}")
     print(f"ratio appliance/stock, one after another: {fmt(result['ratio_sequential'])}; "
           f"{n} at once: {fmt(result['ratio_concurrent'])}")
