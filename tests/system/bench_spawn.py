@@ -193,11 +193,18 @@ def summary(samples: list[float | None]) -> dict:
 
 
 def ratio(ours: dict, theirs: dict) -> float | None:
-    """Median over median; none when either side lost a spawn: a median of the
-    survivors would compare different things."""
-    if ours["failures"] or theirs["failures"] or not ours["median"] or not theirs["median"]:
+    """Median over median; none when ours lost a spawn (our median would leave out
+    our worst). Theirs may have lost some: left out of their median, where lost
+    spawns (timeouts) are their slowest, they can only make ours look worse."""
+    if ours["failures"] or not ours["median"] or not theirs["median"]:
         return None
     return ours["median"] / theirs["median"]
+
+
+def fmt_ratio(r: float | None, theirs: dict) -> str:
+    lost = theirs["failures"]
+    return fmt(r) + (f" (theirs over the {theirs['n'] - lost} of {theirs['n']} that started)"
+                     if r is not None and lost else "")
 
 
 def fmt(x: float | None) -> str:
@@ -294,11 +301,12 @@ def main() -> int:
         med = s["median"]
         extra = f"{med - base:+.2f}" if med is not None and base is not None and key != "floor" else ""
         print(f"{label:<36}{fmt(med):>10}{fmt(s['p95']):>10}{s['failures']:>10}{extra:>10}")
-    print(f"ratio appliance/stock, one after another: {fmt(result['ratio_sequential'])}; "
-          f"{n} at once: {fmt(result['ratio_concurrent'])}")
+    print(f"ratio appliance/stock, one after another: "
+          f"{fmt_ratio(result['ratio_sequential'], result['stock_sequential'])}; "
+          f"{n} at once: {fmt_ratio(result['ratio_concurrent'], result['stock_concurrent'])}")
     if args.then_ref:
         print(f"ratio appliance/{args.then_ref} (the package built from that commit), {n} at once: "
-              f"{fmt(result['ratio_older_concurrent'])}")
+              f"{fmt_ratio(result['ratio_older_concurrent'], result['older_concurrent'])}")
     g = result["hub_restart_gap"]
     print(f"systemctl restart jupyterhub: API unanswered median {fmt(g['median'])} s, "
           f"max {fmt(max((x for x in gaps if x is not None), default=None))} s over {len(gaps)} restarts")
