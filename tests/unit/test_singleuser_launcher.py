@@ -33,19 +33,6 @@ def main():
     return 3
 '''
 
-
-def test_gc_is_off_while_the_server_starts_and_on_once_it_serves(tmp_path):
-    (tmp_path / "jupyterhub").mkdir()
-    (tmp_path / "jupyterhub" / "__init__.py").write_text("")
-    (tmp_path / "jupyterhub" / "singleuser.py").write_text(STAND_IN)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    r = subprocess.run([sys.executable, str(LAUNCHER), "--debug"], env=env, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 3, r.stderr  # the server's own exit status
-    seen = json.loads(r.stdout)
-    assert seen == {"starting": False, "argv0": "jupyterhub-singleuser", "args": ["--debug"], "serving": True}
-
-
 YARN_STAND_IN = '''
 def _yarn_config(logger):
     return {"yarn config": {"registry": "asked node"}, "npm config": {}}
@@ -73,6 +60,15 @@ def stand_ins(tmp_path, singleuser: str, with_jupyterlab: bool) -> dict:
         (tmp_path / package / "__init__.py").write_text("")
         (tmp_path / package / f"{module}.py").write_text(text)
     return dict(os.environ, PYTHONPATH=str(tmp_path))
+
+
+def test_gc_is_off_while_the_server_starts_and_on_once_it_serves(tmp_path):
+    env = stand_ins(tmp_path, STAND_IN, with_jupyterlab=False)
+    r = subprocess.run([sys.executable, str(LAUNCHER), "--debug"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3, r.stderr  # the server's own exit status
+    seen = json.loads(r.stdout)
+    assert seen == {"starting": False, "argv0": "jupyterhub-singleuser", "args": ["--debug"], "serving": True}
 
 
 def test_the_server_never_asks_yarn_for_its_configuration(tmp_path):
