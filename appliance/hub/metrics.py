@@ -26,7 +26,8 @@ from .stop_reasons import REASONS
 
 SPAWNS = Counter("appliance_spawns", "Servers started and answering")
 SPAWN_FAILURES = Counter("appliance_spawn_failures", "Spawns that failed, by reason: the daemon's refusal "
-                         "(capacity, quota, queue_timeout, ...), invalid_options, cancelled, or error",
+                         "(capacity, quota, queue_timeout, ...), invalid_options, cancelled, crashed (the "
+                         "server ended while starting), or error",
                          ["reason"])
 STOPS = Counter("appliance_server_stops", "Servers stopped without their owner asking, by reason: idle and "
                 "max-age (the idle culler), gpu-idle (the GPU reclaimer), admin, oom, crashed", ["reason"])
