@@ -38,6 +38,8 @@ def configure(app, extra: str = "") -> None:
 @pytest.fixture(scope="module")
 def dash(appliance, tmp_path_factory):
     app = appliance
+    # The dashboard lists every running server: only this module's, whatever ran before it.
+    app.sh("applctl stop --all >/dev/null")
     install_fake_gpus(app, tmp_path_factory, nvml())
     app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:{PASSWORD} | chpasswd; "
                    f"applctl adduser {n} >/dev/null 2>&1 || true\n" for n in (ADMIN, USER)))
