@@ -100,7 +100,8 @@ def restart_gap(app: Appliance) -> float:
             return False
 
     app.wait_hub()
-    restart = subprocess.Popen(["nsenter", "-t", str(app.ct.pid), "-a", "--", "systemctl", "restart", "jupyterhub"])
+    restart = subprocess.Popen(["nsenter", "-t", str(app.ct.pid), "-a", "--", "systemctl", "restart", "jupyterhub"],
+                               start_new_session=True)
     first_miss = None
     deadline = time.perf_counter() + 120
     while time.perf_counter() < deadline:

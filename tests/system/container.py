@@ -109,9 +109,12 @@ class Container:
         if user:
             argv += ["runuser", "-u", user, "--"]
         argv += ["/bin/sh", "-c", command]
-        # A clean environment: the host's PATH or LANG has no business inside.
+        # A clean environment: the host's PATH or LANG has no business inside. Its own
+        # session, so its process group holds only nsenter and the shell: a `kill 0`
+        # (or a signal to a pid read as 0) inside cannot reach pytest.
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=env)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=env,
+                              start_new_session=True)
         if check and proc.returncode != 0:
             raise ContainerError(f"in {self.name}: {command!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc

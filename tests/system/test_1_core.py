@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import requests
 from browser import Browser
 from conftest import USERS
+from holds import held_start
 
 
 def login(app, name: str) -> Browser:
@@ -106,23 +107,21 @@ def test_spawn_progress_messages_on_pending_page(appliance):
     r = b.s.post(appliance.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": "carol",
                  "password": USERS["carol"]}, allow_redirects=False, timeout=60)
     assert r.status_code == 302
-    spawn = threading.Thread(target=lambda: b.get("/hub/spawn", timeout=120))
-    spawn.start()
-    events: list[dict] = []
-    deadline = time.monotonic() + 60
-    hub_xsrf = b.s.cookies.get("_xsrf", path="/hub/")
-    while time.monotonic() < deadline and not any(e.get("ready") for e in events):
-        with b.s.get(appliance.url + "/hub/api/users/carol/server/progress", stream=True, timeout=60,
-                     headers={"X-XSRFToken": hub_xsrf, "Accept": "text/event-stream"}) as stream:
-            if stream.status_code != 200:
-                time.sleep(0.1)
-                continue
-            for line in stream.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
+    # The start is held until the unit's message is read (holds.py): a fast server
+    # is ready before a stream joins, and then the stream replays only "ready".
+    with held_start(appliance, "carol") as release:
+        spawn = threading.Thread(target=lambda: b.get("/hub/spawn", timeout=120))
+        spawn.start()
+        seen = b.progress_until("carol", "jupyter-carol.service", timeout=60)
+        release()
     spawn.join(120)
-    messages = [e.get("message", "") for e in events]
-    assert any("jupyter-carol.service" in m for m in messages), messages
+    assert any("jupyter-carol.service" in m for m in seen), seen
+    hub_xsrf = b.s.cookies.get("_xsrf", path="/hub/")
+    with b.s.get(appliance.url + "/hub/api/users/carol/server/progress", stream=True, timeout=60,
+                 headers={"X-XSRFToken": hub_xsrf, "Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        events = [json.loads(line[5:]) for line in stream.iter_lines(decode_unicode=True)
+                  if line and line.startswith("data:")]
     assert events[-1].get("ready") is True
 
 

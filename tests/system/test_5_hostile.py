@@ -191,7 +191,7 @@ def test_hostile_clients_do_not_stop_alice_or_the_daemon(hostile):
 
     argv = ["nsenter", "-t", str(app.ct.pid), "-a", "--", "runuser", "-u", "jupyterhub", "--", HUB_PY, SCRIPT]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}, start_new_session=True)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         b = Browser(app.url)

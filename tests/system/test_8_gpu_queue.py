@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from holds import held_start
 from test_4_gpu import GPUS, UUID, holders, install_fake_gpus, login, report, spawn
 
 HOLDERS = ["gq1", "gq2", "gq3", "gq4"]
@@ -129,11 +130,16 @@ def test_the_wait_ends_after_queue_timeout_with_words_or_a_cpu_only_server(share
     before = holders(app)
     assert None not in before.values(), before  # the four GPUs are still held
     b1 = join_queue(app, "gx1", {"gpus": "1"})
-    b2 = join_queue(app, "gx2", {"gpus": "1", "cpu_fallback": "on"})
-    ready, messages = b1.spawn_outcome("gx1")
-    assert not ready and any("No GPU became free while you waited" in m for m in messages), messages
+    # gx2's start is held until its fallback message is read: a CPU-only server can be
+    # ready before a stream joined after gx1's outcome (holds.py).
+    with held_start(app, "gx2") as release:
+        b2 = join_queue(app, "gx2", {"gpus": "1", "cpu_fallback": "on"})
+        ready, messages = b1.spawn_outcome("gx1")
+        assert not ready and any("No GPU became free while you waited" in m for m in messages), messages
+        b2.progress_until("gx2", "starting CPU-only, as you asked")
+        release()
     ready, messages = b2.spawn_outcome("gx2")
-    assert ready and any("starting CPU-only, as you asked" in m for m in messages), messages
+    assert ready, messages
     assert "nvidia" not in app.unit_props("jupyter-gx2.service", "DeviceAllow")["DeviceAllow"]
     assert holders(app) == before and queue(app) == []
 

@@ -235,7 +235,7 @@ class VM:
             command = f"runuser -u {user} -- sh -c {_quote(command)}"
         try:
             r = subprocess.run(self.ssh_argv() + [command], capture_output=True, text=True, timeout=timeout,
-                               input=input)
+                               input=input, start_new_session=True)
         except subprocess.TimeoutExpired as e:
             if check:
                 raise VMError(f"timed out after {timeout} s: {command}") from e
