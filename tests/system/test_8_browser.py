@@ -76,7 +76,7 @@ def test_login_spawn_with_a_gpu_run_a_cell_and_log_out(lab, page):
         page.wait_for_url(re.compile(rf"/hub/spawn-pending/{NAME}"), timeout=60000)
         expect(page.get_by_text("Your server is starting up.")).to_be_visible()
         expect(page.locator(".progress #progress-bar")).to_be_visible()
-        expect(page.locator(".progress-log")).to_contain_text("Assigned GPUs: GPU-")
+        expect(page.locator("#progress-log")).to_contain_text("Assigned GPUs: GPU-")
         release()
 
     # JupyterLab, its launcher, and a new Python 3 notebook from it.
