@@ -7,10 +7,11 @@ import time
 
 import click
 
-from .. import config
+from .. import config, held_ports
 from ..hub.proxy_launcher import command as proxy_command
 from .common import config_path
-from .host import DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
+from .host import (DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, listeners, main_pid_argv, socket_owners,
+                   systemctl, unit_props)
 from .hub import Hub
 from .output import Failure, emit, example, json_option, need_root
 from .status import proxy_answers
@@ -25,6 +26,23 @@ def proxy_settings_changed(cfg: config.Config) -> bool:
     wanted = proxy_command(cfg)
     at = next((i for i, a in enumerate(argv) if a == wanted[0]), None)
     return at is None or argv[at + 1:] != wanted[1:]
+
+
+def move_held_ports(cfg: config.Config) -> list[str]:
+    """Let the generator write the port sockets from the file, and restart those
+    that do not yet hold every port it asks for, with the service they serve
+    stopped first (it holds the old ports too). The services whose sockets moved."""
+    systemctl("daemon-reload")
+    listening = listeners()
+    moved = []
+    for unit, addrs in held_ports.wanted(cfg).items():
+        if all(any(pid == 1 for pid, _, _ in socket_owners(listening.get(port, set()))) for _, port in addrs):
+            continue
+        service = HUB if unit == held_ports.HUB_SOCKET else PROXY
+        systemctl("stop", service, held_ports.HOLDERS[unit])
+        systemctl("restart", unit)
+        moved.append(service)
+    return moved
 
 
 def wait_for_hub(hub: Hub, deadline: float) -> str | None:
@@ -69,10 +87,12 @@ def apply_configuration(timeout: int = 90) -> dict:
     restarted = []
     # An administrator's reload is deliberate: an earlier burst of restarts (systemd's
     # start rate limit) or a failed state must not refuse it.
-    subprocess.run(["systemctl", "reset-failed", HUB, PROXY, DAEMON, SOCKET], capture_output=True, check=False)
+    subprocess.run(["systemctl", "reset-failed", HUB, PROXY, DAEMON, SOCKET, *held_ports.HOLDERS, *held_ports.HOLDERS.values()],
+                   capture_output=True, check=False)
     if active_state(SOCKET) != "active":
         systemctl("start", SOCKET)
-    if proxy_settings_changed(cfg):
+    moved = move_held_ports(cfg)
+    if PROXY in moved or proxy_settings_changed(cfg):
         systemctl("restart", PROXY)
         restarted.append(PROXY)
     if active_state(DAEMON) == "active":

@@ -11,18 +11,54 @@ import json
 import logging
 import os
 import sys
+from urllib.parse import urlparse
 
+import jupyterhub.services.service as jupyterhub_services
 from jupyterhub.app import JupyterHub
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpserver import HTTPServer
 from traitlets import Dict, Integer, Unicode, default
 
 from .. import daemon_client as client
+from .. import held_ports
 
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
 from . import handlers, metrics, revoke, visitors
 from .gpu_report import REPORT
 from .configurer import APPLCTL_SERVICE, DASHBOARD_SERVICE
+
+
+# --- listening only on the ports systemd holds (held_ports.py) -----------------------
+# JupyterHub binds its port deep inside start(), and the metrics server and the GPU
+# dashboard (a child process) bind theirs: each listen() on an address systemd holds
+# for the hub takes that socket instead. hub_launcher has checked that every address
+# appliance.toml asks for is held, so nothing here binds a port of its own.
+
+def _listen_on_held(self: HTTPServer, port: int, address: str | None = None, **kwargs) -> None:
+    held = held_ports.find((address or "", port))
+    if held is None:
+        raise held_ports.HeldPortError(f"{address}:{port} is not held for the hub by {held_ports.HUB_SOCKET}")
+    self.add_socket(held)
+
+
+HTTPServer.listen = _listen_on_held
+
+
+def _popen_passing_dashboard_socket(cmd, **kwargs):
+    """JupyterHub starts its managed services with Popen, closing every other
+    descriptor. The GPU dashboard alone gets its held socket (APPLIANCE_LISTEN_FD)."""
+    if "appliance.hub.dashboard" in cmd:
+        url = urlparse(kwargs.get("env", {}).get("JUPYTERHUB_SERVICE_URL", ""))
+        held = held_ports.find((url.hostname or "", url.port or 0))
+        if held is not None:
+            kwargs["pass_fds"] = (held.fileno(),)
+            kwargs["env"] = dict(kwargs["env"], APPLIANCE_LISTEN_FD=str(held.fileno()))
+    return _popen(cmd, **kwargs)
+
+
+_popen = jupyterhub_services.Popen
+jupyterhub_services.Popen = _popen_passing_dashboard_socket
 
 
 class ApplianceHub(JupyterHub):

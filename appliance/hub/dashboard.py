@@ -19,12 +19,14 @@ import html
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from .. import daemon_client as client
@@ -179,7 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     history = History(args.interval)
     app = make_app(os.environ["JUPYTERHUB_SERVICE_PREFIX"], history)
-    app.listen(url.port, url.hostname)
+    held = os.environ.pop("APPLIANCE_LISTEN_FD", None)
+    if held:
+        # The socket systemd holds for the dashboard, passed on by the hub (app.py).
+        sock = socket.socket(fileno=int(held))
+        sock.setblocking(False)
+        HTTPServer(app).add_socket(sock)
+    else:
+        app.listen(url.port, url.hostname)
     loop = IOLoop.current()
     loop.spawn_callback(history.sample_forever)
     log.info("serving on %s", url.geturl())

@@ -24,7 +24,14 @@ def main() -> None:
     gc.disable()
     from .. import config
 
-    config.exit_if_invalid("jupyterhub")
+    cfg = config.exit_if_invalid("jupyterhub")
+    from .. import held_ports
+
+    try:
+        held_ports.check(held_ports.HUB_SOCKET, held_ports.wanted(cfg)[held_ports.HUB_SOCKET])
+    except held_ports.HeldPortError as e:
+        print(f"jupyterhub: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(config.EX_CONFIG) from None
     from . import app
 
     sys.argv = [sys.argv[0], f"--config={HUB_CONFIG}"]

@@ -2,6 +2,8 @@
 
 The ports come from appliance.toml, the API token from the credential systemd loads
 for this unit (LoadCredential=), handed to CHP in its own process environment only.
+CHP binds no port itself: listen_fds.js, preloaded into node, makes it listen on the
+sockets systemd holds for it (held_ports.py), so the ports are never free.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import config
+from pathlib import Path
+
+from .. import config, held_ports
 from ..net import http_url
 from .configurer import proxy_token
 
 CHP = "/usr/bin/configurable-http-proxy"
+PRELOAD = Path(__file__).with_name("listen_fds.js")
 
 
 def command(cfg: config.Config) -> list[str]:
@@ -39,8 +44,19 @@ def main() -> None:
         token = proxy_token()
     except OSError as e:
         sys.exit(f"jupyterhub-proxy: cannot read the proxy token ({e}); reinstall the package to create it")
+    try:
+        held = held_ports.check(held_ports.PROXY_SOCKET, held_ports.wanted(cfg)[held_ports.PROXY_SOCKET])
+    except held_ports.HeldPortError as e:
+        print(f"jupyterhub-proxy: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(config.EX_CONFIG) from None
     env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=token)
     env.setdefault("NODE_PATH", "/usr/share/nodejs")
+    # The ports by number: CHP listens on each port once (public, API).
+    env["APPLIANCE_LISTEN_FDS"] = ",".join(f"{s.getsockname()[1]}={s.fileno()}" for s in held)
+    env["APPLIANCE_REQUIRE_HELD"] = "1"
+    env["NODE_OPTIONS"] = f"--require={PRELOAD}"
+    for s in held:
+        os.set_inheritable(s.fileno(), True)
     argv = command(cfg)
     os.execve(argv[0], argv, env)
 

@@ -57,7 +57,7 @@ def main() -> int:
         names = [f"acc{i}" for i in range(n + 1)]
         ct.run("".join(f"useradd -m {u} && echo {u}:pw-{u} | chpasswd && gpasswd -a {u} jupyterhub-users "
                        ">/dev/null\n" for u in names))
-        ct.run("systemctl start jupyterhub")
+        ct.run("systemctl daemon-reload && systemctl start jupyterhub")
         app.wait_hub()
         hub_spawn(app.url, names[0], f"pw-{names[0]}", {})  # warm-up: page cache, first database writes
         accounts = []

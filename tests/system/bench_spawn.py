@@ -151,7 +151,7 @@ def boot_appliance(ct: Container, deb: Path, users: list[str], newer_ports: bool
     app = Appliance(ct, free_port(), free_port(), free_port())
     ct.write("/etc/jupyterhub/appliance.toml", app.config_text(newer_ports=newer_ports))
     add_users(ct, users, group="jupyterhub-users")
-    ct.run("systemctl start jupyterhub")
+    ct.run("systemctl daemon-reload && systemctl start jupyterhub")
     app.wait_hub()
     return app
 

@@ -154,7 +154,7 @@ def appliance(deb: Path):
         for name, password in USERS.items():
             app.sh(f"useradd --create-home --shell /bin/bash {name}")
             app.sh("chpasswd", input=f"{name}:{password}\n")
-        app.sh("systemctl start jupyterhub")
+        app.sh("systemctl daemon-reload && systemctl start jupyterhub")
         app.wait_hub()
         yield app
     finally:
