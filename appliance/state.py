@@ -25,6 +25,9 @@ PROXY_TOKEN = "proxy_token"
 # The API token of the hub service `applctl` (configurer.register_applctl_service).
 APPLCTL_TOKEN = "applctl_token"
 SECRETS = (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN)
+# Replaced on every upgrade and by `applctl doctor --fix`: a token that leaked once
+# stops working then. The cookie secret stays: replacing it logs everybody out.
+ROTATED = (PROXY_TOKEN, APPLCTL_TOKEN)
 MAX_SECRET = 4096
 
 
@@ -152,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run by the packages' maintainer scripts and by `applctl doctor --fix`."""
     ap = argparse.ArgumentParser(prog="python -m appliance.state",
                                  description="create the hub's missing secrets and fix their owners and modes")
-    ap.add_argument("--rotate-service-token", action="store_true",
-                    help="also replace the applctl service token (done on every upgrade)")
+    ap.add_argument("--rotate-tokens", action="store_true",
+                    help="also replace the proxy token and the applctl service token (done on every upgrade and by "
+                         "applctl doctor --fix; the proxy and the hub must restart after it)")
     args = ap.parse_args(argv)
     try:
-        made = ensure_secrets(rotate=(APPLCTL_TOKEN,) if args.rotate_service_token else ())
+        made = ensure_secrets(rotate=ROTATED if args.rotate_tokens else ())
     except (OSError, KeyError) as e:
         print(f"jupyterhub-appliance: cannot set up {STATE_DIR}: {e}", file=sys.stderr)
         return 1

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import click
 
-from .. import config
+from .. import config, held_ports
 from ..groups import HUB_USER, STATE_DIR
 from ..net import http_url
-from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ensure_secrets, hub_owners, read_secret
+from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ROTATED, ensure_secrets, hub_owners, read_secret
 from . import daemon
 from .common import config_path
-from .host import HUB, PROXY, SOCKET, active_state, listeners, socket_owners
+from .host import HUB, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
 from .hub import Hub
 from .output import Failure, emit, example, json_option, need_root, paint
 from .status import proxy_answers
@@ -150,12 +150,12 @@ def _user_name(uid: int) -> str:
 
 
 def check_units() -> Check:
-    states = {u: active_state(u) for u in (HUB, PROXY, SOCKET)}
+    states = {u: active_state(u) for u in (HUB, PROXY, SOCKET, *held_ports.HOLDERS)}
     down = [f"{u} is {s}" for u, s in states.items() if s != "active"]
     if down:
         return Check("services", False, "; ".join(down),
                      "sudo systemctl start jupyterhub; if it fails, see why with: sudo applctl logs")
-    return Check("services", True, "the hub, the proxy and the daemon's socket are active")
+    return Check("services", True, "the hub, the proxy, the daemon's socket and the port sockets are active")
 
 
 def check_daemon() -> Check:
@@ -175,6 +175,12 @@ def check_hub(cfg: config.Config) -> Check:
 
 def check_proxy(cfg: config.Config, state_dir: Path = Path(STATE_DIR)) -> Check:
     api = http_url("127.0.0.1", cfg["hub"]["proxy_api_port"], "/api/routes")
+    # The token goes only to the socket systemd holds for the proxy: a port set to
+    # one where someone else listens would hand them the proxy (and every login).
+    if not held_by_systemd(cfg["hub"]["proxy_api_port"]):
+        return Check("proxy", False, f"port {cfg['hub']['proxy_api_port']} (hub.proxy_api_port) is not held by "
+                                     "systemd for the proxy, so the proxy token was not sent there",
+                     "sudo applctl reload; then sudo applctl doctor (ports) says who listens there")
     try:
         token = read_secret(state_dir / PROXY_TOKEN, owners=hub_owners())
     except OSError as e:
@@ -235,26 +241,32 @@ def check_ports(cfg: config.Config) -> Check:
     listening = listeners()
     for key, owner_unit in owners.items():
         port = hub[key]
-        others = [(pid, comm, unit) for pid, comm, unit in socket_owners(listening.get(port, set()))
-                  if unit != owner_unit]
+        holders = socket_owners(listening.get(port, set()))
+        # PID 1 holds each port for its unit (held_ports.py): systemd's own socket.
+        others = [(pid, comm, unit) for pid, comm, unit in holders if unit != owner_unit and pid != 1]
         if others:
             pid, comm, unit = others[0]
             return Check("ports", False, f"port {port} (hub.{key}) is taken by {comm} (pid {pid}"
                                          f"{', ' + unit if unit else ''})",
                          f"choose a free port: sudo applctl config set hub.{key} N && sudo applctl reload; "
                          f"or stop {unit or comm}")
-    return Check("ports", True, "ports " + ", ".join(f"{hub[k]}" for k in owners) + " are free or ours")
+        if not any(pid == 1 for pid, _, _ in holders):
+            return Check("ports", False, f"port {port} (hub.{key}) is not held by systemd for {owner_unit}: while it "
+                                         "restarts, another local user could take it",
+                         "sudo applctl reload (it starts the sockets that hold the ports)")
+    return Check("ports", True, "ports " + ", ".join(f"{hub[k]}" for k in owners) + " are held by systemd for "
+                 "the hub and the proxy, and nothing else listens there")
 
 
 def fix_state() -> list[str]:
-    """Repair the secrets without following anything planted in the hub's directory;
-    restart the hub and proxy if a secret had to be made anew, so both use it."""
+    """Repair the secrets without following anything planted in the hub's directory,
+    and rotate the proxy token and applctl's token (a leaked one stops working);
+    restart the proxy and the hub, so both use them."""
     try:
-        made = ensure_secrets()
+        made = ensure_secrets(rotate=ROTATED)
     except (OSError, KeyError) as e:
         raise Failure(f"cannot repair {STATE_DIR}: {e}") from None
-    if made:
-        subprocess.run(["systemctl", "try-restart", PROXY, HUB], check=False)
+    subprocess.run(["systemctl", "try-restart", PROXY, HUB], check=False)
     return made
 
 
@@ -267,12 +279,14 @@ def doctor(fix: bool, as_json: bool) -> None:
 
     --fix repairs what it safely can: missing or tampered secrets in
     /var/lib/jupyterhub (a link there is replaced, never followed), their owners
-    and modes. Exit code 0 when every check passes, 1 otherwise.
+    and modes; it also rotates the proxy token and applctl's token, and restarts the
+    proxy and the hub to use them. Exit code 0 when every check passes, 1 otherwise.
     """
     need_root("doctor")
     if fix:
         for path in fix_state():
-            click.echo(f"made {path} anew; restarted the hub and the proxy", err=True)
+            click.echo(f"made {path} anew", err=True)
+        click.echo("rotated the proxy token and applctl's token; restarted the proxy and the hub", err=True)
     first, cfg = check_config()
     checks = [first, check_shadow(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:

@@ -129,6 +129,14 @@ def socket_owners(inodes: set[int], proc: Path = Path("/proc")) -> list[tuple[in
     return found
 
 
+def held_by_systemd(port: int, listening: dict[int, set[int]] | None = None) -> bool:
+    """Whether PID 1 holds a listening socket on this port: one of the sockets the
+    appliance's generator writes (held_ports.py). Then no other process can listen
+    there, and only the unit the socket was handed to accepts its connections."""
+    listening = listeners() if listening is None else listening
+    return any(pid == 1 for pid, _, _ in socket_owners(listening.get(port, set())))
+
+
 def _unit_of(procdir: Path) -> str | None:
     try:
         cgroup = (procdir / "cgroup").read_text()

@@ -8,13 +8,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from .. import config
 from ..groups import STATE_DIR
 from ..net import http_url
 from ..state import APPLCTL_TOKEN, hub_owners, read_secret
+from .host import held_by_systemd
 
 
 class HubDown(Exception):
@@ -30,8 +31,10 @@ class HubError(Exception):
 
 
 class Hub:
-    def __init__(self, cfg: config.Config, token_file: Path = Path(STATE_DIR) / APPLCTL_TOKEN):
+    def __init__(self, cfg: config.Config, token_file: Path = Path(STATE_DIR) / APPLCTL_TOKEN,
+                 held: Callable[[int], bool] = held_by_systemd):
         self.port = cfg["hub"]["hub_port"]
+        self.held = held
         self.base = http_url("127.0.0.1", self.port, "/hub/api")
         self.token_file = token_file
         self._token: str | None = None
@@ -56,6 +59,11 @@ class Hub:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         if auth:
+            # applctl's admin token goes only to the socket systemd holds for the hub:
+            # a hub_port set to where someone else listens would hand it to them.
+            if not self.held(self.port):
+                raise HubError(0, f"port {self.port} (hub.hub_port) is not held by systemd for the hub, so applctl's "
+                                  "token was not sent there; sudo applctl reload starts the socket that holds it")
             headers["Authorization"] = f"token {self.token()}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:

@@ -200,8 +200,11 @@ def test_doctor_state_check_names_each_wrong_file_and_the_fix(tmp_path, monkeypa
 
 def test_doctor_ports_check_names_the_squatter(monkeypatch):
     cfg = config.loads("[hub]\nport = 8000\nhub_port = 8081\nproxy_api_port = 8001\n")
-    monkeypatch.setattr(doctor, "listeners", lambda: {8000: {11}, 8081: {12}})
-    owners = {11: (500, "nginx", "nginx.service"), 12: (600, "jupyterhub", "jupyterhub.service")}
+    # Each port held by PID 1 (the socket units, held_ports.py) and shared with its unit.
+    listening = {8000: {11, 1}, 8081: {12, 2}, 8001: {3}, 8082: {4}, 9445: {5}}
+    monkeypatch.setattr(doctor, "listeners", lambda: listening)
+    owners = {11: (500, "nginx", "nginx.service"), 12: (600, "jupyterhub", "jupyterhub.service"),
+              **{i: (1, "systemd", "init.scope") for i in (1, 2, 3, 4, 5)}}
     monkeypatch.setattr(doctor, "socket_owners", lambda inodes: [owners[i] for i in inodes])
     check = doctor.check_ports(cfg)
     assert not check.ok
@@ -209,6 +212,10 @@ def test_doctor_ports_check_names_the_squatter(monkeypatch):
     assert "applctl config set hub.port N" in check.fix
     owners[11] = (700, "node", "jupyterhub-proxy.service")
     assert doctor.check_ports(cfg).ok
+    # A port that systemd does not hold could be taken while its service restarts.
+    listening[8001] = set()
+    check = doctor.check_ports(cfg)
+    assert not check.ok and check.detail.startswith("port 8001 (hub.proxy_api_port) is not held by systemd")
     clash = config.loads("[hub]\nport = 8001\nproxy_api_port = 8001\n")
     assert doctor.check_ports(clash).detail == "hub.port and hub.proxy_api_port are the same port 8001"
 
