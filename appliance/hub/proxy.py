@@ -3,6 +3,9 @@
 The proxy is its own unit (jupyterhub-proxy.service), so the hub neither starts nor
 stops it. CHP keeps routes in memory only: after the proxy restarts, this class puts
 them back within `route_check_interval` seconds, without waiting for a hub restart.
+Every route the hub did not make goes at the same check: JupyterHub's own check
+leaves alone a route without its marker, so one added with a stolen proxy token
+(say /hub/login, to a relay that records passwords) would have stayed for good.
 """
 
 from jupyterhub.proxy import ConfigurableHTTPProxy
@@ -22,7 +25,14 @@ class ApplianceProxy(ConfigurableHTTPProxy):
         if self._route_checker is None and self.route_check_interval > 0:
             self._route_checker = PeriodicCallback(self._check_routes, self.route_check_interval * 1000)
             self._route_checker.start()
-        return await super().get_all_routes()
+        resp = await self.api_request("")
+        routes = {}
+        for chp_path, data in (await resp.json()).items():
+            routespec = self._routespec_from_chp_path(chp_path)
+            # A route without JupyterHub's marker is taken for one of the hub's: the
+            # route check then deletes it as stale, or corrects its target.
+            routes[routespec] = self._reformat_routespec(routespec, {"jupyterhub": True, **data})
+        return routes
 
     async def _check_routes(self):
         try:
