@@ -1,0 +1,213 @@
+"""Attacks on the appliance's ports and the secrets sent to them (issue 26, items 1
+and 2), on the booted appliance. Each test performs the attack and shows it fail.
+
+systemd holds every port the hub and the proxy listen on (held_ports.py): no other
+local user can bind one, not even while the hub or the proxy restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+HUB_PY = "/usr/lib/jupyterhub-appliance/hub/bin/python"
+
+# As a local account would: bind() each address in a loop, and listen at once on
+# any it wins. It writes what it won, and how many times it tried.
+SQUATTER = r"""
+import json, socket, sys, time
+targets = json.loads(sys.argv[1])
+until = time.monotonic() + float(sys.argv[2])
+won, tries = [], 0
+while time.monotonic() < until:
+    for host, port in targets:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+            s.listen()
+            won.append([host, port])
+        except OSError:
+            pass
+        finally:
+            s.close()
+        tries += 1
+    time.sleep(0.002)
+print(json.dumps({"won": won, "tries": tries}))
+"""
+
+
+@pytest.fixture(scope="module")
+def ports(appliance):
+    app = appliance
+    app.ct.write("/usr/local/lib/squatter.py", SQUATTER)
+    return app
+
+
+def squat(app, targets: list[tuple[str, int]], seconds: float):
+    """Start the loop as alice (a local account) in the background; returns a
+    function that waits for it and gives its result."""
+    out = "/tmp/squatter.out"
+    app.sh(f"rm -f {out}")
+    app.sh(f"nohup runuser -u alice -- {HUB_PY} /usr/local/lib/squatter.py '{json.dumps(targets)}' {seconds} "
+           f"> {out} 2>&1 &")
+
+    def result() -> dict:
+        deadline = time.monotonic() + seconds + 30
+        while time.monotonic() < deadline:
+            text = app.sh(f"cat {out}", check=False).stdout.strip()
+            if text:
+                return json.loads(text)
+            time.sleep(0.5)
+        raise AssertionError("the squatter never reported")
+    return result
+
+
+def test_no_local_user_can_bind_a_port_of_the_hub_or_proxy_across_their_restarts(ports):
+    app = ports
+    free = app.dashboard_port + 1000 if app.dashboard_port < 60000 else app.dashboard_port - 1000
+    targets = [("127.0.0.1", p) for p in (app.hub_port, app.proxy_api_port, app.dashboard_port, app.metrics_port,
+                                          app.port)]
+    targets += [("0.0.0.0", app.port), ("::", app.port), ("0.0.0.0", app.proxy_api_port),
+                ("0.0.0.0", app.hub_port)]
+    targets.append(("127.0.0.1", free))  # a free port: shows the loop does win where it can
+    result = squat(app, targets, 25)
+    for _ in range(2):
+        app.sh("systemctl restart jupyterhub-proxy")
+        app.sh("systemctl restart jupyterhub")
+        app.wait_hub()
+    got = result()
+    won = {tuple(w) for w in got["won"]}
+    assert ("127.0.0.1", free) in won, got  # the loop works
+    assert won == {("127.0.0.1", free)}, f"a local user bound the appliance's port(s): {won}"
+    assert got["tries"] > 1000, got
+
+
+def test_a_route_added_with_the_proxy_token_is_gone_at_the_next_route_check(ports):
+    app = ports
+    token = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    api = f"http://127.0.0.1:{app.proxy_api_port}/api/routes"
+    auth = {"Authorization": f"token {token}"}
+    # A relay for the login page, as a thief would add it; and one that forges the
+    # hub's own marker.
+    for path, data in (("/hub/login", {}), ("/hub/logout", {"jupyterhub": True, "user": "alice"})):
+        r = requests.post(api + path, headers=auth, json={"target": "http://127.0.0.1:9", **data}, timeout=10)
+        assert r.status_code == 201, r.text
+    assert "/hub/login" in requests.get(api, headers=auth, timeout=10).json()
+    deadline = time.monotonic() + 25  # the route check runs every 10 s
+    while time.monotonic() < deadline:
+        routes = requests.get(api, headers=auth, timeout=10).json()
+        if "/hub/login" not in routes and "/hub/logout" not in routes:
+            break
+        time.sleep(1)
+    assert "/hub/login" not in routes and "/hub/logout" not in routes, routes
+    # The login page is the hub's again.
+    r = requests.get(app.url + "/hub/login", timeout=10)
+    assert r.status_code == 200 and "_xsrf" in r.text
+
+
+LISTENER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); s.settimeout(float(sys.argv[2]))
+print("ready", flush=True)
+got = b""
+try:
+    while True:
+        c, _ = s.accept(); c.settimeout(2)
+        try:
+            got += c.recv(65536)
+        except OSError:
+            pass
+        c.close()
+except OSError:
+    pass
+sys.stdout.write(got.decode(errors="replace"))
+"""
+
+
+def listen_as(app, user: str, port: int, seconds: float):
+    app.ct.write("/usr/local/lib/listener.py", LISTENER)
+    out = f"/tmp/listener-{port}.out"
+    app.sh(f"nohup runuser -u {user} -- {HUB_PY} /usr/local/lib/listener.py {port} {seconds} > {out} 2>&1 &")
+    app.ct.wait_for(f"grep -q ready {out}", timeout=20)
+    return lambda: (time.sleep(seconds + 1), app.sh(f"cat {out}").stdout)[1]
+
+
+ADMIN, PASSWORD = "ozzy", "ozzy-pass-7"
+
+
+@pytest.fixture()
+def admin(ports):
+    app = ports
+    app.sh(f"id {ADMIN} >/dev/null 2>&1 || (useradd -m {ADMIN} && echo {ADMIN}:{PASSWORD} | chpasswd "
+           f"&& applctl adduser --admin {ADMIN} >/dev/null)")
+    yield ADMIN
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+
+
+def as_admin(app, command: str, check: bool = True):
+    return app.sh(f"sudo -S -p '' {command}", user=ADMIN, input=f"{PASSWORD}\n", check=check)
+
+
+@pytest.mark.parametrize("key, command", [
+    ("proxy_api_port", "applctl doctor"),  # fails: the proxy check
+    ("hub_port", "applctl users"),  # lists without last activity, and says why
+])
+def test_an_admin_who_moves_a_port_to_their_listener_gets_no_token(ports, admin, key, command):
+    """Item 2: a jupyterhub-admin sets hub.KEY to a port where they listen, then runs
+    an applctl command that sends a token there. applctl sends none."""
+    app = ports
+    port = app.metrics_port + 7 if app.metrics_port < 60000 else app.metrics_port - 7
+    received = listen_as(app, admin, port, 8)
+    as_admin(app, f"applctl config set hub.{key} {port}")
+    out = as_admin(app, command, check=False)
+    said = out.stdout + out.stderr
+    assert out.returncode == (1 if command == "applctl doctor" else 0), said
+    assert f"port {port} (hub.{key}) is not held by systemd" in said, said
+    assert "Traceback" not in said
+    got = received()
+    assert "Authorization" not in got and "token" not in got.lower(), got
+
+
+def test_doctor_fix_rotates_the_proxy_token_and_the_old_one_stops_working(ports):
+    app = ports
+    old = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    app.sh("applctl doctor --fix", check=False)
+    new = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    assert new and new != old
+    app.wait_hub()
+    api = f"http://127.0.0.1:{app.proxy_api_port}/api/routes"
+    assert requests.get(api, headers={"Authorization": f"token {old}"}, timeout=10).status_code == 403
+    deadline = time.monotonic() + 30
+    while requests.get(api, headers={"Authorization": f"token {new}"}, timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the restarted proxy does not take the new token"
+        time.sleep(0.5)
+    assert app.sh("applctl doctor", check=False).returncode == 0, app.sh("applctl doctor", check=False).stdout
+
+
+def test_a_hub_in_a_crash_loop_never_lets_go_of_its_ports(ports):
+    """A unit that hits systemd's start limit takes the socket it gets its ports
+    from (Sockets=) down with it. A local user who can make the hub fail (or just
+    waits for an administrator's broken jupyterhub_config.d file) and connects
+    meanwhile must still never bind the hub's port: the hub has no start limit."""
+    app = ports
+    app.ct.write("/etc/jupyterhub/jupyterhub_config.d/50-broken.py", 'raise RuntimeError("broken on purpose")\n')
+    result = squat(app, [("127.0.0.1", app.hub_port), ("127.0.0.1", app.metrics_port)], 75)
+    try:
+        app.sh("systemctl restart jupyterhub", check=False)
+        time.sleep(70)  # the old start limit: 30 starts in 60 s, 2 s apart
+        assert app.sh("systemctl is-active jupyterhub-hub.socket", check=False).stdout.strip() == "active"
+        restarts = int(app.unit_props("jupyterhub.service", "NRestarts")["NRestarts"])
+        assert restarts >= 10, restarts  # it did crash-loop all along
+    finally:
+        app.sh("rm -f /etc/jupyterhub/jupyterhub_config.d/50-broken.py")
+    got = result()
+    assert got["won"] == [] and got["tries"] > 1000, got
+    app.sh("systemctl restart jupyterhub")
+    app.wait_hub()
