@@ -335,7 +335,8 @@ def test_admin_add_and_remove_take_effect_in_the_hub_at_once(app):
     assert hub_get(app, "/users/nora", admin).json()["admin"] is False
     assert hub_get(app, "/user", nora_token).status_code in (401, 403)  # tokens issued while admin are gone
     assert json.loads(ok(app, "admin remove --json nora")) == {"user": "nora", "admin": False, "changed": False,
-                                                             "hub_updated": True, "tokens_revoked": 0}
+                                                             "hub_updated": True, "tokens_revoked": 0,
+                                                             "issued_tokens_revoked": 0}
     assert "omar" not in app.sh("getent group jupyterhub-admins").stdout
     app.sh("id omar >/dev/null 2>&1 || useradd -m omar")
     assert "omar has no access to JupyterHub; give it with admin rights: applctl adduser --admin omar" in \
