@@ -532,7 +532,8 @@ def test_deluser_stops_the_server_ends_sessions_and_frees_the_gpu(gpus):
     assert b.get("/hub/api/user", headers=b.hub_xsrf()).status_code == 200
     out = json.loads(ok(gpus, "deluser --json pia"))
     assert out == {"user": "pia", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,
-                   "gpu_quota_removed": True, "account_deleted": False, "home_deleted": False}
+                   "gpu_quota_removed": True, "issued_tokens_revoked": 0, "account_deleted": False,
+                   "home_deleted": False}
     assert "pia" not in ok(gpus, "config show")
     assert all(g["holder"] is None for g in json.loads(ok(gpus, "gpus --json"))["gpus"])
     assert b.get("/hub/api/user", headers=b.hub_xsrf()).status_code == 403  # the session is gone
