@@ -43,6 +43,9 @@ class Field:
     default: Any
     doc: str
     check: Callable[[Any], Any]  # returns the normalised value or raises ValueError(accepted)
+    # Only root may change it: under sudo applctl (a jupyterhub-admin) a change is refused
+    # (config_edit.check_change), because it bounds what a jupyterhub-admin may do.
+    root_only: bool = False
 
 
 def int_in(v: Any, lo: int, hi: int) -> int:
@@ -344,7 +347,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cull_admin_users": Field(True, "stop idle servers of hub admins too", _bool),
         "concurrency": Field(10, "servers the culler stops at once", _int(1, 100)),
     },
+    "tokens": {
+        "max_days_under_sudo": Field(90, "longest life in days of a token a jupyterhub-admin issues with "
+                                     "sudo applctl token (root only)", _int(1, 3650), root_only=True),
+    },
 }
+
+
+def root_only_keys() -> list[tuple[str, str]]:
+    """(section, key) of every setting only root may change."""
+    return [(s, k) for s, fields in SCHEMA.items() for k, f in fields.items() if f.root_only]
 
 
 class Config:

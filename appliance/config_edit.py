@@ -125,6 +125,12 @@ def check_change(old: str, new: str, path: Path) -> config.Config:
         privilege.check_config_change(before["daemon"], cfg["daemon"])
     except privilege.PrivilegeError as e:
         raise EditError(f"{e}; the file is unchanged") from None
+    if privilege.sudo_uid() is not None:  # set, unset, edit and adduser --gpus all come here
+        for section, key in config.root_only_keys():
+            if cfg[section][key] != before[section][key]:
+                raise EditError(f"{section}.{key} bounds what a jupyterhub-admin may do, so only root may "
+                                f"change it (a root login, not sudo applctl); it stays "
+                                f"{before[section][key]!r}; the file is unchanged")
     return cfg
 
 

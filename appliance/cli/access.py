@@ -22,6 +22,7 @@ from .host import run
 from .hub import Hub, HubDown, HubError
 from .output import Failure, ago, emit, example, json_option, need_root, note, table
 from .servers import stop_server
+from .token import revoke_issued_by
 
 
 def secondary_members(group: str) -> set[str]:
@@ -130,27 +131,32 @@ def deluser(name: str, keep_home: bool, as_json: bool) -> None:
     for group in (USERS_GROUP, ADMINS_GROUP):
         if name in members(group):
             note(f"{group} is {name}'s primary group: change it with usermod -g to end their access")
+    hub_deleted, issued = False, 0
     try:
         hub_deleted = hub.delete_user(name)  # ends their login sessions and API tokens
+        # as admin remove does: what they issued through sudo applctl ends with their access
+        issued = revoke_issued_by(hub, name, pw.pw_uid)
     except (HubDown, HubError) as e:
-        note(f"the hub still has a record of {name} ({e}); their sessions end when "
+        note(f"the hub still has a record of {name} or of tokens they issued ({e}); these end when "
              f"it is deleted: run applctl deluser {name} again once the hub runs")
-        hub_deleted = False
     quota_removed = _remove_gpu_quota(name)
     account_deleted = pw.pw_gecos == CREATED_MARK
     if account_deleted:
         run(["userdel", *([] if keep_home else ["--remove"]), name], what=f"deleting the account {name}")
 
     lines = [f"{name} no longer has access" + (" (server stopped)" if stopped else "")]
-    if not (was_member or stopped or hub_deleted or account_deleted or quota_removed):
+    if not (was_member or stopped or hub_deleted or account_deleted or quota_removed or issued):
         lines = [f"{name} had no access; nothing changed"]
+    if issued:
+        lines.append(f"revoked {issued} token(s) {name} issued through sudo applctl")
     if account_deleted:
         lines.append(f"deleted the account {name}" + (f"; kept its home {pw.pw_dir}" if keep_home
                                                       else f" and its home {pw.pw_dir}"))
     if quota_removed:
         lines.append(f"removed {gpu_quota_key(name)} from appliance.toml")
     emit(as_json, {"user": name, "stopped": stopped, "removed_from": removed, "hub_record_deleted": hub_deleted,
-                   "gpu_quota_removed": quota_removed, "account_deleted": account_deleted,
+                   "gpu_quota_removed": quota_removed, "issued_tokens_revoked": issued,
+                   "account_deleted": account_deleted,
                    "home_deleted": account_deleted and not keep_home},
          "\n".join(lines))
 
@@ -234,7 +240,7 @@ def admin_remove(name: str, as_json: bool) -> None:
 def _set_admin(name: str, make_admin: bool, as_json: bool) -> None:
     check_name(name)
     need_root("admin")
-    account(name)
+    pw = account(name)
     is_admin = name in members(ADMINS_GROUP)
     if make_admin and name not in members(USERS_GROUP):
         raise Failure(f"{name} has no access to JupyterHub; give it with admin rights: "
@@ -248,17 +254,24 @@ def _set_admin(name: str, make_admin: bool, as_json: bool) -> None:
     # Also when nothing changed here: the hub's flag may be stale.
     hub = Hub(load_config())
     hub_updated = sync_admin(hub, name, make_admin)
-    revoked = 0
-    if not make_admin and hub_updated:
-        try:  # tokens issued while an admin must not outlive it
-            revoked = hub.revoke_tokens(name)
+    revoked = issued = 0
+    if not make_admin:
+        # An admin's powers end with the role: their own tokens (issued while an
+        # admin), and every token they issued for anyone through sudo applctl
+        # (recorded in its note), also when the hub has no record of them.
+        try:
+            if hub_updated:
+                revoked = hub.revoke_tokens(name)
+            issued = revoke_issued_by(hub, name, pw.pw_uid)
         except (HubDown, HubError) as e:
-            note(f"{name}'s tokens are revoked when the hub next starts ({e})")
+            note(f"{name}'s tokens, and those they issued, are revoked when the hub next starts ({e})")
     if changed:
         human = f"{name} is {'now' if make_admin else 'no longer'} a hub admin"
+    elif revoked or issued:
+        human = f"{name} is not a hub admin"
     else:
         human = f"{name} {'is already' if make_admin else 'is not'} a hub admin; nothing changed"
-    if revoked:
-        human += f"; revoked {revoked} API token(s)"
+    if not make_admin and (changed or revoked or issued):
+        human += f"; revoked {revoked} API token(s) of theirs and {issued} they issued through sudo applctl"
     emit(as_json, {"user": name, "admin": make_admin, "changed": changed, "hub_updated": hub_updated,
-                   "tokens_revoked": revoked}, human)
+                   "tokens_revoked": revoked, "issued_tokens_revoked": issued}, human)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 import re
 import subprocess
 import time
@@ -9,8 +10,9 @@ from urllib.parse import quote
 
 import click
 
-from .. import privilege
+from .. import config, privilege
 from ..hub.configurer import APPLCTL_SERVICE
+from ..hub.revoke import issued_note, issuer_of
 from ..state import APPLCTL_TOKEN, ensure_secrets
 from .common import account, check_name, has_access, load_config, refuse_privileged
 from .completion import access_names
@@ -35,24 +37,97 @@ def parse_scopes(given: tuple[str, ...]) -> list[str] | None:
 
 
 DEFAULT_EXPIRY = 30 * 86400
+ROOT_NOTE = "issued by root through applctl"
+MAX_NOTE = 200
 
 
-def parse_duration(text: str | None, no_expiry: bool = False) -> int | None:
+def caller() -> int | None:
+    """Who asks: None for root itself, else the uid of the person behind sudo.
+
+    The rule: sudo itself sets SUDO_UID (and SUDO_USER) to the uid of whoever ran it,
+    and the sudoers drop-in gives jupyterhub-admins only /usr/bin/applctl, without
+    SETENV, so they can neither clear nor forge it (sudo refuses
+    `sudo SUDO_UID=0 applctl`). So SUDO_UID of a uid other than 0 means a person
+    through sudo, held to a jupyterhub-admin's limits; no SUDO_UID (a root login, a
+    unit, cron) or SUDO_UID=0 (a root shell that ran sudo again) means root itself.
+    Someone with full sudo who became root with `sudo -i` or `sudo -s` still carries
+    their own SUDO_UID and is treated as an admin here: the safe side. As root they
+    may drop it (env -u SUDO_UID applctl ..., or su -)."""
+    return privilege.sudo_uid()
+
+
+def issuer(uid: int | None) -> tuple[str, int] | None:
+    """(name, uid) to record in the token's note; None for root itself."""
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        raise Failure(f"you run sudo applctl as uid {uid}, which has no account here; "
+                      "a token must name who issued it") from None
+
+
+def max_seconds_under_sudo(cfg: config.Config) -> int:
+    return cfg["tokens"]["max_days_under_sudo"] * 86400
+
+
+def parse_duration(text: str | None, no_expiry: bool = False, cap: int | None = None) -> int | None:
     """'90m' -> 5400 seconds; default 30 days; None (no expiry) only for root itself:
-    a token that never expires outlives the admin rights of whoever asked for it."""
+    a token that never expires outlives the admin rights of whoever asked for it.
+    `cap` (seconds): the longest a token may live, for a jupyterhub-admin under sudo."""
     if no_expiry or (text is not None and text.strip().lower() == "never"):
         if privilege.sudo_uid() is not None:
-            raise Failure("a token without expiry is for root only (sudo -i), not sudo applctl; "
-                          "use --expires-in, e.g. 90d")
+            raise Failure("a token without expiry is for root only (a root login), not sudo applctl; "
+                          "use --expires-in, e.g. 30d" + (f" (at most {cap // 86400}d)" if cap else ""))
         return None
     if text is None:
-        return DEFAULT_EXPIRY
+        return DEFAULT_EXPIRY if cap is None else min(DEFAULT_EXPIRY, cap)
     m = _DURATION.fullmatch(text.strip().lower())
     seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else 0
     if not 0 < seconds <= MAX_SECONDS:
         raise Failure(f"--expires-in: {text[:40]!r} is not accepted: a duration such as 3600, 90m, 12h, 30d "
                       "or 2w (at most 10 years), or never")
+    if cap is not None and seconds > cap:
+        raise Failure(f"--expires-in: {text[:40]!r} is longer than the {cap // 86400} days a token issued through "
+                      f"sudo applctl may live ([tokens] max_days_under_sudo, which only root may change); "
+                      f"ask for {cap // 86400}d or less")
     return seconds
+
+
+def check_note(text: str) -> str:
+    if len(text) > MAX_NOTE or not text.isprintable():
+        raise Failure(f"--note: {text[:40]!r} is not accepted: one line of at most {MAX_NOTE} printable characters")
+    return text.strip()
+
+
+def token_note(text: str, who: tuple[str, int] | None) -> str:
+    """The note the hub keeps with the token: the caller's text, then who issued it
+    (always last, where revoke.issuer_of reads it: free text cannot hide it)."""
+    mark = issued_note(*who) if who else ROOT_NOTE
+    return f"{text}; {mark}" if text else mark
+
+
+def revoke_issued_by(hub: Hub, name: str, uid: int | None) -> int:
+    """Delete every token that NAME (or uid, if the account was renamed) issued
+    through sudo applctl, whoever it is for: how many. Raises HubDown or HubError."""
+    n = 0
+    for user in hub.users():
+        try:
+            listed = hub.call("GET", f"/users/{quote(user)}/tokens")
+        except HubError as e:
+            if e.status == 404:  # deleted meanwhile: its tokens went with it
+                continue
+            raise
+        for t in (listed.get("api_tokens", []) if isinstance(listed, dict) else []):
+            who = issuer_of(t.get("note"))
+            if who and (who[0] == name or who[1] == uid):
+                try:
+                    hub.call("DELETE", f"/users/{quote(user)}/tokens/{quote(str(t['id']))}")
+                    n += 1
+                except HubError as e:
+                    if e.status != 404:
+                        raise
+    return n
 
 
 @click.command()
@@ -64,7 +139,8 @@ def parse_duration(text: str | None, no_expiry: bool = False) -> int | None:
 @click.option("--no-expiry", is_flag=True, help="a token that never expires (root only, not under sudo)")
 @click.option("--rotate-service", is_flag=True,
               help=f"replace the {APPLCTL_SERVICE} service's token and restart the hub; the old one stops working")
-@click.option("--note", "note_", default="issued by applctl", show_default=True, help="shown in the hub's token list")
+@click.option("--note", "note_", default="", metavar="TEXT",
+              help="shown in the hub's token list, before who issued the token (always recorded)")
 @json_option
 @example("sudo applctl token alice\n"
          "sudo applctl token --scopes read:users,list:users --expires-in 90d alice\n"
@@ -79,6 +155,11 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
     days unless told otherwise. The admin service's token has every admin right:
     keep it for root's scripts; it is replaced on every upgrade and by
     --rotate-service.
+
+    Under sudo (a jupyterhub-admin), --service and --no-expiry are refused and a
+    token lives at most [tokens] max_days_under_sudo days (90 unless root sets
+    it); the token's note names its issuer, and `applctl admin remove` revokes
+    every token that admin issued.
     """
     if sum((bool(name), service, rotate_service)) != 1:
         raise click.UsageError("give a user NAME, --service or --rotate-service")
@@ -88,11 +169,18 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
     if name:
         check_name(name)
     need_root("token")
+    who = caller()
+    if service and who is not None:
+        raise Failure("--service: the applctl service's token has every admin right and never expires, so it is "
+                      "for root only (a root login), not sudo applctl; issue a user's token instead: "
+                      "sudo applctl token NAME")
     if rotate_service:
         _rotate_service(as_json)
         return
-    chosen, seconds = parse_scopes(scopes), parse_duration(expires_in, no_expiry)
     hub_cfg = load_config()
+    chosen = parse_scopes(scopes)
+    seconds = parse_duration(expires_in, no_expiry, max_seconds_under_sudo(hub_cfg) if who is not None else None)
+    text = check_note(note_)
     hub = Hub(hub_cfg)
     if service:
         try:
@@ -107,10 +195,11 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
     refuse_privileged(name, hub_cfg, "issue a token for")
     if not has_access(name):
         raise Failure(f"{name} has no access to JupyterHub; grant it first: applctl adduser {name}")
+    recorded = token_note(text, issuer(who))
     try:
         if hub.user(name) is None:  # never logged in: the hub needs its record first
             hub.call("POST", f"/users/{quote(name)}")
-        body = {"note": note_, "expires_in": seconds, "scopes": chosen}
+        body = {"note": recorded, "expires_in": seconds, "scopes": chosen}
         r = hub.call("POST", f"/users/{quote(name)}/tokens", body)
     except HubDown as e:
         raise Failure(f"{e}; start it with: sudo systemctl start jupyterhub") from None
@@ -121,8 +210,8 @@ def token(name: str | None, service: bool, scopes: tuple[str, ...], expires_in: 
     emit(as_json, data, r["token"])
     if not as_json:
         what = ", ".join(data["scopes"] or []) if chosen else f"all that {name} may do"
-        note(f"token {data['id']} for {name} ({what}; expires {data['expires_at'] or 'never'}); "
-             "use it as the header: Authorization: token TOKEN")
+        note(f"token {data['id']} for {name} ({what}; expires {data['expires_at'] or 'never'}; "
+             f"{data['note']}); use it as the header: Authorization: token TOKEN")
 
 
 def _rotate_service(as_json: bool) -> None:

@@ -6,12 +6,41 @@ JupyterHub keeps a service's old configured token valid beside a new one. So at
 start (ApplianceHub.init_users, before roles and service tokens are loaded), admins
 who are no longer in the group are demoted and their tokens deleted, and every
 token of the applctl service but the one in its current token file is deleted.
+
+Tokens that `sudo applctl token` issued carry their issuer in their note
+(issued_note); those whose issuer can no longer run sudo applctl (in none of
+jupyterhub-admins and the groups that grant all of sudo) are deleted too, as
+`applctl admin remove` does at once: a token must not outlive its issuer's role.
 """
 
 from __future__ import annotations
 
+import re
+
 from .. import users
 from ..groups import ADMINS_GROUP
+
+# The groups whose members may run `sudo applctl`: the appliance's own, and Debian's
+# and Arch's groups of full sudo (whose tokens stay: they keep that power anyway).
+SUDO_GROUPS = (ADMINS_GROUP, "sudo", "wheel", "admin")
+# Appended by applctl to the note of every token issued under sudo, after the
+# issuer's own --note: only the end of a note names the issuer (a name has no space
+# or parenthesis, so free text before it cannot change whose it is).
+_ISSUED = re.compile(r"issued by (" + users.NAME_RE.pattern + r") \(uid ([0-9]+)\) through sudo applctl\Z")
+
+
+def issued_note(name: str, uid: int) -> str:
+    return f"issued by {name} (uid {uid}) through sudo applctl"
+
+
+def issuer_of(note: str | None) -> tuple[str, int] | None:
+    """(name, uid) of who issued a token through sudo applctl, from the end of its note."""
+    m = _ISSUED.search(note or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def may_sudo_applctl(name: str) -> bool:
+    return any(users.is_member(name, g) for g in SUDO_GROUPS)
 
 
 def revoke(db, service: str, service_token: str | None) -> list[str]:
@@ -28,6 +57,15 @@ def revoke(db, service: str, service_token: str | None) -> list[str]:
         user.admin = False
         roles.strip_role(db, user, "admin", commit=False)
         done.append(f"{user.name} is no longer in {ADMINS_GROUP}: admin rights and {n} token(s) revoked")
+    issued = db.query(orm.APIToken).filter(orm.APIToken.note.like("%through sudo applctl"))
+    by_issuer: dict[str, int] = {}
+    for token in list(issued):
+        who = issuer_of(token.note)
+        if who and not may_sudo_applctl(who[0]):
+            by_issuer[who[0]] = by_issuer.get(who[0], 0) + 1
+            db.delete(token)
+    for name, n in sorted(by_issuer.items()):
+        done.append(f"{name} may no longer run sudo applctl: {n} token(s) they issued revoked")
     svc = orm.Service.find(db, service)
     if svc is not None and service_token:
         current = orm.APIToken.find(db, service_token, kind="service")

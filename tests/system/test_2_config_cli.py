@@ -105,7 +105,8 @@ def test_users_and_status_report_running_servers(appliance):
 def test_deluser_stops_server_first_and_revokes_login(appliance):
     out = json.loads(appliance.sh("applctl deluser --json carol").stdout)
     assert out == {"user": "carol", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,
-                   "gpu_quota_removed": False, "account_deleted": False, "home_deleted": False}
+                   "gpu_quota_removed": False, "issued_tokens_revoked": 0, "account_deleted": False,
+                   "home_deleted": False}
     assert appliance.sh("systemctl is-active jupyter-carol.service", check=False).stdout.strip() != "active"
     r = Browser(appliance.url).login("carol", USERS["carol"])
     assert r.status_code == 403 and "carol has not been given access" in r.text

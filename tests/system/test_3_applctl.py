@@ -335,7 +335,8 @@ def test_admin_add_and_remove_take_effect_in_the_hub_at_once(app):
     assert hub_get(app, "/users/nora", admin).json()["admin"] is False
     assert hub_get(app, "/user", nora_token).status_code in (401, 403)  # tokens issued while admin are gone
     assert json.loads(ok(app, "admin remove --json nora")) == {"user": "nora", "admin": False, "changed": False,
-                                                             "hub_updated": True, "tokens_revoked": 0}
+                                                             "hub_updated": True, "tokens_revoked": 0,
+                                                             "issued_tokens_revoked": 0}
     assert "omar" not in app.sh("getent group jupyterhub-admins").stdout
     app.sh("id omar >/dev/null 2>&1 || useradd -m omar")
     assert "omar has no access to JupyterHub; give it with admin rights: applctl adduser --admin omar" in \
@@ -531,7 +532,8 @@ def test_deluser_stops_the_server_ends_sessions_and_frees_the_gpu(gpus):
     assert b.get("/hub/api/user", headers=b.hub_xsrf()).status_code == 200
     out = json.loads(ok(gpus, "deluser --json pia"))
     assert out == {"user": "pia", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,
-                   "gpu_quota_removed": True, "account_deleted": False, "home_deleted": False}
+                   "gpu_quota_removed": True, "issued_tokens_revoked": 0, "account_deleted": False,
+                   "home_deleted": False}
     assert "pia" not in ok(gpus, "config show")
     assert all(g["holder"] is None for g in json.loads(ok(gpus, "gpus --json"))["gpus"])
     assert b.get("/hub/api/user", headers=b.hub_xsrf()).status_code == 403  # the session is gone
