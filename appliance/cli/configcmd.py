@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .. import config, config_edit
+from ..tools import tool
 from .common import config_path
 from .completion import config_keys
 from .output import Failure, emit, example, json_option, need_root, wraps_failure
@@ -137,8 +138,8 @@ def editor_command() -> list[str]:
         if os.environ.get(var, "").strip():
             return shlex.split(os.environ[var])
     for name in EDITORS:
-        if shutil.which(name):
-            return [name]
+        if os.access(tool(name), os.X_OK):
+            return [tool(name)]
     raise Failure("no editor found: set EDITOR, e.g. EDITOR=nano applctl config edit")
 
 

@@ -9,6 +9,7 @@ import click
 
 from .. import config
 from ..hub.proxy_launcher import command as proxy_command
+from ..tools import tool
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, main_pid_argv, systemctl, unit_props
 from .hub import Hub
@@ -69,7 +70,7 @@ def apply_configuration(timeout: int = 90) -> dict:
     restarted = []
     # An administrator's reload is deliberate: an earlier burst of restarts (systemd's
     # start rate limit) or a failed state must not refuse it.
-    subprocess.run(["systemctl", "reset-failed", HUB, PROXY, DAEMON, SOCKET], capture_output=True, check=False)
+    subprocess.run([tool("systemctl"), "reset-failed", HUB, PROXY, DAEMON, SOCKET], capture_output=True, check=False)
     if active_state(SOCKET) != "active":
         systemctl("start", SOCKET)
     if proxy_settings_changed(cfg):
