@@ -26,8 +26,8 @@ TOOLS = frozenset({
     "openssl",                                        # certificates (applctl proxy)
     "nginx", "apache2ctl", "apachectl", "a2enmod",    # the reverse proxy's check and modules
     "visudo", "test",                                 # applctl doctor
-    "sensible-editor", "editor", "nano", "vi",        # applctl config edit (run as the caller)
 })
+# (applctl config edit's editor is no helper of root's: configcmd.editor_command.)
 
 
 def tool(name: str) -> str:

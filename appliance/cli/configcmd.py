@@ -17,12 +17,13 @@ from pathlib import Path
 import click
 
 from .. import config, config_edit
-from ..tools import tool
+from ..tools import SAFE_PATH
 from .common import config_path
 from .completion import config_keys
 from .output import Failure, emit, example, json_option, need_root, wraps_failure
 
 EDITORS = ("sensible-editor", "editor", "nano", "vi")
+EDITOR_PATH = "/usr/local/sbin:/usr/local/bin:" + SAFE_PATH
 
 
 # config_edit's refusals are already worded for people.
@@ -254,12 +255,20 @@ def read_as(caller: tuple[int, int, str], file: str) -> bytes:
 
 
 def editor_command() -> list[str]:
+    """The editor's argv, its program by full path. A bare name is looked up in the
+    system's directories and /usr/local's, never in the caller's PATH (applctl has
+    reset it): under sudo the editor runs as the caller anyway, and root without sudo
+    may keep its editor in /usr/local/bin."""
     for var in ("SUDO_EDITOR", "VISUAL", "EDITOR"):
         if os.environ.get(var, "").strip():
-            return shlex.split(os.environ[var])
+            argv = shlex.split(os.environ[var])
+            if argv and "/" not in argv[0]:
+                argv[0] = shutil.which(argv[0], path=EDITOR_PATH) or argv[0]
+            return argv
     for name in EDITORS:
-        if os.access(tool(name), os.X_OK):
-            return [tool(name)]
+        found = shutil.which(name, path=EDITOR_PATH)
+        if found:
+            return [found]
     raise Failure("no editor found: set EDITOR, e.g. EDITOR=nano applctl config edit")
 
 

@@ -156,3 +156,18 @@ def test_the_sudoers_drop_in_resets_the_environment_and_path():
         r = subprocess.run([visudo, "-cf", str(TOP / "etc" / "sudoers.d" / "jupyterhub-appliance")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_editor_is_looked_up_in_the_system_and_local_directories_only(planted, monkeypatch, tmp_path):
+    from appliance.cli import configcmd
+    local = tmp_path / "local"
+    local.mkdir()
+    for d in (planted / "bin", local):
+        (d / "myedit").write_text("#!/bin/sh\n")
+        (d / "myedit").chmod(0o755)
+    monkeypatch.setattr(configcmd, "EDITOR_PATH", str(local))
+    monkeypatch.setenv("EDITOR", "myedit -w")
+    assert configcmd.editor_command() == [str(local / "myedit"), "-w"]
+    assert configcmd.EDITOR_PATH != tools.SAFE_PATH
+    monkeypatch.setattr(configcmd, "EDITOR_PATH", "/usr/local/sbin:/usr/local/bin:" + tools.SAFE_PATH)
+    assert not configcmd.editor_command()[0].startswith(str(planted))
