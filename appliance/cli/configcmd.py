@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
+import re
 import shlex
 import shutil
 import stat
@@ -15,11 +17,13 @@ from pathlib import Path
 import click
 
 from .. import config, config_edit
+from ..tools import SAFE_PATH
 from .common import config_path
 from .completion import config_keys
 from .output import Failure, emit, example, json_option, need_root, wraps_failure
 
 EDITORS = ("sensible-editor", "editor", "nano", "vi")
+EDITOR_PATH = "/usr/local/sbin:/usr/local/bin:" + SAFE_PATH
 
 
 # config_edit's refusals are already worded for people.
@@ -113,32 +117,158 @@ def unset(key: str, as_json: bool) -> None:
 
 
 @config_group.command()
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+# click checks nothing of FILE (it would stat it as root under sudo): validate does.
+@click.argument("file", required=False, type=click.Path())
 @json_option
 @example("applctl config validate\napplctl config validate /tmp/new.toml")
 def validate(file: str | None, as_json: bool) -> None:
-    """Check a configuration file (default: /etc/jupyterhub/appliance.toml)."""
-    path = file or str(config_path())
-    if file and not os.path.lexists(file):  # the default file may be absent (all defaults); a named one may not
-        raise Failure(f"{file}: no such file; give the path of a TOML file to check")
+    """Check a configuration file (default: /etc/jupyterhub/appliance.toml).
+
+    Under sudo, FILE is opened as you, not as root, and an error names the key
+    but never shows a value from the file.
+    """
+    caller = sudo_caller()
+    if caller is None:
+        path = file or str(config_path())
+        if file and not os.path.lexists(file):  # the default file may be absent (all defaults); a named one may not
+            raise Failure(f"{file}: no such file; give the path of a TOML file to check")
+        if file and os.path.isdir(file):
+            raise Failure(f"{file}: not a regular file; give the path of a TOML file to check")
+        _report(as_json, path, lambda: config.load(path), str)
+        return
+    # sudo applctl: root reads the appliance's own file only; any other file is
+    # read as the person behind sudo, so this is no way to read /etc/shadow.
+    own = config_path()
+    if not file or _same_file(file, own):
+        _report(as_json, str(own), lambda: config.load(own), without_values)
+        return
+    data = read_as(caller, file)
     try:
-        cfg = config.load(path)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Failure(f"{file}: not UTF-8 text; give the path of a TOML file to check") from None
+    _report(as_json, file, lambda: config.loads(text, file), without_values)
+
+
+def _report(as_json: bool, path: str, load, message) -> None:
+    try:
+        cfg = load()
     except config.ConfigError as e:
         if as_json:
-            emit(True, {"valid": False, "file": e.path, "key": e.key, "error": str(e)}, "")
+            emit(True, {"valid": False, "file": e.path, "key": e.key, "error": message(e)}, "")
             sys.exit(1)
-        raise Failure(str(e)) from None
+        raise Failure(message(e)) from None
     emit(as_json, {"valid": True, "file": path, "warnings": cfg.warnings, "effective": cfg.as_dict()},
          "\n".join([f"{path}: valid", *cfg.warnings]))
 
 
+def _same_file(file: str, own: Path) -> bool:
+    """FILE names the appliance's own file (then root reads that path, not FILE)."""
+    return os.path.realpath(file) == os.path.realpath(own)
+
+
+def without_values(e: config.ConfigError) -> str:
+    """The error in one line: file, key and what is accepted, but nothing the file
+    holds (a line of /etc/shadow is no key = value, and must not be shown)."""
+    if e.key == "(syntax)":
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e.value))
+        where = f" (at line {m[1]}, column {m[2]})" if m else ""
+        return f"{e.path}: not valid TOML{where}; give a TOML file such as {config_path()}"
+    if e.key == "(file)":
+        return f"{e.path}: cannot be read as a UTF-8 text file; give the path of a TOML file to check"
+    accepted = e.accepted
+    value = e.value if isinstance(e.value, str) else None
+    if value and len(value) >= 3 and value in accepted:  # no check words it so; never show it if one does
+        accepted = "see the comments in " + str(config_path())
+    return f"{e.path}: {e.key} is not accepted: {accepted}"
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_as(caller: tuple[int, int, str], file: str) -> bytes:
+    """FILE's bytes, opened by a child process that is the caller (their uid, gid and
+    groups), not root: what they may not read, applctl does not read for them.
+    Refuses what is not a regular file (a FIFO would hang, a device never end)."""
+    uid, gid, _home = caller
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:
+        groups = [gid]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the caller for good, open, send back
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups(groups)
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            fd = os.open(file, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                _write_all(w, b"notfile")
+            else:
+                body = b""
+                while len(body) <= MAX_CONFIG_BYTES:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                _write_all(w, b"toolarge" if len(body) > MAX_CONFIG_BYTES else b"ok:" + body)
+            status = 0
+        except OSError as e:
+            try:
+                _write_all(w, f"errno:{e.errno}".encode())
+                status = 0
+            except OSError:
+                pass
+        except BaseException:  # noqa: BLE001 - a forked child never returns into applctl
+            pass
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        reply = f.read()
+    _, wait_status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(wait_status) != 0 or not reply:
+        raise Failure(f"{file}: could not be read as you; give the path of a TOML file you can read")
+    if reply.startswith(b"ok:"):
+        return reply[3:]
+    if reply == b"notfile":
+        raise Failure(f"{file}: not a regular file; give the path of a TOML file to check")
+    if reply == b"toolarge":
+        raise Failure(f"{file}: larger than 1 MiB, which no configuration file is; give the path of a TOML file")
+    code = int(reply.split(b":", 1)[1]) if reply.startswith(b"errno:") else 0
+    if code == errno.ENOENT:
+        raise Failure(f"{file}: no such file; give the path of a TOML file to check")
+    if code in (errno.EACCES, errno.EPERM):
+        raise Failure(f"{file}: permission denied: under sudo, applctl config validate reads FILE as you "
+                      f"(uid {uid}), not as root; give a file you can read, or no FILE for {config_path()}")
+    raise Failure(f"{file}: cannot be read ({os.strerror(code) if code else 'unknown error'}); "
+                  "give the path of a TOML file to check")
+
+
 def editor_command() -> list[str]:
+    """The editor's argv, its program by full path. A bare name is looked up in the
+    system's directories and /usr/local's, never in the caller's PATH (applctl has
+    reset it): under sudo the editor runs as the caller anyway, and root without sudo
+    may keep its editor in /usr/local/bin."""
     for var in ("SUDO_EDITOR", "VISUAL", "EDITOR"):
         if os.environ.get(var, "").strip():
-            return shlex.split(os.environ[var])
+            argv = shlex.split(os.environ[var])
+            if argv and "/" not in argv[0]:
+                argv[0] = shutil.which(argv[0], path=EDITOR_PATH) or argv[0]
+            return argv
     for name in EDITORS:
-        if shutil.which(name):
-            return [name]
+        found = shutil.which(name, path=EDITOR_PATH)
+        if found:
+            return [found]
     raise Failure("no editor found: set EDITOR, e.g. EDITOR=nano applctl config edit")
 
 

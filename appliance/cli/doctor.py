@@ -19,6 +19,7 @@ from .. import config, held_ports
 from ..groups import HUB_USER, STATE_DIR
 from ..net import http_url
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ROTATED, ensure_secrets, hub_owners, read_secret
+from ..tools import tool
 from . import daemon
 from .common import config_path
 from .host import HUB, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
@@ -79,7 +80,7 @@ def check_shadow() -> Check:
                      f"sudo usermod -aG shadow {HUB_USER} && sudo systemctl restart jupyterhub")
     # And really: as the hub user with its groups, as the unit runs it.
     groups = os.getgrouplist(HUB_USER, pw.pw_gid)
-    r = subprocess.run(["test", "-r", str(SHADOW)], user=pw.pw_uid, group=pw.pw_gid, extra_groups=groups)
+    r = subprocess.run([tool("test"), "-r", str(SHADOW)], user=pw.pw_uid, group=pw.pw_gid, extra_groups=groups)
     if r.returncode != 0:
         return Check(name, False, f"{HUB_USER} cannot read {SHADOW}", f"sudo chmod g+r {SHADOW}")
     return Check(name, True, f"{HUB_USER} reads {SHADOW} through group shadow")
@@ -101,7 +102,7 @@ def check_sudoers() -> Check:
     if st.st_uid != 0 or stat.S_IMODE(st.st_mode) != 0o440:
         return Check(name, False, f"{SUDOERS} has owner uid {st.st_uid} and mode {stat.S_IMODE(st.st_mode):04o}, "
                                   "not root and 0440", f"sudo chown root:root {SUDOERS} && sudo chmod 0440 {SUDOERS}")
-    r = subprocess.run(["visudo", "-cqf", str(SUDOERS)], capture_output=True, text=True)
+    r = subprocess.run([tool("visudo"), "-cqf", str(SUDOERS)], capture_output=True, text=True)
     if r.returncode != 0:
         said = (r.stderr.strip() or r.stdout.strip()).splitlines()
         return Check(name, False, f"{SUDOERS} is not valid: {said[0] if said else 'visudo refuses it'}", REINSTALL)
@@ -266,7 +267,7 @@ def fix_state() -> list[str]:
         made = ensure_secrets(rotate=ROTATED)
     except (OSError, KeyError) as e:
         raise Failure(f"cannot repair {STATE_DIR}: {e}") from None
-    subprocess.run(["systemctl", "try-restart", PROXY, HUB], check=False)
+    subprocess.run([tool("systemctl"), "try-restart", PROXY, HUB], check=False)
     return made
 
 

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..tools import resolved, tool
 from .output import Failure
 
 HUB, PROXY, DAEMON, SOCKET = ("jupyterhub.service", "jupyterhub-proxy.service",
@@ -17,9 +18,9 @@ HUB, PROXY, DAEMON, SOCKET = ("jupyterhub.service", "jupyterhub-proxy.service",
 def run(argv: list[str], what: str | None = None, input: str | None = None) -> str:
     """Run a tool; its own error message becomes a Failure."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input)
+        proc = subprocess.run(resolved(argv), capture_output=True, text=True, input=input)
     except FileNotFoundError:
-        raise Failure(f"{argv[0]} is not installed") from None
+        raise Failure(f"{os.path.basename(argv[0])} is not installed") from None
     if proc.returncode != 0:
         said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         raise Failure(f"{what or ' '.join(argv)} failed: {said[-1] if said else f'exit {proc.returncode}'}")
@@ -27,7 +28,7 @@ def run(argv: list[str], what: str | None = None, input: str | None = None) -> s
 
 
 def unit_props(unit: str, *names: str) -> dict[str, str]:
-    proc = subprocess.run(["systemctl", "show", unit, *(f"--property={n}" for n in names)],
+    proc = subprocess.run([tool("systemctl"), "show", unit, *(f"--property={n}" for n in names)],
                           capture_output=True, text=True)
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
@@ -78,8 +79,8 @@ def last_run_journal(unit: str, lines: int = 15) -> list[str]:
     """What the unit's latest run (its invocation) wrote: why it failed, without the
     lines of the run before it."""
     invocation = unit_props(unit, "InvocationID").get("InvocationID", "")
-    subprocess.run(["journalctl", "--sync"], capture_output=True)  # a crash's last lines, written now
-    argv = ["journalctl", "--no-pager", "--quiet", "-o", "cat", "-n", str(lines)]
+    subprocess.run([tool("journalctl"), "--sync"], capture_output=True)  # a crash's last lines, written now
+    argv = [tool("journalctl"), "--no-pager", "--quiet", "-o", "cat", "-n", str(lines)]
     argv += [f"_SYSTEMD_INVOCATION_ID={invocation}"] if invocation else ["-u", unit]
     proc = subprocess.run(argv, capture_output=True, text=True)
     return [line for line in proc.stdout.splitlines() if line.strip()]

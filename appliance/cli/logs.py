@@ -8,6 +8,7 @@ import subprocess
 import click
 
 from .. import users
+from ..tools import tool
 from .common import account, check_name
 from .completion import access_names
 from .host import DAEMON, HUB, PROXY, SOCKET
@@ -17,7 +18,7 @@ UNITS = {"hub": [HUB], "proxy": [PROXY], "daemon": [DAEMON, SOCKET]}
 
 
 def journal_argv(units: list[str], since: str | None, lines: int | None, follow: bool) -> list[str]:
-    argv = ["journalctl", "--no-hostname"]
+    argv = [tool("journalctl"), "--no-hostname"]
     for unit in units:
         argv += ["-u", unit]
     if since:
@@ -31,7 +32,7 @@ def journal_argv(units: list[str], since: str | None, lines: int | None, follow:
 
 def check_since(since: str) -> None:
     """journalctl's own parser decides; its refusal becomes one line with examples."""
-    proc = subprocess.run(["journalctl", "--quiet", "-n", "0", "--since", since], capture_output=True, text=True)
+    proc = subprocess.run([tool("journalctl"), "--quiet", "-n", "0", "--since", since], capture_output=True, text=True)
     if proc.returncode != 0:
         raise Failure(f"--since {since[:40]!r} is not a time journalctl understands; "
                       "use e.g. '1 hour ago', 'today', 'yesterday' or '2025-01-31 14:00'")
@@ -62,4 +63,4 @@ def logs(user: str | None, unit: str | None, follow: bool, since: str | None, li
     argv = journal_argv(units, since, lines, follow)
     # journalctl pages and follows as people expect; under sudo its pager must not
     # offer a root shell (less's !cmd): secure mode.
-    os.execvpe(argv[0], argv, {**os.environ, "SYSTEMD_PAGERSECURE": "1"})
+    os.execve(argv[0], argv, {**os.environ, "SYSTEMD_PAGERSECURE": "1"})

@@ -9,6 +9,7 @@ import click
 
 from .. import config, held_ports
 from ..hub.proxy_launcher import command as proxy_command
+from ..tools import tool
 from .common import config_path
 from .host import (DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, listeners, main_pid_argv, socket_owners,
                    systemctl, unit_props)
@@ -87,8 +88,8 @@ def apply_configuration(timeout: int = 90) -> dict:
     restarted = []
     # An administrator's reload is deliberate: an earlier burst of restarts (systemd's
     # start rate limit) or a failed state must not refuse it.
-    subprocess.run(["systemctl", "reset-failed", HUB, PROXY, DAEMON, SOCKET, *held_ports.HOLDERS, *held_ports.HOLDERS.values()],
-                   capture_output=True, check=False)
+    subprocess.run([tool("systemctl"), "reset-failed", HUB, PROXY, DAEMON, SOCKET, *held_ports.HOLDERS,
+                    *held_ports.HOLDERS.values()], capture_output=True, check=False)
     if active_state(SOCKET) != "active":
         systemctl("start", SOCKET)
     moved = move_held_ports(cfg)

@@ -14,6 +14,7 @@ from .. import config, privilege
 from ..hub.configurer import APPLCTL_SERVICE
 from ..hub.revoke import issued_note, issuer_of
 from ..state import APPLCTL_TOKEN, ensure_secrets
+from ..tools import tool
 from .common import account, check_name, has_access, load_config, refuse_privileged
 from .completion import access_names
 from .host import HUB
@@ -220,7 +221,7 @@ def _rotate_service(as_json: bool) -> None:
     except (OSError, KeyError) as e:
         raise Failure(f"cannot replace the service token: {e}") from None
     # The hub loads service tokens when it starts and then deletes the old one (hub/revoke.py).
-    subprocess.run(["systemctl", "try-restart", HUB], check=False)
+    subprocess.run([tool("systemctl"), "try-restart", HUB], check=False)
     hub = Hub(load_config())
     deadline = time.monotonic() + 60
     while hub.version(timeout=2) is None and time.monotonic() < deadline:

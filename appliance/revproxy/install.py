@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..tools import resolved
 from .layout import APACHE_MODULES, Layout, included
 
 
@@ -73,7 +74,7 @@ def write_file(path: Path, data: bytes | str, mode: int, gid: int = 0, uid: int 
 
 def _run(argv: tuple[str, ...] | list[str]) -> tuple[bool, str]:
     try:
-        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+        p = subprocess.run(resolved(argv), capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
         return False, str(e)
     said = "\n".join(x for x in (p.stdout.strip(), p.stderr.strip()) if x)

@@ -9,6 +9,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..tools import tool
 from .install import SetupError
 
 TLS_DIR = Path("/etc/jupyterhub-appliance/tls")
@@ -16,7 +17,7 @@ TLS_DIR = Path("/etc/jupyterhub-appliance/tls")
 
 def _openssl(*args: str, input: str | None = None) -> str:
     try:
-        p = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60, input=input)
+        p = subprocess.run([tool("openssl"), *args], capture_output=True, text=True, timeout=60, input=input)
     except FileNotFoundError:
         raise SetupError("the openssl command is missing: install the openssl package") from None
     if p.returncode != 0:

@@ -23,6 +23,7 @@ from .cli_run import run
 from appliance.cli import access, daemon, host, servers, status as status_mod
 from appliance.cli.hub import Hub, HubDown
 from appliance import daemon_client as client
+from appliance.tools import tool
 
 GPU_A, GPU_B = "GPU-aaaa", "GPU-bbbb"
 
@@ -302,7 +303,7 @@ def test_a_token_without_expiry_is_for_root_itself(capsys, as_root, cfgfile, mon
 
 def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
     ran, envs = [], []
-    monkeypatch.setattr(os, "execvpe", lambda prog, argv, env: (ran.append(argv), envs.append(env)))
+    monkeypatch.setattr(os, "execve", lambda prog, argv, env: (ran.append([prog, *argv[1:]]), envs.append(env)))
     monkeypatch.setattr("appliance.cli.logs.check_since", lambda since: None)
     monkeypatch.setattr("appliance.cli.logs.account", lambda name: None)
     for args in (["logs"], ["logs", "--unit", "proxy", "-n", "5"], ["logs", "--user", "alice", "-f", "--since", "today"]):
@@ -310,11 +311,14 @@ def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
             main(args)
     # Its pager must not be a way to a root shell for sudo users.
     assert [e.get("SYSTEMD_PAGERSECURE") for e in envs] == ["1", "1", "1"]
+    # journalctl by its full path, never looked up in the caller's PATH.
+    journalctl = tool("journalctl")
+    assert journalctl.startswith("/") and journalctl.endswith("/journalctl")
     assert ran == [
-        ["journalctl", "--no-hostname", "-u", "jupyterhub.service", "-u", "jupyterhub-proxy.service",
+        [journalctl, "--no-hostname", "-u", "jupyterhub.service", "-u", "jupyterhub-proxy.service",
          "-u", "jupyterhub-appliance.service", "-u", "jupyterhub-appliance.socket", "-n", "100"],
-        ["journalctl", "--no-hostname", "-u", "jupyterhub-proxy.service", "-n", "5"],
-        ["journalctl", "--no-hostname", "-u", "jupyter-alice.service", "--since", "today", "--follow"]]
+        [journalctl, "--no-hostname", "-u", "jupyterhub-proxy.service", "-n", "5"],
+        [journalctl, "--no-hostname", "-u", "jupyter-alice.service", "--since", "today", "--follow"]]
 
 
 def test_gpu_summary_wording():

@@ -205,6 +205,11 @@ def test_applctl_is_the_hub_venvs(package):
     link = package.members["usr/bin/applctl"]
     # relative, as Debian's policy (lintian) asks of a link within /usr
     assert link.issym() and link.linkname == f"../lib/{LIB.split('/', 2)[-1]}/hub/bin/applctl"
+    # sudo runs it as root: python isolated (-I), then appliance.cli.entry resets the
+    # environment (scripts/stage-tree), not pip's plain console script.
+    script = package.data[f"{LIB}/hub/bin/applctl"].decode()
+    assert script.splitlines()[0] == f"#!/{LIB}/hub/bin/python -I", script
+    assert "from appliance.cli.entry import main" in script
 
 
 def test_ownership_and_modes(package):

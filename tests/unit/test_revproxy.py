@@ -85,7 +85,7 @@ def test_bad_passwords_are_refused(password, says):
 
 def test_a_refused_change_puts_back_exactly_what_was_there(tmp_path):
     lay = layout.Layout("nginx", "nginx", "/bin/true", tmp_path / "avail/site.conf", tmp_path / "enabled/site.conf",
-                        "no-such-service-for-tests", ("false",), "root")
+                        "no-such-service-for-tests", ("/bin/false",), "root")
     (tmp_path / "avail").mkdir()
     (tmp_path / "enabled").mkdir()
     lay.site.write_text("old site\n")
@@ -114,7 +114,7 @@ def test_a_certificate_in_a_directory_others_can_write_is_refused(tmp_path):
 def test_apache_listens_are_read_so_no_port_is_declared_twice(tmp_path):
     ports = tmp_path / "ports.conf"
     ports.write_text("Listen 80\n<IfModule ssl_module>\n\tListen 443\n</IfModule>\n# Listen 8080\n")
-    lay = layout.Layout("apache", "apache2", "/bin/true", tmp_path / "s", None, "x", ("true",), "root",
+    lay = layout.Layout("apache", "apache2", "/bin/true", tmp_path / "s", None, "x", ("/bin/true",), "root",
                         listen_files=(ports,))
     assert layout.apache_listens(lay) == {80, 443}
 
@@ -122,7 +122,7 @@ def test_apache_listens_are_read_so_no_port_is_declared_twice(tmp_path):
 def test_arch_needs_an_include_line_and_says_which(tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text("http {\n    # include sites-enabled/*.conf;\n}\n")
-    lay = layout.Layout("nginx", "nginx", "/bin/true", tmp_path / "s", None, "x", ("true",), "http",
+    lay = layout.Layout("nginx", "nginx", "/bin/true", tmp_path / "s", None, "x", ("/bin/true",), "http",
                         includer=conf, include_line="include sites-enabled/*.conf;")
     assert not layout.included(lay)
     conf.write_text("http {\n    include sites-enabled/*.conf;\n}\n")
