@@ -68,6 +68,8 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
 
 
 AF_UNSPEC, IPPROTO_TCP = 0, 6
+# Kernels bind TCP ports of their own otherwise, which SocketBindDeny= refuses.
+KERNELS_OVER_UNIX_SOCKETS = ["--KernelManager.transport=ipc"]
 
 
 def socket_bind(port: int | None) -> list[tuple[str, Variant]]:
@@ -122,7 +124,7 @@ def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
-    argv = (command or [SINGLEUSER]) + protocol.render_args(spec.options)
+    argv = (command or [SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"
                                      + (f" (GPUs {', '.join(spec.gpu_uuids)})" if spec.gpu_uuids else ""))),
@@ -140,8 +142,7 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("NoNewPrivileges", Variant("b", True)),
         ("PrivateTmp", Variant("b", True)),
         # It may listen on its own port and nowhere else: not on a port the hub or
-        # another user's server is about to take. Kernels talk over unix sockets
-        # (KernelManager.transport = "ipc", in the user environment's config).
+        # another user's server is about to take. Kernels talk over unix sockets.
         *socket_bind(spec.port),
         ("KillMode", Variant("s", "mixed")),
         ("TimeoutStopUSec", Variant("t", 20_000_000)),
