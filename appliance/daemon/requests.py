@@ -11,6 +11,7 @@ import posixpath
 import pwd
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import ephemeral, privilege, protocol, users
 from ..config import MAX_GPUS, Config, int_in, number_in
@@ -56,6 +57,9 @@ class SpawnSpec:
     gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
     profile: str | None = None  # a [profiles.NAME] of appliance.toml
     tasks_max: int | None = None  # from [limits], set by the daemon
+    # The one TCP port the server may bind (SocketBindAllow=), from JUPYTERHUB_SERVICE_URL;
+    # None: it may bind none.
+    port: int | None = None
     # Ephemeral mode: a visitor's server, run as a transient uid (DynamicUser=)
     visitor: bool = False
     shared_dir: str | None = None  # [ephemeral] shared_dir, read-only at ~/shared
@@ -188,6 +192,25 @@ def _paths(name: str, v: Any) -> list[str]:
     return list(v)
 
 
+def _server_port(env: dict[str, str], cfg: Config) -> int | None:
+    """The port in JUPYTERHUB_SERVICE_URL, where the server listens: the only one its
+    unit may bind. It must be on loopback, unprivileged, and none of the appliance's."""
+    url = env.get("JUPYTERHUB_SERVICE_URL")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    own = {cfg["hub"][k] for k in ("port", "hub_port", "proxy_api_port", "dashboard_port", "metrics_port")}
+    if parts is None or parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost") \
+            or port is None or not 1024 <= port <= 65535 or port in own:
+        raise RequestError("invalid", "env: JUPYTERHUB_SERVICE_URL must be http://127.0.0.1:PORT/... with PORT "
+                           "from 1024 to 65535 and none of the appliance's own ports", "env")
+    return port
+
+
 def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     known = {"op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
              "extra", "gpus", "gpu_fallback", "profile"}
@@ -200,6 +223,7 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
         pw = check_user(req, cfg)
         spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
     spec.env = _env(req.get("env", {}), spec.user, frozenset(cfg["spawner"]["environment"]))
+    spec.port = _server_port(spec.env, cfg)
     spec.options = _options(req.get("options", {}))
     if req.get("mem_limit") is not None:
         spec.mem_limit = _int_in("mem_limit", 64 * _MiB, _ram())(req["mem_limit"])

@@ -67,6 +67,20 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     return env
 
 
+AF_UNSPEC, IPPROTO_TCP = 0, 6
+# Kernels bind TCP ports of their own otherwise, which SocketBindDeny= refuses.
+KERNELS_OVER_UNIX_SOCKETS = ["--KernelManager.transport=ipc"]
+
+
+def socket_bind(port: int | None) -> list[tuple[str, Variant]]:
+    """SocketBindAllow=tcp:PORT and SocketBindDeny=any, as systemd's D-Bus API takes
+    them: (address family, protocol, number of ports, first port); 0 ports is any."""
+    props = [("SocketBindDeny", Variant("a(iiqq)", [(AF_UNSPEC, 0, 0, 0)]))]
+    if port is not None:
+        props.append(("SocketBindAllow", Variant("a(iiqq)", [(AF_UNSPEC, IPPROTO_TCP, 1, port)])))
+    return props
+
+
 MS_REC = 16384  # a recursive bind mount, as BindReadOnlyPaths= makes from the unit file
 
 
@@ -110,7 +124,7 @@ def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
-    argv = (command or [SINGLEUSER]) + protocol.render_args(spec.options)
+    argv = (command or [SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"
                                      + (f" (GPUs {', '.join(spec.gpu_uuids)})" if spec.gpu_uuids else ""))),
@@ -127,6 +141,9 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("DeviceAllow", Variant("a(ss)", device_allow(list(spec.gpu_minors)))),
         ("NoNewPrivileges", Variant("b", True)),
         ("PrivateTmp", Variant("b", True)),
+        # It may listen on its own port and nowhere else: not on a port the hub or
+        # another user's server is about to take. Kernels talk over unix sockets.
+        *socket_bind(spec.port),
         ("KillMode", Variant("s", "mixed")),
         ("TimeoutStopUSec", Variant("t", 20_000_000)),
         # A unit that fails is kept until the next spawn resets it, so that the hub

@@ -216,3 +216,34 @@ def test_a_hub_in_a_crash_loop_never_lets_go_of_its_ports(ports):
     assert got["won"] == [] and got["tries"] > 1000, got
     app.sh("systemctl restart jupyterhub")
     app.wait_hub()
+
+
+def test_a_users_server_may_listen_on_its_own_port_only(ports):
+    """From inside alice's server, where her code runs: binding any port but the
+    server's own (a free one, an ephemeral one, the hub's) is refused by the unit's
+    SocketBindDeny=; the kernel that runs this code talks over unix sockets."""
+    from browser import Browser
+    from conftest import USERS
+
+    app = ports
+    app.sh("applctl adduser alice >/dev/null")
+    b = Browser(app.url)
+    b.login_and_start("alice", USERS["alice"])
+    b.wait_for_server("alice")
+    own = app.unit_props("jupyter-alice.service", "SocketBindAllow")["SocketBindAllow"]
+    kernel = b.start_kernel("alice")
+    out = b.execute("alice", kernel, (
+        "import errno, json, socket\n"
+        "res = {}\n"
+        f"for port in (0, {app.dashboard_port + 3}, {app.hub_port}):\n"
+        "    s = socket.socket()\n"
+        "    try:\n"
+        "        s.bind(('127.0.0.1', port)); res[port] = 'bound'\n"
+        "    except OSError as e:\n"
+        "        res[port] = errno.errorcode[e.errno]\n"
+        "    finally:\n"
+        "        s.close()\n"
+        "print(json.dumps(res))"))
+    got = json.loads(out)
+    assert got == {"0": "EPERM", str(app.dashboard_port + 3): "EPERM", str(app.hub_port): "EPERM"}, (got, own)
+    assert "tcp" in own.lower(), own

@@ -132,7 +132,8 @@ def test_unit_properties_are_the_daemons_decision(monkeypatch):
     assert props["DevicePolicy"].value == "closed"
     assert props["NoNewPrivileges"].value is True and props["PrivateTmp"].value is True
     assert props["Slice"].value == "jupyter-users.slice"
-    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--ServerApp.terminals_enabled=False", "--debug"]
+    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--KernelManager.transport=ipc",
+                                              "--ServerApp.terminals_enabled=False", "--debug"]
     assert props["CPUQuotaPerSecUSec"].value == 1_500_000
     assert "Environment" not in props  # secrets only through the root-owned file
 
@@ -143,3 +144,38 @@ def test_jupyterlab_news_is_off_unless_the_administrator_turns_it_on():
     assert units.server_env(spec, True)["JUPYTER_CONFIG_PATH"] == units.NEWS_ON_CONFIG
     spec.env["JUPYTER_CONFIG_PATH"] = "/opt/course/jupyter"  # the hub's own entries stay ahead
     assert units.server_env(spec, True)["JUPYTER_CONFIG_PATH"] == f"/opt/course/jupyter:{units.NEWS_ON_CONFIG}"
+
+
+def test_a_server_may_bind_its_own_port_and_nothing_else():
+    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", port=43210)
+    props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
+    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)]  # any family, protocol and port
+    assert props["SocketBindAllow"].value == [(0, 6, 1, 43210)]  # TCP, that one port
+    spec.port = None  # no service URL: no port at all
+    props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
+    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)] and "SocketBindAllow" not in props
+
+
+@pytest.mark.parametrize("url, port", [
+    ("http://127.0.0.1:43210/user/alice/", 43210),
+    ("http://localhost:2000/user/alice/", 2000),
+])
+def test_the_servers_port_comes_from_its_service_url(url, port):
+    assert rq._server_port({"JUPYTERHUB_SERVICE_URL": url}, cfg()) == port
+    assert rq._server_port({}, cfg()) is None
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8081/user/alice/",  # the hub's own port
+    "http://127.0.0.1:8000/",  # the proxy's
+    "http://127.0.0.1:80/",  # privileged
+    "http://10.0.0.5:43210/",  # not loopback
+    "https://127.0.0.1:43210/",
+    "http://127.0.0.1:99999/",
+    "http://127.0.0.1/",
+    "not a url",
+])
+def test_a_service_url_elsewhere_is_refused(url):
+    with pytest.raises(rq.RequestError) as e:
+        rq._server_port({"JUPYTERHUB_SERVICE_URL": url}, cfg())
+    assert e.value.field == "env" and "JUPYTERHUB_SERVICE_URL must be http://127.0.0.1:PORT/" in str(e.value)
