@@ -56,6 +56,10 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
     env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
     env.setdefault("SHELL", "/bin/bash")
+    # Kernels' unix sockets live here (KERNELS_OVER_UNIX_SOCKETS): a path under a
+    # home such as /var/lib/private/jupyter-visitor-…/.local/share/jupyter/runtime/
+    # is past the 107 bytes a unix socket's path may have.
+    env["JUPYTER_RUNTIME_DIR"] = f"/run/{runtime_dir(spec)}"
     if spec.visitor:  # no passwd entry to take these from
         env.update(HOME=spec.home, USER=spec.user, LOGNAME=spec.user)
     # UUIDs, not indices: inside a device cgroup CUDA renumbers what it can see.
@@ -65,6 +69,11 @@ def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
     env["NVIDIA_VISIBLE_DEVICES"] = visible
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
+
+
+def runtime_dir(spec: SpawnSpec) -> str:
+    """The server's RuntimeDirectory= under /run: its own, 0700, gone with the unit."""
+    return f"jupyter-{spec.user}"
 
 
 AF_UNSPEC, IPPROTO_TCP = 0, 6
@@ -141,6 +150,8 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("DeviceAllow", Variant("a(ss)", device_allow(list(spec.gpu_minors)))),
         ("NoNewPrivileges", Variant("b", True)),
         ("PrivateTmp", Variant("b", True)),
+        ("RuntimeDirectory", Variant("as", [runtime_dir(spec)])),
+        ("RuntimeDirectoryMode", Variant("u", 0o700)),
         # It may listen on its own port and nowhere else: not on a port the hub or
         # another user's server is about to take. Kernels talk over unix sockets.
         *socket_bind(spec.port),

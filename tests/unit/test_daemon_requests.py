@@ -179,3 +179,16 @@ def test_a_service_url_elsewhere_is_refused(url):
     with pytest.raises(rq.RequestError) as e:
         rq._server_port({"JUPYTERHUB_SERVICE_URL": url}, cfg())
     assert e.value.field == "env" and "JUPYTERHUB_SERVICE_URL must be http://127.0.0.1:PORT/" in str(e.value)
+
+
+def test_kernel_sockets_live_in_a_short_runtime_directory_of_the_servers_own():
+    """A unix socket's path has at most 107 bytes: a visitor's home is too deep for
+    kernel-UUID-ipc-N under ~/.local/share/jupyter/runtime."""
+    spec = rq.SpawnSpec(user="visitor-abcdefghij", uid=0, gid=0, home="/var/lib/jupyter-visitor-abcdefghij",
+                        visitor=True)
+    props = dict(units.properties("jupyter-visitor-abcdefghij.service", spec, units.ENV_DIR / "x.env"))
+    assert props["RuntimeDirectory"].value == ["jupyter-visitor-abcdefghij"]
+    assert props["RuntimeDirectoryMode"].value == 0o700
+    runtime = units.server_env(spec)["JUPYTER_RUNTIME_DIR"]
+    assert runtime == "/run/jupyter-visitor-abcdefghij"
+    assert len(f"{runtime}/kernel-{'x' * 36}-ipc-5") < 107
