@@ -245,6 +245,22 @@ def _environment(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+# The highest daemon.min_uid: UID_MAX of login.defs (Debian, Ubuntu, Arch), the last
+# uid useradd gives a person. Above it come systemd-homed's users (60001-60513), the
+# uids of DynamicUser= services (61184-65519: the proxy, every visitor's server),
+# nobody (65534) and the ranges of containers (524288 and up); a floor there would
+# shut out every person and still let those in.
+MIN_UID_MAX = 60000
+
+
+def _min_uid(v: Any) -> int:
+    try:
+        return int_in(v, 1, MIN_UID_MAX)
+    except ValueError:
+        raise ValueError(f"an integer from 1 to {MIN_UID_MAX} (UID_MAX of login.defs); above it are "
+                         "systemd's dynamic users (61184-65519), nobody (65534) and containers, not people") from None
+
+
 def _abs_path_or_empty(what: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         accepted = f'the absolute path of {what}, e.g. "/srv/workshop", or "" for none'
@@ -287,7 +303,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "jupyterlab_news": Field(False, "JupyterLab's Jupyter news and update check", _bool),
     },
     "daemon": {
-        "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),
+        "min_uid": Field(1000, "lowest uid that may get a server (1 to 60000: above it are systemd's "
+                         "dynamic users, nobody and containers, not people)", _min_uid),
         "privileged_groups": Field(list(privilege.PRIVILEGED_GROUPS),
                                    "groups that are root in all but name: no server for their members", _groups),
         "allow_privileged_users": Field(False, "start servers for members of privileged_groups anyway", _bool),
