@@ -44,8 +44,13 @@ class Field:
     doc: str
     check: Callable[[Any], Any]  # returns the normalised value or raises ValueError(accepted)
     # Only root may change it: under sudo applctl (a jupyterhub-admin) a change is refused
-    # (config_edit.check_change), because it bounds what a jupyterhub-admin may do.
-    root_only: bool = False
+    # (config_edit.check_change). True: because it bounds what a jupyterhub-admin may do;
+    # a text: the reason, as the refusal gives it ("<key> <reason>, so only root ...").
+    root_only: bool | str = False
+
+    @property
+    def root_only_reason(self) -> str:
+        return self.root_only if isinstance(self.root_only, str) else "bounds what a jupyterhub-admin may do"
 
 
 def int_in(v: Any, lo: int, hi: int) -> int:
@@ -290,8 +295,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dashboard_port": Field(8082, "the GPU dashboard's port, on loopback ([dashboard])", _int(1, 65535)),
         "metrics_port": Field(9445, "the Prometheus metrics port, on loopback ([metrics] access)", _int(1, 65535)),
         "log_level": Field("INFO", "hub log level", _log_level),
-        "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors",
-                      _one_of("accounts", "ephemeral")),
+        # Root only: ephemeral gives anyone who opens the hub's address a server, with no login.
+        "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors (root only)",
+                      _one_of("accounts", "ephemeral"),
+                      root_only="decides who gets a server: people with an account, or anyone who opens the "
+                                "hub's address, with no login"),
     },
     "spawner": {
         "default_url": Field("/lab", "page a user lands on", _url_path),
