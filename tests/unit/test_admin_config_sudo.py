@@ -229,3 +229,18 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
 
 def test_the_root_only_keys_are_the_tokens_cap_and_the_mode():
     assert config.root_only_keys() == [("hub", "mode"), ("tokens", "max_days_under_sudo")]
+
+
+# --- daemon.min_uid (issue 26, item 1): for root too ------------------------------------
+
+@pytest.mark.parametrize("uid", ["60001", "61184", "65519", "65534", "65535", "524288", "2147483647"])
+@pytest.mark.parametrize("who", ["root", "sudo"])
+def test_a_min_uid_above_the_people_is_refused_in_one_line(capsys, as_root, cfgfile, monkeypatch, uid, who):
+    if who == "root":
+        monkeypatch.delenv("SUDO_UID", raising=False)
+    else:
+        monkeypatch.setenv("SUDO_UID", "1234")
+    err = refused(capsys, cfgfile, "config", "set", "daemon.min_uid", uid)
+    assert err.startswith(f"applctl: {cfgfile}: daemon.min_uid = {uid} is not accepted: an integer from 1 to 60000 "
+                          "(UID_MAX of login.defs); above it are systemd's dynamic users (61184-65519), nobody "
+                          "(65534) and containers, not people"), err
