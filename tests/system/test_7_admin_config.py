@@ -98,7 +98,7 @@ def test_an_admin_may_name_roots_own_directory_and_unset_it(app):
         assert r.returncode == 0, r.stderr
         assert app.sh("applctl config get ephemeral.shared_dir").stdout == f"{path}\n"
     assert as_admin(app, "config unset ephemeral.shared_dir").returncode == 0
-    assert app.sh("applctl config get ephemeral.shared_dir").stdout == "\n"
+    assert app.sh("applctl config get ephemeral.shared_dir").stdout.strip() == ""  # "": none
 
 
 def test_root_may_name_any_folder(app):
