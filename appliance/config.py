@@ -44,8 +44,13 @@ class Field:
     doc: str
     check: Callable[[Any], Any]  # returns the normalised value or raises ValueError(accepted)
     # Only root may change it: under sudo applctl (a jupyterhub-admin) a change is refused
-    # (config_edit.check_change), because it bounds what a jupyterhub-admin may do.
-    root_only: bool = False
+    # (config_edit.check_change). True: because it bounds what a jupyterhub-admin may do;
+    # a text: the reason, as the refusal gives it ("<key> <reason>, so only root ...").
+    root_only: bool | str = False
+
+    @property
+    def root_only_reason(self) -> str:
+        return self.root_only if isinstance(self.root_only, str) else "bounds what a jupyterhub-admin may do"
 
 
 def int_in(v: Any, lo: int, hi: int) -> int:
@@ -245,6 +250,22 @@ def _environment(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+# The highest daemon.min_uid: UID_MAX of login.defs (Debian, Ubuntu, Arch), the last
+# uid useradd gives a person. Above it come systemd-homed's users (60001-60513), the
+# uids of DynamicUser= services (61184-65519: the proxy, every visitor's server),
+# nobody (65534) and the ranges of containers (524288 and up); a floor there would
+# shut out every person and still let those in.
+MIN_UID_MAX = 60000
+
+
+def _min_uid(v: Any) -> int:
+    try:
+        return int_in(v, 1, MIN_UID_MAX)
+    except ValueError:
+        raise ValueError(f"an integer from 1 to {MIN_UID_MAX} (UID_MAX of login.defs); above it are "
+                         "systemd's dynamic users (61184-65519), nobody (65534) and containers, not people") from None
+
+
 def _abs_path_or_empty(what: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         accepted = f'the absolute path of {what}, e.g. "/srv/workshop", or "" for none'
@@ -274,8 +295,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "dashboard_port": Field(8082, "the GPU dashboard's port, on loopback ([dashboard])", _int(1, 65535)),
         "metrics_port": Field(9445, "the Prometheus metrics port, on loopback ([metrics] access)", _int(1, 65535)),
         "log_level": Field("INFO", "hub log level", _log_level),
-        "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors",
-                      _one_of("accounts", "ephemeral")),
+        # Root only: ephemeral gives anyone who opens the hub's address a server, with no login.
+        "mode": Field("accounts", "who gets a server: PAM accounts, or throwaway visitors (root only)",
+                      _one_of("accounts", "ephemeral"),
+                      root_only="decides who gets a server: people with an account, or anyone who opens the "
+                                "hub's address, with no login"),
     },
     "spawner": {
         "default_url": Field("/lab", "page a user lands on", _url_path),
@@ -287,7 +311,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "jupyterlab_news": Field(False, "JupyterLab's Jupyter news and update check", _bool),
     },
     "daemon": {
-        "min_uid": Field(1000, "lowest uid that may get a server", _int(1, 2**31 - 1)),
+        "min_uid": Field(1000, "lowest uid that may get a server (1 to 60000: above it are systemd's "
+                         "dynamic users, nobody and containers, not people)", _min_uid),
         "privileged_groups": Field(list(privilege.PRIVILEGED_GROUPS),
                                    "groups that are root in all but name: no server for their members", _groups),
         "allow_privileged_users": Field(False, "start servers for members of privileged_groups anyway", _bool),

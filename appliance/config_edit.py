@@ -115,7 +115,8 @@ def check(text: str, path: Path) -> config.Config:
 
 
 def check_change(old: str, new: str, path: Path) -> config.Config:
-    """`new` must be valid, and (under sudo) must not open a way to root."""
+    """`new` must be valid, and (under sudo) must not open a way to root, show anonymous
+    visitors what they must not see, or change a root-only key."""
     cfg = check(new, path)
     try:
         before = config.loads(old, path)
@@ -123,13 +124,15 @@ def check_change(old: str, new: str, path: Path) -> config.Config:
         before = config.validate({}, path)  # a broken file is judged against the defaults
     try:
         privilege.check_config_change(before["daemon"], cfg["daemon"])
+        if cfg["ephemeral"]["shared_dir"] != before["ephemeral"]["shared_dir"]:
+            privilege.check_shared_dir(cfg["ephemeral"]["shared_dir"])
     except privilege.PrivilegeError as e:
         raise EditError(f"{e}; the file is unchanged") from None
     if privilege.sudo_uid() is not None:  # set, unset, edit and adduser --gpus all come here
         for section, key in config.root_only_keys():
             if cfg[section][key] != before[section][key]:
-                raise EditError(f"{section}.{key} bounds what a jupyterhub-admin may do, so only root may "
-                                f"change it (a root login, not sudo applctl); it stays "
+                raise EditError(f"{section}.{key} {config.SCHEMA[section][key].root_only_reason}, so only root "
+                                f"may change it (a root login, not sudo applctl); it stays "
                                 f"{before[section][key]!r}; the file is unchanged")
     return cfg
 

@@ -114,3 +114,75 @@ def check_executable(path: str) -> None:
                     "; every user's kernel would run what its owner puts there. Under sudo, the interpreter and "
                     "every directory above it must belong to root and be writable only by root; root may register "
                     "it anyway")
+
+
+# What ephemeral.shared_dir may never show an anonymous visitor, nor hold: the host's
+# processes and their views (/proc/1/root is the whole host, past the sandbox),
+# kernel and devices, runtime state (sockets, credentials), people's homes, and the
+# system's configuration and state (the hub's database and secrets). The server's
+# bind mount is made outside its sandbox, so it shows what ProtectHome= and
+# ProtectProc= hide.
+SHARED_DIR_REFUSED = ("/proc", "/sys", "/dev", "/run", "/home", "/root", "/etc", "/var/lib")
+_SHARED_DIR_ACCEPTED = (
+    "accepted under sudo: an existing directory outside " + ", ".join(SHARED_DIR_REFUSED[:-1])
+    + f" and {SHARED_DIR_REFUSED[-1]}, owned by root and writable only by root, in directories only root can "
+    "change (e.g. /srv/workshop, made by root), or \"\" for none; root may set another (a root login, not sudo "
+    "applctl)")
+
+
+def check_shared_dir(path: str) -> None:
+    """Refuse, under sudo, an ephemeral.shared_dir that would show anonymous visitors
+    what they must not see, or that anyone but root could fill or swap for a link."""
+    if sudo_uid() is None or not path:
+        return
+
+    def refuse(why: str) -> None:
+        raise PrivilegeError(f"ephemeral.shared_dir = {path!r} is not accepted: {why}; {_SHARED_DIR_ACCEPTED}")
+
+    def judge(p: str, subject: str) -> None:
+        for top in SHARED_DIR_REFUSED:
+            if p == top:
+                refuse(f"it is {top}" if subject == "it" else f"it leads to {top}")
+            if p.startswith(top + "/"):
+                refuse(f"{subject} is inside {top}")
+            if top.startswith(p.rstrip("/") + "/"):
+                refuse(f"{subject} holds {top}")
+
+    judge(os.path.abspath(path), "it")  # before following any link: /proc/1/root may not resolve
+    try:
+        real = os.path.realpath(path, strict=False)
+    except OSError as e:
+        refuse(f"it cannot be resolved ({e.strerror})")
+    judge(real, f"it leads to {real}, which")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        refuse("it does not exist")
+    except OSError as e:
+        refuse(f"it cannot be used ({e.strerror})")
+    if not stat.S_ISDIR(st.st_mode):
+        refuse("it is not a directory")
+    if st.st_uid != 0:
+        refuse(f"it is owned by uid {st.st_uid}, not root")
+    if st.st_mode & 0o022:
+        refuse(f"it is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
+               f"(mode {stat.S_IMODE(st.st_mode):04o})")
+    # Whoever may change a directory above it may put another folder (or a link) in its place.
+    seen: set[str] = set()
+    for p in (os.path.abspath(path), real):
+        for part in Path(p).parents:
+            if str(part) in seen:
+                continue
+            seen.add(str(part))
+            try:
+                pst = part.lstat()
+            except OSError as e:
+                refuse(f"{part} above it cannot be checked ({e.strerror})")
+            if stat.S_ISLNK(pst.st_mode):
+                continue  # judged by where it leads: the resolved path's own parents
+            sticky = pst.st_mode & stat.S_ISVTX
+            writable = pst.st_mode & 0o002 or (pst.st_mode & 0o020 and pst.st_gid != 0)
+            if pst.st_uid != 0:
+                refuse(f"{part} above it is owned by uid {pst.st_uid}, not root")
+            if writable and not sticky:
+                refuse(f"{part} above it is writable by others")

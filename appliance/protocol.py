@@ -32,9 +32,28 @@ ENV_KEEP = ("LANG", "LC_ALL")
 # Set by the daemon itself (units.server_env); nobody else may choose them.
 DAEMON_ENV = frozenset({"PATH", "SHELL", "HOME", "USER", "LOGNAME", "CUDA_VISIBLE_DEVICES",
                         "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"})
-# Names that load code into every process of the server, whoever sets them.
-_LOADERS = re.compile(r"LD_.*|PYTHON(STARTUP|HOME|PATH|USERBASE|EXECUTABLE|SAFEPATH|PLATLIBDIR)|BASH_ENV|ENV|"
-                      r"PERL5?LIB|PERL5OPT|RUBYOPT|NODE_OPTIONS|JUPYTER_.*|IPYTHONDIR|JUPYTERHUB_.*|JPY_.*")
+# Names that load code or configuration into the server's processes, or redirect what
+# they fetch, whoever sets them. Each family with what it does, for the refusal.
+_REFUSED = (
+    (re.compile(r"LD_.*|GCONV_PATH"), "the C library loads shared objects it names"),
+    # PYTHONPYCACHEPREFIX: .pyc files from a folder of its choice; PYTHONWARNINGS and
+    # PYTHONBREAKPOINT: a category or hook named by import path.
+    (re.compile(r"PYTHON(STARTUP|HOME|PATH|USERBASE|EXECUTABLE|SAFEPATH|PLATLIBDIR|PYCACHEPREFIX|WARNINGS"
+                r"|BREAKPOINT)"), "Python loads code it names"),
+    # bash runs BASH_ENV and ENV at start, PROMPT_COMMAND at each prompt, and
+    # SHELLOPTS=xtrace expands PS4 (with its $(...)) before each command.
+    (re.compile(r"BASH_ENV|ENV|SHELLOPTS|PS4|PROMPT_COMMAND"), "shells run code it names"),
+    (re.compile(r"PERL5?LIB|PERL5OPT|RUBYOPT|NODE_OPTIONS"), "an interpreter loads code it names"),
+    # XDG_CONFIG_HOME, XDG_DATA_DIRS, ...: where Jupyter, pip and most tools find
+    # their configuration, kernels and extensions.
+    (re.compile(r"JUPYTER_.*|IPYTHONDIR|XDG_.*"), "Jupyter and other tools read their configuration where it says"),
+    (re.compile(r"PIP_.*"), "pip takes it as configuration (package index, trusted hosts)"),
+    # curl, pip and Python's urllib read these in any case (urllib lowercases them).
+    (re.compile(r"(?i:[a-z0-9_]*_proxy)"), "it sends the server's web traffic through a proxy"),
+    (re.compile(r"JUPYTERHUB_.*|JPY_.*"), "it is JupyterHub's own"),
+)
+_REFUSED_SHOWN = "LD_*, GCONV_PATH, PYTHONPATH and other PYTHON* loaders, BASH_ENV, SHELLOPTS, PS4, " \
+                 "PROMPT_COMMAND, JUPYTER*, XDG_*, PIP_*, *_proxy, JPY_*, ..."
 
 
 def admin_env_name(name: Any) -> str:
@@ -43,14 +62,29 @@ def admin_env_name(name: Any) -> str:
         raise ValueError("a variable name: letters, digits and '_', not starting with a digit")
     if name in DAEMON_ENV:
         raise ValueError(f"a name the appliance does not set itself (it sets {', '.join(sorted(DAEMON_ENV))})")
-    if _LOADERS.fullmatch(name) or name in ENV_KEEP:
-        raise ValueError("a name that does not load code or configuration and is not JupyterHub's own "
-                         "(LD_*, PYTHON*, JUPYTER*, JPY_*, BASH_ENV, ... are refused)")
+    if name in ENV_KEEP:
+        raise ValueError(f"a name that is not JupyterHub's own ({name} comes from the hub's environment)")
+    for pattern, why in _REFUSED:
+        if pattern.fullmatch(name):
+            raise ValueError(f"a name that loads no code or configuration and sets no proxy ({name}: {why}; "
+                             f"{_REFUSED_SHOWN} are refused)")
     return name
 
 
+def admin_env_refusal(name: Any) -> str | None:
+    """Why an administrator's name may not reach a server, or None if it may."""
+    try:
+        admin_env_name(name)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def allowed_env(admin_names: set[str] | frozenset[str]) -> frozenset[str]:
-    return HUB_ENV | frozenset(ENV_KEEP) | frozenset(admin_names)
+    """What a spawn request may carry. An administrator's name is judged again here,
+    so a configuration that slipped past the check (an older release's) lets no
+    refused name through."""
+    return HUB_ENV | frozenset(ENV_KEEP) | frozenset(n for n in admin_names if admin_env_refusal(n) is None)
 
 
 # Options of jupyterhub-singleuser (Jupyter Server) an administrator may pass through

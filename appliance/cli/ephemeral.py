@@ -28,11 +28,11 @@ _refusals = wraps_failure((htpasswd.PasswordError, config_edit.EditError))
 @click.group(name="ephemeral")
 def ephemeral_group() -> None:
     """Workshop mode: every visitor gets a throwaway server at once, with no
-    account and nothing kept. Turn it on with
+    account and nothing kept. Root (a root login, not sudo applctl) turns it on with
 
     \b
-      sudo applctl config set hub.mode ephemeral
-      sudo applctl reload
+      applctl config set hub.mode ephemeral
+      applctl reload
     and set its limits in [ephemeral] of appliance.toml (applctl config).
 
     \b

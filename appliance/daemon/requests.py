@@ -159,6 +159,11 @@ def _env(v: Any, user: str, admin_names: frozenset[str]) -> dict[str, str]:
     allowed = protocol.allowed_env(admin_names)
     total = 0
     for k, val in v.items():
+        # The daemon's own judgement of a name, even one appliance.toml lists.
+        refusal = None if k in protocol.HUB_ENV or k in protocol.ENV_KEEP else protocol.admin_env_refusal(k)
+        if refusal is not None and k in admin_names:
+            raise RequestError("invalid", f"env: {str(k)[:64]!r} is not accepted, though [spawner] environment "
+                               f"of appliance.toml lists it: {refusal}", "env")
         if k not in allowed:
             raise RequestError("invalid", f"env: {str(k)[:64]!r} is not accepted: JupyterHub's own variables, "
                                "LANG, LC_ALL and the names in [spawner] environment of appliance.toml are", "env")

@@ -41,6 +41,15 @@ def test_defaults_without_a_file(tmp_path):
     ("[culler]\nconcurrency = 0", "culler.concurrency", "an integer from 1 to 100"),
     ("[spawner]\njupyterlab_news = \"yes\"", "spawner.jupyterlab_news", "true or false"),
     ("[hub\nport = 1", "(syntax)", "valid TOML"),
+    ("[daemon]\nmin_uid = 0", "daemon.min_uid", "an integer from 1 to 60000"),
+    ("[daemon]\nmin_uid = 60001", "daemon.min_uid", "an integer from 1 to 60000"),  # systemd-homed's
+    ("[daemon]\nmin_uid = 61184", "daemon.min_uid", "systemd's dynamic users (61184-65519)"),
+    ("[daemon]\nmin_uid = 65519", "daemon.min_uid", "an integer from 1 to 60000"),
+    ("[daemon]\nmin_uid = 65534", "daemon.min_uid", "nobody (65534)"),
+    ("[daemon]\nmin_uid = 65535", "daemon.min_uid", "an integer from 1 to 60000"),
+    ("[daemon]\nmin_uid = 524288", "daemon.min_uid", "containers, not people"),
+    ("[daemon]\nmin_uid = 2147483647", "daemon.min_uid", "an integer from 1 to 60000"),
+    ("[daemon]\nmin_uid = \"1000\"", "daemon.min_uid", "an integer from 1 to 60000"),
 ])
 def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key, accepted):
     path = tmp_path / "appliance.toml"
@@ -56,6 +65,11 @@ def test_bad_values_name_file_key_value_and_what_is_accepted(tmp_path, text, key
                                  "/lab/workspaces/auto-b"])
 def test_default_url_accepts_what_the_user_environment_serves(url):
     assert config.loads(f'[spawner]\ndefault_url = "{url}"')["spawner"]["default_url"] == url
+
+
+@pytest.mark.parametrize("uid", [1, 1000, 59999, 60000])
+def test_min_uid_may_be_any_uid_useradd_gives_a_person(uid):
+    assert config.validate({"daemon": {"min_uid": uid}})["daemon"]["min_uid"] == uid
 
 
 def test_sizes_and_numbers_are_normalised():
