@@ -248,3 +248,23 @@ def test_a_users_server_may_listen_on_its_own_port_only(ports):
     got = json.loads(out)
     assert got == {"0": "EPERM", str(app.dashboard_port + 3): "EPERM", str(app.hub_port): "EPERM"}, (got, own)
     assert "tcp" in own.lower(), own
+
+
+def test_an_admin_who_moves_the_proxy_api_to_their_listener_and_reloads_gets_no_token(ports, admin):
+    """A jupyterhub-admin listens on a port, sets hub.proxy_api_port to it and runs
+    `sudo applctl reload`. systemd cannot take that port for the proxy's socket, so
+    the reload fails and the hub, bound to both sockets, does not run: it never
+    sends the proxy token there. Setting the port back brings everything back."""
+    app = ports
+    port = app.metrics_port + 11 if app.metrics_port < 60000 else app.metrics_port - 11
+    received = listen_as(app, admin, port, 20)
+    as_admin(app, f"applctl config set hub.proxy_api_port {port}")
+    out = as_admin(app, "applctl reload --timeout 30", check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, (out.stdout, out.stderr)
+    assert app.sh("systemctl is-active jupyterhub.service", check=False).stdout.strip() != "active"
+    got = received()
+    assert "Authorization" not in got and "token" not in got.lower(), got
+    as_admin(app, f"applctl config set hub.proxy_api_port {app.proxy_api_port}")
+    back = as_admin(app, "applctl reload", check=False)
+    assert back.returncode == 0, (back.stdout, back.stderr)
+    app.wait_hub()
