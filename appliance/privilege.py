@@ -95,25 +95,39 @@ def check_executable(path: str) -> None:
     directory on its way, or what its symlinks point to) runs code as all of them."""
     if sudo_uid() is None:
         return
+    try:
+        found = replaceable((os.path.abspath(path), os.path.realpath(path)), itself=True)
+    except OSError as e:
+        raise PrivilegeError(f"{path}: cannot check {e.filename} ({e.strerror})") from None
+    if found:
+        part, why = found
+        raise PrivilegeError(
+            f"{path}: {part} is {why}; every user's kernel would run what its owner puts there. Under sudo, the "
+            "interpreter and every directory above it must belong to root and be writable only by root; root may "
+            "register it anyway")
+
+
+def replaceable(paths: tuple[str, ...], itself: bool) -> tuple[Path, str] | None:
+    """The first of these paths (or, with itself=False, only the directories above
+    them) that someone but root could replace, and why; None if only root can.
+    A link is judged by where it leads, which is among the paths. OSError (its
+    filename: the part) if one cannot be checked."""
     seen: set[str] = set()
-    for p in (os.path.abspath(path), os.path.realpath(path)):
+    for p in paths:
         node = Path(p)
-        for part in (node, *node.parents):
+        for part in ((node, *node.parents) if itself else node.parents):
             if str(part) in seen:
                 continue
             seen.add(str(part))
-            try:
-                st = part.lstat()
-            except OSError as e:
-                raise PrivilegeError(f"{path}: cannot check {part} ({e.strerror})") from None
+            st = part.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if st.st_uid != 0:
+                return part, f"owned by uid {st.st_uid}, not root"
             sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-            writable = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
-            if not stat.S_ISLNK(st.st_mode) and (st.st_uid != 0 or (writable and not sticky_dir)):
-                raise PrivilegeError(
-                    f"{path}: {part} is {'owned by uid ' + str(st.st_uid) if st.st_uid != 0 else 'writable by others'}"
-                    "; every user's kernel would run what its owner puts there. Under sudo, the interpreter and "
-                    "every directory above it must belong to root and be writable only by root; root may register "
-                    "it anyway")
+            if (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)) and not sticky_dir:
+                return part, "writable by others"
+    return None
 
 
 # What ephemeral.shared_dir may never show an anonymous visitor, nor hold: the host's
@@ -168,21 +182,9 @@ def check_shared_dir(path: str) -> None:
         refuse(f"it is writable by {'others' if st.st_mode & 0o002 else 'its group'} "
                f"(mode {stat.S_IMODE(st.st_mode):04o})")
     # Whoever may change a directory above it may put another folder (or a link) in its place.
-    seen: set[str] = set()
-    for p in (os.path.abspath(path), real):
-        for part in Path(p).parents:
-            if str(part) in seen:
-                continue
-            seen.add(str(part))
-            try:
-                pst = part.lstat()
-            except OSError as e:
-                refuse(f"{part} above it cannot be checked ({e.strerror})")
-            if stat.S_ISLNK(pst.st_mode):
-                continue  # judged by where it leads: the resolved path's own parents
-            sticky = pst.st_mode & stat.S_ISVTX
-            writable = pst.st_mode & 0o002 or (pst.st_mode & 0o020 and pst.st_gid != 0)
-            if pst.st_uid != 0:
-                refuse(f"{part} above it is owned by uid {pst.st_uid}, not root")
-            if writable and not sticky:
-                refuse(f"{part} above it is writable by others")
+    try:
+        found = replaceable((os.path.abspath(path), real), itself=False)
+    except OSError as e:
+        refuse(f"{e.filename} above it cannot be checked ({e.strerror})")
+    if found:
+        refuse(f"{found[0]} above it is {found[1]}")
