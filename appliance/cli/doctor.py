@@ -16,13 +16,15 @@ from pathlib import Path
 import click
 
 from .. import config, held_ports
+from ..daemon_client import DaemonError, call_sync
 from ..groups import HUB_USER, STATE_DIR
 from ..net import http_url
+from ..password_check import SOCKET as PAM_PATH
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ROTATED, ensure_secrets, hub_owners, read_secret
 from ..tools import tool
 from . import daemon
 from .common import config_path
-from .host import HUB, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
+from .host import HUB, PAM_SOCKET, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
 from .hub import Hub
 from .output import Failure, emit, example, json_option, need_root, paint
 from .status import proxy_answers
@@ -59,31 +61,29 @@ def check_config() -> tuple[Check, config.Config | None]:
     return Check("configuration", True, f"{config_path()} is valid"), cfg
 
 
-def check_shadow() -> Check:
-    """PAM in the unprivileged hub reads /etc/shadow through group shadow."""
+def check_password() -> Check:
+    """jupyterhub-pam answers the hub's password checks, and the hub itself cannot
+    read /etc/shadow (code run in the hub would get every password hash)."""
     name = "password check"
     try:
         pw = pwd.getpwnam(HUB_USER)
     except KeyError:
         return Check(name, False, f"there is no user {HUB_USER}", REINSTALL)
-    try:
-        shadow = grp.getgrnam("shadow")
-    except KeyError:
-        return Check(name, False, "there is no group shadow", REINSTALL)
-    st = SHADOW.stat()
-    if st.st_gid != shadow.gr_gid or not st.st_mode & stat.S_IRGRP:
-        return Check(name, False, f"{SHADOW} is not readable by group shadow "
-                                  f"(group {_group_name(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o})",
-                     f"sudo chgrp shadow {SHADOW} && sudo chmod 0640 {SHADOW}")
-    if HUB_USER not in shadow.gr_mem:
-        return Check(name, False, f"{HUB_USER} is not in group shadow, so logins fail",
-                     f"sudo usermod -aG shadow {HUB_USER} && sudo systemctl restart jupyterhub")
-    # And really: as the hub user with its groups, as the unit runs it.
+    # As the hub user with its groups, as systemd starts the unit.
     groups = os.getgrouplist(HUB_USER, pw.pw_gid)
     r = subprocess.run([tool("test"), "-r", str(SHADOW)], user=pw.pw_uid, group=pw.pw_gid, extra_groups=groups)
-    if r.returncode != 0:
-        return Check(name, False, f"{HUB_USER} cannot read {SHADOW}", f"sudo chmod g+r {SHADOW}")
-    return Check(name, True, f"{HUB_USER} reads {SHADOW} through group shadow")
+    if r.returncode == 0:
+        gid = SHADOW.stat().st_gid
+        fix = (f"sudo gpasswd -d {HUB_USER} {_group_name(gid)} && sudo systemctl restart jupyterhub"
+               if gid in groups else f"sudo chmod o-r {SHADOW}")
+        return Check(name, False, f"{HUB_USER} can read {SHADOW}, so code run in the hub could read every "
+                                  "password hash (jupyterhub-pam checks passwords; the hub needs no access)", fix)
+    try:
+        call_sync({}, path=PAM_PATH, timeout=10, busy_retry=0)
+    except DaemonError as e:
+        if e.code != "invalid":  # it answered, refusing the empty request: alive
+            return Check(name, False, str(e), f"sudo systemctl restart {PAM_SOCKET}; sudo applctl logs --unit pam")
+    return Check(name, True, f"jupyterhub-pam answers on {PAM_PATH}; {HUB_USER} cannot read {SHADOW}")
 
 
 def _group_name(gid: int) -> str:
@@ -151,12 +151,12 @@ def _user_name(uid: int) -> str:
 
 
 def check_units() -> Check:
-    states = {u: active_state(u) for u in (HUB, PROXY, SOCKET, *held_ports.HOLDERS)}
+    states = {u: active_state(u) for u in (HUB, PROXY, SOCKET, PAM_SOCKET, *held_ports.HOLDERS)}
     down = [f"{u} is {s}" for u, s in states.items() if s != "active"]
     if down:
         return Check("services", False, "; ".join(down),
                      "sudo systemctl start jupyterhub; if it fails, see why with: sudo applctl logs")
-    return Check("services", True, "the hub, the proxy, the daemon's socket and the port sockets are active")
+    return Check("services", True, "the hub, the proxy, the daemon's and the password check's sockets and the port sockets are active")
 
 
 def check_daemon() -> Check:
@@ -289,7 +289,7 @@ def doctor(fix: bool, as_json: bool) -> None:
             click.echo(f"made {path} anew", err=True)
         click.echo("rotated the proxy token and applctl's token; restarted the proxy and the hub", err=True)
     first, cfg = check_config()
-    checks = [first, check_shadow(), check_sudoers(), check_state(), check_units(), check_daemon()]
+    checks = [first, check_password(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:
         checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg)]
     checks.append(check_gpus())

@@ -8,11 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from .. import password_check
 from ..tools import resolved, tool
 from .output import Failure
 
 HUB, PROXY, DAEMON, SOCKET = ("jupyterhub.service", "jupyterhub-proxy.service",
                               "jupyterhub-appliance.service", "jupyterhub-appliance.socket")
+PAM, PAM_SOCKET = password_check.SERVICE_UNIT, password_check.UNIT
 
 
 def run(argv: list[str], what: str | None = None, input: str | None = None) -> str:

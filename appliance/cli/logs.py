@@ -11,10 +11,10 @@ from .. import users
 from ..tools import tool
 from .common import account, check_name
 from .completion import access_names
-from .host import DAEMON, HUB, PROXY, SOCKET
+from .host import DAEMON, HUB, PAM, PAM_SOCKET, PROXY, SOCKET
 from .output import Failure, example, need_root
 
-UNITS = {"hub": [HUB], "proxy": [PROXY], "daemon": [DAEMON, SOCKET]}
+UNITS = {"hub": [HUB], "proxy": [PROXY], "daemon": [DAEMON, SOCKET], "pam": [PAM, PAM_SOCKET]}
 
 
 def journal_argv(units: list[str], since: str | None, lines: int | None, follow: bool) -> list[str]:
@@ -40,14 +40,14 @@ def check_since(since: str) -> None:
 
 @click.command()
 @click.option("--user", "user", metavar="NAME", shell_complete=access_names, help="the journal of NAME's server")
-@click.option("--unit", type=click.Choice(sorted(UNITS)), help="only the hub, the proxy or the daemon")
+@click.option("--unit", type=click.Choice(sorted(UNITS)), help="only the hub, the proxy, the daemon or the password check")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @click.option("--since", metavar="TIME", help="from TIME on, e.g. '1 hour ago', 'today', '2025-01-31 14:00'")
 @click.option("-n", "--lines", type=click.IntRange(0, 1_000_000), help="the last N lines (default 100)")
 @example("sudo applctl logs --since '10 min ago'\nsudo applctl logs --user alice --follow\n"
          "sudo applctl logs --unit proxy -n 20")
 def logs(user: str | None, unit: str | None, follow: bool, since: str | None, lines: int | None) -> None:
-    """Print the journal of the hub, the proxy and the daemon, or of one user's server."""
+    """Print the journal of the hub, the proxy, the daemon and the password check, or of one user's server."""
     if user and unit:
         raise click.UsageError("give --user or --unit, not both")
     if user:
@@ -57,7 +57,7 @@ def logs(user: str | None, unit: str | None, follow: bool, since: str | None, li
         account(user)
         units = [users.unit_name(user)]
     else:
-        units = UNITS[unit] if unit else [HUB, PROXY, DAEMON, SOCKET]
+        units = UNITS[unit] if unit else [u for us in UNITS.values() for u in us]
     if since:
         check_since(since)
     argv = journal_argv(units, since, lines, follow)

@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import pwd
 import socket
-import struct
 import sys
 from pathlib import Path
 
 from dbus_fast import Variant
 
 from .. import config, ephemeral, limits, users
+from ..activation import listening_socket, peer_uid
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
 from ..groups import HUB_USER, RUNTIME_DIR, UNIT_SLICE
 from . import requests as rq
@@ -53,12 +52,6 @@ MAX_MESSAGE = 1000
 INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
-
-
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
 
 
 def _depth_ok(value: object, limit: int) -> bool:
@@ -476,13 +469,6 @@ async def serve(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
                                            backlog=socket.SOMAXCONN)
 
 
-def listening_socket() -> socket.socket:
-    """The socket systemd passed us (socket activation), or a clear error."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-        sys.exit("jupyterhub-appliance-daemon: start it through jupyterhub-appliance.socket (no socket passed)")
-    return socket.socket(fileno=3)
-
-
 async def amain() -> None:
     cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
     try:
@@ -490,7 +476,7 @@ async def amain() -> None:
     except KeyError:
         sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
     daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
-    server = await serve(daemon, listening_socket())
+    server = await serve(daemon, listening_socket("jupyterhub-appliance-daemon", "jupyterhub-appliance.socket"))
     inv = await daemon.gpus.inventory()
     held = await daemon.gpus.running(inv)
     log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", hub_uid,

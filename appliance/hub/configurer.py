@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import protocol
 from ..config import Config
 from ..net import http_url
-from ..groups import ADMINS_GROUP, PAM_SERVICE, STATE_DIR, USERS_GROUP
+from ..groups import ADMINS_GROUP, STATE_DIR, USERS_GROUP
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
 from .gpu_report import my_gpus
 
@@ -47,9 +47,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.ConfigurableHTTPProxy.auth_token = proxy_token(state_dir)
 
     c.JupyterHub.authenticator_class = "appliance.hub.authenticator.ApplianceAuthenticator"
-    c.PAMAuthenticator.service = PAM_SERVICE
+    # Passwords (PAM auth and account) are checked by jupyterhub-pam, not in the hub.
     c.PAMAuthenticator.open_sessions = False  # needs root; the unit is the session
-    c.PAMAuthenticator.check_account = True
     c.LocalAuthenticator.create_system_users = False
     c.LocalAuthenticator.allowed_groups = {USERS_GROUP}
     c.LocalAuthenticator.admin_groups = {ADMINS_GROUP}

@@ -112,6 +112,10 @@ def test_upgrade_keeps_servers_gpus_settings_and_users_and_a_downgrade_is_refuse
     me = requests.get(app.url + "/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=30)
     assert me.status_code == 200 and me.json()["name"] == "alice"
     assert "alice" in app.sh("applctl users").stdout
+    # Passwords are checked by jupyterhub-pam now: the hub left group shadow, and logs in.
+    assert "jupyterhub" not in app.sh("getent group shadow").stdout.rsplit(":", 1)[-1]
+    fresh = Browser(app.url).login("alice", PASSWORD)
+    assert fresh.status_code == 200 and "Invalid username or password" not in fresh.text, fresh.status_code
     # The new version's GPU dashboard answers (it sends visitors to log in).
     deadline = time.monotonic() + 30
     while (dash := requests.get(app.url + "/services/gpus/", allow_redirects=False, timeout=30)).status_code == 503:

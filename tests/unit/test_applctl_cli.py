@@ -316,7 +316,8 @@ def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
     assert journalctl.startswith("/") and journalctl.endswith("/journalctl")
     assert ran == [
         [journalctl, "--no-hostname", "-u", "jupyterhub.service", "-u", "jupyterhub-proxy.service",
-         "-u", "jupyterhub-appliance.service", "-u", "jupyterhub-appliance.socket", "-n", "100"],
+         "-u", "jupyterhub-appliance.service", "-u", "jupyterhub-appliance.socket",
+         "-u", "jupyterhub-pam.service", "-u", "jupyterhub-pam.socket", "-n", "100"],
         [journalctl, "--no-hostname", "-u", "jupyterhub-proxy.service", "-n", "5"],
         [journalctl, "--no-hostname", "-u", "jupyter-alice.service", "--since", "today", "--follow"]]
 

@@ -148,7 +148,6 @@ def test_file_list(package):
     assert units, "no units in units/"
     expected = {f"usr/lib/systemd/system/{u}" for u in units} | {
         "usr/lib/sysusers.d/jupyterhub-appliance.conf",
-        "usr/lib/sysusers.d/jupyterhub-appliance-shadow.conf",
         "usr/lib/tmpfiles.d/jupyterhub-appliance.conf",
         "usr/bin/applctl",
         "etc/jupyterhub/appliance.toml",
@@ -189,8 +188,9 @@ def test_units_and_configuration_are_the_repositorys(package):
             assert package.data[f"usr/lib/systemd/system/{unit.name}"] == unit.read_bytes(), unit.name
     for rel in ("sysusers.d/jupyterhub-appliance.conf", "tmpfiles.d/jupyterhub-appliance.conf"):
         assert package.data[f"usr/lib/{rel}"] == (TOP / "units" / rel).read_bytes(), rel
-    shadow_conf = package.data["usr/lib/sysusers.d/jupyterhub-appliance-shadow.conf"].decode()
-    assert re.search(r"^g\s+shadow\s", shadow_conf, re.M), "the Arch sysusers.d file does not declare group shadow"
+    # The hub reads no /etc/shadow (jupyterhub-pam does, as root): no shadow group for it.
+    assert not any("shadow" in line for line in package.data["usr/lib/sysusers.d/jupyterhub-appliance.conf"]
+                   .decode().splitlines() if not line.startswith("#"))
     for rel in ("jupyterhub/appliance.toml", "jupyterhub/jupyterhub_config.py", "sudoers.d/jupyterhub-appliance"):
         assert package.data[f"etc/{rel}"] == (TOP / "etc" / rel).read_bytes(), rel
     pam = package.data["etc/pam.d/jupyterhub-appliance"]
@@ -499,7 +499,9 @@ def test_srcinfo_is_generated_from_the_pkgbuild():
     assert info["pkgver"] == [appliance_version()], "PKGBUILD's pkgver is not appliance.__version__"
 
 
-# --- the install script's shadow handling, on an Arch-like /etc -----------------------------
+# --- the install script and /etc/shadow, on an Arch-like /etc -----------------------------
+# This version leaves /etc/shadow alone; 0.2.0 and older let a group shadow with the
+# hub in it read it, and installing this version puts back what was there before.
 
 ARCH_ETC = {
     # Arch: no shadow group, /etc/shadow root:root 0600.
@@ -533,24 +535,33 @@ remove_files() {  # what pacman does between pre_remove and post_remove
 report() {
   echo "STATE $1 $(stat -c '%U:%G:%a' /etc/shadow) group=$(getent group shadow | cut -d: -f1,4) record=$(test -f /var/lib/jupyterhub-appliance/shadow-permissions && echo yes || echo no)"
 }
+old_install() {  # what 0.2.0's install left: a group shadow it made, with the hub in it, reading /etc/shadow
+  systemd-sysusers jupyterhub-appliance.conf
+  groupadd -r shadow; gpasswd -a jupyterhub shadow >/dev/null
+  mkdir -p /var/lib/jupyterhub-appliance
+  printf 'owner=0\ngroup=0\nmode=600\ngroup_shadow_existed=%s\n' "$1" > /var/lib/jupyterhub-appliance/shadow-permissions
+  chgrp shadow /etc/shadow; chmod 0640 /etc/shadow
+}
 . "$install"
 set +eu  # pacman runs install scripts without -e or -u
 report before
 case $step in
   fresh)
     post_install; report installed
-    post_upgrade 0.1.0-2 0.1.0-1; report upgraded
-    pre_remove 0.1.0-2; remove_files; post_remove 0.1.0-2; report removed ;;
+    post_upgrade 0.2.1-2 0.2.1-1; report upgraded
+    pre_remove 0.2.1-2; remove_files; post_remove 0.2.1-2; report removed ;;
+  from-0.2.0)
+    old_install no; report old
+    post_upgrade 0.2.1-1 0.2.0-1; report upgraded ;;
   preexisting)
-    # The administrator had already made a shadow group that reads /etc/shadow.
-    groupadd -r shadow; chgrp shadow /etc/shadow; chmod 0640 /etc/shadow; report prepared
-    post_install; report installed
-    pre_remove 0.1.0-1; remove_files; post_remove 0.1.0-1; report removed ;;
+    # The administrator had made a shadow group that reads /etc/shadow before 0.2.0.
+    groupadd -r shadow; chgrp shadow /etc/shadow; chmod 0640 /etc/shadow
+    systemd-sysusers jupyterhub-appliance.conf; gpasswd -a jupyterhub shadow >/dev/null; report old
+    post_upgrade 0.2.1-1 0.2.0-1; report upgraded ;;
   changed)
-    # Someone changed /etc/shadow after the install: removal leaves it alone.
-    post_install; report installed
-    chgrp root /etc/shadow; chmod 0400 /etc/shadow; report changed
-    pre_remove 0.1.0-1; remove_files; post_remove 0.1.0-1; report removed ;;
+    # Someone changed /etc/shadow after 0.2.0 set it: the upgrade leaves it alone.
+    old_install no; chgrp root /etc/shadow; chmod 0400 /etc/shadow; report changed
+    post_upgrade 0.2.1-1 0.2.0-1; report upgraded ;;
 esac
 """
 
@@ -585,30 +596,29 @@ def run_install_scenario(package, step: str) -> tuple[dict[str, str], str]:
     return states, proc.stdout
 
 
-def test_install_lets_group_shadow_read_shadow_and_removal_puts_it_back(package):
+def test_install_leaves_shadow_alone(package):
     states, out = run_install_scenario(package, "fresh")
     assert states["before"] == "root:root:600 group= record=no"
-    assert states["installed"] == "root:shadow:640 group=shadow:jupyterhub record=yes", out
-    assert states["upgraded"] == states["installed"], out
-    assert states["removed"] == "root:root:600 group= record=no", out
-    # The messages say what was done and why.
-    assert "/etc/shadow is now root:shadow 640 (it was root:root 600)" in out
-    assert "NoNewPrivileges" in out and "removing the package puts them back" in out
-    assert "/etc/shadow is back to root:root 600" in out
+    assert states["installed"] == states["upgraded"] == states["removed"] == states["before"], out
+    assert "/etc/shadow" not in out, out
+
+
+def test_upgrade_from_0_2_0_puts_shadow_back_and_removes_the_group_it_made(package):
+    states, out = run_install_scenario(package, "from-0.2.0")
+    assert states["old"] == "root:shadow:640 group=shadow:jupyterhub record=yes"
+    assert states["upgraded"] == "root:root:600 group= record=no", out
+    assert "no longer in group shadow" in out and "/etc/shadow is back to root:root 600" in out
     assert "removed group shadow, which the package had created" in out
-    assert out.count("/etc/shadow is now") == 1, "the upgrade changed /etc/shadow again"
 
 
-def test_install_keeps_a_shadow_group_it_did_not_make(package):
+def test_upgrade_keeps_a_shadow_group_it_did_not_make(package):
     states, out = run_install_scenario(package, "preexisting")
-    assert states["prepared"] == "root:shadow:640 group=shadow: record=no"
-    assert states["installed"] == "root:shadow:640 group=shadow:jupyterhub record=yes", out
-    assert "/etc/shadow is now" not in out
-    assert states["removed"] == "root:shadow:640 group=shadow: record=no", out
+    assert states["old"] == "root:shadow:640 group=shadow:jupyterhub record=no"
+    assert states["upgraded"] == "root:shadow:640 group=shadow: record=no", out
 
 
-def test_removal_leaves_a_shadow_changed_since_alone(package):
+def test_upgrade_leaves_a_shadow_changed_since_alone(package):
     states, out = run_install_scenario(package, "changed")
     assert states["changed"] == "root:root:400 group=shadow:jupyterhub record=yes"
-    assert states["removed"].startswith("root:root:400 "), out
+    assert states["upgraded"].startswith("root:root:400 "), out
     assert "was changed since the package set it" in out
