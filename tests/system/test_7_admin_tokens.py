@@ -123,6 +123,23 @@ def test_an_admin_cannot_raise_the_cap(app):
     app.sh("applctl config unset tokens.max_days_under_sudo")
 
 
+def test_a_hub_admin_makes_api_tokens_only_for_themselves(app):
+    """JupyterHub gives hub admins the `tokens` scope: a token for tobias made in
+    the hub's API would escape the cap, the record and the revocation above."""
+    mine = json.loads(as_admin(app, f"token --json {ADMIN}").stdout)["token"]
+    assert status(app, "/users", mine) == 200  # she is a hub admin: every user's model
+    r = requests.post(f"{app.url}/hub/api/users/{USER}/tokens", json={"note": "mine now"},
+                      headers={"Authorization": f"token {mine}"}, timeout=30)
+    assert r.status_code == 403, (r.status_code, r.text[:300])
+    assert f"a token for {USER} comes from an administrator: sudo applctl token {USER}" in r.json()["message"]
+    assert "mine now" not in notes_of(app, USER)
+    own = requests.post(f"{app.url}/hub/api/users/{ADMIN}/tokens", json={"note": "own", "expires_in": 600},
+                        headers={"Authorization": f"token {mine}"}, timeout=30)
+    assert own.status_code == 201, (own.status_code, own.text[:300])
+    # applctl, through its service, still makes tokens for anyone.
+    assert status(app, "/user", app.sh(f"applctl token {USER}").stdout.strip()) == 200
+
+
 def test_tokens_an_admin_issued_work_until_admin_remove(app):
     mine = json.loads(as_admin(app, f"token --json --note 'backup job' {ADMIN}").stdout)
     theirs = json.loads(as_admin(app, f"token --json {USER}").stdout)
