@@ -70,9 +70,18 @@ def parse_value(parts: tuple[str, ...], text: str) -> Any:
     is taken as text; the schema check then says what is accepted."""
     literal = _toml_literal(text)
     field = field_of(parts)
-    if field is not None and isinstance(field.default, str):
-        return literal if isinstance(literal, str) else text
-    return text if literal is _NOT_TOML else literal
+    if field is None or field.check is None:  # no check of its own: TOML, else text
+        return text if literal is _NOT_TOML else literal
+    # Typed by what the key's check accepts, not by its default's type: total_cpu is
+    # "auto" by default and also takes 1.5; default_url is text even when it is 8000.
+    for value in ([literal] if literal is not _NOT_TOML else []) + [text]:
+        try:
+            field.check(value)
+        except ValueError:
+            continue
+        return value
+    # Neither passes: the value the check's refusal will be about.
+    return text if literal is _NOT_TOML or isinstance(field.default, str) else literal
 
 
 def show_value(value: Any, quote: bool = True) -> str:

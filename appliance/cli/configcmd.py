@@ -39,7 +39,7 @@ def config_group() -> None:
 
     \b
     Example:
-      sudo applctl config set spawner.mem_limit 8G
+      sudo applctl config set limits.mem_limit 8G
       sudo applctl reload
     """
 
@@ -78,7 +78,7 @@ def get(key: str, as_json: bool) -> None:
 @click.argument("key", shell_complete=config_keys)
 @click.argument("value")
 @json_option
-@example('sudo applctl config set hub.port 8080\nsudo applctl config set spawner.mem_limit 8G\n'
+@example('sudo applctl config set hub.port 8080\nsudo applctl config set limits.mem_limit 8G\n'
          'sudo applctl config set gpu.quota_users.alice 2\nsudo applctl config set gpu.quota_groups "{ml = 2}"')
 @_edit_error
 def set_(key: str, value: str, as_json: bool) -> None:
@@ -102,7 +102,7 @@ def set_(key: str, value: str, as_json: bool) -> None:
 @config_group.command()
 @click.argument("key", shell_complete=config_keys)
 @json_option
-@example("sudo applctl config unset spawner.mem_limit\nsudo applctl config unset gpu.quota_users.alice")
+@example("sudo applctl config unset limits.mem_limit\nsudo applctl config unset gpu.quota_users.alice")
 @_edit_error
 def unset(key: str, as_json: bool) -> None:
     """Remove KEY from the file: its default applies again."""

@@ -63,7 +63,7 @@ def wait_for_hub(hub: Hub, deadline: float) -> str | None:
 @click.option("--timeout", type=click.IntRange(5, 3600), default=90, show_default=True,
               help="seconds to wait for the hub to answer")
 @json_option
-@example("sudo applctl config set spawner.mem_limit 8G\nsudo applctl reload")
+@example("sudo applctl config set limits.mem_limit 8G\nsudo applctl reload")
 def reload(timeout: int, as_json: bool) -> None:
     """Apply the configuration: restart the hub and the daemon (they read it when
     they start), and the proxy only if its settings changed; then wait until the

@@ -52,6 +52,10 @@ def test_replacing_a_value_keeps_its_place_and_trailing_comment(tmp_path):
     ("gpu.quota_groups", "{ml = 2}", {"ml": 2}),
     ("gpu.quota_users.alice", "2", 2),
     ("profiles.big.display_name", "Big machine", "Big machine"),  # not TOML: text
+    ("limits.total_cpu", "1.5", 1.5),                  # "auto" by default, yet a number
+    ("limits.total_cpu", "0", 0),                      # 0: no cap
+    ("limits.total_cpu", "auto", "auto"),
+    ("limits.total_memory", "96G", "96G"),
 ])
 def test_values_are_read_as_toml_or_as_text_by_the_schema(key, text, value):
     assert ce.parse_value(ce.parse_key(key), text) == value
