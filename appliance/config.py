@@ -284,6 +284,8 @@ def _groups(v: Any) -> list[str]:
 
 
 MAX_GPUS = 64
+# [ephemeral] network; what each lets through is appliance/daemon/units.py's visitor_network.
+VISITOR_NETWORKS = ("none", "loopback", "internet")
 
 # section -> key -> Field. The default appliance.toml documents the same keys.
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -354,6 +356,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "idle_timeout": Field(900, "idle seconds before a visitor's server is stopped", _int(30, 30 * 86400)),
         "max_age": Field(14400, "seconds after which a visitor's server is stopped (0: never)",
                          _zero_or_int(60, 365 * 86400)),
+        "network": Field("loopback", "what a visitor's server may reach: none (the hub and proxy's 127.0.0.1), "
+                         "loopback (this machine) or internet (all but cloud metadata)",
+                         _one_of(*VISITOR_NETWORKS)),
     },
     "dashboard": {
         "enabled": Field(True, "the administrators' GPU dashboard at /services/gpus/", _bool),

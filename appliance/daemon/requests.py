@@ -63,6 +63,7 @@ class SpawnSpec:
     # Ephemeral mode: a visitor's server, run as a transient uid (DynamicUser=)
     visitor: bool = False
     shared_dir: str | None = None  # [ephemeral] shared_dir, read-only at ~/shared
+    network: str = "loopback"  # [ephemeral] network: what a visitor's server may reach
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_minors: tuple[int, ...] = ()
@@ -150,7 +151,7 @@ def check_visitor(req: dict, cfg: Config) -> SpawnSpec | None:
         raise RequestError("start_failed", f"ephemeral.shared_dir {eph['shared_dir']} is not a directory; "
                            "create it, or set ephemeral.shared_dir to \"\"", "user")
     return SpawnSpec(user=name, uid=-1, gid=-1, home=ephemeral.home(name), visitor=True,
-                     shared_dir=eph["shared_dir"] or None)
+                     shared_dir=eph["shared_dir"] or None, network=eph["network"])
 
 
 def _env(v: Any, user: str, admin_names: frozenset[str]) -> dict[str, str]:
