@@ -153,9 +153,6 @@ def visitor_network(network: str) -> list[tuple[str, Variant]]:
     return [("IPAddressAllow", ip_prefixes(allow)), ("IPAddressDeny", ip_prefixes(("0.0.0.0/0", "::/0")))]
 
 
-# Where a machine keeps data and software of its own; a visitor sees none of it, but
-# ephemeral.shared_dir, bound in even from below one of them. "-": if there is one.
-VISITOR_HIDDEN = ("/srv", "/opt", "/mnt", "/media", "/data")
 EPERM = 1
 
 
@@ -171,7 +168,9 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
         ("StateDirectory", Variant("as", [state])),
         ("StateDirectoryMode", Variant("u", 0o700)),
         ("ProtectSystem", Variant("s", "strict")),
-        ("InaccessiblePaths", Variant("as", ["-" + p for p in VISITOR_HIDDEN])),
+        # "-": where there is one. ephemeral.shared_dir and visible_paths are bound
+        # in even from below these.
+        ("InaccessiblePaths", Variant("as", ["-" + p for p in ephemeral.HIDDEN])),
         ("ProtectKernelTunables", Variant("b", True)),
         ("ProtectKernelModules", Variant("b", True)),
         ("ProtectKernelLogs", Variant("b", True)),
@@ -201,8 +200,11 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
         ("LogRateLimitIntervalUSec", Variant("t", 30_000_000)),
         ("LogRateLimitBurst", Variant("u", 500)),
     ]
+    shown = [(p, p, False, MS_REC) for p in spec.visible_paths]
     if spec.shared_dir:
-        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", [(spec.shared_dir, f"{spec.home}/shared", False, MS_REC)])))
+        shown.append((spec.shared_dir, f"{spec.home}/shared", False, MS_REC))
+    if shown:
+        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", shown)))
     return props
 
 

@@ -111,7 +111,9 @@ def test_a_visitor_over_the_cap_is_told_the_hub_is_full_and_gets_no_server(works
     r = Browser(app.url).get("/")
     assert r.status_code == 503 and "This hub is full; try again in a few minutes" in r.text
     time.sleep(2)
-    assert units(app) - before == set()
+    # The warm pool may refill meanwhile (every few seconds): its servers are no visitor's.
+    assert {u for u in units(app) - before if u.removeprefix("jupyter-").removesuffix(".service")
+            not in pool(app)} == set()
     app.sh("applctl stop --all >/dev/null")
 
 

@@ -92,6 +92,25 @@ def test_a_visitor_makes_no_namespace_gets_the_calls_of_a_service_sees_no_data_a
     assert "AF_VSOCK" not in props["RestrictAddressFamilies"][1] and props["RestrictAddressFamilies"][0] is True
 
 
+def test_visible_paths_are_shown_read_only_if_only_root_can_swap_what_is_above_them(tmp_path):
+    assert config.validate({"ephemeral": {"visible_paths": ["/opt/cuda", "/srv/data"]}})["ephemeral"][
+        "visible_paths"] == ["/opt/cuda", "/srv/data"]
+    assert ("ephemeral", "visible_paths") in config.root_only_keys()
+    spec = rq.SpawnSpec(user="visitor-abcdefghij", uid=-1, gid=-1, home="/var/lib/jupyter-visitor-abcdefghij",
+                        visitor=True, shared_dir="/srv/workshop", visible_paths=["/opt/cuda"])
+    props = {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
+    assert props["BindReadOnlyPaths"] == [("/opt/cuda", "/opt/cuda", False, units.MS_REC),
+                                          ("/srv/workshop", spec.home + "/shared", False, units.MS_REC)]
+    (tmp_path / "root" / "data").mkdir(parents=True)
+    rq.check_visible_path(str(tmp_path / "root" / "data"))  # root's all the way down (tests run as root)
+    (tmp_path / "open" / "data").mkdir(parents=True)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(rq.RequestError, match=r"open \(for .*\) is writable by others"):
+        rq.check_visible_path(str(tmp_path / "open" / "data"))
+    with pytest.raises(rq.RequestError, match="No such file"):
+        rq.check_visible_path(str(tmp_path / "none"))
+
+
 def prefixes(value) -> set[str]:
     return {f"{ipaddress.ip_address(bytes(addr))}/{length}" for _family, addr, length in value}
 
@@ -114,7 +133,7 @@ def test_a_visitor_with_the_internet_still_has_no_cloud_metadata():
 
 
 def test_every_network_the_configuration_accepts_has_its_addresses():
-    assert set(units.VISITOR_NETWORKS) == set(config.VISITOR_NETWORKS)
+    assert set(units.VISITOR_NETWORKS) == set(ephemeral.NETWORKS)
 
 
 def test_the_cleaner_deletes_exactly_the_visitors_home_and_its_link():
@@ -144,6 +163,11 @@ def test_leftover_homes_are_found_by_name(tmp_path):
     ("ephemeral.idle_timeout", 5, "from 30"),
     ("ephemeral.network", "all", '"none", "loopback", "internet"'),
     ("ephemeral.network", True, '"none", "loopback", "internet"'),
+    ("ephemeral.visible_paths", "/opt/cuda", "a list of absolute paths of folders below /srv, /opt"),
+    ("ephemeral.visible_paths", ["/srv"], "below /srv, /opt, /mnt, /media, /data"),
+    ("ephemeral.visible_paths", ["/usr/share"], "below /srv"),
+    ("ephemeral.visible_paths", ["opt/cuda"], "below /srv"),
+    ("ephemeral.visible_paths", ["/opt/../etc"], "below /srv"),
 ])
 def test_bad_values_name_the_key(key, value, says):
     section, name = key.split(".")
