@@ -87,11 +87,13 @@ print(json.dumps({{
 @pytest.fixture(scope="module")
 def workshop(appliance):
     """Ephemeral mode, with the default network ("loopback"), a shared folder under
-    /srv, data of the machine's own beside it, and three services of the machine: on
+    /srv, data of the machine's own beside it and one folder of /opt shown to
+    visitors (ephemeral.visible_paths), and three services of the machine: on
     127.0.0.1, on another loopback address and on its global address."""
     app = appliance
-    app.sh(f"mkdir -p {SHARED} /srv/private /opt/private && echo 'lesson one' > {SHARED}/README.txt "
-           "&& echo 'not for visitors' | tee /srv/private/secret.txt > /opt/private/secret.txt")
+    app.sh(f"mkdir -p {SHARED} /srv/private /opt/private /opt/shown && echo 'lesson one' > {SHARED}/README.txt "
+           "&& echo 'not for visitors' | tee /srv/private/secret.txt > /opt/private/secret.txt "
+           "&& echo 'a tool' > /opt/shown/tool.txt")
     glob = app.sh("ip -4 -o addr show scope global").stdout.split()[3].split("/")[0]
     for i, host in enumerate(("127.0.0.1", "127.0.0.2", glob)):
         port = free_port()
@@ -109,7 +111,8 @@ def workshop(appliance):
 
 def workshop_config(app, network: str) -> None:
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
-        f'mode = "ephemeral"\n[ephemeral]\nwarm_pool = 0\nshared_dir = "{SHARED}"\n{network}'))
+        f'mode = "ephemeral"\n[ephemeral]\nwarm_pool = 0\nshared_dir = "{SHARED}"\n'
+        f'visible_paths = ["/opt/shown"]\n{network}'))
     app.sh("applctl reload")
     app.wait_hub()
 
@@ -140,6 +143,8 @@ print(json.dumps({
     'srv_secret': can(lambda: open('/srv/private/secret.txt').read()),
     'opt_secret': can(lambda: open('/opt/private/secret.txt').read()),
     'shared': open(os.path.expanduser('~/shared/README.txt')).read().strip(),
+    'shown': open('/opt/shown/tool.txt').read().strip(),
+    'shown_write': can(lambda: open('/opt/shown/mine.txt', 'w')),
     'home': os.listdir('/home'),
     'core': resource.getrlimit(resource.RLIMIT_CORE),
     'raise_core': can(lambda: resource.setrlimit(resource.RLIMIT_CORE, (1 << 20, 1 << 20))),
@@ -149,6 +154,7 @@ print(json.dumps({
     assert got["unshare"][0] != 0 and "Operation not permitted" in got["unshare"][2], got  # no user namespace
     assert got["srv"] == got["srv_secret"] == got["opt_secret"] == "PermissionError", got
     assert got["shared"] == "lesson one", got  # the shared folder, though under /srv
+    assert got["shown"] == "a tool" and got["shown_write"] == "OSError", got  # ephemeral.visible_paths, read-only
     assert got["home"] == [], got
     assert got["core"] == [0, 0] and got["raise_core"] == "ValueError", got
     assert got["pool"] == [3, 4], got
