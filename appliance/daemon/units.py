@@ -156,6 +156,18 @@ def visitor_network(network: str) -> list[tuple[str, Variant]]:
 EPERM = 1
 
 
+def hidden_places(visible: list[str]) -> list[tuple[str, Variant]]:
+    """/srv, /opt, /mnt, /media, /data are inaccessible to a visitor ("-": where there
+    is one); ephemeral.shared_dir is bound into the home even from below them. One that
+    holds an ephemeral.visible_paths is an empty read-only tmpfs instead, so that the
+    path bound into it can be reached (an inaccessible directory cannot be passed)."""
+    holding = [top for top in ephemeral.HIDDEN if any(p.startswith(top + "/") for p in visible)]
+    props = [("InaccessiblePaths", Variant("as", ["-" + top for top in ephemeral.HIDDEN if top not in holding]))]
+    if holding:
+        props.append(("TemporaryFileSystem", Variant("a(ss)", [(top, "ro") for top in holding])))
+    return props
+
+
 def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
     """A visitor's server: a uid that exists only while it runs, a home that is a
     StateDirectory= (the daemon deletes it after the stop), a read-only system,
@@ -168,9 +180,7 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
         ("StateDirectory", Variant("as", [state])),
         ("StateDirectoryMode", Variant("u", 0o700)),
         ("ProtectSystem", Variant("s", "strict")),
-        # "-": where there is one. ephemeral.shared_dir and visible_paths are bound
-        # in even from below these.
-        ("InaccessiblePaths", Variant("as", ["-" + p for p in ephemeral.HIDDEN])),
+        *hidden_places(spec.visible_paths),
         ("ProtectKernelTunables", Variant("b", True)),
         ("ProtectKernelModules", Variant("b", True)),
         ("ProtectKernelLogs", Variant("b", True)),

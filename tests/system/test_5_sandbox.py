@@ -141,6 +141,7 @@ print(json.dumps({
     'unshare': [unshare.returncode, unshare.stdout.strip(), unshare.stderr.strip()],
     'srv': can(lambda: os.listdir('/srv')),
     'srv_secret': can(lambda: open('/srv/private/secret.txt').read()),
+    'opt': can(lambda: os.listdir('/opt')),
     'opt_secret': can(lambda: open('/opt/private/secret.txt').read()),
     'shared': open(os.path.expanduser('~/shared/README.txt')).read().strip(),
     'shown': open('/opt/shown/tool.txt').read().strip(),
@@ -152,7 +153,9 @@ print(json.dumps({
 }))""")
     got = json.loads(out)
     assert got["unshare"][0] != 0 and "Operation not permitted" in got["unshare"][2], got  # no user namespace
-    assert got["srv"] == got["srv_secret"] == got["opt_secret"] == "PermissionError", got
+    assert got["srv"] == got["srv_secret"] == "PermissionError", got  # /srv is inaccessible
+    # /opt, which holds a visible path, is an empty tmpfs with that path bound in
+    assert got["opt"] == ["shown"] and got["opt_secret"] == "FileNotFoundError", got
     assert got["shared"] == "lesson one", got  # the shared folder, though under /srv
     assert got["shown"] == "a tool" and got["shown_write"] == "OSError", got  # ephemeral.visible_paths, read-only
     assert got["home"] == [], got

@@ -88,6 +88,7 @@ def test_a_visitor_makes_no_namespace_gets_the_calls_of_a_service_sees_no_data_a
     assert props["SystemCallFilter"] == (True, ["@system-service"]) and props["SystemCallErrorNumber"] == 1
     assert props["CapabilityBoundingSet"] == 0
     assert props["InaccessiblePaths"] == ["-/srv", "-/opt", "-/mnt", "-/media", "-/data"]
+    assert "TemporaryFileSystem" not in props
     assert props["LimitCORE"] == props["LimitCORESoft"] == 0
     assert "AF_VSOCK" not in props["RestrictAddressFamilies"][1] and props["RestrictAddressFamilies"][0] is True
 
@@ -101,6 +102,9 @@ def test_visible_paths_are_shown_read_only_if_only_root_can_swap_what_is_above_t
     props = {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
     assert props["BindReadOnlyPaths"] == [("/opt/cuda", "/opt/cuda", False, units.MS_REC),
                                           ("/srv/workshop", spec.home + "/shared", False, units.MS_REC)]
+    # /opt is an empty tmpfs to pass through to /opt/cuda; the others stay inaccessible
+    assert props["TemporaryFileSystem"] == [("/opt", "ro")]
+    assert props["InaccessiblePaths"] == ["-/srv", "-/mnt", "-/media", "-/data"]
     (tmp_path / "root" / "data").mkdir(parents=True)
     rq.check_visible_path(str(tmp_path / "root" / "data"))  # root's all the way down (tests run as root)
     (tmp_path / "open" / "data").mkdir(parents=True)
