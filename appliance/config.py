@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import privilege, protocol, users
+from . import ephemeral, privilege, protocol, users
 
 DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
 
@@ -276,6 +276,17 @@ def _abs_path_or_empty(what: str) -> Callable[[Any], str]:
     return check
 
 
+def _visible_paths(v: Any) -> list[str]:
+    accepted = "a list of absolute paths of folders below " + ", ".join(ephemeral.HIDDEN) + ', e.g. ["/opt/cuda"]'
+    if not isinstance(v, list) or len(v) > 32:
+        raise ValueError(accepted)
+    for p in v:
+        if (not isinstance(p, str) or posixpath.normpath(p) != p or len(p) > 1024 or any(c in p for c in "\x00\n\r")
+                or not any(p.startswith(top + "/") for top in ephemeral.HIDDEN)):
+            raise ValueError(accepted)
+    return list(dict.fromkeys(v))
+
+
 def _groups(v: Any) -> list[str]:
     accepted = 'a list of group names, e.g. ["sudo", "docker"]'
     if not isinstance(v, list) or len(v) > 256 or not all(isinstance(g, str) and _NAME_RE.fullmatch(g) for g in v):
@@ -354,6 +365,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "idle_timeout": Field(900, "idle seconds before a visitor's server is stopped", _int(30, 30 * 86400)),
         "max_age": Field(14400, "seconds after which a visitor's server is stopped (0: never)",
                          _zero_or_int(60, 365 * 86400)),
+        "network": Field("loopback", "what a visitor's server may reach: none (the hub and proxy's 127.0.0.1), "
+                         "loopback (this machine) or internet (all but cloud metadata)",
+                         _one_of(*ephemeral.NETWORKS)),
+        "visible_paths": Field([], "folders below " + ", ".join(ephemeral.HIDDEN) + " that visitors see read-only "
+                               "(root only)", _visible_paths,
+                               root_only="shows anonymous visitors folders of this machine"),
     },
     "dashboard": {
         "enabled": Field(True, "the administrators' GPU dashboard at /services/gpus/", _bool),

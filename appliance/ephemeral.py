@@ -27,6 +27,12 @@ SERVED_FILE = "visitors-served"
 # The hub group of servers started ahead of any visitor (the warm pool).
 POOL_GROUP = "ephemeral-pool"
 FULL_MESSAGE = "This hub is full; try again in a few minutes."
+# [ephemeral] network: what a visitor's server may reach (the addresses of each are
+# appliance/daemon/units.py's VISITOR_NETWORKS).
+NETWORKS = ("none", "loopback", "internet")
+# Where a machine keeps data and software of its own: a visitor sees none of it,
+# but ephemeral.shared_dir and ephemeral.visible_paths.
+HIDDEN = ("/srv", "/opt", "/mnt", "/media", "/data")
 
 
 def new_name() -> str:

@@ -63,6 +63,8 @@ class SpawnSpec:
     # Ephemeral mode: a visitor's server, run as a transient uid (DynamicUser=)
     visitor: bool = False
     shared_dir: str | None = None  # [ephemeral] shared_dir, read-only at ~/shared
+    network: str = "loopback"  # [ephemeral] network: what a visitor's server may reach
+    visible_paths: list[str] = field(default_factory=list)  # [ephemeral] visible_paths, read-only
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_minors: tuple[int, ...] = ()
@@ -149,8 +151,26 @@ def check_visitor(req: dict, cfg: Config) -> SpawnSpec | None:
     if eph["shared_dir"] and not os.path.isdir(eph["shared_dir"]):
         raise RequestError("start_failed", f"ephemeral.shared_dir {eph['shared_dir']} is not a directory; "
                            "create it, or set ephemeral.shared_dir to \"\"", "user")
+    for path in eph["visible_paths"]:
+        check_visible_path(path)
     return SpawnSpec(user=name, uid=-1, gid=-1, home=ephemeral.home(name), visitor=True,
-                     shared_dir=eph["shared_dir"] or None)
+                     shared_dir=eph["shared_dir"] or None, network=eph["network"],
+                     visible_paths=list(eph["visible_paths"]))
+
+
+def check_visible_path(path: str) -> None:
+    """PID 1 follows links in a bind mount's source as root: an ephemeral.visible_paths
+    must exist, and nobody but root may be able to swap it or a directory above it
+    (or above where it leads) for a link to another place."""
+    try:
+        os.stat(path)
+        found = privilege.replaceable((path, os.path.realpath(path)), itself=False)
+    except OSError as e:
+        found = (e.filename, f"not usable ({e.strerror})")
+    if found is not None:
+        part, why = found
+        raise RequestError("start_failed", f"ephemeral.visible_paths: {part} (for {path}) is {why}; it must exist, "
+                           "and only root may be able to change the folders above it", "user")
 
 
 def _env(v: Any, user: str, admin_names: frozenset[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ to every local user.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -91,28 +92,129 @@ def socket_bind(port: int | None) -> list[tuple[str, Variant]]:
 
 
 MS_REC = 16384  # a recursive bind mount, as BindReadOnlyPaths= makes from the unit file
+# What ProtectHome= empties: the homes of the machine's people.
+HOME_TOPS = ("/home", "/root", "/run/user")
+
+
+def _under(path: str, tops: tuple[str, ...]) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in tops)
+
+
+def private_homes(spec: SpawnSpec) -> list[tuple[str, Variant]]:
+    """No server sees the machine's people: /home, /root and /run/user are empty
+    (ProtectHome=tmpfs), so a home of mode 0755 stays private, and no other uid's
+    process is visible (ProtectProc=invisible). An account's own home is bound back
+    in, and so is any path under them that the hub names to be read-only or writable
+    (readonly_paths, readwrite_paths), so that it still exists. A home elsewhere
+    (/srv/home/...) is not hidden, and needs no binding."""
+    props = [("ProtectHome", Variant("s", "tmpfs")), ("ProtectProc", Variant("s", "invisible"))]
+    if spec.visitor:  # a visitor's home is under /var/lib; nothing of the people's is theirs
+        return props
+    # A missing home fails the start, as it did before; a missing listed path is skipped.
+    writable = [(p, p, p != spec.home, MS_REC) for p in [spec.home, *spec.readwrite_paths] if _under(p, HOME_TOPS)]
+    readonly = [(p, p, True, MS_REC) for p in spec.readonly_paths if _under(p, HOME_TOPS)]
+    if writable:
+        props.append(("BindPaths", Variant("a(ssbt)", writable)))
+    if readonly:
+        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", readonly)))
+    return props
+
+
+AF_INET, AF_INET6 = 2, 10
+# Cloud instance metadata hands out the machine's cloud credentials: AWS, GCP, Azure,
+# OpenStack and DigitalOcean answer on link-local 169.254.169.254 (ECS on 169.254.170.2),
+# AWS also on fd00:ec2::254, Alibaba on 100.100.100.200. Never a visitor's.
+CLOUD_METADATA = ("169.254.0.0/16", "fd00:ec2::254/128", "100.100.100.200/32")
+# [ephemeral] network -> the addresses a visitor's server may exchange packets with
+# (None: any but CLOUD_METADATA). The proxy and the hub's API are on 127.0.0.1, so
+# every choice keeps the server reachable and able to authenticate its visitor.
+VISITOR_NETWORKS = {
+    "none": ("127.0.0.1/32",),
+    "loopback": ("127.0.0.0/8", "::1/128"),
+    "internet": None,
+}
+
+
+def ip_prefixes(cidrs) -> Variant:
+    """IPAddressAllow=/IPAddressDeny= as systemd's D-Bus API takes them:
+    (address family, address bytes, prefix length)."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    return Variant("a(iayu)", [(AF_INET if n.version == 4 else AF_INET6, n.network_address.packed, n.prefixlen)
+                               for n in nets])
+
+
+def visitor_network(network: str) -> list[tuple[str, Variant]]:
+    """What a visitor's server may reach. systemd filters by address, not by port:
+    "loopback" and "none" still let it connect to another service of this machine
+    that listens on 127.0.0.1 (README, Security model)."""
+    allow = VISITOR_NETWORKS[network]
+    if allow is None:
+        return [("IPAddressDeny", ip_prefixes(CLOUD_METADATA))]
+    return [("IPAddressAllow", ip_prefixes(allow)), ("IPAddressDeny", ip_prefixes(("0.0.0.0/0", "::/0")))]
+
+
+EPERM = 1
+
+
+def hidden_places(visible: list[str]) -> list[tuple[str, Variant]]:
+    """/srv, /opt, /mnt, /media, /data are inaccessible to a visitor ("-": where there
+    is one); ephemeral.shared_dir is bound into the home even from below them. One that
+    holds an ephemeral.visible_paths is an empty read-only tmpfs instead, so that the
+    path bound into it can be reached (an inaccessible directory cannot be passed)."""
+    holding = [top for top in ephemeral.HIDDEN if any(p.startswith(top + "/") for p in visible)]
+    props = [("InaccessiblePaths", Variant("as", ["-" + top for top in ephemeral.HIDDEN if top not in holding]))]
+    if holding:
+        props.append(("TemporaryFileSystem", Variant("a(ss)", [(top, "ro") for top in holding])))
+    return props
 
 
 def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
     """A visitor's server: a uid that exists only while it runs, a home that is a
-    StateDirectory= (the daemon deletes it after the stop), a read-only system, and
-    nothing of the machine's people or other processes to see."""
+    StateDirectory= (the daemon deletes it after the stop), a read-only system,
+    nothing of the machine's people, data or other processes to see, no namespaces
+    of its own, the system calls of an ordinary service, and the network
+    ephemeral.network allows. Anyone who opens the hub's address runs code here."""
     state = ephemeral.state_name(spec.user)
     props = [
         ("DynamicUser", Variant("b", True)),
         ("StateDirectory", Variant("as", [state])),
         ("StateDirectoryMode", Variant("u", 0o700)),
         ("ProtectSystem", Variant("s", "strict")),
-        ("ProtectHome", Variant("s", "yes")),
-        ("ProtectProc", Variant("s", "invisible")),
+        *hidden_places(spec.visible_paths),
         ("ProtectKernelTunables", Variant("b", True)),
         ("ProtectKernelModules", Variant("b", True)),
+        ("ProtectKernelLogs", Variant("b", True)),
         ("ProtectControlGroups", Variant("b", True)),
+        ("ProtectClock", Variant("b", True)),
+        ("ProtectHostname", Variant("b", True)),
         ("RestrictSUIDSGID", Variant("b", True)),
         ("RemoveIPC", Variant("b", True)),
+        ("CapabilityBoundingSet", Variant("t", 0)),
+        # The namespace types it may make: none (unshare -U is how unprivileged
+        # code reaches much of the kernel's attack surface).
+        ("RestrictNamespaces", Variant("t", 0)),
+        ("LockPersonality", Variant("b", True)),
+        ("RestrictRealtime", Variant("b", True)),
+        # JupyterLab and ipykernel need nothing beyond @system-service; a refused
+        # call fails with EPERM rather than killing the kernel with SIGSYS.
+        ("SystemCallArchitectures", Variant("as", ["native"])),
+        ("SystemCallFilter", Variant("(bas)", (True, ["@system-service"]))),
+        ("SystemCallErrorNumber", Variant("i", EPERM)),
+        # No AF_VSOCK (the hypervisor), AF_PACKET, Bluetooth...; netlink for getaddrinfo.
+        ("RestrictAddressFamilies", Variant("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]))),
+        *visitor_network(spec.network),
+        # Nothing of a visitor is kept: no core dump of theirs; their server's log
+        # lines (not what a cell prints) go to the journal, at most 500 in 30 s.
+        ("LimitCORE", Variant("t", 0)),
+        ("LimitCORESoft", Variant("t", 0)),
+        ("LogRateLimitIntervalUSec", Variant("t", 30_000_000)),
+        ("LogRateLimitBurst", Variant("u", 500)),
     ]
+    shown = [(p, p, False, MS_REC) for p in spec.visible_paths]
     if spec.shared_dir:
-        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", [(spec.shared_dir, f"{spec.home}/shared", False, MS_REC)])))
+        shown.append((spec.shared_dir, f"{spec.home}/shared", False, MS_REC))
+    if shown:
+        props.append(("BindReadOnlyPaths", Variant("a(ssbt)", shown)))
     return props
 
 
@@ -143,6 +245,7 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         ("Type", Variant("s", "exec")),
         ("User", Variant("s", spec.user)),
         *(visitor_sandbox(spec) if spec.visitor else [("Group", Variant("s", str(spec.gid)))]),
+        *private_homes(spec),
         ("WorkingDirectory", Variant("s", spec.home)),
         ("EnvironmentFiles", Variant("a(sb)", [(str(env_file), False)])),
         ("Slice", Variant("s", UNIT_SLICE)),

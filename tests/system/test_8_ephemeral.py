@@ -85,14 +85,14 @@ print(can(lambda: open('{home2}/secret.txt').read()))
 print(sorted({{os.stat('/proc/' + p).st_uid for p in os.listdir('/proc') if p.isdigit()}} - {{os.getuid()}}))
 print(open(os.path.expanduser('~/shared/README.txt')).read().strip())
 print(can(lambda: open(os.path.expanduser('~/shared/mine.txt'), 'w')))
-print(can(lambda: os.listdir('/home')))
+print(os.listdir('/home'))
 open('notes.txt', 'w').write('kept?')
 """).split("\n")
     assert probe[0] in ("PermissionError", "FileNotFoundError"), probe  # not readable by another visitor
     assert probe[1] == "[]", probe  # no other uid's process is visible (ProtectProc=invisible)
     assert probe[2] == "lesson one"  # the shared folder is readable...
     assert probe[3] in ("OSError", "PermissionError"), probe  # ...and not writable
-    assert probe[4] == "PermissionError", probe  # the machine's people are out of sight (ProtectHome=)
+    assert probe[4] == "[]", probe  # the machine's people are out of sight (ProtectHome=tmpfs)
 
     app.sh(f"applctl stop {v1}")
     wait_gone(app, v1)
@@ -111,7 +111,9 @@ def test_a_visitor_over_the_cap_is_told_the_hub_is_full_and_gets_no_server(works
     r = Browser(app.url).get("/")
     assert r.status_code == 503 and "This hub is full; try again in a few minutes" in r.text
     time.sleep(2)
-    assert units(app) - before == set()
+    # The warm pool may refill meanwhile (every few seconds): its servers are no visitor's.
+    assert {u for u in units(app) - before if u.removeprefix("jupyter-").removesuffix(".service")
+            not in pool(app)} == set()
     app.sh("applctl stop --all >/dev/null")
 
 

@@ -227,8 +227,14 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
     assert config.load(cfgfile)["hub"]["mode"] == "accounts"
 
 
-def test_the_root_only_keys_are_the_tokens_cap_and_the_mode():
-    assert config.root_only_keys() == [("hub", "mode"), ("tokens", "max_days_under_sudo")]
+def test_the_root_only_keys_are_the_tokens_cap_the_mode_and_what_visitors_see():
+    assert config.root_only_keys() == [("hub", "mode"), ("ephemeral", "visible_paths"),
+                                       ("tokens", "max_days_under_sudo")]
+
+
+def test_an_admin_under_sudo_cannot_show_visitors_a_folder(capsys, as_root, cfgfile, sudo):
+    err = refused(capsys, cfgfile, "config", "set", "ephemeral.visible_paths", '["/srv/data"]')
+    assert "ephemeral.visible_paths" in err and "only root" in err, err
 
 
 # --- daemon.min_uid (issue 26, item 1): for root too ------------------------------------

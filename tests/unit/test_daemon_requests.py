@@ -138,6 +138,21 @@ def test_unit_properties_are_the_daemons_decision(monkeypatch):
     assert "Environment" not in props  # secrets only through the root-owned file
 
 
+def test_a_server_sees_its_own_home_and_nobody_elses():
+    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice",
+                        readwrite_paths=["/home/shared/course", "/scratch"], readonly_paths=["/root/data", "/opt/x"])
+    props = {k: v.value for k, v in units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env")}
+    assert props["ProtectHome"] == "tmpfs" and props["ProtectProc"] == "invisible"
+    # Bound back: the own home (it must exist) and what the hub names under the hidden homes (if there).
+    assert props["BindPaths"] == [("/home/alice", "/home/alice", False, units.MS_REC),
+                                  ("/home/shared/course", "/home/shared/course", True, units.MS_REC)]
+    assert props["BindReadOnlyPaths"] == [("/root/data", "/root/data", True, units.MS_REC)]
+    assert props["ReadWritePaths"] == ["/home/shared/course", "/scratch"]
+    elsewhere = rq.SpawnSpec(user="bob", uid=1001, gid=1001, home="/srv/home/bob")  # not hidden: no bind
+    props = dict(units.properties("jupyter-bob.service", elsewhere, units.ENV_DIR / "x.env"))
+    assert "BindPaths" not in props and props["ProtectHome"].value == "tmpfs"
+
+
 def test_jupyterlab_news_is_off_unless_the_administrator_turns_it_on():
     spec = rq.SpawnSpec(user="alice", uid=1001, gid=1001, home="/home/alice", env={"JUPYTERHUB_API_TOKEN": "t"})
     assert "JUPYTER_CONFIG_PATH" not in units.server_env(spec)

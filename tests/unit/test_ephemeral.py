@@ -1,6 +1,8 @@
 """Ephemeral mode's shared rules: visitor names, the daemon's reading of the mode,
 a visitor's unit, the configuration keys and the site password's hash."""
 
+import ipaddress
+
 import bcrypt
 import pytest
 
@@ -66,13 +68,76 @@ def test_a_visitors_unit_is_a_transient_uid_with_a_private_home_and_the_shared_f
     assert props["DynamicUser"] is True and props["User"] == "visitor-abcdefghij" and "Group" not in props
     assert props["StateDirectory"] == ["jupyter-visitor-abcdefghij"] and props["StateDirectoryMode"] == 0o700
     assert props["WorkingDirectory"] == spec.home
-    assert props["ProtectHome"] == "yes" and props["ProtectProc"] == "invisible" and props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "tmpfs" and props["ProtectProc"] == "invisible" and props["ProtectSystem"] == "strict"
     assert props["BindReadOnlyPaths"] == [(str(tmp_path), spec.home + "/shared", False, units.MS_REC)]
     env = units.server_env(spec)
     assert env["HOME"] == spec.home and env["USER"] == env["LOGNAME"] == "visitor-abcdefghij"
     account = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice")
     props = dict((k, v.value) for k, v in units.properties("jupyter-alice.service", account, tmp_path / "env"))
     assert "DynamicUser" not in props and props["Group"] == "1000"
+
+
+def visitor_props(**eph) -> dict:
+    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(**eph))
+    return {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
+
+
+def test_a_visitor_makes_no_namespace_gets_the_calls_of_a_service_sees_no_data_and_dumps_no_core():
+    props = visitor_props()
+    assert props["RestrictNamespaces"] == 0  # the set of namespace types it may make: none
+    assert props["SystemCallFilter"] == (True, ["@system-service"]) and props["SystemCallErrorNumber"] == 1
+    assert props["CapabilityBoundingSet"] == 0
+    assert props["InaccessiblePaths"] == ["-/srv", "-/opt", "-/mnt", "-/media", "-/data"]
+    assert "TemporaryFileSystem" not in props
+    assert props["LimitCORE"] == props["LimitCORESoft"] == 0
+    assert "AF_VSOCK" not in props["RestrictAddressFamilies"][1] and props["RestrictAddressFamilies"][0] is True
+
+
+def test_visible_paths_are_shown_read_only_if_only_root_can_swap_what_is_above_them(tmp_path):
+    assert config.validate({"ephemeral": {"visible_paths": ["/opt/cuda", "/srv/data"]}})["ephemeral"][
+        "visible_paths"] == ["/opt/cuda", "/srv/data"]
+    assert ("ephemeral", "visible_paths") in config.root_only_keys()
+    spec = rq.SpawnSpec(user="visitor-abcdefghij", uid=-1, gid=-1, home="/var/lib/jupyter-visitor-abcdefghij",
+                        visitor=True, shared_dir="/srv/workshop", visible_paths=["/opt/cuda"])
+    props = {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
+    assert props["BindReadOnlyPaths"] == [("/opt/cuda", "/opt/cuda", False, units.MS_REC),
+                                          ("/srv/workshop", spec.home + "/shared", False, units.MS_REC)]
+    # /opt is an empty tmpfs to pass through to /opt/cuda; the others stay inaccessible
+    assert props["TemporaryFileSystem"] == [("/opt", "ro")]
+    assert props["InaccessiblePaths"] == ["-/srv", "-/mnt", "-/media", "-/data"]
+    (tmp_path / "root" / "data").mkdir(parents=True)
+    rq.check_visible_path(str(tmp_path / "root" / "data"))  # root's all the way down (tests run as root)
+    (tmp_path / "open" / "data").mkdir(parents=True)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(rq.RequestError, match=r"open \(for .*\) is writable by others"):
+        rq.check_visible_path(str(tmp_path / "open" / "data"))
+    with pytest.raises(rq.RequestError, match="No such file"):
+        rq.check_visible_path(str(tmp_path / "none"))
+
+
+def prefixes(value) -> set[str]:
+    return {f"{ipaddress.ip_address(bytes(addr))}/{length}" for _family, addr, length in value}
+
+
+@pytest.mark.parametrize("network, allow", [
+    ("none", {"127.0.0.1/32"}),
+    ("loopback", {"127.0.0.0/8", "::1/128"}),
+])
+def test_a_visitors_network_is_loopback_by_default_and_never_cloud_metadata(network, allow):
+    props = visitor_props(network=network)
+    assert prefixes(props["IPAddressAllow"]) == allow
+    assert prefixes(props["IPAddressDeny"]) == {"0.0.0.0/0", "::/0"}  # so also the metadata addresses
+    assert visitor_props()["IPAddressAllow"] == visitor_props(network="loopback")["IPAddressAllow"]
+
+
+def test_a_visitor_with_the_internet_still_has_no_cloud_metadata():
+    props = visitor_props(network="internet")
+    assert "IPAddressAllow" not in props
+    assert prefixes(props["IPAddressDeny"]) == {"169.254.0.0/16", "fd00:ec2::254/128", "100.100.100.200/32"}
+
+
+def test_every_network_the_configuration_accepts_has_its_addresses():
+    assert set(units.VISITOR_NETWORKS) == set(ephemeral.NETWORKS)
 
 
 def test_the_cleaner_deletes_exactly_the_visitors_home_and_its_link():
@@ -100,6 +165,13 @@ def test_leftover_homes_are_found_by_name(tmp_path):
     ("ephemeral.warm_pool", -1, "from 0 to 100"),
     ("ephemeral.mem_limit", "lots", "a size"),
     ("ephemeral.idle_timeout", 5, "from 30"),
+    ("ephemeral.network", "all", '"none", "loopback", "internet"'),
+    ("ephemeral.network", True, '"none", "loopback", "internet"'),
+    ("ephemeral.visible_paths", "/opt/cuda", "a list of absolute paths of folders below /srv, /opt"),
+    ("ephemeral.visible_paths", ["/srv"], "below /srv, /opt, /mnt, /media, /data"),
+    ("ephemeral.visible_paths", ["/usr/share"], "below /srv"),
+    ("ephemeral.visible_paths", ["opt/cuda"], "below /srv"),
+    ("ephemeral.visible_paths", ["/opt/../etc"], "below /srv"),
 ])
 def test_bad_values_name_the_key(key, value, says):
     section, name = key.split(".")
