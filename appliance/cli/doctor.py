@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .. import config, held_ports
+from .. import config, held_ports, privilege, root_grants
 from ..groups import HUB_USER, STATE_DIR
 from ..net import http_url
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ROTATED, ensure_secrets, hub_owners, read_secret
@@ -229,6 +229,32 @@ def check_gpus() -> Check:
     return Check("GPUs", True, f"NVML loads: {daemon.summary(report)}")
 
 
+def check_root_equivalent(cfg: config.Config) -> Check:
+    """Members of jupyterhub-users or -admins who are root in all but name (groups,
+    sudo, polkit). Also renews root_grants' verdict, which the daemon goes by."""
+    name = "root-equivalent accounts"
+    verdict = root_grants.judge_all()
+    try:
+        root_grants.write_verdicts(verdict)
+    except OSError as e:
+        return Check(name, False, f"cannot write {root_grants.VERDICTS}: {e}",
+                     f"make {root_grants.VERDICTS.parent} a directory of root's, mode 0755")
+    found = verdict["checked"]
+    bad = {n: why for n in found
+           if (why := privilege.root_equivalent(n, cfg["daemon"], verdict["granted"].get(n, [])))}
+    unread = verdict["unread"]
+    blind = f" (could not read {', '.join(unread)})" if unread else ""
+    if not bad:
+        return Check(name, True, f"none of the {len(found)} account(s) with access is root in all but name "
+                                 f"(daemon.privileged_groups, sudo, polkit){blind}")
+    allowed = cfg["daemon"]["allow_privileged_users"]
+    return Check(name, allowed, "; ".join(f"{n} is root in all but name ({'; '.join(why)})" for n, why in bad.items())
+                 + (" (daemon.allow_privileged_users = true: they get servers)" if allowed else
+                    ": the daemon starts no server for them") + blind,
+                 "take the right away (the group, the sudoers rule, the polkit rule), or their access: "
+                 "sudo applctl deluser NAME")
+
+
 def check_ports(cfg: config.Config) -> Check:
     hub = cfg["hub"]
     owners = port_owners(cfg)
@@ -291,7 +317,7 @@ def doctor(fix: bool, as_json: bool) -> None:
     first, cfg = check_config()
     checks = [first, check_shadow(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:
-        checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg)]
+        checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg), check_root_equivalent(cfg)]
     checks.append(check_gpus())
     ok = all(c.ok for c in checks)
     lines = []
