@@ -222,9 +222,36 @@ def read_verdicts(path: Path = VERDICTS) -> dict | None:
     return verdict if ok else None
 
 
+# What the .path unit watches (units/jupyterhub-appliance-rootcheck.path).
+WATCHED = (Path("/etc/sudoers"), Path("/etc/sudoers.d"), Path("/etc/group"), Path("/etc/passwd"),
+           *POLKIT_RULES, *POLKIT_PKLA)
+
+
+def changed_since(t: float, paths: tuple[Path, ...] = WATCHED) -> bool:
+    """Whether any of these (or a file or directory in them, two levels down) changed at or after t."""
+    def newest(p: Path, depth: int) -> float:
+        try:
+            m = p.stat().st_mtime
+        except OSError:
+            return 0.0
+        if depth and p.is_dir():
+            try:
+                m = max([m, *(newest(c, depth - 1) for c in p.iterdir())])
+            except OSError:
+                pass
+        return m
+    return any(newest(p, 2) >= t for p in paths)
+
+
 def main() -> int:
-    verdict = judge_all()
-    write_verdicts(verdict)
+    # A change made while a run reads the files starts no new run (systemd joins
+    # the start to the running one): judge again until nothing changed meanwhile.
+    for _ in range(5):
+        began = time.time()
+        verdict = judge_all()
+        write_verdicts(verdict)
+        if not changed_since(began):
+            break
     for n, why in verdict["granted"].items():
         print(f"{n} is root-equivalent: {'; '.join(why)}", file=sys.stderr)
     if verdict["unread"]:

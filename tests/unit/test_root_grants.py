@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from appliance import root_grants as rg
 
@@ -125,3 +126,15 @@ def test_the_daemon_goes_by_roots_verdict_and_runs_the_check_for_a_name_not_judg
 
 
 READ = rg.read_verdicts
+
+
+def test_a_change_while_judging_is_noticed(tmp_path):
+    d = tmp_path / "sudoers.d"
+    d.mkdir()
+    (d / "site").write_text("")
+    import time
+    began = time.time() + 1  # as if the run began after these were written
+    assert not rg.changed_since(began, (d,))
+    (d / "site").write_text("x ALL=(ALL) ALL\n")
+    os.utime(d / "site", (began + 1, began + 1))
+    assert rg.changed_since(began, (d,))
