@@ -232,6 +232,7 @@ class Daemon:
             log.info("GPU queue: %s waited until queue_timeout", spec.user)
             raise rq.RequestError("queue_timeout", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
+        spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
         state = "inactive"
         try:
             env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))
