@@ -132,8 +132,7 @@ def parse_sudo_list(name: str, rc: int, out: str) -> list[str] | None:
     lines = out.splitlines()
     if rc != 0:
         return None
-    if any(line.strip() == f"User {name} is not allowed to run sudo on" or
-           line.startswith(f"User {name} is not allowed to run sudo on ") for line in lines):
+    if any(line.startswith(f"User {name} is not allowed to run sudo on ") for line in lines):
         return []
     head = [i for i, line in enumerate(lines) if line.startswith(f"User {name} may run the following commands on ")]
     if not head:
