@@ -247,6 +247,15 @@ def check_root_equivalent(cfg: config.Config) -> Check:
            if (why := privilege.root_equivalent(n, cfg["daemon"], verdict["granted"].get(n, [])))}
     unread = verdict["unread"]
     blind = f" (could not read {', '.join(unread)})" if unread else ""
+    # A list set in appliance.toml replaces the default: groups added to the default
+    # since (incus-admin) are not in it until someone adds them.
+    listed = cfg["daemon"]["privileged_groups"]
+    missing = [g for g in privilege.PRIVILEGED_GROUPS if g not in listed]
+    if not bad and missing:
+        grown = "[" + ", ".join(f'"{g}"' for g in [*listed, *missing]) + "]"
+        return Check(name, True, f"daemon.privileged_groups in appliance.toml leaves out {', '.join(missing)} of "
+                                 "the default list, so their members count as ordinary users",
+                     f"sudo applctl config set daemon.privileged_groups '{grown}'", warning=True)
     if not bad:
         return Check(name, True, f"none of the {len(found)} account(s) with access is root in all but name "
                                  f"(daemon.privileged_groups, sudo, polkit){blind}")

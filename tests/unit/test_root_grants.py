@@ -138,3 +138,23 @@ def test_a_change_while_judging_is_noticed(tmp_path):
     (d / "site").write_text("x ALL=(ALL) ALL\n")
     os.utime(d / "site", (began + 1, began + 1))
     assert rg.changed_since(began, (d,))
+
+
+def test_doctor_names_root_equivalent_accounts_and_a_list_that_lost_default_groups(monkeypatch):
+    from appliance import config, privilege
+    from appliance.cli import doctor
+
+    written = []
+    monkeypatch.setattr(rg, "write_verdicts", written.append)
+    monkeypatch.setattr(privilege, "privileged_groups", lambda n, groups: ["docker"] if n == "dora" else [])
+    monkeypatch.setattr(rg, "judge_all", lambda: {"checked": ["ann", "dora", "sam"], "unread": [],
+                                                  "granted": {"sam": ["sudo grants it (root) /usr/bin/true"]}})
+    c = doctor.check_root_equivalent(config.validate({}))
+    assert not c.ok and written, c
+    assert "dora is root in all but name (a member of docker)" in c.detail
+    assert "sam is root in all but name (sudo grants it (root) /usr/bin/true)" in c.detail and "ann" not in c.detail
+    monkeypatch.setattr(rg, "judge_all", lambda: {"checked": ["ann"], "unread": [], "granted": {}})
+    assert doctor.check_root_equivalent(config.validate({})).ok
+    # A list set before incus-admin joined the default: said, with the command that adds it.
+    c = doctor.check_root_equivalent(config.validate({"daemon": {"privileged_groups": ["sudo", "docker"]}}))
+    assert c.ok and c.warning and "incus-admin" in c.detail and "config set daemon.privileged_groups" in c.fix
