@@ -22,6 +22,7 @@ OPEN = ("python3 -c \"import errno, os\ntry:\n    os.close(os.open('/dev/nvidia{
 
 @pytest.fixture(scope="module")
 def gpu(appliance, tmp_path_factory):
+    appliance.sh("applctl stop --all >/dev/null")  # servers other modules left hold GPUs
     install_fake_gpus(appliance, tmp_path_factory, fake_config())
     appliance.ct.write("/etc/jupyterhub/appliance.toml", appliance.config_text("[gpu]\nqueue = false\n"))
     for name in ("gdev", "cdev", "plain"):
