@@ -7,10 +7,10 @@ and packages). Both are judged here.
 
 The root daemon cannot run this check: it has no capabilities and its seccomp filter
 kills sudo (setgroups, setrlimit), and /etc/polkit-1/rules.d is polkitd's. So
-`python -m appliance.root_grants` (jupyterhub-appliance-rootcheck.service, full
-root) judges every member of jupyterhub-users and jupyterhub-admins and writes the
+`python -m appliance.root_grants` (jupyterhub-appliance-rootcheck.service: root
+with the capabilities sudo needs) judges every member of jupyterhub-users and jupyterhub-admins and writes the
 verdict, root-owned 0600, to VERDICTS. The daemon runs that unit when it starts,
-a path unit runs it when sudoers, polkit rules or /etc/group change, and the daemon
+a path unit runs it when sudoers, polkit rules, /etc/group or /etc/passwd change, and the daemon
 runs it again for a name the verdict has not judged yet; it refuses a server to a
 name the verdict does not clear. applctl judges a name live.
 
