@@ -99,8 +99,6 @@ def test_verdicts_are_roots_file_and_nothing_else_is_believed(tmp_path):
 
 
 def test_the_daemon_goes_by_roots_verdict_and_runs_the_check_for_a_name_not_judged(tmp_path, monkeypatch):
-    from appliance.daemon import server  # noqa: F401  (the daemon's own module, as DaemonThread runs it)
-
     from .daemon_fakes import USER, DaemonThread, FakeManager, patch_users
 
     patch_users(monkeypatch, tmp_path)
