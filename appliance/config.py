@@ -7,6 +7,7 @@ naming the file, the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
+import grp
 import posixpath
 import re
 import tomllib
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import ephemeral, privilege, protocol, users
+from .groups import ADMINS_GROUP, HUB_USER, USERS_GROUP
 
 DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
 
@@ -168,6 +170,19 @@ class _SubkeyError(ValueError):
 
 
 _NAME_RE = users.NAME_RE  # user and group names follow the same rule
+
+
+def _device_group(v: Any) -> str:
+    accepted = '"" (none) or an existing group of its own, e.g. "jupyterhub-gpu" (groupadd --system jupyterhub-gpu)'
+    if v == "":
+        return v
+    if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
+        raise ValueError(accepted)
+    try:
+        grp.getgrnam(v)
+    except KeyError:
+        raise ValueError(f"there is no group {v}; accepted: {accepted}") from None
+    return v
 
 
 def _quota_table(kind: str) -> Callable[[Any], dict[str, int]]:
@@ -338,6 +353,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "idle_threshold": Field(5, "GPU utilization percent at or below which a GPU is idle", _int(0, 100)),
         "idle_timeout": Field(1800, "seconds all of a server's GPUs must stay idle to count as idle",
                               _int(10, 30 * 86400)),
+        # Root only: every server with a GPU gets this group's access to files.
+        "device_group": Field("", "group of the NVIDIA device files (NVreg_DeviceFileGID): servers holding GPUs get it",
+                              _device_group, root_only="gives every server that holds a GPU that group's access "
+                                                       "to files"),
         "reclaim": Field("when-needed", "stop servers whose GPUs are idle: when someone waits, always, never",
                          _one_of("when-needed", "always", "never")),
     },
@@ -479,7 +498,18 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
                 raise ConfigError(path, f"{section}.{key}.{e.subkey}", e.value, str(e)) from None
             except ValueError as e:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
+    _check_device_group(values, path)
     return Config(values, Path(path), _migrate(data, values, path))
+
+
+def _check_device_group(values: dict[str, dict[str, Any]], path: Path | str) -> None:
+    """The GPU device files' group is given to servers: it must be theirs alone, not
+    a privileged group (root in all but name) nor one the appliance's accounts have."""
+    group = values.get("gpu", {}).get("device_group")
+    if group and (group in values["daemon"]["privileged_groups"] or group in (HUB_USER, USERS_GROUP, ADMINS_GROUP)):
+        raise ConfigError(path, "gpu.device_group", group,
+                          "a group of its own for the GPU device files, e.g. \"jupyterhub-gpu\": not one of "
+                          f"daemon.privileged_groups, nor {HUB_USER}, {USERS_GROUP} or {ADMINS_GROUP}")
 
 
 

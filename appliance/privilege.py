@@ -14,15 +14,17 @@ import os
 import stat
 from pathlib import Path
 
-from . import users
+from . import root_grants, users
 
 LOGIN_DEFS = Path("/etc/login.defs")
 # Membership in any of these is root in all but name: sudo/wheel/admin run anything,
-# docker/lxd/incus/libvirt start a root container or VM with the host mounted, disk
+# docker/lxd/incus/incus-admin/libvirt start a root container or VM with the host mounted, disk
 # writes raw block devices, shadow reads the password hashes, adm and
 # systemd-journal read logs that carry secrets.
-PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin", "docker", "lxd", "incus", "libvirt", "disk", "shadow",
-                     "adm", "systemd-journal")
+# The one default list (config.py's default of daemon.privileged_groups): a
+# configuration that does not set the key gets what is added here.
+PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin", "docker", "lxd", "incus", "incus-admin", "libvirt", "disk",
+                     "shadow", "adm", "systemd-journal")
 
 
 class PrivilegeError(ValueError):
@@ -54,14 +56,24 @@ def privileged_groups(name: str, groups: tuple[str, ...] | list[str]) -> list[st
     return sorted(set(users.groups_of(name)) & set(groups))
 
 
+def root_equivalent(name: str, daemon_cfg: dict, grants: list[str] | None = None) -> list[str]:
+    """Why NAME is root in all but name: its privileged groups, what sudo grants it,
+    the polkit rules that name it or its groups ([]: none of these). `grants`:
+    root_grants' reasons if already known; asked now otherwise (root only: sudo -l
+    -U and polkit's rules need it)."""
+    found = privileged_groups(name, daemon_cfg["privileged_groups"])
+    return ([f"a member of {', '.join(found)}"] if found else []) + \
+        (root_grants.reasons(name) if grants is None else grants)
+
+
 def check_account(name: str, daemon_cfg: dict, what: str) -> None:
     """Refuse, under sudo, to `what` (e.g. "give access to") a root-equivalent account."""
     if sudo_uid() is None:
         return
-    found = privileged_groups(name, daemon_cfg["privileged_groups"])
-    if found:
+    why = root_equivalent(name, daemon_cfg)
+    if why:
         raise PrivilegeError(
-            f"{name} is a member of {', '.join(found)}, which is root in all but name: a jupyterhub-admin may "
+            f"{name} is root in all but name ({'; '.join(why)}): a jupyterhub-admin may "
             f"not {what} such an account; root may (sudo -i), and the daemon then also needs "
             "daemon.allow_privileged_users = true")
 

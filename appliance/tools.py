@@ -26,6 +26,7 @@ TOOLS = frozenset({
     "openssl",                                        # certificates (applctl proxy)
     "nginx", "apache2ctl", "apachectl", "a2enmod",    # the reverse proxy's check and modules
     "visudo", "test",                                 # applctl doctor
+    "sudo",                                           # who sudo grants anything (root_grants.py)
 })
 # (applctl config edit's editor is no helper of root's: configcmd.editor_command.)
 

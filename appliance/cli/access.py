@@ -245,6 +245,8 @@ def _set_admin(name: str, make_admin: bool, as_json: bool) -> None:
     if make_admin and name not in members(USERS_GROUP):
         raise Failure(f"{name} has no access to JupyterHub; give it with admin rights: "
                       f"applctl adduser --admin {name}")
+    if make_admin and not is_admin:  # rights gained since adduser (sudo, polkit, a group) count too
+        refuse_privileged(name, load_config(), "make an admin of")
     if not make_admin and is_admin and name not in secondary_members(ADMINS_GROUP):
         raise Failure(f"{ADMINS_GROUP} is {name}'s primary group; change it with usermod -g first")
     changed = is_admin != make_admin

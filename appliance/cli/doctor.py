@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .. import config, held_ports
+from .. import config, held_ports, privilege, root_grants, users
 from ..daemon_client import DaemonError, call_sync
 from ..groups import HUB_USER, STATE_DIR
 from ..net import http_url
@@ -30,6 +30,8 @@ from .output import Failure, emit, example, json_option, need_root, paint
 from .status import proxy_answers
 
 SUDOERS = Path("/etc/sudoers.d/jupyterhub-appliance")
+NVIDIA_PARAMS = Path("/proc/driver/nvidia/params")
+GPU_EXAMPLE = "/usr/share/doc/jupyterhub-appliance/examples/nvidia-device-files.conf"
 SHADOW = Path("/etc/shadow")
 FIX_STATE = "sudo applctl doctor --fix   (creates missing secrets, replaces links, fixes owners and modes)"
 REINSTALL = "reinstall the package: sudo apt install --reinstall jupyterhub-appliance (Arch: pacman -S)"
@@ -51,6 +53,7 @@ class Check:
     ok: bool
     detail: str
     fix: str | None = None
+    warning: bool = False  # works, but is weaker than it could be: said, not counted as a problem
 
 
 def check_config() -> tuple[Check, config.Config | None]:
@@ -229,6 +232,107 @@ def check_gpus() -> Check:
     return Check("GPUs", True, f"NVML loads: {daemon.summary(report)}")
 
 
+def check_root_equivalent(cfg: config.Config) -> Check:
+    """Members of jupyterhub-users or -admins who are root in all but name (groups,
+    sudo, polkit). Also renews root_grants' verdict, which the daemon goes by."""
+    name = "root-equivalent accounts"
+    verdict = root_grants.judge_all()
+    try:
+        root_grants.write_verdicts(verdict)
+    except OSError as e:
+        return Check(name, False, f"cannot write {root_grants.VERDICTS}: {e}",
+                     f"make {root_grants.VERDICTS.parent} a directory of root's, mode 0755")
+    found = verdict["checked"]
+    bad = {n: why for n in found
+           if (why := privilege.root_equivalent(n, cfg["daemon"], verdict["granted"].get(n, [])))}
+    unread = verdict["unread"]
+    blind = f" (could not read {', '.join(unread)})" if unread else ""
+    # A list set in appliance.toml replaces the default: groups added to the default
+    # since (incus-admin) are not in it until someone adds them.
+    listed = cfg["daemon"]["privileged_groups"]
+    missing = [g for g in privilege.PRIVILEGED_GROUPS if g not in listed]
+    if not bad and missing:
+        grown = "[" + ", ".join(f'"{g}"' for g in [*listed, *missing]) + "]"
+        return Check(name, True, f"daemon.privileged_groups in appliance.toml leaves out {', '.join(missing)} of "
+                                 "the default list, so their members count as ordinary users",
+                     f"sudo applctl config set daemon.privileged_groups '{grown}'", warning=True)
+    if not bad:
+        return Check(name, True, f"none of the {len(found)} account(s) with access is root in all but name "
+                                 f"(daemon.privileged_groups, sudo, polkit){blind}")
+    allowed = cfg["daemon"]["allow_privileged_users"]
+    return Check(name, allowed, "; ".join(f"{n} is root in all but name ({'; '.join(why)})" for n, why in bad.items())
+                 + (" (daemon.allow_privileged_users = true: they get servers)" if allowed else
+                    ": the daemon starts no server for them") + blind,
+                 "take the right away (the group, the sudoers rule, the polkit rule), or their access: "
+                 "sudo applctl deluser NAME")
+
+
+def nvidia_params(path: Path = NVIDIA_PARAMS) -> dict[str, int]:
+    """The driver's DeviceFileUID, DeviceFileGID and DeviceFileMode ({} if not loaded)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("DeviceFileUID", "DeviceFileGID", "DeviceFileMode") and value.strip().isdigit():
+            out[key.strip()] = int(value.strip())
+    return out
+
+
+def nvidia_nodes(dev: Path = Path("/dev")) -> dict[str, os.stat_result]:
+    """/dev/nvidiactl and /dev/nvidiaN: what DeviceFileMode governs."""
+    try:
+        names = sorted(n for n in os.listdir(dev) if n == "nvidiactl" or (n.startswith("nvidia") and n[6:].isdigit()))
+    except OSError:
+        return {}
+    return {str(dev / n): os.stat(dev / n) for n in names}
+
+
+def check_gpu_devices(cfg: config.Config, params: dict[str, int] | None = None,
+                      nodes: dict[str, os.stat_result] | None = None) -> Check:
+    """Device files anyone may open let a user with another way in (ssh, cron) use
+    every GPU outside the units' device cgroup; 0660 to a group only GPU servers get
+    closes that."""
+    name = "GPU device files"
+    params = nvidia_params() if params is None else params
+    nodes = nvidia_nodes() if nodes is None else nodes
+    if not nodes and not params:
+        return Check(name, True, "no NVIDIA device files")
+    group = cfg.values.get("gpu", {}).get("device_group", "")
+    mode = params.get("DeviceFileMode")
+    driver = f"; the driver makes them {mode:04o} (NVreg_DeviceFileMode)" if mode is not None else ""
+    open_to_all = [f"{p} {stat.S_IMODE(st.st_mode):04o}" for p, st in nodes.items() if st.st_mode & 0o006]
+    if open_to_all or (mode is not None and mode & 0o006):
+        return Check(name, True, f"anyone may open them ({', '.join(open_to_all[:3]) or 'none yet'}{driver}): a local "
+                                 "user with another way in (ssh, cron) can use every GPU outside the appliance's "
+                                 "units", f"make them 0660 to a group only GPU servers get: see {GPU_EXAMPLE}",
+                     warning=True)
+    gids = {st.st_gid for st in nodes.values() if st.st_mode & 0o060}
+    shown = ", ".join(sorted(_group_name(g) for g in gids))
+    if not group:
+        if gids - {0}:
+            return Check(name, False, f"they are group {shown}'s only, and gpu.device_group is not set: servers "
+                                      "cannot open their GPUs",
+                         f"sudo -i applctl config set gpu.device_group {_group_name(max(gids))} && "
+                         "sudo applctl reload")
+        return Check(name, True, "only root may open them")
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return Check(name, False, f"gpu.device_group {group} does not exist", f"groupadd --system {group}")
+    if gids != {gid}:
+        return Check(name, False, f"servers holding GPUs get group {group}, but the files are group {shown or 'root'}"
+                                  f"{driver}: they cannot open their GPUs",
+                     f"NVreg_DeviceFileGID={gid} (see {GPU_EXAMPLE}), or gpu.device_group = the files' group")
+    members = sorted(users.members(group))
+    if members:
+        return Check(name, True, f"members of {group} ({', '.join(members[:5])}) can open every GPU outside the "
+                                 "appliance's units", f"gpasswd -d NAME {group}", warning=True)
+    return Check(name, True, f"0660 to group {group}, which only servers holding GPUs get")
+
+
 def check_ports(cfg: config.Config) -> Check:
     hub = cfg["hub"]
     owners = port_owners(cfg)
@@ -291,13 +395,16 @@ def doctor(fix: bool, as_json: bool) -> None:
     first, cfg = check_config()
     checks = [first, check_password(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:
-        checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg)]
+        checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg), check_root_equivalent(cfg)]
     checks.append(check_gpus())
+    if cfg is not None:
+        checks.append(check_gpu_devices(cfg))
     ok = all(c.ok for c in checks)
     lines = []
     for c in checks:
-        lines.append(f"{paint('ok') if c.ok else paint('FAIL')}{'  ' if c.ok else ''}  {c.name}: {c.detail}")
-        if c.fix and not c.ok:
+        word = "FAIL" if not c.ok else "warn" if c.warning else "ok"
+        lines.append(f"{paint(word)}{' ' * (4 - len(word))}  {c.name}: {c.detail}")
+        if c.fix and (c.warning or not c.ok):
             lines.append(f"      fix: {c.fix}")
     lines.append("")
     lines.append("everything looks right" if ok else f"{sum(not c.ok for c in checks)} problem(s) found")

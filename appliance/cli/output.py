@@ -46,7 +46,7 @@ def note(text: str) -> None:
 
 # Words that get a colour in tables; click.echo drops colour when not on a terminal.
 _COLOURS = {"active": "green", "ok": "green", "yes": "green", "running": "green",
-            "failed": "red", "FAIL": "red", "problem": "red",
+            "failed": "red", "FAIL": "red", "problem": "red", "warn": "yellow",
             "inactive": "yellow", "activating": "yellow", "deactivating": "yellow", "stopped": None}
 
 

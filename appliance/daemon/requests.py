@@ -68,6 +68,7 @@ class SpawnSpec:
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_minors: tuple[int, ...] = ()
+    device_group: str = ""  # [gpu] device_group, for a server that holds GPUs
 
 
 def _int_in(name: str, lo: int, hi: int):

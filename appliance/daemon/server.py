@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from .. import config, ephemeral, limits, users
+from .. import config, ephemeral, limits, root_grants, users
 from ..activation import listening_socket, peer_uid
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
 from ..groups import HUB_USER, RUNTIME_DIR, UNIT_SLICE
@@ -78,8 +78,9 @@ def _error(code: str, message: str, field: str | None = None) -> dict:
 class Daemon:
     def __init__(self, cfg: config.Config, hub_uid: int, systemd: Systemd | None = None,
                  max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE,
-                 queue_path=None):
+                 queue_path=None, verdicts: Path = root_grants.VERDICTS):
         self.cfg = cfg
+        self.verdicts = verdicts  # root_grants' verdict on sudo and polkit
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
         self.gpus = GpuManager(self.systemd, queue_path=queue_path)
@@ -111,6 +112,8 @@ class Daemon:
             return {"ok": True, **await self.gpus.report(self.cfg["gpu"])}
         if op == "spawn":
             spec = await asyncio.to_thread(rq.check_spawn, req, self.cfg)  # pwd/grp may block
+            if not spec.visitor and not self.cfg["daemon"]["allow_privileged_users"]:
+                await self.check_root_grants(spec.user)
             return await self._shielded(self._locked(spec.user, self.spawn(spec)))
         # stop and status name a user only: no other field is accepted.
         extra = sorted(set(req) - {"op", "user"})
@@ -135,6 +138,30 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
+
+    async def check_root_grants(self, name: str) -> None:
+        """Refuse a server to an account sudo or polkit makes root-equivalent. This
+        daemon cannot ask sudo or read polkit's rules (root_grants.py says why):
+        root's check does, in its own unit; one that has not judged NAME yet (just
+        added, say) is run now, and until it has, NAME gets no server."""
+        verdict = await asyncio.to_thread(root_grants.read_verdicts, self.verdicts)
+        if verdict is None or name not in verdict["checked"]:
+            try:
+                job = await self.systemd.start_unit(root_grants.UNIT)
+                await self.systemd.wait_for(root_grants.UNIT, ("inactive", "failed"), START_TIMEOUT, job)
+            except SystemdError as e:
+                log.error("could not run %s: %s", root_grants.UNIT, e)
+            verdict = await asyncio.to_thread(root_grants.read_verdicts, self.verdicts)
+        if verdict is None or name not in verdict["checked"]:
+            raise rq.RequestError(
+                "root_check", f"{name} has not been checked for sudo and polkit rights, so gets no server yet; "
+                f"see: systemctl status {root_grants.UNIT}", "user")
+        why = verdict["granted"].get(name)
+        if why:
+            raise rq.RequestError(
+                "privileged_user", f"{name} is root in all but name ({'; '.join(map(str, why))[:400]}); the "
+                "appliance starts no server for such accounts (root may allow it: daemon.allow_privileged_users "
+                "= true in appliance.toml)", "user")
 
     @staticmethod
     def _known_user(req: dict, min_uid: int) -> str:
@@ -198,6 +225,7 @@ class Daemon:
             log.info("GPU queue: %s waited until queue_timeout", spec.user)
             raise rq.RequestError("queue_timeout", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
+        spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
         state = "inactive"
         try:
             env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))

@@ -45,6 +45,11 @@ class Systemd:
                                   [unit, "fail", properties, []])
         return job
 
+    async def start_unit(self, unit: str) -> str:
+        """Queue the start of an installed unit; returns the start job's object path."""
+        (job,) = await self._call(MANAGER_PATH, MANAGER, "StartUnit", "ss", [unit, "replace"])
+        return job
+
     async def set_properties(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
         """Change a unit's properties until reboot (systemd keeps them in
         /run/systemd/system.control), applied to its cgroup at once."""

@@ -264,6 +264,10 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | 
         # can read why (Result=oom-kill, an exit code); it holds no GPU meanwhile.
         ("CollectMode", Variant("s", "inactive")),
     ]
+    if spec.device_group:
+        # Where the NVIDIA device files are 0660 to this group (README, "GPU device
+        # files"), only a server holding a GPU may open them; DeviceAllow= still picks which.
+        props.append(("SupplementaryGroups", Variant("as", [spec.device_group])))
     if spec.mem_limit is not None:
         props += [("MemoryAccounting", Variant("b", True)), ("MemoryMax", Variant("t", spec.mem_limit))]
     if spec.cpu_limit is not None:

@@ -435,7 +435,7 @@ def test_doctor_passes_then_names_each_breakage_and_its_fix(app):
     assert out.rstrip().endswith("everything looks right") and "FAIL" not in out
     names = [c["name"] for c in json.loads(ok(app, "doctor --json"))["checks"]]
     assert names == ["configuration", "password check", "sudoers drop-in", "state files", "services", "daemon",
-                     "hub API", "proxy", "ports", "GPUs"]
+                     "hub API", "proxy", "ports", "root-equivalent accounts", "GPUs", "GPU device files"]
     squat = free_port()
     app.sh("chmod 0644 /var/lib/jupyterhub/proxy_token && gpasswd -a jupyterhub shadow >/dev/null && "
            f"systemd-run --unit=squatter python3 -m http.server --bind 127.0.0.1 {squat} && "

@@ -66,7 +66,7 @@ def daemon_refusal(app, request: dict) -> dict:
 
 
 def test_a_jupyterhub_admin_cannot_open_a_way_to_root_with_applctl(app):
-    refused_for_ivan(app, "adduser trudy", "trudy is a member of sudo, which is root in all but name")
+    refused_for_ivan(app, "adduser trudy", "trudy is root in all but name (a member of sudo")
     assert "jupyterhub-users" not in app.sh("id -nG trudy").stdout
     refused_for_ivan(app, "config set daemon.min_uid 100", "UID_MIN is 1000")
     refused_for_ivan(app, "config set daemon.allow_privileged_users true", "only root")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from appliance import config, users
+from appliance import config, root_grants, users
 from appliance.daemon import server, units
 from appliance.daemon.gpus import GpuManager
 from appliance.daemon.systemd import NO_SUCH_UNIT, Systemd, SystemdError
@@ -47,6 +47,7 @@ class FakeManager(Systemd):
     start_mode: str = "start"
     start_delay: float = 0.0
     units: dict[str, FakeUnit] = field(default_factory=dict)
+    on_start_unit: object = None  # what an installed unit's start does (a oneshot), given its name
     _jobs: int = 0
 
     def __post_init__(self):
@@ -63,6 +64,11 @@ class FakeManager(Systemd):
             unit = self.units[name] = FakeUnit(dict(props), job=self._jobs)
             asyncio.get_running_loop().create_task(self._run_job(name, unit, self._jobs))
             return [f"/org/freedesktop/systemd1/job/{self._jobs}"]
+        if member == "StartUnit":
+            if self.on_start_unit:
+                self.on_start_unit(body[0])
+            self._jobs += 1
+            return [f"/org/freedesktop/systemd1/job/{self._jobs}"]  # done at once: a oneshot that ran
         if path.startswith("/org/freedesktop/systemd1/job/"):
             n = int(path.rsplit("/", 1)[1])
             if any(u.job == n for u in self.units.values()):
@@ -191,9 +197,16 @@ def read_all(s: socket.socket) -> bytes:
         chunks.append(b)
 
 
+class Everyone:
+    def __contains__(self, name):
+        return True
+
+
 def patch_users(monkeypatch, tmp: Path):
-    """USER may have a server; environment files go to a temporary directory."""
+    """USER may have a server (and root's sudo and polkit check cleared everyone);
+    environment files go to a temporary directory."""
     monkeypatch.setattr(users, "is_member", lambda name, group: True)
+    monkeypatch.setattr(root_grants, "read_verdicts", lambda path: {"checked": Everyone(), "granted": {}})
     monkeypatch.setattr(units, "ENV_DIR", tmp / "env")
     monkeypatch.setattr(units, "write_env_file",
                         functools.partial(units.write_env_file, env_dir=tmp / "env"))

@@ -227,8 +227,8 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
     assert config.load(cfgfile)["hub"]["mode"] == "accounts"
 
 
-def test_the_root_only_keys_are_the_tokens_cap_the_mode_and_what_visitors_see():
-    assert config.root_only_keys() == [("hub", "mode"), ("ephemeral", "visible_paths"),
+def test_the_root_only_keys_are_the_tokens_cap_the_mode_the_gpu_device_group_and_what_visitors_see():
+    assert config.root_only_keys() == [("hub", "mode"), ("gpu", "device_group"), ("ephemeral", "visible_paths"),
                                        ("tokens", "max_days_under_sudo")]
 
 

@@ -144,7 +144,7 @@ def package(tmp_path_factory) -> Package:
 
 def test_file_list(package):
     names = set(package.members)
-    units = sorted(p.name for p in (TOP / "units").iterdir() if p.suffix in (".service", ".socket", ".slice"))
+    units = sorted(p.name for p in (TOP / "units").iterdir() if p.suffix in (".service", ".socket", ".path", ".slice"))
     assert units, "no units in units/"
     expected = {f"usr/lib/systemd/system/{u}" for u in units} | {
         "usr/lib/sysusers.d/jupyterhub-appliance.conf",
@@ -184,7 +184,7 @@ def test_file_list(package):
 
 def test_units_and_configuration_are_the_repositorys(package):
     for unit in (TOP / "units").iterdir():
-        if unit.suffix in (".service", ".socket", ".slice"):
+        if unit.suffix in (".service", ".socket", ".path", ".slice"):
             assert package.data[f"usr/lib/systemd/system/{unit.name}"] == unit.read_bytes(), unit.name
     for rel in ("sysusers.d/jupyterhub-appliance.conf", "tmpfiles.d/jupyterhub-appliance.conf"):
         assert package.data[f"usr/lib/{rel}"] == (TOP / "units" / rel).read_bytes(), rel
