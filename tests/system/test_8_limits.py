@@ -113,7 +113,7 @@ BAD_VALUES = [
     ("culler.cull_admin_users", "2"), ("culler.concurrency", "0"),
     ("limits.mem_limit", '"lots"'), ("limits.cpu_limit", '"fast"'), ("limits.tasks_max", "8"),
     ("limits.mem_limit_groups", '{ mlteam = "x" }'), ("limits.cpu_limit_users", '{ lim3 = "fast" }'),
-    ("limits.tasks_max_users", "{ lim3 = -5 }"), ("limits.total_memory", '"most"'), ("limits.total_cpu", "-1"),
+    ("limits.tasks_max_users", "{ lim3 = -5 }"), ("limits.total_memory", '"most"'), ("limits.total_cpu", "2000"),
 ]
 
 

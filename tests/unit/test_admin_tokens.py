@@ -14,7 +14,7 @@ import pwd
 import pytest
 from jupyterhub import orm, roles
 
-from appliance import config, config_edit, privilege, users
+from appliance import config, config_edit, users
 from appliance.cli import access, token as token_mod
 from appliance.cli.hub import Hub, HubError
 from appliance.hub import revoke
