@@ -18,9 +18,9 @@ from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
 
 MAX_REQUEST = 256 * 1024
-# The hub may list the servers too (read-only): its GPU dashboard shows them.
-HUB_OPS = ("spawn", "stop", "status", "gpus", "list")
-ROOT_OPS = HUB_OPS
+# Root (applctl) and the hub ask for the same things: the hub lists the servers
+# too (read-only), for its GPU dashboard. Other uids may ask nothing.
+OPS = ("spawn", "stop", "status", "gpus", "list")
 
 _MiB = 1024**2
 
@@ -94,14 +94,10 @@ def check_op(req: Any, peer_uid: int, hub_uid: int) -> str:
     if not isinstance(req, dict):
         raise RequestError("invalid", "a request is a JSON object")
     op = req.get("op")
-    if peer_uid == 0:
-        allowed = ROOT_OPS
-    elif peer_uid == hub_uid:
-        allowed = HUB_OPS
-    else:
+    if peer_uid not in (0, hub_uid):
         raise RequestError("forbidden", f"uid {peer_uid} may not use the appliance daemon")
-    if op not in allowed:
-        raise RequestError("invalid", f"op must be one of {', '.join(allowed)}, not {op!r}", "op")
+    if op not in OPS:
+        raise RequestError("invalid", f"op must be one of {', '.join(OPS)}, not {op!r}", "op")
     return op
 
 
