@@ -12,7 +12,7 @@ import pwd
 
 import click
 
-from .. import config, config_edit, limits, users
+from .. import config_edit, limits, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from . import daemon
 from .common import (CREATED_MARK, account, check_name, config_path, has_access, load_config, members,
@@ -60,8 +60,6 @@ def adduser(name: str, admin: bool, create: bool, gpus: int | None, as_json: boo
     cfg = load_config()
     min_uid = cfg["daemon"]["min_uid"]
     if gpus is not None:
-        if "gpu" not in config.SCHEMA:
-            raise Failure(f"--gpus: {daemon.GPU_UNSUPPORTED}")
         try:  # the same check the write makes, before anything changes
             config_edit.set_key(config_path(), gpu_quota_key(name), str(gpus), dry_run=True)
         except config_edit.EditError as e:
@@ -163,8 +161,6 @@ def deluser(name: str, keep_home: bool, as_json: bool) -> None:
 
 def _remove_gpu_quota(name: str) -> bool:
     """adduser --gpus wrote it; without access it means nothing and would linger."""
-    if "gpu" not in config.SCHEMA:
-        return False
     try:
         return config_edit.unset_key(config_path(), gpu_quota_key(name))["changed"]
     except config_edit.EditError as e:

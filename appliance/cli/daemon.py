@@ -5,9 +5,6 @@ from __future__ import annotations
 from .. import daemon_client as client
 from .output import Failure
 
-GPU_UNSUPPORTED = "GPU support is not available in this version of the appliance"
-
-
 def call(request: dict, timeout: float = 60) -> dict:
     try:
         return client.call_sync(request, timeout=timeout)
@@ -28,16 +25,10 @@ def stop(name: str) -> None:
 
 
 def gpus() -> dict:
-    """The daemon's GPU report, with "supported": False from a daemon without GPU support."""
-    try:
-        reply = client.call_sync({"op": "gpus"}, timeout=60)
-    except client.DaemonError as e:
-        if e.code == "invalid" and e.field == "op":
-            return {"supported": False, "available": False, "reason": GPU_UNSUPPORTED,
-                    "driver_version": None, "gpus": [], "unusable": []}
-        raise Failure(str(e)) from None
+    """The daemon's GPU report."""
+    reply = call({"op": "gpus"})
     reply.pop("ok", None)
-    return {"supported": True, **reply}
+    return reply
 
 
 def gpu_index(report: dict) -> dict[str, int]:
@@ -51,8 +42,6 @@ def gpu_list(uuids: list[str], index: dict[str, int]) -> str:
 
 
 def summary(report: dict) -> str:
-    if not report["supported"]:
-        return GPU_UNSUPPORTED
     if not report["available"]:
         return report.get("reason") or "no usable NVIDIA GPU: running CPU-only"
     total = len(report["gpus"])

@@ -219,8 +219,6 @@ def check_gpus() -> Check:
         report = daemon.gpus()
     except Failure as e:
         return Check("GPUs", False, f"no GPU report: {e.message}", "sudo systemctl restart jupyterhub-appliance")
-    if not report["supported"]:
-        return Check("GPUs", True, daemon.GPU_UNSUPPORTED)
     if not report["available"]:
         if nvidia_hardware():
             return Check("GPUs", False, f"an NVIDIA GPU is installed but NVML does not load: {report.get('reason')}",

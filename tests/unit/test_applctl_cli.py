@@ -48,16 +48,13 @@ def as_user(monkeypatch):
 
 @pytest.fixture
 def fake_daemon(monkeypatch):
-    """A daemon with alice's server holding GPU B; `gpus` may be switched off."""
-    state = {"gpus_supported": True}
+    """A daemon with alice's server holding GPU B."""
 
     def call_sync(request, path=None, timeout=None):
         if request["op"] == "list":
             return {"ok": True, "servers": [{"unit": "jupyter-alice.service", "user": "alice", "state": "active",
                                              "gpus": [GPU_B]}]}
         if request["op"] == "gpus":
-            if not state["gpus_supported"]:
-                raise client.DaemonError("invalid", "op must be one of spawn, stop, status, list", "op")
             return {"ok": True, "available": True, "reason": None, "driver_version": "550.54.14", "unusable": [],
                     "gpus": [{"index": 0, "minor": 1, "uuid": GPU_A, "name": "NVIDIA A100", "memory_total": 80 << 30,
                               "memory_used": 1 << 30, "utilization": 5, "holder": None},
@@ -67,7 +64,6 @@ def fake_daemon(monkeypatch):
         raise AssertionError(request)
 
     monkeypatch.setattr(client, "call_sync", call_sync)
-    return state
 
 
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
@@ -229,16 +225,13 @@ def test_servers_shows_uptime_memory_and_gpu_indices(capsys, as_root, cfgfile, f
     assert json.loads(run(capsys, "servers", "--json")[1])[0]["memory_bytes"] is None
 
 
-def test_gpus_table_and_a_daemon_without_gpu_support(capsys, as_root, fake_daemon):
+def test_gpus_table(capsys, as_root, fake_daemon):
     code, out, _ = run(capsys, "gpus")
     assert out.splitlines()[0] == "1 of 2 GPUs free (driver 550.54.14); 1 waiting in the queue"
     assert re.split(r"\s{2,}", out.splitlines()[4]) == ["1", "NVIDIA A100", "0B / 80G", "-", "alice", "31m", GPU_B]
     assert out.splitlines()[6] == "Waiting for a GPU, first come first served:"
     assert re.split(r"\s{2,}", out.splitlines()[-1]) == ["1", "bob", "2", "5m"]
     assert json.loads(run(capsys, "gpus", "--json")[1])["queue"][0]["user"] == "bob"
-    fake_daemon["gpus_supported"] = False
-    assert run(capsys, "gpus") == (0, "GPU support is not available in this version of the appliance\n", "")
-    assert json.loads(run(capsys, "gpus", "--json")[1])["supported"] is False
 
 
 @pytest.fixture
@@ -323,9 +316,9 @@ def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
 
 
 def test_gpu_summary_wording():
-    assert daemon.summary({"supported": True, "available": False, "reason": None, "gpus": []}) == \
+    assert daemon.summary({"available": False, "reason": None, "gpus": []}) == \
         "no usable NVIDIA GPU: running CPU-only"
-    report = {"supported": True, "available": True, "driver_version": "550", "unusable": [{"index": 2}],
+    report = {"available": True, "driver_version": "550", "unusable": [{"index": 2}],
               "gpus": [{"uuid": "a", "holder": None}]}
     assert daemon.summary(report) == "1 of 1 GPU free (driver 550); 1 unusable"
 
