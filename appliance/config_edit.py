@@ -80,8 +80,8 @@ def parse_value(parts: tuple[str, ...], text: str) -> Any:
         except ValueError:
             continue
         return value
-    # Neither passes: the value the check's refusal will be about.
-    return text if literal is _NOT_TOML or isinstance(field.default, str) else literal
+    # Neither passes: the check's refusal is about the value as TOML reads it.
+    return text if literal is _NOT_TOML else literal
 
 
 def show_value(value: Any, quote: bool = True) -> str:
