@@ -80,8 +80,9 @@ def parse_value(parts: tuple[str, ...], text: str) -> Any:
         except ValueError:
             continue
         return value
-    # Neither passes: the check's refusal is about the value as TOML reads it.
-    return text if literal is _NOT_TOML else literal
+    # Neither passes: the check's refusal is about the value as typed for a text
+    # key, as TOML reads it for others.
+    return text if literal is _NOT_TOML or isinstance(field.default, str) else literal
 
 
 def show_value(value: Any, quote: bool = True) -> str:
