@@ -32,8 +32,9 @@ def short(mem: int | None, cpu: float | None) -> str:
     return ", ".join(parts) or "-"
 
 
-def _pick(user: str, groups: Iterable[str], default, per_group: Mapping, per_user: Mapping):
-    """As for GPU quotas: a per-user value wins, else the highest group value, else the default."""
+def pick(user: str, groups: Iterable[str], default, per_group: Mapping, per_user: Mapping):
+    """The one rule for per-user settings (limits here, GPU quotas in gpu/allocator.py):
+    the user's own value wins, else the highest of their groups', else the default."""
     if user in per_user:
         return per_user[user]
     found = [per_group[g] for g in set(groups) if g in per_group]
@@ -43,8 +44,8 @@ def _pick(user: str, groups: Iterable[str], default, per_group: Mapping, per_use
 def for_user(limits: Mapping, user: str, groups: Iterable[str], profile: Mapping | None = None) -> Limits:
     """The limits of `user`'s server; a profile's own mem_limit/cpu_limit win for it."""
     groups = list(groups)
-    mem = _pick(user, groups, limits["mem_limit"], limits["mem_limit_groups"], limits["mem_limit_users"])
-    cpu = _pick(user, groups, limits["cpu_limit"], limits["cpu_limit_groups"], limits["cpu_limit_users"])
+    mem = pick(user, groups, limits["mem_limit"], limits["mem_limit_groups"], limits["mem_limit_users"])
+    cpu = pick(user, groups, limits["cpu_limit"], limits["cpu_limit_groups"], limits["cpu_limit_users"])
     if profile:
         mem = profile.get("mem_limit") or mem
         cpu = profile.get("cpu_limit") or cpu
@@ -52,6 +53,7 @@ def for_user(limits: Mapping, user: str, groups: Iterable[str], profile: Mapping
 
 
 def ram() -> int:
+    """This machine's memory in bytes."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

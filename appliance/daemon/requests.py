@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import ephemeral, privilege, protocol, users
+from .. import ephemeral, limits, privilege, protocol, users
 from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
 
@@ -23,10 +23,6 @@ MAX_REQUEST = 256 * 1024
 OPS = ("spawn", "stop", "status", "gpus", "list")
 
 _MiB = 1024**2
-
-
-def _ram() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class RequestError(ValueError):
@@ -85,7 +81,7 @@ EXTRA_PROPERTIES = {
     "TasksMax": lambda: _int_in("TasksMax", 16, 1_000_000),
     "CPUWeight": lambda: _int_in("CPUWeight", 1, 10_000),
     "IOWeight": lambda: _int_in("IOWeight", 1, 10_000),
-    "MemoryHigh": lambda: _int_in("MemoryHigh", 64 * _MiB, _ram()),
+    "MemoryHigh": lambda: _int_in("MemoryHigh", 64 * _MiB, limits.ram()),
 }
 
 
@@ -248,7 +244,7 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     spec.port = _server_port(spec.env, cfg)
     spec.options = _options(req.get("options", {}))
     if req.get("mem_limit") is not None:
-        spec.mem_limit = _int_in("mem_limit", 64 * _MiB, _ram())(req["mem_limit"])
+        spec.mem_limit = _int_in("mem_limit", 64 * _MiB, limits.ram())(req["mem_limit"])
     if req.get("cpu_limit") is not None:
         ncpu = os.cpu_count() or 1
         try:

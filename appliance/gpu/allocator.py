@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
+from ..limits import pick
 from .inventory import GPU
 
 __all__ = ["CapacityError", "QuotaError", "assign", "check_request", "choose_gpus", "quota_for"]
@@ -52,10 +53,7 @@ class QuotaError(Exception):
 def quota_for(username: str, groups: Iterable[str], default: int,
               per_group: Mapping[str, int], per_user: Mapping[str, int]) -> int:
     """Per-user override wins; else the most generous group override; else default."""
-    if username in per_user:
-        return per_user[username]
-    matches = [per_group[g] for g in set(groups) if g in per_group]
-    return max(matches) if matches else default
+    return pick(username, groups, default, per_group, per_user)
 
 
 def check_request(count: int, quota: int) -> None:
