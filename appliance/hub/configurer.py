@@ -74,10 +74,10 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.Spawner.http_timeout = spawner["http_timeout"]
     c.Spawner.env_keep = list(protocol.ENV_KEEP)
     c.Spawner.environment = dict(spawner["environment"])
-    c.ApplianceSpawner.gpu_quota = cfg["gpu"]
+    c.ApplianceSpawner.gpu_config = cfg["gpu"]
     c.ApplianceSpawner.profiles = cfg["profiles"]
     c.ApplianceSpawner.culler = culler
-    c.ApplianceSpawner.limits = cfg["limits"]  # the daemon applies them; the form shows them
+    c.ApplianceSpawner.limits_config = cfg["limits"]  # the daemon applies them; the form shows them
 
     # The appliance's own services and roles; jupyterhub_config.d files may append.
     c.JupyterHub.services = []

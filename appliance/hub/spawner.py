@@ -43,7 +43,7 @@ FIXED_OPTIONS = {
 QUEUE_ASK_INTERVAL = 1.0
 
 
-def SpawnError(message: str, reason: str = "error") -> SpawnException:
+def spawn_error(message: str, reason: str = "error") -> SpawnException:
     """A spawn failure that JupyterHub shows the user as it is, without a traceback."""
     e = SpawnException(message, reason=reason, status_code=503 if reason == "capacity" else 400)
     e.jupyterhub_message = message  # the words alone, not "400 SpawnException(...)"
@@ -52,10 +52,11 @@ def SpawnError(message: str, reason: str = "error") -> SpawnException:
 
 class ApplianceSpawner(SystemdSpawner):
     daemon_socket = Unicode(client.DAEMON_SOCKET, help="path of the appliance daemon's socket").tag(config=True)
-    gpu_quota = Dict(help="appliance.toml [gpu]: quota, quota_groups, quota_users").tag(config=True)
+    gpu_config = Dict(help="appliance.toml [gpu]: quotas, the queue, reclaim").tag(config=True)
     profiles = Dict(help="appliance.toml [profiles.NAME] tables, in order").tag(config=True)
     culler = Dict(help="appliance.toml [culler], to word its stops").tag(config=True)
-    limits = Dict(help="appliance.toml [limits], to show them on the form (the daemon applies them)").tag(config=True)
+    limits_config = Dict(help="appliance.toml [limits], to show them on the form (the daemon applies them)"
+                         ).tag(config=True)
     ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
     activity_interval = Integer(300, help="seconds between the server's activity reports to the hub").tag(config=True)
 
@@ -89,7 +90,7 @@ class ApplianceSpawner(SystemdSpawner):
         return ApplianceSpawner._render_form  # JupyterHub calls it with the spawner
 
     def quota(self) -> int:
-        q = self.gpu_quota
+        q = self.gpu_config
         return quota_for(self.user.name, users.groups_of(self.user.name), q.get("quota", 1),
                          q.get("quota_groups", {}), q.get("quota_users", {}))
 
@@ -99,18 +100,18 @@ class ApplianceSpawner(SystemdSpawner):
         except client.DaemonError as e:
             self.log.warning("no GPU summary for the form: %s", e)
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))
-        q = self.gpu_quota
+        q = self.gpu_config
         minutes = max(1, q.get("queue_timeout", 1800) // 60) if q.get("queue", True) else None
         groups = users.groups_of(self.user.name)
         return spawn_form.render(summary, self.quota(), self.profiles, minutes,
-                                 lambda profile: limits.for_user(self.limits, self.user.name, groups, profile))
+                                 lambda profile: limits.for_user(self.limits_config, self.user.name, groups, profile))
 
     def options_from_form(self, formdata):
         try:
             options = spawn_form.parse(formdata, self.profiles)
             spawn_form.resolve(options, self.quota(), self.profiles)  # refuse now, on the form
         except spawn_form.FormError as e:
-            raise SpawnError(str(e), reason="invalid_options") from None
+            raise spawn_error(str(e), reason="invalid_options") from None
         return options
 
     def get_state(self):
@@ -179,11 +180,11 @@ class ApplianceSpawner(SystemdSpawner):
             try:
                 extra[key] = int(self._expand_user_vars(str(value)))
             except ValueError:
-                raise SpawnError(f"unit_extra_properties {key}={value!r} must be a whole number") from None
+                raise spawn_error(f"unit_extra_properties {key}={value!r} must be a whole number") from None
         try:
             options = protocol.parse_args([self._expand_user_vars(a) for a in self.get_args()])
         except ValueError as e:
-            raise SpawnError(f"This hub's Spawner.args cannot be used: {e}. An administrator must change "
+            raise spawn_error(f"This hub's Spawner.args cannot be used: {e}. An administrator must change "
                              "it in /etc/jupyterhub/jupyterhub_config.d/.") from None
         return {
             "op": "spawn",
@@ -222,21 +223,21 @@ class ApplianceSpawner(SystemdSpawner):
         self._spawning = True
         try:
             if self.name:
-                raise SpawnError("Named servers are not supported by this appliance: use your default server.")
+                raise spawn_error("Named servers are not supported by this appliance: use your default server.")
             unsupported = self.unsupported_options()
             if unsupported:
-                raise SpawnError("This hub's configuration sets what the appliance does not support: "
+                raise spawn_error("This hub's configuration sets what the appliance does not support: "
                                  + "; ".join(unsupported) + ". An administrator must remove it from "
                                  "/etc/jupyterhub/jupyterhub_config.d/.")
             try:
                 users.check_name(self.user.name)
             except users.UserError as e:
-                raise SpawnError(str(e)) from None
+                raise spawn_error(str(e)) from None
             try:
                 choice = self._visitor_choice() or spawn_form.resolve(self.user_options or {}, self.quota(),
                                                                        self.profiles)
             except spawn_form.FormError as e:
-                raise SpawnError(str(e), reason="invalid_options") from None
+                raise spawn_error(str(e), reason="invalid_options") from None
             self.port = random_port()
             self._event(f"Asking the appliance for your server with {choice['gpus']} GPU(s)", 10)
             reply = await self._ask_until_started(self._request(choice))
@@ -258,7 +259,7 @@ class ApplianceSpawner(SystemdSpawner):
         if not ephemeral.is_visitor(self.user.name):
             return None
         if not self.ephemeral_mode:
-            raise SpawnError("This hub is not in ephemeral mode any more: visitors get no server.")
+            raise spawn_error("This hub is not in ephemeral mode any more: visitors get no server.")
         return {"gpus": self.ephemeral_mode["gpus"], "gpu_fallback": True, "profile": None}
 
     async def _ask_until_started(self, request: dict) -> dict:
@@ -279,17 +280,17 @@ class ApplianceSpawner(SystemdSpawner):
                 except client.DaemonError as e:
                     self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
                     if e.code in ("capacity", "quota", "queue_timeout"):
-                        raise SpawnError(str(e), reason=e.code) from None
-                    raise SpawnError(f"Your server could not be started: {e}", reason=e.code) from None
+                        raise spawn_error(str(e), reason=e.code) from None
+                    raise spawn_error(f"Your server could not be started: {e}", reason=e.code) from None
                 if not reply.get("queued"):
                     self._in_queue = False
                     if self._stop_asked:  # started just as the person gave up
                         await client.call({"op": "stop", "user": self.user.name}, self.daemon_socket)
-                        raise SpawnError("You left the GPU queue.", reason="cancelled")
+                        raise spawn_error("You left the GPU queue.", reason="cancelled")
                     return reply
                 self._in_queue = True
                 if self._stop_asked:
-                    raise SpawnError("You left the GPU queue.", reason="cancelled")
+                    raise spawn_error("You left the GPU queue.", reason="cancelled")
                 place = (f"Waiting for a GPU: you are number {reply['position']} in the queue "
                          f"({reply['in_use']} of {reply['total']} GPUs in use)")
                 if place != shown:
@@ -336,7 +337,7 @@ class ApplianceSpawner(SystemdSpawner):
             tries += 1
             if tries % 20 == 0 and await self.poll() is not None:
                 why = self.last_stop.text if self.last_stop is not None else "it exited"
-                raise SpawnError(f"Your server stopped while starting: {why}. An administrator can see "
+                raise spawn_error(f"Your server stopped while starting: {why}. An administrator can see "
                                  f"why with: sudo applctl logs --user {self.user.name}", reason="crashed")
             await asyncio.sleep(0.05)
 
@@ -350,7 +351,7 @@ class ApplianceSpawner(SystemdSpawner):
             age = (datetime.now(timezone.utc) - started.replace(tzinfo=timezone.utc)).total_seconds() \
                 if started else None
             self._record_stop(stop_reasons.by_request(*requester, owner=self.user.name, now=time.time(),
-                                                      server_age=age, culler=self.culler, gpu=self.gpu_quota))
+                                                      server_age=age, culler=self.culler, gpu=self.gpu_config))
 
     async def poll(self):
         if self._in_queue:
