@@ -20,13 +20,15 @@ def test_remove_stops_services_and_keeps_data(appliance):
         assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
     # (visitors-served: ephemeral mode's count, if test_8_ephemeral ran)
     assert set(appliance.sh("ls /var/lib/jupyterhub").stdout.split()) - {"visitors-served"} == {
-        "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret", "proxy_token"}
+        "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret"}
+    assert appliance.sh("ls /var/lib/jupyterhub-appliance/secrets").stdout.split() == ["proxy_token"]
     assert appliance.sh("test -f /etc/jupyterhub/appliance.toml", check=False).returncode == 0
 
 
 def test_purge_removes_what_it_created_but_not_homes(appliance):
     appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y jupyterhub-appliance")
     assert appliance.sh("test -e /var/lib/jupyterhub", check=False).returncode != 0
+    assert appliance.sh("test -e /var/lib/jupyterhub-appliance/secrets", check=False).returncode != 0
     assert appliance.sh("test -e /etc/jupyterhub", check=False).returncode != 0
     for name in ("jupyterhub", "jupyterhub-users", "jupyterhub-admins"):
         assert appliance.sh(f"getent group {name}", check=False).returncode != 0, name

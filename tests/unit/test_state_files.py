@@ -49,7 +49,15 @@ def test_rotation_replaces_only_the_service_token(tmp_path):
     assert state.ensure_secrets(str(d), owner=me(), rotate=(state.APPLCTL_TOKEN,)) == [f"{d}/{state.APPLCTL_TOKEN}"]
     after = {n: (d / n).read_text() for n in NAMES}
     assert after[state.APPLCTL_TOKEN] != before[state.APPLCTL_TOKEN]
-    assert after[state.PROXY_TOKEN] == before[state.PROXY_TOKEN]
+    assert after[state.COOKIE_SECRET] == before[state.COOKIE_SECRET]
+
+
+def test_roots_secrets_are_made_in_their_own_directory_owned_by_whoever_runs_it(tmp_path):
+    d = tmp_path / "secrets"
+    assert state.ensure_secrets(str(d), owner=None, names=state.ROOT_SECRETS) == [f"{d}/{state.PROXY_TOKEN}"]
+    st = os.stat(d / state.PROXY_TOKEN)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), stat.S_IMODE(os.stat(d).st_mode)) == (os.getuid(), 0o600, 0o700)
+    assert len(state.read_proxy_token(d) if os.getuid() == 0 else (d / state.PROXY_TOKEN).read_text().strip()) == 64
 
 
 @pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo", "dir"])
