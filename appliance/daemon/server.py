@@ -176,6 +176,7 @@ class Daemon:
                     from None
         self.check_quota(spec, groups)  # refuse before touching anything
         self.apply_limits(spec, groups)
+        secret_env = self.secret_env()
         props = await self.systemd.unit_properties(unit, ("ActiveState",))
         state = props["ActiveState"] if props else "inactive"
         if state in RUNNING_STATES or (props and state == "inactive"):
@@ -207,7 +208,8 @@ class Daemon:
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         state = "inactive"
         try:
-            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))
+            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
+                                                                   secret_env))
             try:
                 job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
                 state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
@@ -226,6 +228,18 @@ class Daemon:
                 f"see: journalctl -u {unit}").to_dict()}
         log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
         return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
+
+    def secret_env(self) -> dict[str, str]:
+        """[spawner] environment_file, read afresh at each spawn; only root reads it,
+        so the hub never holds these values."""
+        spawner = self.cfg["spawner"]
+        if not spawner["environment_file"]:
+            return {}
+        try:
+            return config.read_environment_file(spawner["environment_file"], spawner["environment"])
+        except config.EnvFileError as e:
+            log.error("%s", e)
+            raise rq.RequestError("config", str(e), "env") from None
 
     async def _roll_back(self, unit: str) -> None:
         """Undo a start that did not reach active. A start job still in systemd's queue

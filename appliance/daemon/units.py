@@ -49,8 +49,10 @@ def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> P
     return path
 
 
-def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
-    env = dict(spec.env)
+def server_env(spec: SpawnSpec, lab_news: bool = False, secret_env: dict[str, str] | None = None) -> dict[str, str]:
+    """`secret_env`: [spawner] environment_file's variables (their names are never
+    among those the hub may send)."""
+    env = {**spec.env, **(secret_env or {})}
     if lab_news:
         env["JUPYTER_CONFIG_PATH"] = ":".join(filter(None, [env.get("JUPYTER_CONFIG_PATH"), NEWS_ON_CONFIG]))
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
