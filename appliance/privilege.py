@@ -10,6 +10,7 @@ whenever a server starts.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -144,6 +145,39 @@ def replaceable(paths: tuple[str, ...], itself: bool) -> tuple[Path, str] | None
             why = _not_roots(st, sticky_ok=True)
             if why:
                 return part, why
+    return None
+
+
+def redirectable(path: str) -> tuple[Path, str] | None:
+    """Whether someone but root could make the absolute `path` lead elsewhere or
+    change what is there: the first directory the kernel looks a name up in while
+    resolving it (links followed one hop at a time, wherever they lead), or the file
+    itself, that someone but root could change, and why; None if only root can.
+    OSError if it cannot be resolved."""
+    looked_in: list[str] = []
+    done, todo, hops = "/", [p for p in path.split("/") if p], 0
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            done = os.path.dirname(done)
+            continue
+        looked_in.append(done)
+        entry = os.path.join(done, name)
+        if os.path.islink(entry):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            target = os.readlink(entry)
+            done = "/" if target.startswith("/") else done
+            todo = [p for p in target.split("/") if p] + todo
+        else:
+            done = entry
+    for part in dict.fromkeys([*looked_in, done]):  # each once, in order
+        why = _not_roots(os.lstat(part), sticky_ok=True)
+        if why:
+            return Path(part), why
     return None
 
 
