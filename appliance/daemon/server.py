@@ -497,18 +497,14 @@ def listening_socket() -> socket.socket:
     return socket.socket(fileno=3)
 
 
-async def amain() -> None:
-    cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
-    try:
-        hub_uid = pwd.getpwnam(HUB_USER).pw_uid
-    except KeyError:
-        sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
-    daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
-    server = await serve(daemon, listening_socket())
+async def start(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
+    """Make the daemon's state agree with systemd's, then serve. Reconciling first:
+    a spawn served meanwhile could be a visitor whose new home the cleaning of
+    leftover homes deletes as it starts."""
     inv = await daemon.gpus.inventory()
     held = await daemon.gpus.running(inv)
-    log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", hub_uid,
-             cfg["daemon"]["min_uid"],
+    log.info("jupyterhub-appliance daemon starting (hub uid %d, min uid %d); %s; held: %s", daemon.hub_uid,
+             daemon.cfg["daemon"]["min_uid"],
              f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
              ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
     await daemon.reconcile_visitors()
@@ -516,6 +512,19 @@ async def amain() -> None:
         log.info("%s", await daemon.apply_totals())
     except SystemdError as e:
         log.error("could not cap %s: %s", UNIT_SLICE, e)
+    server = await serve(daemon, sock)
+    log.info("jupyterhub-appliance daemon ready")
+    return server
+
+
+async def amain() -> None:
+    cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
+    try:
+        hub_uid = pwd.getpwnam(HUB_USER).pw_uid
+    except KeyError:
+        sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
+    daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
+    server = await start(daemon, listening_socket())
     sampler = asyncio.create_task(daemon.sample_forever())  # noqa: F841 (runs as long as the daemon)
     async with server:
         await server.serve_forever()
