@@ -121,9 +121,8 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
 def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
     """A one-shot unit that deletes a stopped visitor's home. The daemon has no
     capabilities (it cannot enter a directory of another uid), so systemd runs this
-    as full root, once no process of the visitor's uid is left. GNU rm never
-    follows a link it finds in the tree."""
-    argv = ["/usr/bin/rm", "-rf", "--one-file-system", "--", *ephemeral.home_paths(name)]
+    as full root, once no process of the visitor's uid is left."""
+    argv = ephemeral.forget_argv(name)
     return [
         ("Description", Variant("s", f"Delete everything of visitor {name}")),
         ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
