@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from visitor_client import arrive
+
 
 def test_reinstall_same_version_is_harmless(appliance, deb):
     secret = appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout
@@ -15,7 +17,17 @@ def test_reinstall_same_version_is_harmless(appliance, deb):
 
 
 def test_remove_stops_services_and_keeps_data(appliance):
+    # A visitor's server runs when the package goes: its home goes too (the daemon
+    # that would delete it once the server stops is stopped first).
+    appliance.ct.write("/etc/jupyterhub/appliance.toml", appliance.config_text('mode = "ephemeral"\n'))
+    appliance.sh("applctl reload >/dev/null")
+    appliance.wait_hub()
+    _, visitor, _ = arrive(appliance)
+    assert appliance.sh(f"test -d /var/lib/private/jupyter-{visitor}", check=False).returncode == 0
     appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y jupyterhub-appliance")
+    assert appliance.sh("ls -d /var/lib/private/jupyter-visitor-* /var/lib/jupyter-visitor-*",
+                        check=False).stdout.strip() == ""
+    assert appliance.sh(f"systemctl is-active jupyter-{visitor}.service", check=False).stdout.strip() != "active"
     for unit in ("jupyterhub.service", "jupyterhub-proxy.service", "jupyter-alice.service"):
         assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
     # (visitors-served: ephemeral mode's count, if test_8_ephemeral ran)
