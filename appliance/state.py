@@ -103,7 +103,7 @@ def ensure_all(rotate: tuple[str, ...] = ()) -> list[str]:
 
 
 def _drop_old_proxy_token(state_dir: str = STATE_DIR) -> None:
-    """Up to 0.3, the proxy token lived in the hub's directory; its name goes (unlink
+    """Up to 0.2.x, the proxy token lived in the hub's directory; its name goes (unlink
     never follows a link). Upgrades rotate the token anyway."""
     dfd = _open_dir(state_dir)
     try:
