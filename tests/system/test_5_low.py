@@ -45,6 +45,17 @@ def app(appliance):
     appliance.wait_hub()
 
 
+def start_alice(app) -> Browser:
+    b = Browser(app.url)
+    b.login_and_start("alice", USERS["alice"])
+    try:
+        b.wait_for_server("alice")
+    except AssertionError as e:
+        said = app.sh("journalctl -u jupyter-alice -u jupyterhub-appliance -n 60 --no-pager", check=False).stdout
+        raise AssertionError(f"{e}\n{said}") from None
+    return b
+
+
 def as_admin(app, args: str):
     """sudo applctl ARGS as a jupyterhub-admin; never a traceback."""
     r = app.sh(f"sudo -S -p '' applctl {args}", user=ADMIN, input=f"{ADMIN_PASSWORD}\n", check=False)
@@ -96,7 +107,8 @@ def test_kernels_add_refuses_an_environment_with_one_file_a_user_can_change(app)
     app.sh(f"touch {site}/sitecustomize.py && chown alice {site}/sitecustomize.py")
     r = as_admin(app, "kernels add --name lowvenv --python /opt/lowvenv/bin/python")
     assert r.returncode == 1 and f"{site}/sitecustomize.py is owned by uid" in r.stderr, r.stderr
-    assert "every file and directory of its environment" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    said = [line for line in r.stderr.splitlines() if line.startswith("applctl:")]  # (sudo may warn too)
+    assert len(said) == 1 and "every file and directory of its environment" in said[0], r.stderr
     app.sh(f"chown root {site}/sitecustomize.py && chmod o+w {site}/sitecustomize.py")
     r = as_admin(app, "kernels add --name lowvenv --python /opt/lowvenv/bin/python")
     assert r.returncode == 1 and f"{site}/sitecustomize.py is writable by others" in r.stderr, r.stderr
@@ -126,17 +138,20 @@ def test_secrets_for_servers_come_from_roots_file_never_from_appliance_toml(app)
     app.ct.write(CONFIG, app.config_text('[spawner]\nenvironment_file = "/etc/jupyterhub/spawner.env"\n'))
     r = app.sh("applctl reload", check=False)  # readable by others: refused, nothing restarted
     assert r.returncode == 1 and "mode 0644" in r.stderr and "hf_from_roots_file" not in r.stderr, r.stderr
-    app.sh("chmod 0600 /etc/jupyterhub/spawner.env && applctl reload >/dev/null")
-    app.wait_hub()
-    assert app.sh("cat /etc/jupyterhub/spawner.env", user="jupyterhub", check=False).returncode != 0
-    b = Browser(app.url)
-    b.login_and_start("alice", USERS["alice"])
-    b.wait_for_server("alice")
-    pid = app.unit_props("jupyter-alice.service", "MainPID")["MainPID"]
-    assert "HF_TOKEN=hf_from_roots_file" in app.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout.splitlines()
-    hub_pid = app.unit_props("jupyterhub.service", "MainPID")["MainPID"]
-    assert "hf_from_roots_file" not in app.sh(f"tr '\\0' '\\n' < /proc/{hub_pid}/environ").stdout
-    app.sh("applctl stop alice >/dev/null")
+    try:
+        app.sh("chmod 0600 /etc/jupyterhub/spawner.env && applctl reload >/dev/null")
+        app.wait_hub()
+        assert app.sh("cat /etc/jupyterhub/spawner.env", user="jupyterhub", check=False).returncode != 0
+        start_alice(app)
+        pid = app.unit_props("jupyter-alice.service", "MainPID")["MainPID"]
+        assert "HF_TOKEN=hf_from_roots_file" in app.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout.splitlines()
+        hub_pid = app.unit_props("jupyterhub.service", "MainPID")["MainPID"]
+        assert "hf_from_roots_file" not in app.sh(f"tr '\\0' '\\n' < /proc/{hub_pid}/environ").stdout
+    finally:
+        app.sh("applctl stop alice >/dev/null", check=False)
+        app.ct.write(CONFIG, app.config_text())
+        app.sh("applctl reload >/dev/null")
+        app.wait_hub()
 
 
 # --- the web server in front ----------------------------------------------------------
@@ -144,7 +159,9 @@ def test_secrets_for_servers_come_from_roots_file_never_from_appliance_toml(app)
 @pytest.fixture(scope="module")
 def web(app):
     webservers.install(app)
+    start_alice(app)  # alice's server runs: its /api answers anyone who reaches it
     yield app
+    app.sh("applctl stop alice >/dev/null", check=False)
     webservers.purge(app)
 
 
@@ -183,10 +200,7 @@ def test_the_health_exemption_lets_no_other_path_past_the_site_password(web, kin
                f"--http-port {http_port} --https-port {https_port} --keep-direct >/dev/null")
         app.sh("applctl proxy password set --stdin >/dev/null", input=SITE_PASSWORD + "\n")
         app.wait_hub()
-        b = Browser(app.url)  # alice's server runs: its /api answers anyone who reaches it
-        b.login_and_start("alice", USERS["alice"])
-        b.wait_for_server("alice")
-        assert b"version" in b.get("/user/alice/api").content
+        assert b"version" in Browser(app.url).get("/user/alice/api").content
         health = raw_get(https_port, "/hub/health")
         assert health[0] == 200
         assert raw_get(https_port, "/user/alice/api")[0] == 401
@@ -195,7 +209,7 @@ def test_the_health_exemption_lets_no_other_path_past_the_site_password(web, kin
             assert (status, body) == health or status in (400, 401, 403), (kind, path, status, body[:200])
             assert b"version" not in body, (kind, path, status, body[:200])
     finally:
-        app.sh("applctl proxy remove >/dev/null 2>&1; applctl stop alice >/dev/null", check=False)
+        app.sh("applctl proxy remove >/dev/null 2>&1", check=False)
         app.wait_hub()
 
 
