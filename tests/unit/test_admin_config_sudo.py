@@ -227,8 +227,9 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
     assert config.load(cfgfile)["hub"]["mode"] == "accounts"
 
 
-def test_the_root_only_keys_are_the_tokens_cap_and_the_mode():
-    assert config.root_only_keys() == [("hub", "mode"), ("tokens", "max_days_under_sudo")]
+def test_the_root_only_keys_are_the_tokens_cap_the_mode_and_the_servers_secrets_file():
+    assert config.root_only_keys() == [("hub", "mode"), ("spawner", "environment_file"),
+                                       ("tokens", "max_days_under_sudo")]
 
 
 # --- daemon.min_uid (issue 26, item 1): for root too ------------------------------------
