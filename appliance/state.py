@@ -57,14 +57,14 @@ def _lstat(dfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _write_new(dfd: int, name: str, ids: tuple[int, int] | None) -> None:
-    """A fresh secret under `name`, whole or not at all."""
+def _write_new(dfd: int, name: str, ids: tuple[int, int] | None, text: str | None = None) -> None:
+    """A fresh secret (or `text`) under `name`, whole or not at all."""
     tmp = f".{name}.new"
     if _lstat(dfd, tmp) is not None:
         os.unlink(tmp, dir_fd=dfd)  # unlink never follows a link
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
     try:
-        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+        os.write(fd, ((text if text is not None else secrets.token_hex(32)) + "\n").encode())
         os.fsync(fd)
         if ids:
             os.fchown(fd, *ids)
@@ -110,6 +110,19 @@ def _drop_old_proxy_token(state_dir: str = STATE_DIR) -> None:
         st = _lstat(dfd, PROXY_TOKEN)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             os.unlink(PROXY_TOKEN, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def hand_back_proxy_token(state_dir: str = STATE_DIR, owner: str = HUB_USER) -> None:
+    """Before a downgrade to a release that reads the proxy token from the hub's
+    directory: the running proxy's token, put there (a link there is replaced, never
+    followed). 0.1.0 restarts the hub but not the proxy, so both must agree."""
+    token = read_proxy_token()
+    pw = pwd.getpwnam(owner)
+    dfd = _open_dir(state_dir)
+    try:
+        _write_new(dfd, PROXY_TOKEN, (pw.pw_uid, pw.pw_gid), token)
     finally:
         os.close(dfd)
 
@@ -192,7 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotate-tokens", action="store_true",
                     help="also replace the proxy token and the applctl service token (done on every upgrade and by "
                          "applctl doctor --fix; the proxy and the hub must restart after it)")
+    ap.add_argument("--downgrade", action="store_true",
+                    help="before a downgrade to 0.2.0 or older: put the proxy token where those read it")
     args = ap.parse_args(argv)
+    if args.downgrade:
+        try:
+            hand_back_proxy_token()
+        except (OSError, KeyError) as e:
+            print(f"jupyterhub-appliance: cannot hand the proxy token back to {STATE_DIR}: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         made = ensure_all(rotate=ROTATED if args.rotate_tokens else ())
     except (OSError, KeyError) as e:

@@ -113,3 +113,19 @@ def test_readers_refuse_links_and_strangers_files(tmp_path, victim):
         os.chown(token, 65534, 65534)
         with pytest.raises(state.StateError, match="not a private file"):
             state.read_secret(token, owners=(0,))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="root's secret")
+def test_a_downgrade_gets_the_running_proxys_token_in_the_hubs_directory_past_a_planted_link(tmp_path, victim,
+                                                                                            monkeypatch):
+    secrets_dir, hub_dir = tmp_path / "secrets", tmp_path / "state"
+    state.ensure_secrets(str(secrets_dir), owner=None, names=state.ROOT_SECRETS)
+    hub_dir.mkdir(mode=0o700)
+    (hub_dir / state.PROXY_TOKEN).symlink_to(victim)
+    before = digest(victim)
+    monkeypatch.setattr(state, "read_proxy_token", lambda: state.read_secret(secrets_dir / state.PROXY_TOKEN))
+    state.hand_back_proxy_token(str(hub_dir), owner=me())
+    assert digest(victim) == before
+    st = os.lstat(hub_dir / state.PROXY_TOKEN)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert (hub_dir / state.PROXY_TOKEN).read_text() == (secrets_dir / state.PROXY_TOKEN).read_text()
