@@ -8,8 +8,10 @@ naming the file, the key, the bad value and what is accepted.
 from __future__ import annotations
 
 import grp
+import os
 import posixpath
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +254,30 @@ def _total_cpu(v: Any) -> float | str:
             from None
 
 
+class _NotShown:
+    """A value an error message must not print (it may be a secret)."""
+
+    def __repr__(self) -> str:
+        return "(value not shown)"
+
+
+# appliance.toml is readable by every local account: a name that says it holds a
+# secret goes into [spawner] environment_file, root's own file, instead. By word,
+# so TOKENIZERS_PARALLELISM or KEYRING_BACKEND stay accepted.
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "CREDENTIALS")
+ENV_FILE_RULE = ("a file owned by root that nobody else may read or write (mode 0600), in directories only root "
+                 "can change, of NAME=value lines (# comments)")
+
+
+def looks_secret(name: str) -> bool:
+    return any(word.endswith(_SECRET_WORDS) for word in name.upper().split("_"))
+
+
+def _env_value(name: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\x00\r\n"):
+        raise _SubkeyError(name, _NotShown(), "a one-line text of at most 4096 characters")
+
+
 def _environment(v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise ValueError('a table of NAME = "value", e.g. { HF_HOME = "/data/hf" }')
@@ -260,9 +286,69 @@ def _environment(v: Any) -> dict[str, str]:
             protocol.admin_env_name(name)
         except ValueError as e:
             raise _SubkeyError(name, value, str(e)) from None
-        if not isinstance(value, str) or len(value) > 4096 or any(c in value for c in "\x00\r\n"):
-            raise _SubkeyError(name, value, "a one-line text of at most 4096 characters")
+        if looks_secret(name):
+            raise _SubkeyError(name, _NotShown(), "a name that holds no secret: this file is readable by every "
+                               f"local account; put {name} in the file [spawner] environment_file names ("
+                               f"{ENV_FILE_RULE}), e.g. environment_file = \"/etc/jupyterhub/spawner.env\"")
+        _env_value(name, value)
     return dict(v)
+
+
+def _environment_file(v: Any) -> str:
+    if v == "":
+        return v
+    if not isinstance(v, str) or not _ABS_PATH.fullmatch(v) or posixpath.normpath(v) != v:
+        raise ValueError(f'"" for none, or the absolute path of {ENV_FILE_RULE}, e.g. "/etc/jupyterhub/spawner.env"')
+    return v
+
+
+_ABS_PATH = re.compile(r"/[^\x00-\x1f\x7f]{1,4095}")
+
+
+class EnvFileError(ValueError):
+    """[spawner] environment_file cannot be used; says why, never a value from it."""
+
+
+def read_environment_file(path: str, listed: dict[str, str]) -> dict[str, str]:
+    """The variables of [spawner] environment_file, read by root (the daemon at each
+    spawn, applctl reload). `listed`: [spawner] environment, which may not repeat a name."""
+    where = f"[spawner] environment_file = {path!r}"
+    try:
+        found = privilege.replaceable((os.path.abspath(path), os.path.realpath(path)), itself=False)
+        fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise EnvFileError(f"{where}: cannot read {e.filename or path} ({e.strerror}); it must be {ENV_FILE_RULE}") \
+            from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if found:
+            raise EnvFileError(f"{where}: {found[0]} above it is {found[1]}; it must be {ENV_FILE_RULE}")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            raise EnvFileError(f"{where}: it has owner uid {st.st_uid} and mode {stat.S_IMODE(st.st_mode):04o}; it "
+                               f"must be {ENV_FILE_RULE}: sudo chown root: {path} && sudo chmod 0600 {path}")
+        text = f.read(256 * 1024).decode("utf-8", "replace")
+    env: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        try:
+            if not eq:
+                raise ValueError("a NAME=value line")
+            protocol.admin_env_name(name)
+            _env_value(name, value)
+            if name in listed or name in env:
+                raise ValueError(f"a name set once ({name} is also in [spawner] environment or earlier in the file)")
+        except _SubkeyError as e:
+            raise EnvFileError(f"{where}: line {n} ({name}) is not accepted: {e}") from None
+        except ValueError as e:
+            raise EnvFileError(f"{where}: line {n} is not accepted: {e}") from None
+        env[name] = value
+    return env
 
 
 # The highest daemon.min_uid: UID_MAX of login.defs (Debian, Ubuntu, Arch), the last
@@ -333,7 +419,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cpu_limit": Field(0, "deprecated: [limits] cpu_limit", _number(0, 1024)),
         "start_timeout": Field(120, "seconds a server may take to start", _int(10, 3600)),
         "http_timeout": Field(60, "seconds a started server may take to answer", _int(5, 3600)),
-        "environment": Field({}, "extra environment variables of every server", _environment),
+        "environment": Field({}, "extra environment variables of every server (no secrets: this file is "
+                             "world-readable)", _environment),
+        "environment_file": Field("", "root's file of NAME=value lines: secret variables of every server",
+                                  _environment_file,
+                                  root_only="names a root-only file whose variables every server gets"),
         "jupyterlab_news": Field(False, "JupyterLab's Jupyter news and update check", _bool),
     },
     "daemon": {

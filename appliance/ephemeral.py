@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 PREFIX = "visitor-"
@@ -61,6 +63,12 @@ def home_paths(name: str) -> list[str]:
     return [str(PRIVATE_ROOT / state_name(name)), str(STATE_ROOT / state_name(name))]
 
 
+def forget_argv(name: str) -> list[str]:
+    """Deletes a stopped visitor's home; as root, since the home is another uid's.
+    GNU rm never follows a link it finds in the tree."""
+    return ["/usr/bin/rm", "-rf", "--one-file-system", "--", *home_paths(name)]
+
+
 def cleaner_unit(name: str) -> str:
     """The one-shot unit that deletes a stopped visitor's home. Not jupyter-*: it must
     never be taken for a server."""
@@ -74,3 +82,19 @@ def leftover_homes(private_root: Path = PRIVATE_ROOT) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(e[len("jupyter-"):] for e in entries if e.startswith("jupyter-") and is_visitor(e[len("jupyter-"):]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m appliance.ephemeral forget-homes`: the package's removal, once every
+    server is stopped, deletes what visitors left (the daemon that would is gone)."""
+    if (argv if argv is not None else sys.argv[1:]) != ["forget-homes"]:
+        print("usage: python -m appliance.ephemeral forget-homes", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in leftover_homes():
+        failed |= subprocess.run(forget_argv(name), check=False).returncode
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

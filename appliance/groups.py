@@ -6,7 +6,10 @@ ADMINS_GROUP = "jupyterhub-admins"  # hub admins; may run `sudo applctl`
 UNIT_SLICE = "jupyter-users.slice"
 PAM_SERVICE = "jupyterhub-appliance"
 
-STATE_DIR = "/var/lib/jupyterhub"
+STATE_DIR = "/var/lib/jupyterhub"  # the hub's (uid jupyterhub)
+# Root's, 0700: secrets systemd hands to units (LoadCredential= follows links, so
+# never from a directory the hub can write).
+SECRETS_DIR = "/var/lib/jupyterhub-appliance/secrets"
 RUNTIME_DIR = "/run/jupyterhub-appliance"
 DAEMON_SOCKET = RUNTIME_DIR + "/daemon.sock"
 LIB_DIR = "/usr/lib/jupyterhub-appliance"

@@ -10,6 +10,7 @@ whenever a server starts.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -100,23 +101,42 @@ def check_config_change(old: dict, new: dict) -> None:
                              "root may shorten it")
 
 
+# Interpreters whose environment is the system's own (packaged, root's): only the
+# interpreter and the directories above it are checked, not all of /usr.
+SYSTEM_PREFIXES = ("/", "/usr", "/usr/local")
+
+
 def check_executable(path: str) -> None:
-    """Refuse, under sudo, an interpreter that anyone but root could change.
+    """Refuse, under sudo, an interpreter whose environment anyone but root could change.
 
     Every user who opens the kernel runs it, so whoever can replace it (or a
-    directory on its way, or what its symlinks point to) runs code as all of them."""
+    directory on its way, or what its symlinks point to), or any file of its
+    environment (a module, a .pth file), runs code as all of them."""
     if sudo_uid() is None:
         return
     try:
         found = replaceable((os.path.abspath(path), os.path.realpath(path)), itself=True)
+        prefix = os.path.dirname(os.path.dirname(os.path.abspath(path)))  # ENV of ENV/bin/python
+        if not found and prefix not in SYSTEM_PREFIXES:
+            found = replaceable_in_tree(prefix)
     except OSError as e:
         raise PrivilegeError(f"{path}: cannot check {e.filename} ({e.strerror})") from None
     if found:
         part, why = found
         raise PrivilegeError(
             f"{path}: {part} is {why}; every user's kernel would run what its owner puts there. Under sudo, the "
-            "interpreter and every directory above it must belong to root and be writable only by root; root may "
-            "register it anyway")
+            "interpreter, every file and directory of its environment and every directory above them must belong "
+            "to root and be writable only by root; root may register it anyway")
+
+
+def _not_roots(st: os.stat_result, sticky_ok: bool) -> str | None:
+    """Why someone but root could change this file or directory; None if only root can."""
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root"
+    sticky_dir = sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)) and not sticky_dir:
+        return "writable by others"
+    return None
 
 
 def replaceable(paths: tuple[str, ...], itself: bool) -> tuple[Path, str] | None:
@@ -134,11 +154,78 @@ def replaceable(paths: tuple[str, ...], itself: bool) -> tuple[Path, str] | None
             st = part.lstat()
             if stat.S_ISLNK(st.st_mode):
                 continue
-            if st.st_uid != 0:
-                return part, f"owned by uid {st.st_uid}, not root"
-            sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-            if (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)) and not sticky_dir:
-                return part, "writable by others"
+            why = _not_roots(st, sticky_ok=True)
+            if why:
+                return part, why
+    return None
+
+
+def redirectable(path: str) -> tuple[Path, str] | None:
+    """Whether someone but root could make the absolute `path` lead elsewhere or
+    change what is there: the first directory the kernel looks a name up in while
+    resolving it (links followed one hop at a time, wherever they lead), or the file
+    itself, that someone but root could change, and why; None if only root can.
+    OSError if it cannot be resolved."""
+    looked_in: list[str] = []
+    done, todo, hops = "/", [p for p in path.split("/") if p], 0
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            done = os.path.dirname(done)
+            continue
+        looked_in.append(done)
+        entry = os.path.join(done, name)
+        if os.path.islink(entry):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            target = os.readlink(entry)
+            done = "/" if target.startswith("/") else done
+            todo = [p for p in target.split("/") if p] + todo
+        else:
+            done = entry
+    for part in dict.fromkeys([*looked_in, done]):  # each once, in order
+        why = _not_roots(os.lstat(part), sticky_ok=True)
+        if why:
+            return Path(part), why
+    return None
+
+
+def replaceable_in_tree(top: str) -> tuple[Path, str] | None:
+    """The first file or directory in the tree `top` that someone but root could
+    change, and why; None if only root can. The walk follows no link: a link is
+    judged by where it leads (a directory it leads to outside the tree is walked too,
+    once). A sticky directory counts as writable here: anyone could add a module."""
+    todo, walked = [Path(top)], {os.path.realpath(top)}
+    while todo:
+        d = todo.pop()
+        why = _not_roots(d.lstat(), sticky_ok=False)
+        if why:
+            return d, why
+        with os.scandir(d) as entries:
+            for e in sorted(entries, key=lambda e: e.name):
+                path = Path(e.path)
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    walked.add(os.path.realpath(path))
+                    todo.append(path)
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    target = os.path.realpath(path)
+                    if any(target == w or target.startswith(w.rstrip("/") + "/") for w in walked):
+                        continue  # in a tree walked anyway
+                    found = replaceable((target,), itself=True)
+                    if found:
+                        return path, f"a link to {found[0]}, which is {found[1]}"
+                    if os.path.isdir(target):
+                        walked.add(target)
+                        todo.append(Path(target))
+                    continue
+                why = _not_roots(st, sticky_ok=False)
+                if why:
+                    return path, why
     return None
 
 

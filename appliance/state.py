@@ -1,6 +1,11 @@
-"""The hub's secrets in /var/lib/jupyterhub: created once, 0600, owned by the hub user.
+"""The appliance's secrets: created once, 0600, in two directories.
 
-That directory belongs to uid `jupyterhub`, so anything in it may have been planted
+The hub's own (cookie secret, applctl's service token) live in /var/lib/jupyterhub,
+owned by the hub user. The proxy token lives in root's SECRETS_DIR: systemd reads it
+for both the proxy and the hub (LoadCredential=), and PID 1 follows links, so it
+must never read from a directory the hub can write.
+
+The hub's directory belongs to uid `jupyterhub`, so anything in it may have been planted
 by a compromised hub. Root works there only through a descriptor of the directory:
 entries are looked at with lstat, opened with O_NOFOLLOW, checked after opening
 (a regular file with one link, of the expected owner), created with O_EXCL, and
@@ -18,13 +23,15 @@ import stat
 import sys
 from pathlib import Path
 
-from .groups import HUB_USER, STATE_DIR
+from .groups import HUB_USER, SECRETS_DIR, STATE_DIR
 
 COOKIE_SECRET = "jupyterhub_cookie_secret"
 PROXY_TOKEN = "proxy_token"
 # The API token of the hub service `applctl` (configurer.register_applctl_service).
 APPLCTL_TOKEN = "applctl_token"
-SECRETS = (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN)
+# In STATE_DIR, the hub's; in SECRETS_DIR, root's (units get them as credentials).
+SECRETS = (COOKIE_SECRET, APPLCTL_TOKEN)
+ROOT_SECRETS = (PROXY_TOKEN,)
 # Replaced on every upgrade and by `applctl doctor --fix`: a token that leaked once
 # stops working then. The cookie secret stays: replacing it logs everybody out.
 ROTATED = (PROXY_TOKEN, APPLCTL_TOKEN)
@@ -50,14 +57,14 @@ def _lstat(dfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _write_new(dfd: int, name: str, ids: tuple[int, int] | None) -> None:
-    """A fresh secret under `name`, whole or not at all."""
+def _write_new(dfd: int, name: str, ids: tuple[int, int] | None, text: str | None = None) -> None:
+    """A fresh secret (or `text`) under `name`, whole or not at all."""
     tmp = f".{name}.new"
     if _lstat(dfd, tmp) is not None:
         os.unlink(tmp, dir_fd=dfd)  # unlink never follows a link
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
     try:
-        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+        os.write(fd, ((text if text is not None else secrets.token_hex(32)) + "\n").encode())
         os.fsync(fd)
         if ids:
             os.fchown(fd, *ids)
@@ -86,10 +93,45 @@ def _fix_existing(dfd: int, name: str, ids: tuple[int, int] | None, allowed: set
         os.close(fd)
 
 
+def ensure_all(rotate: tuple[str, ...] = ()) -> list[str]:
+    """Every secret of the appliance: the hub's, and root's for the units' credentials."""
+    made = ensure_secrets(rotate=rotate)
+    os.makedirs(os.path.dirname(SECRETS_DIR), 0o755, exist_ok=True)
+    made += ensure_secrets(SECRETS_DIR, owner=None, rotate=rotate, names=ROOT_SECRETS)
+    _drop_old_proxy_token()
+    return made
+
+
+def _drop_old_proxy_token(state_dir: str = STATE_DIR) -> None:
+    """Up to 0.2.x, the proxy token lived in the hub's directory; its name goes (unlink
+    never follows a link). Upgrades rotate the token anyway."""
+    dfd = _open_dir(state_dir)
+    try:
+        st = _lstat(dfd, PROXY_TOKEN)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            os.unlink(PROXY_TOKEN, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
+def hand_back_proxy_token(state_dir: str = STATE_DIR, owner: str = HUB_USER) -> None:
+    """Before a downgrade to a release that reads the proxy token from the hub's
+    directory: the running proxy's token, put there (a link there is replaced, never
+    followed). 0.1.0 restarts the hub but not the proxy, so both must agree."""
+    token = read_proxy_token()
+    pw = pwd.getpwnam(owner)
+    dfd = _open_dir(state_dir)
+    try:
+        _write_new(dfd, PROXY_TOKEN, (pw.pw_uid, pw.pw_gid), token)
+    finally:
+        os.close(dfd)
+
+
 def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER,
-                   rotate: tuple[str, ...] = ()) -> list[str]:
-    """Create missing secrets (and those named in `rotate`); never replace a good
-    one otherwise (that would log everybody out). Returns what was (re)created."""
+                   rotate: tuple[str, ...] = (), names: tuple[str, ...] = SECRETS) -> list[str]:
+    """Create the missing secrets `names` in `state_dir` (and those named in `rotate`),
+    owned by `owner` (None: whoever runs this); never replace a good one otherwise
+    (that would log everybody out). Returns what was (re)created."""
     ids = None
     if owner is not None:
         pw = pwd.getpwnam(owner)
@@ -105,7 +147,7 @@ def ensure_secrets(state_dir: str = STATE_DIR, owner: str | None = HUB_USER,
         if ids:
             os.fchown(dfd, *ids)
         os.fchmod(dfd, 0o700)
-        for name in SECRETS:
+        for name in names:
             st = _lstat(dfd, name)
             if st is not None and name not in rotate and not _fix_existing(dfd, name, ids, allowed):
                 print(f"jupyterhub-appliance: {state_dir}/{name} was not a private file of {owner or 'root'} "
@@ -143,6 +185,11 @@ def read_secret(path: str | Path, owners: tuple[int, ...] | None = None) -> str:
         return f.read(MAX_SECRET).decode("utf-8", "replace").strip()
 
 
+def read_proxy_token(secrets_dir: str | Path = SECRETS_DIR) -> str:
+    """Root's reading of the proxy token (applctl doctor)."""
+    return read_secret(Path(secrets_dir) / PROXY_TOKEN, owners=(0,))
+
+
 def hub_owners() -> tuple[int, ...]:
     """Who may own the hub's secrets when root reads them: the hub user and root."""
     try:
@@ -158,11 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rotate-tokens", action="store_true",
                     help="also replace the proxy token and the applctl service token (done on every upgrade and by "
                          "applctl doctor --fix; the proxy and the hub must restart after it)")
+    ap.add_argument("--downgrade", action="store_true",
+                    help="before a downgrade to 0.2.0 or older: put the proxy token where those read it")
     args = ap.parse_args(argv)
+    if args.downgrade:
+        try:
+            hand_back_proxy_token()
+        except (OSError, KeyError) as e:
+            print(f"jupyterhub-appliance: cannot hand the proxy token back to {STATE_DIR}: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
-        made = ensure_secrets(rotate=ROTATED if args.rotate_tokens else ())
+        made = ensure_all(rotate=ROTATED if args.rotate_tokens else ())
     except (OSError, KeyError) as e:
-        print(f"jupyterhub-appliance: cannot set up {STATE_DIR}: {e}", file=sys.stderr)
+        print(f"jupyterhub-appliance: cannot set up {STATE_DIR} and {SECRETS_DIR}: {e}", file=sys.stderr)
         return 1
     for p in made:
         print(f"created {p}")

@@ -17,10 +17,11 @@ import click
 
 from .. import config, held_ports, privilege, root_grants, users
 from ..daemon_client import DaemonError, call_sync
-from ..groups import HUB_USER, STATE_DIR
+from ..groups import HUB_USER, SECRETS_DIR, STATE_DIR
 from ..net import http_url
 from ..password_check import SOCKET as PAM_PATH
-from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, ROTATED, ensure_secrets, hub_owners, read_secret
+from ..state import (ROOT_SECRETS, ROTATED, SECRETS, ensure_all,
+                     read_proxy_token)
 from ..tools import tool
 from . import daemon
 from .common import config_path
@@ -112,26 +113,13 @@ def check_sudoers() -> Check:
     return Check(name, True, f"{SUDOERS} is valid (root, 0440)")
 
 
-def check_state(state_dir: Path = Path(STATE_DIR)) -> Check:
+def check_state(state_dir: Path = Path(STATE_DIR), secrets_dir: Path = Path(SECRETS_DIR)) -> Check:
     name = "state files"
     try:
         hub_uid = pwd.getpwnam(HUB_USER).pw_uid
     except KeyError:
         return Check(name, False, f"no user {HUB_USER}", REINSTALL)
-    wrong = []
-    expected = [(state_dir, 0o700)] + [(state_dir / f, 0o600) for f in (COOKIE_SECRET, PROXY_TOKEN, APPLCTL_TOKEN)]
-    for path, mode in expected:
-        try:
-            st = path.lstat()  # a link planted by the hub is reported, never followed
-        except FileNotFoundError:
-            wrong.append(f"{path} is missing")
-            continue
-        if stat.S_ISLNK(st.st_mode) or (path != state_dir and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1)):
-            wrong.append(f"{path} is a link or not a plain file")
-            continue
-        if st.st_uid != hub_uid or stat.S_IMODE(st.st_mode) != mode:
-            wrong.append(f"{path} has owner {_user_name(st.st_uid)} and mode {stat.S_IMODE(st.st_mode):04o}, "
-                         f"not {HUB_USER} and {mode:04o}")
+    wrong = _wrong_files(state_dir, SECRETS, hub_uid) + _wrong_files(secrets_dir, ROOT_SECRETS, 0)
     db = state_dir / "jupyterhub.sqlite"
     try:
         dbst = db.lstat()  # never through a planted link
@@ -143,7 +131,26 @@ def check_state(state_dir: Path = Path(STATE_DIR)) -> Check:
         fix = FIX_STATE if all("sqlite" not in w for w in wrong) else \
             f"sudo chown {HUB_USER}: {db} && sudo chmod 0600 {db}; and {FIX_STATE}"
         return Check(name, False, "; ".join(wrong), fix)
-    return Check(name, True, f"{state_dir} and its secrets belong to {HUB_USER}, private")
+    return Check(name, True, f"{state_dir} and its secrets belong to {HUB_USER}, {secrets_dir} and its to root; "
+                             "all private")
+
+
+def _wrong_files(directory: Path, names: tuple[str, ...], uid: int) -> list[str]:
+    """What is wrong with a secrets directory (0700) and its files (0600), all of `uid`."""
+    wrong = []
+    for path, mode in [(directory, 0o700)] + [(directory / f, 0o600) for f in names]:
+        try:
+            st = path.lstat()  # a link planted by the hub is reported, never followed
+        except FileNotFoundError:
+            wrong.append(f"{path} is missing")
+            continue
+        if stat.S_ISLNK(st.st_mode) or (path != directory and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1)):
+            wrong.append(f"{path} is a link or not a plain file")
+            continue
+        if st.st_uid != uid or stat.S_IMODE(st.st_mode) != mode:
+            wrong.append(f"{path} has owner {_user_name(st.st_uid)} and mode {stat.S_IMODE(st.st_mode):04o}, "
+                         f"not {_user_name(uid)} and {mode:04o}")
+    return wrong
 
 
 def _user_name(uid: int) -> str:
@@ -177,7 +184,7 @@ def check_hub(cfg: config.Config) -> Check:
     return Check("hub API", True, f"the hub answers on {hub.where}")
 
 
-def check_proxy(cfg: config.Config, state_dir: Path = Path(STATE_DIR)) -> Check:
+def check_proxy(cfg: config.Config) -> Check:
     api = http_url("127.0.0.1", cfg["hub"]["proxy_api_port"], "/api/routes")
     # The token goes only to the socket systemd holds for the proxy: a port set to
     # one where someone else listens would hand them the proxy (and every login).
@@ -186,7 +193,7 @@ def check_proxy(cfg: config.Config, state_dir: Path = Path(STATE_DIR)) -> Check:
                                      "systemd for the proxy, so the proxy token was not sent there",
                      "sudo applctl reload; then sudo applctl doctor (ports) says who listens there")
     try:
-        token = read_secret(state_dir / PROXY_TOKEN, owners=hub_owners())
+        token = read_proxy_token()
     except OSError as e:
         return Check("proxy", False, f"cannot read the proxy token ({e.strerror})", FIX_STATE)
     try:
@@ -366,9 +373,9 @@ def fix_state() -> list[str]:
     and rotate the proxy token and applctl's token (a leaked one stops working);
     restart the proxy and the hub, so both use them."""
     try:
-        made = ensure_secrets(rotate=ROTATED)
+        made = ensure_all(rotate=ROTATED)
     except (OSError, KeyError) as e:
-        raise Failure(f"cannot repair {STATE_DIR}: {e}") from None
+        raise Failure(f"cannot repair {STATE_DIR} and {SECRETS_DIR}: {e}") from None
     subprocess.run([tool("systemctl"), "try-restart", PROXY, HUB], check=False)
     return made
 
@@ -381,7 +388,8 @@ def doctor(fix: bool, as_json: bool) -> None:
     """Check the installation; say what is wrong and how to fix it.
 
     --fix repairs what it safely can: missing or tampered secrets in
-    /var/lib/jupyterhub (a link there is replaced, never followed), their owners
+    /var/lib/jupyterhub and /var/lib/jupyterhub-appliance/secrets (a link there is
+    replaced, never followed), their owners
     and modes; it also rotates the proxy token and applctl's token, and restarts the
     proxy and the hub to use them. Exit code 0 when every check passes, 1 otherwise.
     """

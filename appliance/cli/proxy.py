@@ -46,6 +46,10 @@ def _layout(kind: str):
 
 
 def _site_text(site: Site, lay) -> str:
+    """The site file's text; the certificate and key it names are checked each time
+    (not one applctl made itself), since root's web server reads what is written."""
+    if not site.self_signed:
+        tls.check_pair(trusted_file("--cert", site.cert), trusted_file("--key", site.key, secret=True))
     template = TEMPLATES / f"{site.kind}-site.conf.in"
     try:
         text = template.read_text()
@@ -106,9 +110,7 @@ def setup(kind: str, server_name: str, cert: str | None, key: str | None, self_s
     site = check(Site(kind, server_name, cert, key, self_signed, http_port, https_port, max_upload,
                       f"{LOOPBACK}:{cfg['hub']['port']}",
                       before[0].htpasswd if before else None))
-    if not self_signed:
-        tls.check_pair(trusted_file("--cert", site.cert), trusted_file("--key", site.key, secret=True))
-    text = _site_text(site, lay)  # a bad template is refused before anything is written
+    text = _site_text(site, lay)  # a bad template or certificate is refused before anything is written
     new_tls = [Path(site.cert), Path(site.key)] if self_signed else []
     with Change(lay, new_tls) as change:
         if self_signed:

@@ -84,6 +84,12 @@ def apply_configuration(timeout: int = 90) -> dict:
         cfg = config.load(config_path())
     except config.ConfigError as e:
         raise Failure(f"{e}\nnothing was restarted; fix it with: sudo applctl config edit") from None
+    spawner = cfg["spawner"]
+    if spawner["environment_file"]:  # as the daemon reads it at every spawn
+        try:
+            config.read_environment_file(spawner["environment_file"], spawner["environment"])
+        except config.EnvFileError as e:
+            raise Failure(f"{e}\nnothing was restarted") from None
     start = time.monotonic()
     restarted = []
     # An administrator's reload is deliberate: an earlier burst of restarts (systemd's

@@ -196,6 +196,7 @@ class Daemon:
                     from None
         self.check_quota(spec, groups)  # refuse before touching anything
         self.apply_limits(spec, groups)
+        secret_env = self.secret_env()
         props = await self.systemd.unit_properties(unit, ("ActiveState",))
         state = props["ActiveState"] if props else "inactive"
         if state in RUNNING_STATES or (props and state == "inactive"):
@@ -228,7 +229,8 @@ class Daemon:
         spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
         state = "inactive"
         try:
-            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"]))
+            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
+                                                                   secret_env))
             try:
                 job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
                 state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
@@ -247,6 +249,18 @@ class Daemon:
                 f"see: journalctl -u {unit}").to_dict()}
         log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
         return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
+
+    def secret_env(self) -> dict[str, str]:
+        """[spawner] environment_file, read afresh at each spawn; only root reads it,
+        so the hub never holds these values."""
+        spawner = self.cfg["spawner"]
+        if not spawner["environment_file"]:
+            return {}
+        try:
+            return config.read_environment_file(spawner["environment_file"], spawner["environment"])
+        except config.EnvFileError as e:
+            log.error("%s", e)
+            raise rq.RequestError("config", str(e), "env") from None
 
     async def _roll_back(self, unit: str) -> None:
         """Undo a start that did not reach active. A start job still in systemd's queue
@@ -497,6 +511,26 @@ async def serve(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
                                            backlog=socket.SOMAXCONN)
 
 
+async def start(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
+    """Reconcile visitors with systemd, then serve: a visitor's spawn served meanwhile
+    could have its new home deleted by the cleaning of leftover homes. The rest
+    (GPU inventory, the slice's caps) comes after, as before: with it also ahead of
+    serving, test_3_applctl's back-to-back reloads failed (not understood yet)."""
+    await daemon.reconcile_visitors()
+    server = await serve(daemon, sock)
+    inv = await daemon.gpus.inventory()
+    held = await daemon.gpus.running(inv)
+    log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", daemon.hub_uid,
+             daemon.cfg["daemon"]["min_uid"],
+             f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
+             ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
+    try:
+        log.info("%s", await daemon.apply_totals())
+    except SystemdError as e:
+        log.error("could not cap %s: %s", UNIT_SLICE, e)
+    return server
+
+
 async def amain() -> None:
     cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
     try:
@@ -504,18 +538,7 @@ async def amain() -> None:
     except KeyError:
         sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
     daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
-    server = await serve(daemon, listening_socket("jupyterhub-appliance-daemon", "jupyterhub-appliance.socket"))
-    inv = await daemon.gpus.inventory()
-    held = await daemon.gpus.running(inv)
-    log.info("jupyterhub-appliance daemon ready (hub uid %d, min uid %d); %s; held: %s", hub_uid,
-             cfg["daemon"]["min_uid"],
-             f"{len(inv.gpus)} GPUs, driver {inv.driver_version}" if inv.available else "CPU-only",
-             ", ".join(f"{u}={list(g)}" for u, g in held.items()) or "none")
-    await daemon.reconcile_visitors()
-    try:
-        log.info("%s", await daemon.apply_totals())
-    except SystemdError as e:
-        log.error("could not cap %s: %s", UNIT_SLICE, e)
+    server = await start(daemon, listening_socket("jupyterhub-appliance-daemon", "jupyterhub-appliance.socket"))
     sampler = asyncio.create_task(daemon.sample_forever())  # noqa: F841 (runs as long as the daemon)
     async with server:
         await server.serve_forever()

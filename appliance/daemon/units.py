@@ -50,8 +50,10 @@ def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> P
     return path
 
 
-def server_env(spec: SpawnSpec, lab_news: bool = False) -> dict[str, str]:
-    env = dict(spec.env)
+def server_env(spec: SpawnSpec, lab_news: bool = False, secret_env: dict[str, str] | None = None) -> dict[str, str]:
+    """`secret_env`: [spawner] environment_file's variables (their names are never
+    among those the hub may send)."""
+    env = {**spec.env, **(secret_env or {})}
     if lab_news:
         env["JUPYTER_CONFIG_PATH"] = ":".join(filter(None, [env.get("JUPYTER_CONFIG_PATH"), NEWS_ON_CONFIG]))
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
@@ -221,9 +223,8 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
 def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
     """A one-shot unit that deletes a stopped visitor's home. The daemon has no
     capabilities (it cannot enter a directory of another uid), so systemd runs this
-    as full root, once no process of the visitor's uid is left. GNU rm never
-    follows a link it finds in the tree."""
-    argv = ["/usr/bin/rm", "-rf", "--one-file-system", "--", *ephemeral.home_paths(name)]
+    as full root, once no process of the visitor's uid is left."""
+    argv = ephemeral.forget_argv(name)
     return [
         ("Description", Variant("s", f"Delete everything of visitor {name}")),
         ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),

@@ -18,7 +18,8 @@ from .gpu_report import my_gpus
 
 
 def proxy_token(state_dir: str = STATE_DIR) -> str:
-    # systemd's LoadCredential= hands the unit a private copy; fall back to the file.
+    # systemd's LoadCredential= hands the unit a private copy of root's file;
+    # outside systemd (tests), a directory holding the file.
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     path = Path(creds) / "proxy-token" if creds else Path(state_dir) / PROXY_TOKEN
     return read_secret(path)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import privilege
 from ..tools import resolved
 from .layout import APACHE_MODULES, Layout, included
 
@@ -201,23 +202,23 @@ def remove_site(lay: Layout) -> None:
 
 
 def trusted_file(option: str, path: str, secret: bool = False) -> Path:
-    """A certificate or key the web server (root) will read: a regular file that
-    only root can change, in directories only root can change, so nobody can swap
-    it for a link to something else."""
-    real = Path(os.path.realpath(path))
+    """A certificate or key the web server (root) will read, as written into the
+    site: a regular file that only root can change, reached through directories (and
+    links, hop by hop) only root can change, so nobody can swap it, or a link on its
+    way, for something else. The path stays as given, so a renewal that moves a link
+    (certbot's live/ directory) is picked up."""
     try:
-        st = os.stat(real)
+        st = os.stat(path)
+        found = privilege.redirectable(path)
     except OSError as e:
         raise SetupError(f"{option} {path}: {e.strerror.lower()}; give an existing file") from None
     if not stat.S_ISREG(st.st_mode):
         raise SetupError(f"{option} {path} is not a regular file")
-    for p in [real, *real.parents]:
-        s = os.stat(p)
-        if s.st_uid != 0 or s.st_mode & 0o022:
-            raise SetupError(f"{option} {path}: {p} can be changed by someone other than root "
-                             "(owner uid {0}, mode {1:o}); keep certificates and keys in a directory "
-                             "only root can write, e.g. /etc/ssl".format(s.st_uid, stat.S_IMODE(s.st_mode)))
+    if found:
+        raise SetupError(f"{option} {path}: {found[0]} is {found[1]}, so someone other than root could put "
+                         "another file in its place; keep certificates and keys, and any link to them, in "
+                         "directories only root can write, e.g. /etc/ssl")
     if secret and st.st_mode & 0o004:
         raise SetupError(f"{option} {path} is readable by everyone: chmod 600 it (a private key)")
-    return real
+    return Path(path)
 

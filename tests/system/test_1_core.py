@@ -35,9 +35,10 @@ def test_hub_runs_unprivileged_and_sandboxed(appliance):
     assert uid == appliance.sh("id -u jupyterhub").stdout.strip()
     # The proxy is its own unit, not a child of the hub.
     assert appliance.unit_props("jupyterhub-proxy.service", "ActiveState")["ActiveState"] == "active"
-    state = appliance.sh("stat -c '%U %a' /var/lib/jupyterhub /var/lib/jupyterhub/proxy_token "
-                         "/var/lib/jupyterhub/jupyterhub_cookie_secret").stdout.split("\n")
-    assert state[:3] == ["jupyterhub 700", "jupyterhub 600", "jupyterhub 600"]
+    state = appliance.sh("stat -c '%U %a' /var/lib/jupyterhub /var/lib/jupyterhub/jupyterhub_cookie_secret "
+                         "/var/lib/jupyterhub-appliance/secrets /var/lib/jupyterhub-appliance/secrets/proxy_token"
+                         ).stdout.split("\n")
+    assert state[:4] == ["jupyterhub 700", "jupyterhub 600", "root 700", "root 600"]
 
 
 def test_user_not_added_is_refused_plainly(appliance):

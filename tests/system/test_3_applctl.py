@@ -437,7 +437,7 @@ def test_doctor_passes_then_names_each_breakage_and_its_fix(app):
     assert names == ["configuration", "password check", "sudoers drop-in", "state files", "services", "daemon",
                      "hub API", "proxy", "ports", "root-equivalent accounts", "GPUs", "GPU device files"]
     squat = free_port()
-    app.sh("chmod 0644 /var/lib/jupyterhub/proxy_token && gpasswd -a jupyterhub shadow >/dev/null && "
+    app.sh("chmod 0644 /var/lib/jupyterhub-appliance/secrets/proxy_token && gpasswd -a jupyterhub shadow >/dev/null && "
            f"systemd-run --unit=squatter python3 -m http.server --bind 127.0.0.1 {squat} && "
            f"cp {CONFIG} /root/doctor.toml")
     try:
@@ -448,14 +448,14 @@ def test_doctor_passes_then_names_each_breakage_and_its_fix(app):
         assert ("FAIL  password check: jupyterhub can read /etc/shadow, so code run in the hub could read every "
                 "password hash") in r.stdout
         assert "fix: sudo gpasswd -d jupyterhub shadow && sudo systemctl restart jupyterhub" in r.stdout
-        assert ("FAIL  state files: /var/lib/jupyterhub/proxy_token has owner jupyterhub and mode 0644, "
-                "not jupyterhub and 0600") in r.stdout
+        assert ("FAIL  state files: /var/lib/jupyterhub-appliance/secrets/proxy_token has owner root and mode 0644, "
+                "not root and 0600") in r.stdout
         assert "applctl doctor --fix" in r.stdout
         assert f"FAIL  ports: port {squat} (hub.proxy_api_port) is taken by python3 (pid " in r.stdout
         assert "squatter.service" in r.stdout
         assert r.stdout.rstrip().endswith("problem(s) found")
     finally:
-        app.sh("chmod 0600 /var/lib/jupyterhub/proxy_token; gpasswd -d jupyterhub shadow >/dev/null; "
+        app.sh("chmod 0600 /var/lib/jupyterhub-appliance/secrets/proxy_token; gpasswd -d jupyterhub shadow >/dev/null; "
                f"systemctl stop squatter; cp /root/doctor.toml {CONFIG}")
     assert "everything looks right" in ok(app, "doctor")
 

@@ -92,7 +92,7 @@ def test_no_local_user_can_bind_a_port_of_the_hub_or_proxy_across_their_restarts
 
 def test_a_route_added_with_the_proxy_token_is_gone_at_the_next_route_check(ports):
     app = ports
-    token = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    token = app.sh("cat /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip()
     api = f"http://127.0.0.1:{app.proxy_api_port}/api/routes"
     auth = {"Authorization": f"token {token}"}
     # A relay for the login page, as a thief would add it; and one that forges the
@@ -179,9 +179,9 @@ def test_an_admin_who_moves_a_port_to_their_listener_gets_no_token(ports, admin,
 
 def test_doctor_fix_rotates_the_proxy_token_and_the_old_one_stops_working(ports):
     app = ports
-    old = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    old = app.sh("cat /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip()
     app.sh("applctl doctor --fix", check=False)
-    new = app.sh("cat /var/lib/jupyterhub/proxy_token").stdout.strip()
+    new = app.sh("cat /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip()
     assert new and new != old
     app.wait_hub()
     api = f"http://127.0.0.1:{app.proxy_api_port}/api/routes"

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 STATE = "/var/lib/jupyterhub"
-SECRETS = ("jupyterhub_cookie_secret", "proxy_token", "applctl_token")
+SECRETS = ("jupyterhub_cookie_secret", "applctl_token")  # the proxy token is root's: test_5_low
 TARGETS = ("/etc/shadow", "/root/secret")
 PASSWORD = "tokens-pass-6"
 

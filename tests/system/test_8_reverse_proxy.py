@@ -15,13 +15,13 @@ import socket
 import pytest
 import requests
 import urllib3
+import webservers
 from browser import Browser
 from conftest import free_port
+from webservers import CERT, KEY, NAME
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
-NAME = "hub.test"
-CERT, KEY = "/etc/ssl/appliance-test/hub.pem", "/etc/ssl/appliance-test/hub.key"
 SITE_PASSWORD = "site pass phrase"
 USERS = {"web1": "web-pass-1", "web2": "web-pass-2"}
 SITES = {"nginx": "/etc/nginx/sites-available/jupyterhub-appliance.conf",
@@ -38,28 +38,13 @@ def external_address() -> str:
 @pytest.fixture(scope="module")
 def web(appliance):
     app = appliance
-    # Installed as an administrator would, but not started by the packages: their
-    # default sites would take port 80 of the shared network.
-    app.sh("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
-    try:
-        app.sh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               "--no-install-recommends nginx apache2 >/dev/null")
-    finally:
-        app.sh("rm -f /usr/sbin/policy-rc.d")
-    # Apache needs one Listen of its own to start with no site; applctl adds a Listen
-    # for each port of the site that ports.conf does not have.
-    app.sh("rm -f /etc/nginx/sites-enabled/default && a2dissite -q 000-default && "
-           f"echo 'Listen 127.0.0.1:{free_port()}' > /etc/apache2/ports.conf")
-    app.sh(f"mkdir -p /etc/ssl/appliance-test && openssl req -x509 -newkey rsa:2048 -nodes -days 30 "
-           f"-subj /CN={NAME} -addext subjectAltName=DNS:{NAME} -keyout {KEY} -out {CERT} 2>/dev/null "
-           f"&& chmod 600 {KEY}")
+    webservers.install(app)
     for user, password in USERS.items():
         app.sh(f"useradd -m {user} && echo {user}:{password} | chpasswd && applctl adduser {user} >/dev/null")
     yield app
-    # The container is shared with the other system tests: leave no web server behind.
-    app.sh("applctl proxy remove >/dev/null 2>&1; applctl stop --all >/dev/null; "
-           "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nginx nginx-common apache2 apache2-bin "
-           ">/dev/null 2>&1; applctl deluser web1 >/dev/null; applctl deluser web2 >/dev/null", check=False)
+    app.sh("applctl stop --all >/dev/null; applctl deluser web1 >/dev/null; applctl deluser web2 >/dev/null",
+           check=False)
+    webservers.purge(app)
 
 
 def https(port: int, auth=None) -> Browser:

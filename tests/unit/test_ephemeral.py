@@ -2,6 +2,7 @@
 a visitor's unit, the configuration keys and the site password's hash."""
 
 import ipaddress
+import os
 
 import bcrypt
 import pytest
@@ -198,3 +199,26 @@ def test_the_site_password_hash_is_checked_as_the_hub_checks_it(tmp_path):
     f.write_text("not a hash\n")
     with pytest.raises(ValueError, match="applctl ephemeral password set"):
         visitors.read_hash(str(f))
+
+
+
+def test_forget_homes_deletes_every_visitors_home_and_follows_no_link(tmp_path, monkeypatch):
+    """What the package's removal runs once every server has stopped."""
+    private, outside = tmp_path / "private", tmp_path / "outside"
+    name = "visitor-" + "a" * 10
+    (private / f"jupyter-{name}" / "work").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "keep").write_text("kept")
+    (private / f"jupyter-{name}" / "work" / "link").symlink_to(outside)
+    (tmp_path / f"jupyter-{name}").symlink_to(private / f"jupyter-{name}")
+    (private / "jupyter-alice").mkdir()  # not a visitor's
+    found = ephemeral.leftover_homes
+    monkeypatch.setattr(ephemeral, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(ephemeral, "PRIVATE_ROOT", private)
+    monkeypatch.setattr(ephemeral, "leftover_homes", lambda: found(private))
+    assert ephemeral.main(["forget-homes"]) == 0
+    assert sorted(os.listdir(private)) == ["jupyter-alice"]
+    assert not os.path.lexists(tmp_path / f"jupyter-{name}")
+    assert (outside / "keep").read_text() == "kept"
+    assert ephemeral.main(["forget-homes"]) == 0  # nothing left: nothing to do
+    assert ephemeral.main([]) == 2

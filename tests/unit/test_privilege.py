@@ -118,3 +118,40 @@ def test_kernel_interpreters_anyone_but_root_can_change_are_refused_under_sudo(t
             privilege.check_executable(str(link))
     monkeypatch.delenv("SUDO_UID")
     privilege.check_executable(str(python))  # root itself may
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the environment must be root's, so the test makes it as root")
+def test_a_kernel_environment_with_one_file_anyone_could_change_is_refused_under_sudo(tmp_path, monkeypatch, sudo):
+    env = tmp_path / "venv"
+    site = env / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (env / "bin").mkdir()
+    (env / "bin" / "python").symlink_to("/usr/bin/python3")  # out of the tree, to root's: fine
+    (env / "lib64").symlink_to("lib")  # inside the tree: fine
+    module = site / "module.py"
+    module.write_text("")
+    for p in (tmp_path, env, env / "bin", env / "lib", site.parent, site):
+        p.chmod(0o755)
+    python = str(env / "bin" / "python")
+    privilege.check_executable(python)
+    module.chmod(0o666)
+    with pytest.raises(privilege.PrivilegeError, match=f"{module} is writable by others"):
+        privilege.check_executable(python)
+    module.chmod(0o644)
+    os.chown(module, 65534, 65534)
+    with pytest.raises(privilege.PrivilegeError, match=f"{module} is owned by uid 65534"):
+        privilege.check_executable(python)
+    os.chown(module, 0, 0)
+    # A link inside the tree to a place someone else may change is refused too.
+    outside = tmp_path / "theirs"
+    outside.mkdir()
+    os.chown(outside, 65534, 65534)
+    (site / "extra").symlink_to(outside)
+    with pytest.raises(privilege.PrivilegeError, match=f"{site / 'extra'} is a link to {outside}, which is owned"):
+        privilege.check_executable(python)
+    os.chown(outside, 0, 0)
+    outside.chmod(0o1777)  # sticky: anyone could still add a module there
+    with pytest.raises(privilege.PrivilegeError, match=f"{outside} is writable by others"):
+        privilege.check_executable(python)
+    monkeypatch.delenv("SUDO_UID")
+    privilege.check_executable(python)  # root itself may

@@ -105,10 +105,35 @@ def test_a_certificate_in_a_directory_others_can_write_is_refused(tmp_path):
     d.mkdir()
     os.chmod(d, 0o777)
     (d / "c.pem").write_text("x")
-    with pytest.raises(SetupError, match="can be changed by someone other than root"):
+    with pytest.raises(SetupError, match=f"{d} is writable by others, so someone other than root could put"):
         trusted_file("--cert", str(d / "c.pem"))
     with pytest.raises(SetupError, match="give an existing file"):
         trusted_file("--cert", str(tmp_path / "missing.pem"))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the certificate must be root's")
+def test_a_link_on_the_way_to_a_certificate_counts_as_what_the_site_names(tmp_path):
+    """What is written into the site (the path as given) is what was checked: every
+    directory a link on the way lives in, not only where it leads in the end."""
+    for p in (tmp_path, tmp_path.parent):
+        assert not (os.stat(p).st_mode & 0o022) or os.stat(p).st_mode & 0o1000
+    safe = tmp_path / "ssl"
+    safe.mkdir(mode=0o755)
+    cert = safe / "c.pem"
+    cert.write_text("x")
+    live = tmp_path / "live"  # as certbot's live/NAME/fullchain.pem -> ../../archive/NAME/fullchain1.pem
+    live.mkdir(mode=0o755)
+    (live / "c.pem").symlink_to("../ssl/c.pem")
+    assert trusted_file("--cert", str(live / "c.pem")) == live / "c.pem"  # as given: a renewal moves the link
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    (theirs / "c.pem").symlink_to(cert)  # the end is root's, but nobody may swap the link
+    with pytest.raises(SetupError, match=f"{theirs} is owned by uid 65534"):
+        trusted_file("--cert", str(theirs / "c.pem"))
+    (live / "hop.pem").symlink_to(theirs / "c.pem")  # two hops: the middle one counts too
+    with pytest.raises(SetupError, match=f"{theirs} is owned by uid 65534"):
+        trusted_file("--cert", str(live / "hop.pem"))
 
 
 def test_apache_listens_are_read_so_no_port_is_declared_twice(tmp_path):

@@ -49,7 +49,15 @@ def test_rotation_replaces_only_the_service_token(tmp_path):
     assert state.ensure_secrets(str(d), owner=me(), rotate=(state.APPLCTL_TOKEN,)) == [f"{d}/{state.APPLCTL_TOKEN}"]
     after = {n: (d / n).read_text() for n in NAMES}
     assert after[state.APPLCTL_TOKEN] != before[state.APPLCTL_TOKEN]
-    assert after[state.PROXY_TOKEN] == before[state.PROXY_TOKEN]
+    assert after[state.COOKIE_SECRET] == before[state.COOKIE_SECRET]
+
+
+def test_roots_secrets_are_made_in_their_own_directory_owned_by_whoever_runs_it(tmp_path):
+    d = tmp_path / "secrets"
+    assert state.ensure_secrets(str(d), owner=None, names=state.ROOT_SECRETS) == [f"{d}/{state.PROXY_TOKEN}"]
+    st = os.stat(d / state.PROXY_TOKEN)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), stat.S_IMODE(os.stat(d).st_mode)) == (os.getuid(), 0o600, 0o700)
+    assert len(state.read_proxy_token(d) if os.getuid() == 0 else (d / state.PROXY_TOKEN).read_text().strip()) == 64
 
 
 @pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo", "dir"])
@@ -105,3 +113,19 @@ def test_readers_refuse_links_and_strangers_files(tmp_path, victim):
         os.chown(token, 65534, 65534)
         with pytest.raises(state.StateError, match="not a private file"):
             state.read_secret(token, owners=(0,))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="root's secret")
+def test_a_downgrade_gets_the_running_proxys_token_in_the_hubs_directory_past_a_planted_link(tmp_path, victim,
+                                                                                            monkeypatch):
+    secrets_dir, hub_dir = tmp_path / "secrets", tmp_path / "state"
+    state.ensure_secrets(str(secrets_dir), owner=None, names=state.ROOT_SECRETS)
+    hub_dir.mkdir(mode=0o700)
+    (hub_dir / state.PROXY_TOKEN).symlink_to(victim)
+    before = digest(victim)
+    monkeypatch.setattr(state, "read_proxy_token", lambda: state.read_secret(secrets_dir / state.PROXY_TOKEN))
+    state.hand_back_proxy_token(str(hub_dir), owner=me())
+    assert digest(victim) == before
+    st = os.lstat(hub_dir / state.PROXY_TOKEN)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert (hub_dir / state.PROXY_TOKEN).read_text() == (secrets_dir / state.PROXY_TOKEN).read_text()
