@@ -10,7 +10,6 @@ from typing import Any
 
 from .groups import DAEMON_SOCKET
 
-
 # "busy": the daemon refused the connection before reading it (too many at once),
 # so nothing was done and asking again is safe, for up to this long.
 BUSY_RETRY = 60.0

@@ -15,8 +15,7 @@ import click
 from .. import config_edit, limits, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from . import daemon
-from .common import (CREATED_MARK, account, check_name, config_path, has_access, load_config, members,
-                     refuse_privileged)
+from .common import CREATED_MARK, account, check_name, config_path, has_access, load_config, members, refuse_privileged
 from .completion import access_names, local_accounts
 from .host import run
 from .hub import Hub, HubDown, HubError

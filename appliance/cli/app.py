@@ -7,7 +7,7 @@ import sys
 import click
 
 from .. import __version__
-from .access import admin, adduser, deluser, list_users
+from .access import adduser, admin, deluser, list_users
 from .configcmd import config_group
 from .doctor import doctor
 from .ephemeral import ephemeral_group

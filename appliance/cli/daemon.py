@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import daemon_client as client
 from .output import Failure
 
+
 def call(request: dict, timeout: float = 60) -> dict:
     try:
         return client.call_sync(request, timeout=timeout)

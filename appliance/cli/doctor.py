@@ -20,8 +20,7 @@ from ..daemon_client import DaemonError, call_sync
 from ..groups import HUB_USER, SECRETS_DIR, STATE_DIR
 from ..net import http_url
 from ..password_check import SOCKET as PAM_PATH
-from ..state import (ROOT_SECRETS, ROTATED, SECRETS, ensure_all,
-                     read_proxy_token)
+from ..state import ROOT_SECRETS, ROTATED, SECRETS, ensure_all, read_proxy_token
 from ..tools import tool
 from . import daemon
 from .common import config_path
@@ -166,7 +165,8 @@ def check_units() -> Check:
     if down:
         return Check("services", False, "; ".join(down),
                      "sudo systemctl start jupyterhub; if it fails, see why with: sudo applctl logs")
-    return Check("services", True, "the hub, the proxy, the daemon's and the password check's sockets and the port sockets are active")
+    return Check("services", True, "the hub, the proxy, the daemon's and the password check's sockets and the port "
+                                   "sockets are active")
 
 
 def check_daemon() -> Check:

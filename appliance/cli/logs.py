@@ -40,7 +40,8 @@ def check_since(since: str) -> None:
 
 @click.command()
 @click.option("--user", "user", metavar="NAME", shell_complete=access_names, help="the journal of NAME's server")
-@click.option("--unit", type=click.Choice(sorted(UNITS)), help="only the hub, the proxy, the daemon or the password check")
+@click.option("--unit", type=click.Choice(sorted(UNITS)),
+              help="only the hub, the proxy, the daemon or the password check")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @click.option("--since", metavar="TIME", help="from TIME on, e.g. '1 hour ago', 'today', '2025-01-31 14:00'")
 @click.option("-n", "--lines", type=click.IntRange(0, 1_000_000), help="the last N lines (default 100)")

@@ -62,7 +62,7 @@ def table(header: list[str], rows: list[list[Any]], painted: tuple[int, ...] = (
     def line(row: list[str], style) -> str:
         last = len(row) - 1
         return "  ".join(style(i, c) + ("" if i == last else " " * (w - len(c)))
-                         for i, (c, w) in enumerate(zip(row, widths)))
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
     lines = [line(header, lambda i, c: click.style(c, bold=True))]
     lines += [line(r, lambda i, c: paint(c) if i in painted else c) for r in cells]
     return "\n".join(lines)

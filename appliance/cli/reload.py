@@ -11,8 +11,19 @@ from .. import config, held_ports
 from ..hub.proxy_launcher import command as proxy_command
 from ..tools import tool
 from .common import config_path
-from .host import (DAEMON, HUB, PROXY, SOCKET, active_state, last_run_journal, listeners, main_pid_argv, socket_owners,
-                   systemctl, unit_props)
+from .host import (
+    DAEMON,
+    HUB,
+    PROXY,
+    SOCKET,
+    active_state,
+    last_run_journal,
+    listeners,
+    main_pid_argv,
+    socket_owners,
+    systemctl,
+    unit_props,
+)
 from .hub import Hub
 from .output import Failure, emit, example, json_option, need_root
 from .status import proxy_answers
@@ -75,7 +86,8 @@ def reload(timeout: int, as_json: bool) -> None:
     need_root("reload")
     r = apply_configuration(timeout)
     kept = "" if r["proxy_restarted"] else "; the proxy kept running (its settings did not change)"
-    emit(as_json, r, f"restarted {', '.join(r['restarted'])}{kept}\nthe hub answers on {r['where']} after {r['seconds']} s")
+    emit(as_json, r, f"restarted {', '.join(r['restarted'])}{kept}\n"
+                     f"the hub answers on {r['where']} after {r['seconds']} s")
 
 
 def apply_configuration(timeout: int = 90) -> dict:

@@ -77,7 +77,8 @@ def servers(as_json: bool) -> None:
     for user, s in sorted(running.items()):
         props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent", "MemoryMax",
                            "CPUQuotaPerSecUSec")
-        rows.append({"user": user, "unit": s["unit"], "state": s["state"], "uptime_seconds": _round(uptime_seconds(props)),
+        rows.append({"user": user, "unit": s["unit"], "state": s["state"],
+                     "uptime_seconds": _round(uptime_seconds(props)),
                      "memory_bytes": int_prop(props, "MemoryCurrent"), "gpus": s.get("gpus", []),
                      "limits": {"mem": int_prop(props, "MemoryMax"), "cpu": cores_prop(props)}})
     human = table(["USER", "UNIT", "STATE", "UPTIME", "MEMORY", "LIMITS", "GPUS"],

@@ -28,7 +28,8 @@ class Systemd:
     def __init__(self) -> None:
         self._bus: MessageBus | None = None
 
-    async def _call(self, path: str, interface: str, member: str, signature: str = "", body: list | None = None) -> list:
+    async def _call(self, path: str, interface: str, member: str, signature: str = "",
+                    body: list | None = None) -> list:
         if self._bus is None or not self._bus.connected:
             self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         reply = await self._bus.call(

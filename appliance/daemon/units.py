@@ -235,7 +235,8 @@ def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
     ]
 
 
-def properties(unit: str, spec: SpawnSpec, env_file: Path, command: list[str] | None = None) -> list[tuple[str, Variant]]:
+def properties(unit: str, spec: SpawnSpec, env_file: Path,
+               command: list[str] | None = None) -> list[tuple[str, Variant]]:
     argv = (command or [SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"

@@ -21,13 +21,11 @@ from traitlets import Dict, Integer, Unicode, default
 
 from .. import daemon_client as client
 from .. import held_ports
-
 from ..groups import STATE_DIR
 from ..state import APPLCTL_TOKEN, read_secret
 from . import handlers, metrics, revoke, visitors
-from .gpu_report import REPORT
 from .configurer import APPLCTL_SERVICE, DASHBOARD_SERVICE
-
+from .gpu_report import REPORT
 
 # --- listening only on the ports systemd holds (held_ports.py) -----------------------
 # JupyterHub binds its port deep inside start(), and the metrics server and the GPU
@@ -162,7 +160,7 @@ class ApplianceHub(JupyterHub):
         # one start. All at once first; its own loop then finds them stopped.
         managed = [s for s in self._service_map.values() if s.managed]
         for service, outcome in zip(managed, await asyncio.gather(*(s.stop() for s in managed),
-                                                                  return_exceptions=True)):
+                                                                  return_exceptions=True), strict=True):
             if isinstance(outcome, Exception):
                 self.log.warning("jupyterhub-appliance: stopping service %s: %s", service.name, outcome)
         await super().cleanup()

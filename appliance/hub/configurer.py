@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .. import protocol
 from ..config import Config
-from ..net import http_url
 from ..groups import ADMINS_GROUP, STATE_DIR, USERS_GROUP
+from ..net import http_url
 from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
 from .gpu_report import my_gpus
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-
 from pathlib import Path
 
 from .. import config, held_ports

@@ -16,7 +16,8 @@ from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
 from traitlets import Dict, Integer, Unicode, default
 
-from .. import daemon_client as client, ephemeral, limits, protocol, users
+from .. import daemon_client as client
+from .. import ephemeral, limits, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import UNIT_SLICE
 from . import metrics, spawn_form, stop_reasons

@@ -14,9 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import debs
 import previous
 import requests
-import debs
 import stock_hub
 from browser import Browser
 from conftest import HUB_PY, Appliance, free_port

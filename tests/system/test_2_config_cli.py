@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 # At module level: collected before tests/vm, whose conftest would otherwise be the
 # `conftest` a function-level import finds.
 from browser import Browser

@@ -45,7 +45,7 @@ def no_leak(*outputs: str) -> None:
 def plant(app, kind: str) -> None:
     """As a compromised hub would (done as root here: with fs.protected_hardlinks the
     hub could not hard-link /etc/shadow itself, but the code must not rely on that)."""
-    for name, target in zip(SECRETS, TARGETS * 2):
+    for name, target in zip(SECRETS, TARGETS * 2, strict=False):
         flag = "-s" if kind == "symlink" else ""
         app.sh(f"rm -f {STATE}/{name} && ln {flag} {target} {STATE}/{name}")
 

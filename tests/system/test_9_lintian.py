@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import debs
 import pytest
-
 from container import RELEASES
 
 

@@ -12,15 +12,14 @@ import os
 import time
 from pathlib import Path
 
+import previous
 import pytest
 import requests
 from browser import Browser
 from conftest import Appliance, free_port
 from container import Container
-from test_4_gpu import fake_config, install_fake_gpus
-
-import previous
 from previous import PREVIOUS_RELEASE, PREVIOUS_VERSION
+from test_4_gpu import fake_config, install_fake_gpus
 
 PASSWORD = "alice-upgrades-1"
 SITE_PY = "# the administrator's own\nc.Spawner.http_timeout = 61\n"

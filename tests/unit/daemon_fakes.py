@@ -4,7 +4,6 @@ level (so the real Systemd code, wait_for, list_units and its job filter, runs).
 from __future__ import annotations
 
 import asyncio
-import time
 import fnmatch
 import functools
 import json
@@ -12,6 +11,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
 import pynvml
+import pytest
 
 from tests.ci import in_ci
 

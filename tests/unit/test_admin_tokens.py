@@ -15,7 +15,8 @@ import pytest
 from jupyterhub import orm, roles
 
 from appliance import config, config_edit, users
-from appliance.cli import access, token as token_mod
+from appliance.cli import access
+from appliance.cli import token as token_mod
 from appliance.cli.hub import Hub, HubError
 from appliance.hub import revoke
 

@@ -7,23 +7,24 @@ replaced: the daemon's socket, the hub's API, systemd, the account databases.
 from __future__ import annotations
 
 import json
-import time
 import os
 import re
-from pathlib import Path
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import click
 import pytest
 
 from appliance import config
+from appliance import daemon_client as client
 from appliance.applctl import cli, main
+from appliance.cli import access, daemon, host, servers
+from appliance.cli import status as status_mod
+from appliance.cli.hub import Hub, HubDown
+from appliance.tools import tool
 
 from .cli_run import run
-from appliance.cli import access, daemon, host, servers, status as status_mod
-from appliance.cli.hub import Hub, HubDown
-from appliance import daemon_client as client
-from appliance.tools import tool
 
 GPU_A, GPU_B = "GPU-aaaa", "GPU-bbbb"
 
@@ -397,7 +398,7 @@ def test_the_manual_page_has_every_command_and_option():
 
     page = manpage.render("9.9")
     assert page.startswith('.TH APPLCTL 1 "" "jupyterhub-appliance 9.9"')
-    for path, command in all_commands():
+    for path, _command in all_commands():
         assert f".SS {' '.join(path)}\n" in page, path
     assert "\\fB--json\\fR" in page
     # Every line starting with a dot is one of the page's own requests, not help text.

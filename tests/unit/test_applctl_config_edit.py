@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, config_edit as ce
+from appliance import config
+from appliance import config_edit as ce
 
 TOP = Path(__file__).resolve().parents[2]
 

@@ -15,14 +15,13 @@ import pytest
 from traitlets.config import Config
 
 from appliance import config
-from appliance.hub import configurer
-
-from .cli_run import run
 from appliance.cli import access, doctor, host, kernels, reload
 from appliance.cli.completion import config_keys
 from appliance.cli.output import Failure, table
+from appliance.hub import configurer
 from appliance.state import APPLCTL_TOKEN
 
+from .cli_run import run
 
 # --- adduser: checks first, then changes ---------------------------------------------
 

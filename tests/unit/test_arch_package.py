@@ -419,7 +419,7 @@ def test_depends_has_what_the_libraries_link_to(package):
     owner = {so: pkg for pkg, sos in ARCH_SONAMES.items() for so in sos}
     inside = {n.rsplit("/", 1)[-1] for n in package.members}
     elves, thirty_two, unknown, undeclared = 0, [], {}, {}
-    for name, member, data in package.walk():
+    for name, _member, data in package.walk():
         if data is None or (needed := elf_needed(data)) is None:
             continue
         elves += 1

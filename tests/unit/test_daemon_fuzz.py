@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import config
-from tests.ci import in_ci
 from appliance.daemon import requests as rq
+from tests.ci import in_ci
 
 from .daemon_fakes import USER, DaemonThread, patch_users, read_all
 
@@ -122,7 +122,7 @@ def test_every_connection_gets_one_answer_or_is_closed(monkeypatch, tmp_path):
             s = d.connect()
             try:
                 try:
-                    for a, b in zip([0] + cuts, cuts + [len(data)]):
+                    for a, b in zip([0] + cuts, cuts + [len(data)], strict=False):
                         s.sendall(data[a:b])
                         time.sleep(client["pause"])
                 except (BrokenPipeError, ConnectionResetError):

@@ -239,6 +239,7 @@ def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
     patch_users(monkeypatch, tmp_path)
     sd = FakeManager()
     from dbus_fast import Variant
+
     from appliance.daemon.gpus import device_allow
     sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([2]))},
                                                state="inactive", job=7)
@@ -293,6 +294,7 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
     patch_users(monkeypatch, tmp_path)
     sd = FakeManager()
     from dbus_fast import Variant
+
     from appliance.daemon.gpus import device_allow
     for i, name in enumerate(("h0", "h1", "h2", "h3")):
         sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([i]))}, state="active")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.gpu.allocator import CapacityError, QuotaError, assign, check_request, choose_gpus, quota_for
 from appliance.gpu.inventory import GPU

@@ -5,8 +5,8 @@ import ctypes.util
 import json
 import shutil
 
-import pytest
 import pynvml
+import pytest
 
 from appliance.gpu.inventory import GPU, Inventory, read_inventory
 

@@ -103,7 +103,7 @@ def test_arch_sources_are_the_pinned_files(python):
     assert source[0] == f"{tarball}::{a['url'][0]}/releases/download/v{version}/{tarball}", source[0]
     assert sums[0] == "SKIP"
     seen = {}
-    for url, sha in zip(source[1:], sums[1:]):
+    for url, sha in zip(source[1:], sums[1:], strict=False):
         filename = url.rsplit("/", 1)[1]
         assert re.fullmatch(r"https://files\.pythonhosted\.org/packages/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]+/" + re.escape(filename), url), url
         assert filename.endswith(".whl"), f"{filename}: an sdist would need its build backend in package()"

@@ -75,7 +75,7 @@ def limited(machine):
     m.configure('[limits]\nmem_limit_users = { oomer = "256M" }\ncpu_limit_users = { spinner = 0.5 }\n'
                 '[culler]\nenabled = false\n')
     with ThreadPoolExecutor(2) as ex:
-        browsers = dict(zip(("oomer", "spinner"), ex.map(lambda n: start(m, n), ("oomer", "spinner"))))
+        browsers = dict(zip(("oomer", "spinner"), ex.map(lambda n: start(m, n), ("oomer", "spinner")), strict=False))
     return m, browsers
 
 
