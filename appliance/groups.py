@@ -14,3 +14,4 @@ RUNTIME_DIR = "/run/jupyterhub-appliance"
 DAEMON_SOCKET = RUNTIME_DIR + "/daemon.sock"
 LIB_DIR = "/usr/lib/jupyterhub-appliance"
 USER_ENV = LIB_DIR + "/user"  # the default user environment (JupyterLab, ipykernel)
+SYSTEM_KERNELS = "/usr/local/share/jupyter/kernels"  # applctl kernels add writes here

@@ -185,6 +185,19 @@ def read_secret(path: str | Path, owners: tuple[int, ...] | None = None) -> str:
         return f.read(MAX_SECRET).decode("utf-8", "replace").strip()
 
 
+# The hub's admin service for applctl, whose token is APPLCTL_TOKEN.
+APPLCTL_SERVICE = "applctl"
+
+
+def proxy_token(state_dir: str = STATE_DIR) -> str:
+    """The proxy token as the hub and the proxy read it: systemd's LoadCredential=
+    hands each unit a private copy of root's file; outside systemd (tests), a
+    directory holding the file."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(creds) / "proxy-token" if creds else Path(state_dir) / PROXY_TOKEN
+    return read_secret(path)
+
+
 def read_proxy_token(secrets_dir: str | Path = SECRETS_DIR) -> str:
     """Root's reading of the proxy token (applctl doctor)."""
     return read_secret(Path(secrets_dir) / PROXY_TOKEN, owners=(0,))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import grp
 import pwd
+from pathlib import Path
 
 from .. import config
-from ..groups import ADMINS_GROUP, USERS_GROUP
+from ..groups import ADMINS_GROUP, SYSTEM_KERNELS, USERS_GROUP
 
 
 def _match(words, incomplete: str) -> list[str]:
@@ -33,9 +34,7 @@ def config_keys(ctx, param, incomplete: str) -> list[str]:
 
 
 def kernel_names(ctx, param, incomplete: str) -> list[str]:
-    from .kernels import KERNEL_DIR
-
     try:
-        return _match((d.name for d in KERNEL_DIR.iterdir() if (d / "kernel.json").exists()), incomplete)
+        return _match((d.name for d in Path(SYSTEM_KERNELS).iterdir() if (d / "kernel.json").exists()), incomplete)
     except OSError:
         return []

@@ -21,11 +21,11 @@ from pathlib import Path
 import click
 
 from .. import privilege
-from ..groups import USER_ENV
+from ..groups import SYSTEM_KERNELS, USER_ENV
 from .completion import kernel_names
 from .output import Failure, emit, example, json_option, need_root, table
 
-KERNEL_DIR = Path("/usr/local/share/jupyter/kernels")
+KERNEL_DIR = Path(SYSTEM_KERNELS)
 # Where Jupyter also finds kernels; the user environment's own wins over ours.
 OTHER_DIRS = (Path(USER_ENV) / "share/jupyter/kernels", Path("/usr/share/jupyter/kernels"))
 MARK = "jupyterhub_appliance"

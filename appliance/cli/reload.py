@@ -8,7 +8,7 @@ import time
 import click
 
 from .. import config, held_ports
-from ..hub.proxy_launcher import command as proxy_command
+from ..chp import command as proxy_command
 from ..tools import tool
 from .common import config_path
 from .host import (

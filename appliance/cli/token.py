@@ -11,9 +11,8 @@ from urllib.parse import quote
 import click
 
 from .. import config, privilege
-from ..hub.configurer import APPLCTL_SERVICE
-from ..hub.revoke import issued_note, issuer_of
-from ..state import APPLCTL_TOKEN, ensure_secrets
+from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, ensure_secrets
+from ..token_notes import issued_note, issuer_of
 from ..tools import tool
 from .common import account, check_name, has_access, load_config, refuse_privileged
 from .completion import access_names

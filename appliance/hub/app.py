@@ -22,9 +22,9 @@ from traitlets import Dict, Integer, Unicode, default
 from .. import daemon_client as client
 from .. import held_ports
 from ..groups import STATE_DIR
-from ..state import APPLCTL_TOKEN, read_secret
+from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, read_secret
 from . import handlers, metrics, revoke, visitors
-from .configurer import APPLCTL_SERVICE, DASHBOARD_SERVICE
+from .configurer import DASHBOARD_SERVICE
 from .gpu_report import REPORT
 
 # --- listening only on the ports systemd holds (held_ports.py) -----------------------

@@ -5,7 +5,6 @@ config.py reads and checks appliance.toml; this module only translates it.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,16 +12,8 @@ from .. import protocol
 from ..config import Config
 from ..groups import ADMINS_GROUP, STATE_DIR, USERS_GROUP
 from ..net import http_url
-from ..state import APPLCTL_TOKEN, COOKIE_SECRET, PROXY_TOKEN, read_secret
+from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, COOKIE_SECRET, proxy_token, read_secret
 from .gpu_report import my_gpus
-
-
-def proxy_token(state_dir: str = STATE_DIR) -> str:
-    # systemd's LoadCredential= hands the unit a private copy of root's file;
-    # outside systemd (tests), a directory holding the file.
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = Path(creds) / "proxy-token" if creds else Path(state_dir) / PROXY_TOKEN
-    return read_secret(path)
 
 
 def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
@@ -172,7 +163,6 @@ def register_dashboard_service(c, cfg: Config) -> None:
 
 # --- applctl's access to the hub's REST API ---------------------------------------
 
-APPLCTL_SERVICE = "applctl"
 
 
 def register_applctl_service(c, state_dir: str = STATE_DIR) -> None:

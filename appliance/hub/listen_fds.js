@@ -1,4 +1,4 @@
-// Preloaded into configurable-http-proxy by proxy_launcher.py (NODE_OPTIONS=--require):
+// Preloaded into configurable-http-proxy by appliance/chp.py (NODE_OPTIONS=--require):
 // CHP's servers listen on the sockets systemd holds for jupyterhub-proxy
 // (held_ports.py) instead of binding their ports anew, so that no other local user
 // can take a port while the proxy restarts. APPLIANCE_LISTEN_FDS maps "port=fd,...".

@@ -8,37 +8,20 @@ who are no longer in the group are demoted and their tokens deleted, and every
 token of the applctl service but the one in its current token file is deleted.
 
 Tokens that `sudo applctl token` issued carry their issuer in their note
-(issued_note); those whose issuer can no longer run sudo applctl (in none of
+(token_notes.py); those whose issuer can no longer run sudo applctl (in none of
 jupyterhub-admins and the groups that grant all of sudo) are deleted too, as
 `applctl admin remove` does at once: a token must not outlive its issuer's role.
 """
 
 from __future__ import annotations
 
-import re
-
 from .. import users
 from ..groups import ADMINS_GROUP
+from ..token_notes import issuer_of
 
 # The groups whose members may run `sudo applctl`: the appliance's own, and Debian's
 # and Arch's groups of full sudo (whose tokens stay: they keep that power anyway).
 SUDO_GROUPS = (ADMINS_GROUP, "sudo", "wheel", "admin")
-# Appended by applctl to the note of every token issued under sudo, after the
-# issuer's own --note: only the end of a note names the issuer (a name has no space
-# or parenthesis, so free text before it cannot change whose it is).
-_ISSUED = re.compile(r"issued by (" + users.NAME_RE.pattern + r") \(uid ([0-9]+)\) through sudo applctl\Z")
-
-
-def issued_note(name: str, uid: int) -> str:
-    return f"issued by {name} (uid {uid}) through sudo applctl"
-
-
-def issuer_of(note: str | None) -> tuple[str, int] | None:
-    """(name, uid) of who issued a token through sudo applctl, from the end of its note."""
-    m = _ISSUED.search(note or "")
-    return (m.group(1), int(m.group(2))) if m else None
-
-
 def may_sudo_applctl(name: str) -> bool:
     return any(users.is_member(name, g) for g in SUDO_GROUPS)
 

@@ -14,7 +14,7 @@ import pwd
 import pytest
 from jupyterhub import orm, roles
 
-from appliance import config, config_edit, users
+from appliance import config, config_edit, token_notes, users
 from appliance.cli import access
 from appliance.cli import token as token_mod
 from appliance.cli.hub import Hub, HubError
@@ -201,7 +201,7 @@ def test_root_records_itself_and_may_go_past_the_cap(capsys, hub):
     (None, None),
 ])
 def test_the_issuer_is_read_from_the_end_of_the_note(note, issuer):
-    assert revoke.issuer_of(note) == issuer
+    assert token_notes.issuer_of(note) == issuer
 
 
 # --- root-only configuration ------------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_doctor_ports_check_names_the_squatter(monkeypatch):
 
 def test_reload_restarts_the_proxy_only_when_its_command_line_would_change(monkeypatch):
     cfg = config.loads("[hub]\nport = 8000\n")
-    from appliance.hub.proxy_launcher import command
+    from appliance.chp import command
     running = ["node"] + command(cfg)
     monkeypatch.setattr(reload, "main_pid_argv", lambda unit: running)
     assert reload.proxy_settings_changed(cfg) is False

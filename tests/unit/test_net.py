@@ -8,9 +8,9 @@ import pytest
 from traitlets.config import Config
 
 from appliance import config
+from appliance.chp import command
 from appliance.cli import status
 from appliance.hub import configurer
-from appliance.hub.proxy_launcher import command
 from appliance.net import http_url, url_host
 from appliance.state import APPLCTL_TOKEN, PROXY_TOKEN
 

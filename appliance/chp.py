@@ -1,4 +1,5 @@
 """ExecStart of jupyterhub-proxy.service: configurable-http-proxy with our settings.
+Another process than the hub: it imports nothing of the hub's.
 
 The ports come from appliance.toml, the API token from the credential systemd loads
 for this unit (LoadCredential=), handed to CHP in its own process environment only.
@@ -12,12 +13,13 @@ import os
 import sys
 from pathlib import Path
 
-from .. import config, held_ports
-from ..net import http_url
-from .configurer import proxy_token
+from . import config, held_ports
+from .net import http_url
+from .state import proxy_token
 
 CHP = "/usr/bin/configurable-http-proxy"
-PRELOAD = Path(__file__).with_name("listen_fds.js")
+# Shipped beside the hub's templates (package data of appliance.hub).
+PRELOAD = Path(__file__).parent / "hub" / "listen_fds.js"
 
 
 def command(cfg: config.Config) -> list[str]:
