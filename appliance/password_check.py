@@ -22,13 +22,12 @@ import asyncio
 import json
 import logging
 import math
-import pwd
 import time
 from collections import deque
 from typing import Any, Callable
 
-from .activation import listening_socket, peer_uid
-from .groups import HUB_USER, PAM_SERVICE, RUNTIME_DIR
+from .activation import hub_uid, listening_socket, peer_uid, run
+from .groups import PAM_SERVICE, RUNTIME_DIR
 
 SOCKET = RUNTIME_DIR + "/pam.sock"
 UNIT, SERVICE_UNIT = "jupyterhub-pam.socket", "jupyterhub-pam.service"
@@ -185,21 +184,17 @@ def _error(e: Refused) -> dict[str, Any]:
 
 
 async def amain() -> None:
-    try:
-        hub_uid = pwd.getpwnam(HUB_USER).pw_uid
-    except KeyError:
-        raise SystemExit(f"jupyterhub-pam: no user {HUB_USER}; is the package installed?") from None
-    service = PasswordCheck({0, hub_uid})
+    hub = hub_uid("jupyterhub-pam")
+    service = PasswordCheck({0, hub})
     server = await asyncio.start_unix_server(service.serve_connection, sock=listening_socket("jupyterhub-pam", UNIT),
                                              limit=MAX_LINE)
-    log.info("answering password checks for uid %d with PAM service %s", hub_uid, PAM_SERVICE)
+    log.info("answering password checks for uid %d with PAM service %s", hub, PAM_SERVICE)
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    asyncio.run(amain())
+    run(amain)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import pwd
 import socket
-import sys
 from pathlib import Path
 
 from dbus_fast import Variant
 
 from .. import config, ephemeral, limits, root_grants, users
-from ..activation import listening_socket, peer_uid
+from ..activation import hub_uid, listening_socket, peer_uid, run
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
-from ..groups import HUB_USER, RUNTIME_DIR, UNIT_SLICE
+from ..groups import RUNTIME_DIR, UNIT_SLICE
 from . import requests as rq
 from . import units
 from .gpus import GpuManager, Queued, QueueTimeout, minors_of
@@ -533,11 +531,7 @@ async def start(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
 
 async def amain() -> None:
     cfg = config.exit_if_invalid("jupyterhub-appliance-daemon")
-    try:
-        hub_uid = pwd.getpwnam(HUB_USER).pw_uid
-    except KeyError:
-        sys.exit(f"jupyterhub-appliance-daemon: no user {HUB_USER}; is the package installed?")
-    daemon = Daemon(cfg, hub_uid, queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
+    daemon = Daemon(cfg, hub_uid("jupyterhub-appliance-daemon"), queue_path=Path(RUNTIME_DIR) / "gpu-queue.json")
     server = await start(daemon, listening_socket("jupyterhub-appliance-daemon", "jupyterhub-appliance.socket"))
     sampler = asyncio.create_task(daemon.sample_forever())  # noqa: F841 (runs as long as the daemon)
     async with server:
@@ -545,8 +539,7 @@ async def amain() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    asyncio.run(amain())
+    run(amain)
 
 
 if __name__ == "__main__":
