@@ -165,6 +165,8 @@ def test_file_list(package):
         f"{LIB}/user/bin/appliance-singleuser",
         f"{LIB}/user/bin/jupyter-lab",
         "usr/share/doc/jupyterhub-appliance/README.md",
+        "usr/share/doc/jupyterhub-appliance/docs/index.md",  # the guide README links to
+        "usr/share/doc/jupyterhub-appliance/docs/security.md",
         "usr/share/bash-completion/completions/applctl",
         "usr/share/zsh/site-functions/_applctl",
         ".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL", ".CHANGELOG",
