@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .. import config_edit
+from .. import config_edit, passwords
 from ..revproxy import htpasswd, setup_record, tls
 from ..revproxy.install import Change, SetupError, ready, remove_site, trusted_file, write_site
 from ..revproxy.layout import apache_listens, layout
@@ -22,7 +22,7 @@ from .output import Failure, emit, example, json_option, need_root, wraps_failur
 from .reload import apply_configuration
 
 LOOPBACK = "127.0.0.1"
-_refusals = wraps_failure((SetupError, SiteError, htpasswd.PasswordError, config_edit.EditError))
+_refusals = wraps_failure((SetupError, SiteError, passwords.PasswordError, config_edit.EditError))
 
 
 @click.group(name="proxy")

@@ -16,7 +16,6 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import bcrypt
 from jupyterhub import orm
 from jupyterhub.handlers import BaseHandler
 from tmpauthenticator import TmpAuthenticator
@@ -24,7 +23,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Integer, Unicode, default
 
-from .. import ephemeral
+from .. import ephemeral, passwords
 from ..groups import STATE_DIR
 
 MAX_PASSWORD = 1024  # a form value longer than this is refused before bcrypt
@@ -41,17 +40,12 @@ def _age(orm_user: orm.User) -> timedelta:
     return datetime.now(timezone.utc).replace(tzinfo=None) - orm_user.created
 
 
-def read_hash(path: str) -> bytes:
+def read_hash(path: str) -> str:
     """The bcrypt hash in password_file; OSError or ValueError saying what is wrong."""
     text = Path(path).read_text(encoding="ascii", errors="replace").strip()
-    if not text.startswith(("$2a$", "$2b$", "$2y$")) or len(text) != 60:
+    if not passwords.is_hash(text):
         raise ValueError(f"{path} does not hold a bcrypt hash; write one with: sudo applctl ephemeral password set")
-    return b"$2b$" + text[4:].encode()
-
-
-def password_matches(given: str, hashed: bytes) -> bool:
-    data = given.encode()
-    return 0 < len(data) <= 72 and bcrypt.checkpw(data, hashed)
+    return text
 
 
 class ServedCounter:
@@ -100,7 +94,7 @@ class VisitorLoginHandler(BaseHandler):
         except (OSError, ValueError) as e:
             self.log.error("ephemeral: cannot check the site password: %s", e)
             raise web.HTTPError(500, "The hub cannot check the password; tell the person who runs it.") from None
-        if len(given) > MAX_PASSWORD or not await asyncio.to_thread(password_matches, given, hashed):
+        if len(given) > MAX_PASSWORD or not await asyncio.to_thread(passwords.matches, given, hashed):
             self.set_status(403)
             await self._form("That is not the password. Ask the person who runs this workshop.")
             return
