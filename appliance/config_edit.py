@@ -15,7 +15,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 import time
 import tomllib
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Table
 
-from . import config, privilege
+from . import config, files, privilege
 
 _PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NOT_TOML = object()
@@ -291,29 +290,13 @@ def locked(path: Path, timeout: float = 10) -> Iterator[None]:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Keeping the file's mode and owner (a new one: 0644, applctl's)."""
     try:
         st = path.stat()
         mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
     except FileNotFoundError:
         mode, owner = 0o644, None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        if owner and os.geteuid() == 0:
-            os.chown(tmp, *owner)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)  # the rename itself survives a crash
-    finally:
-        os.close(dirfd)
+    files.write_atomic(path, text, mode, owner if os.geteuid() == 0 else None)
 
 
 def change(path: Path, edit: Callable[[tomlkit.TOMLDocument], Any],

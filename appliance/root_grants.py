@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import users
+from .files import write_atomic
 from .groups import ADMINS_GROUP, RUNTIME_DIR, USERS_GROUP
 from .tools import tool
 
@@ -194,12 +195,7 @@ def write_verdicts(verdict: dict, path: Path = VERDICTS) -> None:
     st = path.parent.lstat()
     if st.st_uid != 0 or st.st_mode & 0o022 or not os.path.isdir(path.parent) or path.parent.is_symlink():
         raise OSError(f"{path.parent} is not a directory only root can write")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(verdict, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(verdict), 0o600)
 
 
 def read_verdicts(path: Path = VERDICTS) -> dict | None:

@@ -18,7 +18,7 @@ from . import daemon
 from .common import CREATED_MARK, account, check_name, config_path, has_access, load_config, members, refuse_privileged
 from .completion import access_names, local_accounts
 from .host import run
-from .hub import Hub, HubDown, HubError
+from .hub_api import Hub, HubDown, HubError
 from .output import Failure, ago, emit, example, json_option, need_root, note, table
 from .servers import stop_server
 from .token import revoke_issued_by

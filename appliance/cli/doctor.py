@@ -25,7 +25,7 @@ from ..tools import tool
 from . import daemon
 from .common import config_path
 from .host import HUB, PAM_SOCKET, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
-from .hub import Hub
+from .hub_api import Hub
 from .output import Failure, emit, example, json_option, need_root, paint
 from .status import proxy_answers
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import click
 
-from .. import config_edit
+from .. import config_edit, passwords
 from ..groups import HUB_USER
-from ..revproxy import htpasswd
 from ..revproxy.install import write_file
 from .common import config_path
 from .output import Failure, emit, example, json_option, need_root, wraps_failure
@@ -22,7 +21,7 @@ from .reload import apply_configuration
 
 PASSWORD_FILE = Path("/etc/jupyterhub/ephemeral-password")
 KEY = "ephemeral.password_file"
-_refusals = wraps_failure((htpasswd.PasswordError, config_edit.EditError))
+_refusals = wraps_failure((passwords.PasswordError, config_edit.EditError))
 
 
 @click.group(name="ephemeral")
@@ -72,7 +71,7 @@ def password_set(from_stdin: bool, as_json: bool) -> None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Visitors' password", hide_input=True, confirmation_prompt=True)
-    hashed = htpasswd.hash_password(password)  # checks it before anything changes
+    hashed = passwords.hash_password(password)  # checks it before anything changes
     try:
         gid = grp.getgrnam(HUB_USER).gr_gid
     except KeyError:

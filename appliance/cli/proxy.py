@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .. import config_edit
-from ..revproxy import htpasswd, state, tls
+from .. import config_edit, passwords
+from ..revproxy import htpasswd, setup_record, tls
 from ..revproxy.install import Change, SetupError, ready, remove_site, trusted_file, write_site
 from ..revproxy.layout import apache_listens, layout
 from ..revproxy.site import KINDS, TEMPLATES, Site, SiteError, check, check_server_name, render
@@ -22,7 +22,7 @@ from .output import Failure, emit, example, json_option, need_root, wraps_failur
 from .reload import apply_configuration
 
 LOOPBACK = "127.0.0.1"
-_refusals = wraps_failure((SetupError, SiteError, htpasswd.PasswordError, config_edit.EditError))
+_refusals = wraps_failure((SetupError, SiteError, passwords.PasswordError, config_edit.EditError))
 
 
 @click.group(name="proxy")
@@ -60,7 +60,7 @@ def _site_text(site: Site, lay) -> str:
 
 
 def _current() -> tuple[Site, dict]:
-    found = state.load()
+    found = setup_record.load()
     if found is None:
         raise Failure("no web server is set up in front of the hub; nothing changed "
                       "(set one up with: sudo applctl proxy setup nginx|apache ...)")
@@ -99,7 +99,7 @@ def setup(kind: str, server_name: str, cert: str | None, key: str | None, self_s
     if self_signed == bool(cert or key) or (not self_signed and not (cert and key)):
         raise Failure("give either --cert FILE and --key FILE, or --self-signed")
     cfg = load_config()
-    before = state.load()
+    before = setup_record.load()
     if before and before[0].kind != kind:
         raise Failure(f"{before[0].kind} is set up in front of the hub; nothing changed "
                       f"(to switch: sudo applctl proxy remove, then setup {kind})")
@@ -119,7 +119,7 @@ def setup(kind: str, server_name: str, cert: str | None, key: str | None, self_s
         change.commit(restart=change.enable_modules())
     rest = {"bind_before": before[1]["bind_before"] if before else cfg["hub"]["bind_address"],
             "keep_direct": keep_direct, "password_user": before[1].get("password_user") if before else None}
-    state.save(site, rest)
+    setup_record.save(site, rest)
     applied = None if keep_direct else _bind(LOOPBACK)
     url = f"https://{site.server_name}" + ("" if https_port == 443 else f":{https_port}") + "/"
     emit(as_json, {"kind": kind, "site": str(lay.site), "url": url, "self_signed": self_signed,
@@ -145,7 +145,7 @@ def remove(as_json: bool) -> None:
         remove_site(lay)
         htpasswd.HTPASSWD.unlink(missing_ok=True)
         change.commit()
-    state.forget()
+    setup_record.forget()
     applied = None if rest.get("keep_direct") else _bind(rest.get("bind_before", ""))
     emit(as_json, {"removed": str(lay.site), "bind_address": rest.get("bind_before", ""),
                    "reloaded": applied is not None},
@@ -176,7 +176,7 @@ def site_answers(site: Site, timeout: float = 5) -> str:
 def status(as_json: bool) -> None:
     """Which web server is in front, for which name, when its certificate
     expires, whether the site password is on, and whether the site answers."""
-    found = state.load()
+    found = setup_record.load()
     if found is None:
         emit(as_json, {"set_up": False}, "no web server is in front: the appliance serves its own port "
              "(set one up with: sudo applctl proxy setup nginx|apache ...)")
@@ -235,7 +235,7 @@ def password_set(user: str, from_stdin: bool, as_json: bool) -> None:
         htpasswd.write_entry(entry, lay.group)
         write_site(lay, text)
         change.commit()
-    state.save(site, {**rest, "password_user": user})
+    setup_record.save(site, {**rest, "password_user": user})
     emit(as_json, {"password": True, "user": user, "file": str(htpasswd.HTPASSWD)},
          f"the site password is on for https://{site.server_name} (user {user}); /hub/health stays open")
 
@@ -258,5 +258,5 @@ def password_off(as_json: bool) -> None:
         write_site(lay, text)
         htpasswd.HTPASSWD.unlink(missing_ok=True)
         change.commit()
-    state.save(site, {**rest, "password_user": None})
+    setup_record.save(site, {**rest, "password_user": None})
     emit(as_json, {"password": False, "changed": True}, f"the site password is off for https://{site.server_name}")

@@ -24,7 +24,7 @@ from .host import (
     systemctl,
     unit_props,
 )
-from .hub import Hub
+from .hub_api import Hub
 from .output import Failure, emit, example, json_option, need_root
 from .status import proxy_answers
 

@@ -11,7 +11,7 @@ from . import daemon
 from .common import account, check_name, load_config
 from .completion import access_names
 from .host import cores_prop, int_prop, unit_props, uptime_seconds
-from .hub import Hub, HubDown, HubError
+from .hub_api import Hub, HubDown, HubError
 from .output import emit, example, human_duration, human_size, json_option, need_root, note, table
 
 

@@ -20,7 +20,7 @@ from ..net import http_url
 from . import daemon
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, SOCKET, active_state, is_loaded
-from .hub import Hub
+from .hub_api import Hub
 from .output import Failure, emit, example, json_option, paint, table
 
 # Reverse proxies an administrator may put in front (TLS, a shared password).

@@ -17,7 +17,7 @@ from ..tools import tool
 from .common import account, check_name, has_access, load_config, refuse_privileged
 from .completion import access_names
 from .host import HUB
-from .hub import Hub, HubDown, HubError
+from .hub_api import Hub, HubDown, HubError
 from .output import Failure, emit, example, json_option, need_root, note
 
 _SCOPE = re.compile(r"[a-z][a-z_:-]*(![a-z_]+(=[A-Za-z0-9_.@-]+)?)?")

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from ..files import write_atomic
 from ..gpu import allocator
 from ..gpu.allocator import CapacityError
 from ..gpu.inventory import GPU
@@ -127,12 +127,10 @@ class GpuQueue:
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             # The daemon's own runtime directory (root, 0700 by UMask): nobody else
             # can plant a link here.
-            tmp.write_text(json.dumps(self.to_list()))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(self.to_list()), 0o600)
         except OSError as e:
             log.error("GPU queue: cannot save %s: %s", self.path, e)
 

@@ -9,12 +9,12 @@ to every local user.
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 
 from dbus_fast import Variant
 
 from .. import ephemeral, protocol
+from ..files import write_atomic
 from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
 from .gpus import device_allow
 from .requests import SpawnSpec
@@ -41,12 +41,7 @@ def env_file_text(env: dict[str, str]) -> str:
 def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> Path:
     env_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = env_dir / f"{unit}.env"
-    tmp = env_dir / f".{unit}.env.tmp"
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-    with os.fdopen(fd, "w") as f:
-        f.write(env_file_text(env))
-    os.replace(tmp, path)
+    write_atomic(path, env_file_text(env), 0o400)
     return path
 
 

@@ -3,8 +3,13 @@
 The password itself is checked by jupyterhub-pam (password_check.py), a root
 service the hub asks over a unix socket: the hub has no access to /etc/shadow.
 Everything else of JupyterHub's PAMAuthenticator stays: group-based access and
-admin rights, username normalisation.
+admin rights, username normalisation. Its account and group lookups (getpwnam,
+getgrouplist, getgrnam) run in a thread, since through sssd or LDAP each can take
+seconds, which on the event loop would hold up every other login and spawn
+(PAMAuthenticator.is_admin runs in its executor already).
 """
+
+import asyncio
 
 from jupyterhub.auth import PAMAuthenticator
 from tornado import web
@@ -33,8 +38,8 @@ class ApplianceAuthenticator(PAMAuthenticator):
                                      "in the hub's log.") from None
         return username if reply.get("right") is True else None
 
-    def check_allowed(self, username, authentication=None):
-        if super().check_allowed(username, authentication):
+    async def check_allowed(self, username, authentication=None):  # JupyterHub awaits it (maybe_future)
+        if await asyncio.to_thread(super().check_allowed, username, authentication):
             return True
         if authentication is not None:
             # The password was right (PAM passed), so saying why is no leak; the
@@ -45,3 +50,6 @@ class ApplianceAuthenticator(PAMAuthenticator):
                 f"An administrator can grant it with: sudo applctl adduser {username}",
             )
         return False
+
+    async def system_user_exists(self, user):
+        return await asyncio.to_thread(super().system_user_exists, user)

@@ -90,10 +90,16 @@ class ApplianceSpawner(SystemdSpawner):
     def _default_options_form(self):
         return ApplianceSpawner._render_form  # JupyterHub calls it with the spawner
 
-    def quota(self) -> int:
+    async def groups(self) -> list[str]:
+        """The user's groups, looked up now (a group change counts at the next spawn)
+        and in a thread: through sssd or LDAP a lookup can take seconds, which on
+        the event loop would hold up every other login and spawn."""
+        return await asyncio.to_thread(users.groups_of, self.user.name)
+
+    def quota(self, groups: list[str]) -> int:
         q = self.gpu_config
-        return quota_for(self.user.name, users.groups_of(self.user.name), q.get("quota", 1),
-                         q.get("quota_groups", {}), q.get("quota_users", {}))
+        return quota_for(self.user.name, groups, q.get("quota", 1), q.get("quota_groups", {}),
+                         q.get("quota_users", {}))
 
     async def _render_form(self) -> str:
         try:
@@ -103,14 +109,15 @@ class ApplianceSpawner(SystemdSpawner):
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))
         q = self.gpu_config
         minutes = max(1, q.get("queue_timeout", 1800) // 60) if q.get("queue", True) else None
-        groups = users.groups_of(self.user.name)
-        return spawn_form.render(summary, self.quota(), self.profiles, minutes,
+        groups = await self.groups()
+        return spawn_form.render(summary, self.quota(groups), self.profiles, minutes,
                                  lambda profile: limits.for_user(self.limits_config, self.user.name, groups, profile))
 
-    def options_from_form(self, formdata):
+    async def options_from_form(self, formdata):  # JupyterHub awaits it (maybe_future)
+        groups = await self.groups()
         try:
             options = spawn_form.parse(formdata, self.profiles)
-            spawn_form.resolve(options, self.quota(), self.profiles)  # refuse now, on the form
+            spawn_form.resolve(options, self.quota(groups), self.profiles)  # refuse now, on the form
         except spawn_form.FormError as e:
             raise spawn_error(str(e), reason="invalid_options") from None
         return options
@@ -235,8 +242,8 @@ class ApplianceSpawner(SystemdSpawner):
             except users.UserError as e:
                 raise spawn_error(str(e)) from None
             try:
-                choice = self._visitor_choice() or spawn_form.resolve(self.user_options or {}, self.quota(),
-                                                                       self.profiles)
+                choice = self._visitor_choice() or spawn_form.resolve(
+                    self.user_options or {}, self.quota(await self.groups()), self.profiles)
             except spawn_form.FormError as e:
                 raise spawn_error(str(e), reason="invalid_options") from None
             self.port = random_port()

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import bcrypt
 from jupyterhub import orm
 from jupyterhub.handlers import BaseHandler
 from tmpauthenticator import TmpAuthenticator
@@ -24,7 +22,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Integer, Unicode, default
 
-from .. import ephemeral
+from .. import ephemeral, files, passwords
 from ..groups import STATE_DIR
 
 MAX_PASSWORD = 1024  # a form value longer than this is refused before bcrypt
@@ -41,17 +39,12 @@ def _age(orm_user: orm.User) -> timedelta:
     return datetime.now(timezone.utc).replace(tzinfo=None) - orm_user.created
 
 
-def read_hash(path: str) -> bytes:
+def read_hash(path: str) -> str:
     """The bcrypt hash in password_file; OSError or ValueError saying what is wrong."""
     text = Path(path).read_text(encoding="ascii", errors="replace").strip()
-    if not text.startswith(("$2a$", "$2b$", "$2y$")) or len(text) != 60:
+    if not passwords.is_hash(text):
         raise ValueError(f"{path} does not hold a bcrypt hash; write one with: sudo applctl ephemeral password set")
-    return b"$2b$" + text[4:].encode()
-
-
-def password_matches(given: str, hashed: bytes) -> bool:
-    data = given.encode()
-    return 0 < len(data) <= 72 and bcrypt.checkpw(data, hashed)
+    return text
 
 
 class ServedCounter:
@@ -66,10 +59,8 @@ class ServedCounter:
 
     def add(self) -> int:
         self.count += 1
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_text(f"{self.count}\n")
-            os.replace(tmp, self.path)
+        try:  # a count, written on the event loop: not worth an fsync
+            files.write_atomic(self.path, f"{self.count}\n", 0o600, durable=False)
         except OSError:
             pass  # counting must never keep a visitor out
         return self.count
@@ -100,7 +91,7 @@ class VisitorLoginHandler(BaseHandler):
         except (OSError, ValueError) as e:
             self.log.error("ephemeral: cannot check the site password: %s", e)
             raise web.HTTPError(500, "The hub cannot check the password; tell the person who runs it.") from None
-        if len(given) > MAX_PASSWORD or not await asyncio.to_thread(password_matches, given, hashed):
+        if len(given) > MAX_PASSWORD or not await asyncio.to_thread(passwords.matches, given, hashed):
             self.set_status(403)
             await self._form("That is not the password. Ask the person who runs this workshop.")
             return

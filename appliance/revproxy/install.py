@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import privilege
+from ..files import write_atomic
 from ..tools import resolved
 from .layout import APACHE_MODULES, Layout, included
 
@@ -57,20 +58,9 @@ class Saved:
 
 
 def write_file(path: Path, data: bytes | str, mode: int, gid: int = 0, uid: int = 0) -> None:
-    """Atomically, with its owner and mode set before it has any content."""
+    """A file of root's (or uid's), its directory made if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.applctl-new")
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        os.write(fd, data.encode() if isinstance(data, str) else data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode, (uid, gid))
 
 
 def _run(argv: tuple[str, ...] | list[str]) -> tuple[bool, str]:

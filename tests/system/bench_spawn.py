@@ -10,6 +10,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -181,6 +182,85 @@ def older_package_at_once(ref: str, n: int, errors: dict[str, str]) -> list[floa
         ct.destroy()
 
 
+class LoopLag:
+    """The hub's event loop as a person waiting on it sees it: /hub/api/ (answered by
+    the hub alone, no database) asked every 20 ms from a thread; the slowest answer
+    is how long the loop was held at most (a request waits for every callback
+    queued before it)."""
+
+    def __init__(self, url: str):
+        self.url, self.samples, self._stop = url + "/hub/api/", [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as s:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    s.get(self.url, timeout=30)
+                    self.samples.append(time.perf_counter() - t0)
+                except requests.RequestException:
+                    self.samples.append(30.0)
+                time.sleep(0.02)
+
+    def __enter__(self) -> LoopLag:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def big_nss(ct: Container, groups: int) -> None:
+    """A directory as large as a site's LDAP, in files: `groups` groups of 20 members
+    each (and their accounts) placed before every other entry of /etc/group and
+    /etc/passwd, so that each NSS lookup the hub makes reads through them, as a
+    lookup through sssd or LDAP takes its time."""
+    ct.run(f"""python3 - <<'EOF'
+n = {groups}
+pw = "".join(f"nss{{i}}:x:{{100000 + i}}:{{100000 + i // 20}}::/nonexistent:/usr/sbin/nologin\\n" for i in range(20 * n))
+gr = "".join(f"nssg{{g}}:x:{{100000 + g}}:" + ",".join(f"nss{{20 * g + k}}" for k in range(20)) + "\\n" for g in range(n))
+for path, bulk in (("/etc/passwd", pw), ("/etc/group", gr)):
+    old = open(path).read()
+    open(path + ".new", "w").write(bulk + old)
+    __import__("os").replace(path + ".new", path)
+EOF""")
+
+
+def storm(deb: Path, release: str, n: int, nss_groups: int) -> dict:
+    """N spawns at once (after one warm-up spawn) in a fresh container, with the
+    hub's event-loop lag measured throughout (LoopLag)."""
+    ct = Container(f"storm{os.getpid()}", release=release)
+    names = [f"st{i}" for i in range(n + 1)]
+    errors: dict[str, str] = {}
+    try:
+        app = boot_appliance(ct, deb, names)
+        if nss_groups:
+            big_nss(ct, nss_groups)
+        hub_spawn(app.url, names[n], f"pw-{names[n]}", errors)
+        with LoopLag(app.url) as idle:
+            time.sleep(3)
+        with LoopLag(app.url) as lag:
+            samples = at_once(app.url, names[:n], errors)
+    finally:
+        ct.destroy()
+    return {"users": n, "nss_groups": nss_groups, "spawns": summary(samples), "errors": errors,
+            "idle_lag_max": max(idle.samples), "lag_median": statistics.median(lag.samples),
+            "lag_max": max(lag.samples), "lag_samples": len(lag.samples)}
+
+
+def print_storm(r: dict) -> None:
+    s = r["spawns"]
+    ok = [x for x in s["samples"] if x is not None]
+    print(f"storm: {r['users']} spawns at once, {r['nss_groups']} extra groups in /etc/group: "
+          f"login to ready median {fmt(s['median'])} s, max {fmt(max(ok, default=None))} s, "
+          f"{s['failures']} failed; hub API answer during the storm median {r['lag_median'] * 1000:.0f} ms, "
+          f"max {r['lag_max'] * 1000:.0f} ms ({r['lag_samples']} asks; idle max {r['idle_lag_max'] * 1000:.0f} ms)")
+    for name, why in r["errors"].items():
+        print(f"failed: {name}: {why}")
+
+
 def built_deb(given: Path | None, release: str = DEFAULT_RELEASE) -> Path:
     """The --deb given, or this tree's for the release, built now."""
     return given or debs.deb(release)
@@ -225,11 +305,24 @@ def main() -> int:
     ap.add_argument("--then-ref", default=FILING_TIME_REF, metavar="REF",
                     help="afterwards, N at once on the package built from this commit, in a second container "
                          f"(default {FILING_TIME_REF}, the package when issue 16 was filed; '' skips it)")
+    ap.add_argument("--storm", action="store_true",
+                    help="only N spawns at once with the hub's event-loop lag measured (no stock hub, no older ref)")
+    ap.add_argument("--nss-groups", type=int, default=0, metavar="K",
+                    help="with --storm: K extra groups of 20 accounts before all others in /etc/group, "
+                         "so each NSS lookup takes as long as a large directory's")
     args = ap.parse_args()
     if not 1 <= args.users <= 200:
         sys.exit("bench-spawn: --users takes a number from 1 to 200")
     if not 0 <= args.restarts <= 50:
         sys.exit("bench-spawn: --restarts takes a number from 0 to 50")
+    if not 0 <= args.nss_groups <= 100000:
+        sys.exit("bench-spawn: --nss-groups takes a number from 0 to 100000")
+    if args.storm:
+        result = storm(built_deb(args.deb, args.release), args.release, args.users, args.nss_groups)
+        print_storm(result)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"written: {args.json}")
+        return 0
     if args.then_ref:
         previous.start_in_background(args.then_ref)  # its build overlaps ours
     deb = built_deb(args.deb, args.release)

@@ -15,7 +15,7 @@ VISITOR = re.compile(r"/(?:user|hub/spawn-pending)/(visitor-[a-z0-9]{10})")
 
 def hub_api(app, method: str, path: str):
     """The hub's REST API as applctl calls it (the applctl service's token); None for a 404."""
-    code = ("import json,sys; from appliance import config; from appliance.cli.hub import Hub, HubError\n"
+    code = ("import json,sys; from appliance import config; from appliance.cli.hub_api import Hub, HubError\n"
             "try: print(json.dumps(Hub(config.load()).call(sys.argv[1], sys.argv[2])))\n"
             "except HubError as e:\n    print('null' if e.status == 404 else sys.exit(str(e)))")
     return json.loads(app.sh(f"{HUB_PY} -c \"{code}\" {method} {path}").stdout)

@@ -17,7 +17,7 @@ from jupyterhub import orm, roles
 from appliance import config, config_edit, token_notes, users
 from appliance.cli import access
 from appliance.cli import token as token_mod
-from appliance.cli.hub import Hub, HubError
+from appliance.cli.hub_api import Hub, HubError
 from appliance.hub import revoke
 
 from .cli_run import run
@@ -278,7 +278,7 @@ def test_admin_remove_finds_a_renamed_issuer_by_uid_and_says_so_again_later(caps
 
 
 def test_admin_remove_with_the_hub_down_says_when_tokens_go(capsys, hub, groups, monkeypatch):
-    from appliance.cli.hub import HubDown
+    from appliance.cli.hub_api import HubDown
 
     def down(self, *a, **k):
         raise HubDown("the hub does not answer on 127.0.0.1:8081")

@@ -21,7 +21,7 @@ from appliance import daemon_client as client
 from appliance.applctl import cli, main
 from appliance.cli import access, daemon, host, servers
 from appliance.cli import status as status_mod
-from appliance.cli.hub import Hub, HubDown
+from appliance.cli.hub_api import Hub, HubDown
 from appliance.tools import tool
 
 from .cli_run import run
