@@ -22,7 +22,7 @@ from ..net import http_url
 from ..password_check import SOCKET as PAM_PATH
 from ..state import ROOT_SECRETS, ROTATED, SECRETS, ensure_all, read_proxy_token
 from ..tools import tool
-from . import daemon
+from . import daemon_calls as daemon
 from .common import config_path
 from .host import HUB, PAM_SOCKET, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
 from .hub import Hub
@@ -226,14 +226,14 @@ def check_gpus() -> Check:
         report = daemon.gpus()
     except Failure as e:
         return Check("GPUs", False, f"no GPU report: {e.message}", "sudo systemctl restart jupyterhub-appliance")
-    if not report["available"]:
+    if not report.available:
         if nvidia_hardware():
-            return Check("GPUs", False, f"an NVIDIA GPU is installed but NVML does not load: {report.get('reason')}",
+            return Check("GPUs", False, f"an NVIDIA GPU is installed but NVML does not load: {report.reason}",
                          "install the NVIDIA driver (check with nvidia-smi), then: sudo applctl reload")
         return Check("GPUs", True, "CPU-only host (no NVIDIA GPU found)")
-    if report.get("unusable"):
+    if report.unusable:
         return Check("GPUs", False, "; ".join(f"GPU {u['index']} is unusable: {u['reason']}"
-                                              for u in report["unusable"]), "check the GPU with nvidia-smi")
+                                              for u in report.unusable), "check the GPU with nvidia-smi")
     return Check("GPUs", True, f"NVML loads: {daemon.summary(report)}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +18,12 @@ from pathlib import Path
 from .. import users
 from ..gpu import allocator, reclaim
 from ..gpu.allocator import CapacityError
+from ..gpu.devices import minors_of
 from ..gpu.inventory import Inventory, read_inventory
 from .gpu_queue import GpuQueue
 from .systemd import Systemd
 
 log = logging.getLogger("jupyterhub-appliance")
-
-# Every GPU server needs these besides its own /dev/nvidiaN.
-CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
-_GPU_NODE = re.compile(r"/dev/nvidia([0-9]+)")
-
-
-def device_allow(minors: list[int]) -> list[tuple[str, str]]:
-    if not minors:
-        return []
-    return [(f"/dev/nvidia{m}", "rw") for m in minors] + [(d, "rw") for d in CONTROL_DEVICES]
-
-
-def minors_of(rules: list) -> list[int]:
-    return [int(m.group(1)) for path, _perm in rules if (m := _GPU_NODE.fullmatch(path))]
 
 
 class QueueTimeout(Exception):

@@ -25,10 +25,11 @@ from dbus_fast import Variant
 from .. import config, ephemeral, limits, root_grants, users
 from ..activation import hub_uid, listening_socket, peer_uid, run
 from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
+from ..gpu.devices import minors_of
 from ..groups import RUNTIME_DIR, UNIT_SLICE
-from . import requests as rq
-from . import units
-from .gpus import GpuManager, Queued, QueueTimeout, minors_of
+from ..protocol import MAX_MESSAGE, MAX_REQUEST, RequestError, error_reply
+from . import units, validate
+from .gpus import GpuManager, Queued, QueueTimeout
 from .systemd import RUNNING_STATES, Systemd, SystemdError
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -45,8 +46,6 @@ LINGER = 0.25
 # A request needs 3 levels (request, env/extra, value); deeper is refused before
 # validation, whose messages repr() values.
 MAX_DEPTH = 16
-# Messages quote what the client sent: bound what goes back and into the log.
-MAX_MESSAGE = 1000
 INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
@@ -67,10 +66,6 @@ def _depth_ok(value: object, limit: int) -> bool:
 async def _discard(reader: asyncio.StreamReader) -> None:
     while await reader.read(65536):
         pass
-
-
-def _error(code: str, message: str, field: str | None = None) -> dict:
-    return {"ok": False, "error": {"code": code, "field": field, "message": message[:MAX_MESSAGE]}}
 
 
 class Daemon:
@@ -98,25 +93,25 @@ class Daemon:
         return self._user_locks.setdefault(user, asyncio.Lock())
 
     async def handle(self, req: object, uid: int) -> dict:
-        op = rq.check_op(req, uid, self.hub_uid)
+        op = validate.check_op(req, uid, self.hub_uid)
         assert isinstance(req, dict)
         min_uid = self.cfg["daemon"]["min_uid"]
         if op in ("list", "gpus") and set(req) != {"op"}:
             extra = sorted(set(req) - {"op"})[0]
-            raise rq.RequestError("invalid", f"unknown field {str(extra)[:40]!r} for {op}; accepted: op", extra)
+            raise RequestError("invalid", f"unknown field {str(extra)[:40]!r} for {op}; accepted: op", extra)
         if op == "list":
             return {"ok": True, "servers": await self.list_servers()}
         if op == "gpus":
             return {"ok": True, **await self.gpus.report(self.cfg["gpu"])}
         if op == "spawn":
-            spec = await asyncio.to_thread(rq.check_spawn, req, self.cfg)  # pwd/grp may block
+            spec = await asyncio.to_thread(validate.check_spawn, req, self.cfg)  # pwd/grp may block
             if not spec.visitor and not self.cfg["daemon"]["allow_privileged_users"]:
                 await self.check_root_grants(spec.user)
             return await self._shielded(self._locked(spec.user, self.spawn(spec)))
         # stop and status name a user only: no other field is accepted.
         extra = sorted(set(req) - {"op", "user"})
         if extra:
-            raise rq.RequestError("invalid", f"unknown field {extra[0]!r} for {op}; accepted: op, user", extra[0])
+            raise RequestError("invalid", f"unknown field {extra[0]!r} for {op}; accepted: op, user", extra[0])
         name = await asyncio.to_thread(self._known_user, req, min_uid)
         unit = users.unit_name(name)
         if op == "status":
@@ -151,12 +146,12 @@ class Daemon:
                 log.error("could not run %s: %s", root_grants.UNIT, e)
             verdict = await asyncio.to_thread(root_grants.read_verdicts, self.verdicts)
         if verdict is None or name not in verdict["checked"]:
-            raise rq.RequestError(
+            raise RequestError(
                 "root_check", f"{name} has not been checked for sudo and polkit rights, so gets no server yet; "
                 f"see: systemctl status {root_grants.UNIT}", "user")
         why = verdict["granted"].get(name)
         if why:
-            raise rq.RequestError(
+            raise RequestError(
                 "privileged_user", f"{name} is root in all but name ({'; '.join(map(str, why))[:400]}); the "
                 "appliance starts no server for such accounts (root may allow it: daemon.allow_privileged_users "
                 "= true in appliance.toml)", "user")
@@ -170,9 +165,9 @@ class Daemon:
         try:
             return users.lookup(req.get("user"), min_uid).pw_name
         except users.UserError as e:
-            raise rq.RequestError("invalid_user", str(e), "user") from None
+            raise RequestError("invalid_user", str(e), "user") from None
 
-    async def spawn(self, spec: rq.SpawnSpec) -> dict:
+    async def spawn(self, spec: validate.SpawnSpec) -> dict:
         unit = users.unit_name(spec.user)
         if not spec.visitor:
             return await self._spawn(unit, spec)
@@ -183,14 +178,14 @@ class Daemon:
         finally:
             self._visitors_starting.discard(unit)
 
-    async def _spawn(self, unit: str, spec: rq.SpawnSpec) -> dict:
+    async def _spawn(self, unit: str, spec: validate.SpawnSpec) -> dict:
         if spec.visitor:
             groups: list[str] = []
         else:
             try:
                 groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
             except KeyError:
-                raise rq.RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") \
+                raise RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") \
                     from None
         self.check_quota(spec, groups)  # refuse before touching anything
         self.apply_limits(spec, groups)
@@ -219,10 +214,10 @@ class Daemon:
                 inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
         except CapacityError as e:
             log.info("no GPU for %s: %s", spec.user, e)
-            raise rq.RequestError("capacity", str(e), "gpus") from None
+            raise RequestError("capacity", str(e), "gpus") from None
         except QueueTimeout as e:
             log.info("GPU queue: %s waited until queue_timeout", spec.user)
-            raise rq.RequestError("queue_timeout", str(e), "gpus") from None
+            raise RequestError("queue_timeout", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
         state = "inactive"
@@ -242,9 +237,8 @@ class Daemon:
             self.gpus.started(unit)
         if state != "active":
             log.error("%s did not start: %s", unit, state)
-            return {"ok": False, "error": rq.RequestError(
-                "start_failed", f"the server unit {unit} did not start (state {state}); "
-                f"see: journalctl -u {unit}").to_dict()}
+            return error_reply("start_failed", f"the server unit {unit} did not start (state {state}); "
+                               f"see: journalctl -u {unit}")
         log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
         return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
 
@@ -258,7 +252,7 @@ class Daemon:
             return config.read_environment_file(spawner["environment_file"], spawner["environment"])
         except config.EnvFileError as e:
             log.error("%s", e)
-            raise rq.RequestError("config", str(e), "env") from None
+            raise RequestError("config", str(e), "env") from None
 
     async def _roll_back(self, unit: str) -> None:
         """Undo a start that did not reach active. A start job still in systemd's queue
@@ -284,10 +278,10 @@ class Daemon:
                    if state in RUNNING_STATES} | self._visitors_starting
         running.discard(unit)
         if len(running) >= cap:
-            raise rq.RequestError("full", f"{ephemeral.FULL_MESSAGE} ({len(running)} visitors' servers run; "
+            raise RequestError("full", f"{ephemeral.FULL_MESSAGE} ({len(running)} visitors' servers run; "
                                   f"ephemeral.max_visitors and warm_pool allow {cap})", "user")
 
-    def check_quota(self, spec: rq.SpawnSpec, groups: list[str]) -> None:
+    def check_quota(self, spec: validate.SpawnSpec, groups: list[str]) -> None:
         """The daemon enforces the quota itself: the hub's form is only a courtesy."""
         gpu = self.cfg["gpu"]
         quota = quota_for(spec.user, groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"])
@@ -296,9 +290,9 @@ class Daemon:
         try:
             check_request(spec.gpus, quota)
         except QuotaError as e:
-            raise rq.RequestError("quota", str(e), "gpus") from None
+            raise RequestError("quota", str(e), "gpus") from None
 
-    def apply_limits(self, spec: rq.SpawnSpec, groups: list[str]) -> None:
+    def apply_limits(self, spec: validate.SpawnSpec, groups: list[str]) -> None:
         """[limits] as the daemon reads them, with the profile's own; what the hub
         asked for (Spawner.mem_limit, cpu_limit) can only make them tighter."""
         profile = self.cfg["profiles"].get(spec.profile) if spec.profile else None
@@ -423,7 +417,7 @@ class Daemon:
             if self.connections >= self.max_connections:
                 self.refused_busy += 1
                 self._log_busy()
-                await self._answer(writer, _error("busy", f"the appliance daemon is serving {self.connections} "
+                await self._answer(writer, error_reply("busy", f"the appliance daemon is serving {self.connections} "
                                                   "requests; try again in a moment"), reader)
                 return
             self.connections += 1
@@ -445,35 +439,36 @@ class Daemon:
             try:
                 line = await asyncio.wait_for(reader.readline(), self.request_deadline)
             except asyncio.TimeoutError:
-                raise rq.RequestError("timeout", f"no complete request line within {self.request_deadline:g} s") \
+                raise RequestError("timeout", f"no complete request line within {self.request_deadline:g} s") \
                     from None
             except ValueError:  # the stream's limit: refused at once, not buffered
-                raise rq.RequestError("too_large", f"a request is one JSON line of at most {rq.MAX_REQUEST} bytes") \
+                raise RequestError("too_large", f"a request is one JSON line of at most {MAX_REQUEST} bytes") \
                     from None
             if not line:
                 log.info("uid %d closed the connection without a request", uid)
                 return None
             if not line.endswith(b"\n"):
-                raise rq.RequestError("invalid", "a request is one line of JSON ending in a newline")
+                raise RequestError("invalid", "a request is one line of JSON ending in a newline")
             try:
                 req = json.loads(line)
             except (ValueError, RecursionError):
-                raise rq.RequestError("invalid", "a request is one line of JSON") from None
+                raise RequestError("invalid", "a request is one line of JSON") from None
             if not _depth_ok(req, MAX_DEPTH):
-                raise rq.RequestError("invalid", f"a request nests at most {MAX_DEPTH} levels")
+                raise RequestError("invalid", f"a request nests at most {MAX_DEPTH} levels")
             return await self.handle(req, uid)
-        except rq.RequestError as e:
+        except RequestError as e:
             log.warning("refused request from uid %d: %s", uid, str(e)[:MAX_MESSAGE])
-            return _error(e.code, str(e), e.field)
+            return error_reply(e.code, str(e), e.field)
         except SystemdError as e:
             log.error("systemd refused: %s", e)
-            return _error("systemd", str(e))
+            return error_reply("systemd", str(e))
         except ConnectionError as e:
             log.info("uid %d went away: %s", uid, e)
             return None
         except Exception:  # our bug, not the client's: say so, keep serving
             log.exception("internal error serving uid %d", uid)
-            return _error("internal", "internal error in the appliance daemon; see: journalctl -u jupyterhub-appliance")
+            return error_reply("internal",
+                               "internal error in the appliance daemon; see: journalctl -u jupyterhub-appliance")
 
     async def _answer(self, writer: asyncio.StreamWriter, reply: dict, reader: asyncio.StreamReader) -> None:
         try:
@@ -505,7 +500,7 @@ class Daemon:
 async def serve(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
     """Serve on a listening Unix socket. The stream limit is the request limit, so an
     oversized line is refused as soon as it is seen instead of being buffered."""
-    return await asyncio.start_unix_server(daemon.serve_connection, sock=sock, limit=rq.MAX_REQUEST,
+    return await asyncio.start_unix_server(daemon.serve_connection, sock=sock, limit=MAX_REQUEST,
                                            backlog=socket.SOMAXCONN)
 
 

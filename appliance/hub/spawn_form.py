@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Callable
 
-from ..daemon_client import free_gpus
 from ..gpu.allocator import QuotaError, check_request
 from ..limits import Limits
+from ..protocol import GpuReport
 
 
 class FormError(ValueError):
@@ -29,10 +29,8 @@ class GpuSummary:
     waiting: int = 0  # spawns in the GPU queue
 
     @classmethod
-    def from_daemon(cls, reply: dict) -> "GpuSummary":
-        gpus = reply.get("gpus", [])
-        waiting = sum(1 for q in reply.get("queue", []) if not q.get("granted"))
-        return cls(bool(reply.get("available")), len(gpus), free_gpus(reply), reply.get("reason"), waiting)
+    def from_daemon(cls, report: GpuReport) -> "GpuSummary":
+        return cls(report.available, len(report.gpus), report.free, report.reason, len(report.waiting))
 
 
 def _gpus(n: int) -> str:

@@ -97,7 +97,8 @@ class ApplianceSpawner(SystemdSpawner):
 
     async def _render_form(self) -> str:
         try:
-            summary = spawn_form.GpuSummary.from_daemon(await client.call({"op": "gpus"}, self.daemon_socket, 30))
+            summary = spawn_form.GpuSummary.from_daemon(
+                protocol.GpuReport.read(await client.call({"op": "gpus"}, self.daemon_socket, 30)))
         except client.DaemonError as e:
             self.log.warning("no GPU summary for the form: %s", e)
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import config
-from appliance.daemon import requests as rq
+from appliance import config, protocol
+from appliance.daemon import validate
 from tests.ci import in_ci
 
 from .daemon_fakes import USER, DaemonThread, patch_users, read_all
@@ -63,15 +63,15 @@ requests_ = st.fixed_dictionaries({}, optional={k: v for k, v in field_values.it
 @given(req=requests_, peer=st.sampled_from([0, HUB_UID, 1000, 65534]))
 def test_check_op_returns_an_allowed_op_or_refuses(req, peer):
     try:
-        op = rq.check_op(req, peer, HUB_UID)
-    except rq.RequestError as e:
+        op = validate.check_op(req, peer, HUB_UID)
+    except protocol.RequestError as e:
         if not isinstance(req, dict):
             assert e.code == "invalid", e
         else:  # the peer is judged first, then the op
             assert (e.code == "forbidden") == (peer not in (0, HUB_UID)), (peer, e)
             assert e.code == "forbidden" or e.field == "op", e
         return
-    assert peer in (0, HUB_UID) and op in rq.OPS and op == req["op"]
+    assert peer in (0, HUB_UID) and op in protocol.OPS and op == req["op"]
 
 
 def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
@@ -83,8 +83,8 @@ def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
         optional={k: v for k, v in field_values.items() if k not in ("op", "user", "args")}))
     def check(req):
         try:
-            spec = rq.check_spawn(req, CFG)
-        except rq.RequestError as e:
+            spec = validate.check_spawn(req, CFG)
+        except protocol.RequestError as e:
             assert e.code in ("invalid", "invalid_user", "privileged_user")
             # A refusal names what was wrong: a field the request has, or the user.
             assert e.field in req or e.code != "invalid" or e.field is None, (e.field, req)

@@ -5,8 +5,9 @@ import asyncio
 
 import pytest
 
-from appliance.daemon.gpus import GpuManager, device_allow, minors_of
+from appliance.daemon.gpus import GpuManager
 from appliance.gpu.allocator import CapacityError
+from appliance.gpu.devices import device_allow, minors_of
 from appliance.gpu.inventory import GPU, Inventory
 
 GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80, memory_free=80 - i,

@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from appliance import config, daemon_client
-from appliance.daemon import requests as rq
+from appliance import config, daemon_client, protocol
 from appliance.daemon import server
 
 from .daemon_fakes import USER, DaemonThread, FakeManager, FakeUnit, patch_users, read_all
@@ -62,18 +61,18 @@ def test_an_oversized_request_is_refused_as_soon_as_it_passes_the_limit(tmp_path
     # A deadline far beyond the test: the answer can only come from the size limit.
     with DaemonThread(tmp_path, request_deadline=3600) as d, d.connect() as s:
         try:
-            s.sendall(b"x" * (rq.MAX_REQUEST + 4096))  # no newline, connection kept open
+            s.sendall(b"x" * (protocol.MAX_REQUEST + 4096))  # no newline, connection kept open
         except BrokenPipeError:
             pass  # the daemon answered and closed while we were still sending
         r = reply_of(s)
-        assert r["error"]["code"] == "too_large" and str(rq.MAX_REQUEST) in r["error"]["message"]
+        assert r["error"]["code"] == "too_large" and str(protocol.MAX_REQUEST) in r["error"]["message"]
         assert d.request(GPUS_OK)["ok"]
 
 
 def test_a_request_of_exactly_the_limit_is_read(daemon):
     body = json.dumps(GPUS_OK).encode()
-    raw = body[:-1] + b" " * (rq.MAX_REQUEST - len(body)) + b"}\n"
-    assert len(raw) == rq.MAX_REQUEST + 1
+    raw = body[:-1] + b" " * (protocol.MAX_REQUEST - len(body)) + b"}\n"
+    assert len(raw) == protocol.MAX_REQUEST + 1
     assert daemon.request(raw)["ok"]
 
 
@@ -240,7 +239,7 @@ def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.daemon.gpus import device_allow
+    from appliance.gpu.devices import device_allow
     sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([2]))},
                                                state="inactive", job=7)
     sd.units["jupyter-old.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([0]))},
@@ -295,7 +294,7 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.daemon.gpus import device_allow
+    from appliance.gpu.devices import device_allow
     for i, name in enumerate(("h0", "h1", "h2", "h3")):
         sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([i]))}, state="active")
     with DaemonThread(tmp_path, sd) as d:

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from appliance.daemon.gpu_queue import GRACE, GpuQueue
-from appliance.daemon.gpus import GpuManager, Queued, QueueTimeout, device_allow
+from appliance.daemon.gpus import GpuManager, Queued, QueueTimeout
 from appliance.gpu.allocator import CapacityError
+from appliance.gpu.devices import device_allow
 from appliance.gpu.inventory import GPU, Inventory
 
 from .test_daemon_gpus import GPUS, FakeSystemd

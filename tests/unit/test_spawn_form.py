@@ -3,6 +3,7 @@ import re
 import pytest
 
 from appliance.hub import spawn_form as sf
+from appliance.protocol import GpuReport
 
 PROFILES = {
     "cpu": {"display_name": "CPU only", "gpus": 0, "mem_limit": None, "cpu_limit": 0.0},
@@ -29,7 +30,7 @@ def test_profiles_form_lists_profiles_and_escapes_names():
 
 def test_summary_from_daemon_counts_free():
     reply = {"available": True, "gpus": [{"holder": None}, {"holder": "alice"}]}
-    assert sf.GpuSummary.from_daemon(reply) == sf.GpuSummary(True, 2, 1, None)
+    assert sf.GpuSummary.from_daemon(GpuReport.read(reply)) == sf.GpuSummary(True, 2, 1, None)
 
 
 @pytest.mark.parametrize("form, says", [
@@ -75,8 +76,9 @@ def test_with_a_queue_the_form_says_how_long_one_may_wait_and_who_waits():
     assert "0 of 4 GPUs free now, 2 waiting for one; your quota is 1 GPU" in html
     assert "you wait in a queue, first come first served, for up to 30 minutes" in html
     assert "Start CPU-only if no GPU is free after 30 minutes" in html
-    summary = sf.GpuSummary.from_daemon({"available": True, "gpus": [{"holder": "a"}],
-                                         "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]})
+    summary = sf.GpuSummary.from_daemon(GpuReport.read({
+        "available": True, "gpus": [{"holder": "a"}],
+        "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]}))
     assert summary.waiting == 1
 
 

@@ -16,24 +16,9 @@ from urllib.parse import urlsplit
 from .. import ephemeral, limits, privilege, protocol, users
 from ..config import MAX_GPUS, Config, int_in, number_in
 from ..groups import USERS_GROUP
-
-MAX_REQUEST = 256 * 1024
-# Root (applctl) and the hub ask for the same things: the hub lists the servers
-# too (read-only), for its GPU dashboard. Other uids may ask nothing.
-OPS = ("spawn", "stop", "status", "gpus", "list")
+from ..protocol import OPS, RequestError
 
 _MiB = 1024**2
-
-
-class RequestError(ValueError):
-    """A refused request: `code` for programs, `field` and message for people."""
-
-    def __init__(self, code: str, message: str, field: str | None = None):
-        self.code, self.field = code, field
-        super().__init__(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "field": self.field, "message": str(self)}
 
 
 @dataclass
