@@ -85,7 +85,7 @@ class GpuManager:
         held.update(self.pending)
         return held
 
-    async def assign(self, unit: str, count: int, fallback: bool) -> tuple[Inventory, tuple[str, ...]]:
+    async def assign(self, unit: str, count: int, cpu_fallback: bool) -> tuple[Inventory, tuple[str, ...]]:
         """GPUs for a unit about to start; the caller must call `started(unit)` after."""
         inv = await self.inventory()
         if count == 0:
@@ -96,13 +96,13 @@ class GpuManager:
             try:
                 uuids = allocator.assign(held, count, inv.gpus)
             except CapacityError:
-                if fallback:
+                if cpu_fallback:
                     return inv, ()
                 raise
             self.pending[unit] = uuids
             return inv, uuids
 
-    async def request(self, user: str, unit: str, count: int, fallback: bool,
+    async def request(self, user: str, unit: str, count: int, cpu_fallback: bool,
                       queue_timeout: float) -> tuple[Inventory, tuple[str, ...]] | Queued:
         """GPUs for a unit about to start, or its place in the queue. Asked again
         with the same arguments until it is granted; the caller must call
@@ -114,13 +114,13 @@ class GpuManager:
         total = len({g.uuid for g in inv.gpus})
         if count > total:
             self.queue.remove(user)
-            if fallback:
+            if cpu_fallback:
                 return inv, ()
             raise CapacityError(count, 0, total)
         now = self.clock()
         async with self.lock:
             self.queue.expire(now)
-            entry = self.queue.join(user, unit, count, fallback, now)
+            entry = self.queue.join(user, unit, count, cpu_fallback, now)
             held = await self.running(inv)  # grant() leaves out each entry's own unit
             self.queue.grant(held, inv.gpus)
             if entry.granted:
@@ -129,7 +129,7 @@ class GpuManager:
                 return inv, entry.granted
             if now - entry.since >= queue_timeout:
                 self.queue.remove(user)
-                if fallback:
+                if cpu_fallback:
                     return inv, ()
                 waited = int(now - entry.since) // 60
                 raise QueueTimeout(f"No GPU became free while you waited {waited} minutes in the queue "

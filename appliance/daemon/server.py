@@ -24,7 +24,7 @@ from dbus_fast import Variant
 
 from .. import config, ephemeral, limits, root_grants, users
 from ..activation import hub_uid, listening_socket, peer_uid, run
-from ..gpu.allocator import CapacityError, QuotaError, check_request, quota_for
+from ..gpu.allocator import CapacityError
 from ..gpu.devices import minors_of
 from ..groups import RUNTIME_DIR, UNIT_SLICE
 from ..protocol import MAX_MESSAGE, MAX_REQUEST, RequestError, error_reply
@@ -179,16 +179,7 @@ class Daemon:
             self._visitors_starting.discard(unit)
 
     async def _spawn(self, unit: str, spec: validate.SpawnSpec) -> dict:
-        if spec.visitor:
-            groups: list[str] = []
-        else:
-            try:
-                groups = await asyncio.to_thread(users.groups_of, spec.user)  # grp may block
-            except KeyError:
-                raise RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") \
-                    from None
-        self.check_quota(spec, groups)  # refuse before touching anything
-        self.apply_limits(spec, groups)
+        self.apply_limits(spec)
         secret_env = self.secret_env()
         props = await self.systemd.unit_properties(unit, ("ActiveState",))
         state = props["ActiveState"] if props else "inactive"
@@ -205,13 +196,13 @@ class Daemon:
         gpu = self.cfg["gpu"]
         try:
             if gpu["queue"]:
-                got = await self.gpus.request(spec.user, unit, spec.gpus, spec.gpu_fallback, gpu["queue_timeout"])
+                got = await self.gpus.request(spec.user, unit, spec.gpus, spec.cpu_fallback, gpu["queue_timeout"])
                 if isinstance(got, Queued):
                     # Not started: the hub asks again with the same request until it is.
                     return {"ok": True, "unit": unit, "state": "queued", **got.to_dict()}
                 inv, spec.gpu_uuids = got
             else:
-                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.gpu_fallback)
+                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.cpu_fallback)
         except CapacityError as e:
             log.info("no GPU for %s: %s", spec.user, e)
             raise RequestError("capacity", str(e), "gpus") from None
@@ -281,22 +272,11 @@ class Daemon:
             raise RequestError("full", f"{ephemeral.FULL_MESSAGE} ({len(running)} visitors' servers run; "
                                   f"ephemeral.max_visitors and warm_pool allow {cap})", "user")
 
-    def check_quota(self, spec: validate.SpawnSpec, groups: list[str]) -> None:
-        """The daemon enforces the quota itself: the hub's form is only a courtesy."""
-        gpu = self.cfg["gpu"]
-        quota = quota_for(spec.user, groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"])
-        if spec.visitor:
-            quota = self.cfg["ephemeral"]["gpus"]
-        try:
-            check_request(spec.gpus, quota)
-        except QuotaError as e:
-            raise RequestError("quota", str(e), "gpus") from None
-
-    def apply_limits(self, spec: validate.SpawnSpec, groups: list[str]) -> None:
+    def apply_limits(self, spec: validate.SpawnSpec) -> None:
         """[limits] as the daemon reads them, with the profile's own; what the hub
         asked for (Spawner.mem_limit, cpu_limit) can only make them tighter."""
         profile = self.cfg["profiles"].get(spec.profile) if spec.profile else None
-        mine = limits.for_user(self.cfg["limits"], spec.user, groups, profile)
+        mine = limits.for_user(self.cfg["limits"], spec.user, spec.groups, profile)
         if spec.visitor:
             eph = self.cfg["ephemeral"]
             mine = limits.Limits(eph["mem_limit"], float(eph["cpu_limit"]) or None, mine.tasks)

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 from .. import ephemeral, limits, privilege, protocol, users
 from ..config import MAX_GPUS, Config, int_in, number_in
+from ..gpu.allocator import QuotaError, quota_for
 from ..groups import USERS_GROUP
-from ..protocol import OPS, RequestError
+from ..protocol import OLD_FALLBACK, OPS, SPAWN_FIELDS, RequestError
 
 _MiB = 1024**2
 
@@ -35,8 +36,9 @@ class SpawnSpec:
     readwrite_paths: list[str] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)
     gpus: int = 0
-    gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
+    cpu_fallback: bool = False  # start on CPU if no GPU is free, rather than fail
     profile: str | None = None  # a [profiles.NAME] of appliance.toml
+    groups: list[str] = field(default_factory=list)  # the user's, for the quota and [limits]
     tasks_max: int | None = None  # from [limits], set by the daemon
     # The one TCP port the server may bind (SocketBindAllow=), from JUPYTERHUB_SERVICE_URL;
     # None: it may bind none.
@@ -214,9 +216,29 @@ def _server_port(env: dict[str, str], cfg: Config) -> int | None:
     return port
 
 
+def _gpu_count(req: dict, spec: SpawnSpec, cfg: Config) -> int:
+    """The GPUs the server gets: a profile's from appliance.toml as the daemon reads
+    it, else the count asked for; either within the user's quota. The one check of a
+    count on root's side (the hub's form checks it for the person)."""
+    if spec.profile is not None:
+        count = cfg["profiles"][spec.profile]["gpus"]
+        # A hub of the previous release sends the profile's count too: the same, or
+        # the hub read another appliance.toml than the daemon.
+        if "gpus" in req and (type(req["gpus"]) is not int or req["gpus"] != count):
+            raise RequestError("invalid", f"gpus: profile {spec.profile} has {count} GPU(s) in appliance.toml, "
+                               f"not {str(req['gpus'])[:40]}; a request with a profile leaves gpus out", "gpus")
+    else:
+        count = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
+    gpu = cfg["gpu"]
+    quota = (cfg["ephemeral"]["gpus"] if spec.visitor
+             else quota_for(spec.user, spec.groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"]))
+    if count > quota:
+        raise RequestError("quota", str(QuotaError(count, quota)), "gpus")
+    return count
+
+
 def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
-    known = {"op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
-             "extra", "gpus", "gpu_fallback", "profile"}
+    known = {"op", *SPAWN_FIELDS, OLD_FALLBACK}
     unknown = sorted(set(req) - known, key=str)
     if unknown:
         shown = str(unknown[0])[:64]
@@ -225,6 +247,10 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     if spec is None:
         pw = check_user(req, cfg)
         spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
+        try:
+            spec.groups = users.groups_of(spec.user)
+        except KeyError:
+            raise RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
     spec.env = _env(req.get("env", {}), spec.user, frozenset(cfg["spawner"]["environment"]))
     spec.port = _server_port(spec.env, cfg)
     spec.options = _options(req.get("options", {}))
@@ -246,12 +272,12 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     spec.profile = profile
     spec.readonly_paths = _paths("readonly_paths", req.get("readonly_paths", []))
     spec.readwrite_paths = _paths("readwrite_paths", req.get("readwrite_paths", []))
-    spec.gpus = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
-    fallback = req.get("gpu_fallback", False)
+    spec.gpus = _gpu_count(req, spec, cfg)
+    name = "cpu_fallback" if "cpu_fallback" in req or OLD_FALLBACK not in req else OLD_FALLBACK
+    fallback = req.get(name, False)
     if not isinstance(fallback, bool):
-        raise RequestError("invalid", f"gpu_fallback must be true or false, not {str(fallback)[:40]!r}",
-                           "gpu_fallback")
-    spec.gpu_fallback = fallback
+        raise RequestError("invalid", f"{name} must be true or false, not {str(fallback)[:40]!r}", name)
+    spec.cpu_fallback = fallback
     extra = req.get("extra", {})
     if not isinstance(extra, dict):
         raise RequestError("invalid", "extra must be an object", "extra")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Callable
 
-from ..gpu.allocator import QuotaError, check_request
+from ..gpu.allocator import QuotaError
 from ..limits import Limits
 from ..protocol import GpuReport
 
@@ -99,7 +99,7 @@ def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> d
     fallback = options.get("cpu_fallback", False)
     if not isinstance(fallback, bool):
         raise FormError("cpu_fallback must be true or false.")
-    out: dict[str, Any] = {"gpus": 0, "gpu_fallback": fallback, "profile": None}
+    out: dict[str, Any] = {"gpus": 0, "cpu_fallback": fallback, "profile": None}
     if "profile" in options:
         name = options["profile"]
         if not isinstance(name, str) or name not in profiles:
@@ -108,10 +108,13 @@ def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> d
         out.update(gpus=profiles[name]["gpus"], profile=name)
     elif "gpus" in options:
         out["gpus"] = options["gpus"]
-    try:
-        check_request(out["gpus"], quota)
-    except QuotaError as e:
-        raise FormError(str(e)) from None
-    except ValueError as e:
-        raise FormError(f"{e}.") from None
+    # The hub's one check of a count, in the person's words; the daemon checks it
+    # again for root (daemon/validate.py).
+    count = out["gpus"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise FormError(f"GPU count must be a whole number, not {count!r}.")
+    if count < 0:
+        raise FormError(f"GPU count must be 0 or more, not {count}.")
+    if count > quota:
+        raise FormError(str(QuotaError(count, quota)))
     return out

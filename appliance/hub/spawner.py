@@ -188,22 +188,11 @@ class ApplianceSpawner(SystemdSpawner):
         except ValueError as e:
             raise spawn_error(f"This hub's Spawner.args cannot be used: {e}. An administrator must change "
                              "it in /etc/jupyterhub/jupyterhub_config.d/.") from None
-        return {
-            "op": "spawn",
-            "user": self.user.name,
-            "env": self.get_env(),
-            "options": options,
-            # The daemon applies [limits] and the profile's own; Spawner.mem_limit and
-            # cpu_limit from jupyterhub_config.d can only make them tighter.
-            "profile": choice["profile"],
-            "mem_limit": self.mem_limit,
-            "cpu_limit": self.cpu_limit,
-            "gpus": choice["gpus"],
-            "gpu_fallback": choice["gpu_fallback"],
-            "readonly_paths": [self._expand_user_vars(p) for p in self.readonly_paths or []],
-            "readwrite_paths": [self._expand_user_vars(p) for p in self.readwrite_paths or []],
-            "extra": extra,
-        }
+        return protocol.spawn_request(
+            self.user.name, env=self.get_env(), options=options, profile=choice["profile"], gpus=choice["gpus"],
+            cpu_fallback=choice["cpu_fallback"], mem_limit=self.mem_limit, cpu_limit=self.cpu_limit,
+            readonly_paths=[self._expand_user_vars(p) for p in self.readonly_paths or []],
+            readwrite_paths=[self._expand_user_vars(p) for p in self.readwrite_paths or []], extra=extra)
 
     async def start(self):
         try:
@@ -262,7 +251,7 @@ class ApplianceSpawner(SystemdSpawner):
             return None
         if not self.ephemeral_mode:
             raise spawn_error("This hub is not in ephemeral mode any more: visitors get no server.")
-        return {"gpus": self.ephemeral_mode["gpus"], "gpu_fallback": True, "profile": None}
+        return {"gpus": self.ephemeral_mode["gpus"], "cpu_fallback": True, "profile": None}
 
     async def _ask_until_started(self, request: dict) -> dict:
         """The daemon's answer to the spawn request; while the answer is a place in

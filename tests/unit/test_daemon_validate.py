@@ -106,6 +106,54 @@ def test_bad_fields_are_refused_by_name(monkeypatch, field, value):
     assert e.value.field == field
 
 
+def _gpu_cfg(**gpu):
+    return config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 2, **gpu},
+                            "profiles": {"big": {"display_name": "Big", "gpus": 2, "mem_limit": "1G"},
+                                         "cpu": {"display_name": "CPU", "gpus": 0}}})
+
+
+def test_a_profiles_gpus_come_from_the_daemons_own_appliance_toml(monkeypatch):
+    """The hub names the profile; the daemon reads its count, not the hub's word."""
+    req = _member(monkeypatch) | {"profile": "big"}
+    assert validate.check_spawn(req, _gpu_cfg()).gpus == 2
+    assert validate.check_spawn(req | {"gpus": 2}, _gpu_cfg()).gpus == 2  # a hub of the previous release
+    for wrong in (0, 1, True, "2"):
+        with pytest.raises(protocol.RequestError) as e:
+            validate.check_spawn(req | {"gpus": wrong}, _gpu_cfg())
+        assert e.value.field == "gpus" and "profile big has 2 GPU(s) in appliance.toml" in str(e.value)
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn(req | {"profile": "nosuch"}, _gpu_cfg())
+    assert e.value.field == "profile" and "accepted: big, cpu" in str(e.value)
+
+
+def test_the_quota_bounds_a_count_and_a_profile(monkeypatch):
+    req = _member(monkeypatch)
+    assert validate.check_spawn(req | {"gpus": 2}, _gpu_cfg()).gpus == 2
+    for asked in ({"gpus": 3}, {"profile": "big"}):
+        with pytest.raises(protocol.RequestError) as e:
+            validate.check_spawn(req | asked, _gpu_cfg(quota=1))
+        assert (e.value.code, e.value.field) == ("quota", "gpus") and "your quota is 1 GPU" in str(e.value)
+
+
+def test_cpu_fallback_has_one_name_and_the_previous_hubs_is_still_read(monkeypatch):
+    req = _member(monkeypatch)
+    assert validate.check_spawn(req | {"cpu_fallback": True}, _gpu_cfg()).cpu_fallback is True
+    assert validate.check_spawn(req | {protocol.OLD_FALLBACK: True}, _gpu_cfg()).cpu_fallback is True
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn(req | {"cpu_fallback": "yes"}, _gpu_cfg())
+    assert e.value.field == "cpu_fallback"
+
+
+def test_the_hubs_spawn_request_is_what_the_daemon_accepts(monkeypatch):
+    common = dict(env={}, options={}, cpu_fallback=False, mem_limit=None, cpu_limit=None, readonly_paths=[],
+                  readwrite_paths=[], extra={})
+    _member(monkeypatch)
+    with_profile = protocol.spawn_request("daemon", profile="big", gpus=2, **common)
+    assert "gpus" not in with_profile and validate.check_spawn(with_profile, _gpu_cfg()).gpus == 2
+    assert validate.check_spawn(protocol.spawn_request("daemon", profile=None, gpus=1, **common), _gpu_cfg()).gpus == 1
+    assert set(with_profile) - {"op"} <= set(protocol.SPAWN_FIELDS)
+
+
 def test_unit_name_is_derived_and_checked():
     assert users.unit_name("alice") == "jupyter-alice.service"
     assert users.user_of_unit("jupyter-alice.service") == "alice"

@@ -141,6 +141,14 @@ def test_the_queue_survives_a_daemon_restart(tmp_path):
     assert GpuQueue(path).entries == []
 
 
+def test_a_queue_saved_by_the_previous_release_is_kept(tmp_path):
+    """Its entries name the flag "fallback"; the upgrade restarts the daemon mid-wait."""
+    path = tmp_path / "gpu-queue.json"
+    path.write_text(json.dumps([{"user": "anna", "unit": "jupyter-anna.service", "count": 1, "fallback": True,
+                                 "since": 1.0, "seen": 2.0, "granted": []}]))
+    assert [(e.user, e.cpu_fallback) for e in GpuQueue(path).entries] == [("anna", True)]
+
+
 def test_report_lists_the_queue_and_the_idle_servers_to_reclaim():
     sd, clock = FakeSystemd(), Clock()
     util = {"GPU-0": 0, "GPU-1": 90, "GPU-2": 0, "GPU-3": 3}

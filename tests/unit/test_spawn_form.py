@@ -46,7 +46,7 @@ def test_parse_refuses_bad_forms(form, says):
 def test_parse_and_resolve_gpu_count():
     opts = sf.parse({"gpus": ["2"], "cpu_fallback": ["on"]}, {})
     assert opts == {"gpus": 2, "cpu_fallback": True}
-    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "gpu_fallback": True, "profile": None}
+    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "cpu_fallback": True, "profile": None}
 
 
 @pytest.mark.parametrize("options, quota, says", [
@@ -64,7 +64,7 @@ def test_resolve_refuses_what_the_api_could_send(options, quota, says):
 
 
 def test_profile_brings_its_gpus_and_its_name_for_the_daemon():
-    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {"gpus": 2, "gpu_fallback": False, "profile": "big"}
+    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {"gpus": 2, "cpu_fallback": False, "profile": "big"}
 
 
 def test_jupyterhubs_own_xsrf_field_is_not_an_option():
