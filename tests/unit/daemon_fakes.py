@@ -138,7 +138,7 @@ class DaemonThread:
         self.systemd = systemd or FakeManager()
         cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4}})
         self.daemon = server.Daemon(cfg, os.getuid(), self.systemd, **kw)
-        self.daemon.gpus = GpuManager(self.systemd, inventory=lambda: Inventory(True, "550", GPUS))
+        self.daemon.spawns.gpus = GpuManager(self.systemd, inventory=lambda: Inventory(True, "550", GPUS))
         self.env_dir = tmp / "env"
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()

@@ -167,7 +167,7 @@ def test_a_spawn_whose_client_goes_away_still_answers_the_next(monkeypatch, tmp_
         deadline = time.monotonic() + 30
         while d.daemon.finished < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert d.daemon.finished == 5 and not d.daemon.gpus.pending
+        assert d.daemon.finished == 5 and not d.daemon.spawns.gpus.pending
         held = [g["holder"] for g in json.loads(_ask(d, {"op": "gpus"}))["gpus"]]
         units = d.systemd.units
         # Each spawn replaced the one before: one unit, one GPU.

@@ -43,7 +43,7 @@ def test_only_a_unit_with_gpus_gets_the_group(tmp_path, monkeypatch):
     # The daemon decides it from its configuration and the GPUs it gave.
     patch_users(monkeypatch, tmp_path)
     with DaemonThread(tmp_path) as d:
-        d.daemon.cfg = gpu_cfg(device_group=GROUP)
+        d.daemon.spawns.cfg = gpu_cfg(device_group=GROUP)
         unit = f"jupyter-{USER}.service"
         assert d.request({"op": "spawn", "user": USER, "gpus": 1})["ok"]
         assert d.systemd.units[unit].props["SupplementaryGroups"].value == [GROUP]
