@@ -226,14 +226,14 @@ def _gpu_count(req: dict, spec: SpawnSpec, cfg: Config) -> int:
         # the hub read another appliance.toml than the daemon.
         if "gpus" in req and (type(req["gpus"]) is not int or req["gpus"] != count):
             raise RequestError("invalid", f"gpus: profile {spec.profile} has {count} GPU(s) in appliance.toml, "
-                               f"not {str(req['gpus'])[:40]}; a request with a profile leaves gpus out", "gpus")
+                               f"not {str(req['gpus'])[:40]!r}; a request with a profile leaves gpus out", "gpus")
     else:
         count = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
     gpu = cfg["gpu"]
     quota = (cfg["ephemeral"]["gpus"] if spec.visitor
              else quota_for(spec.user, spec.groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"]))
     if count > quota:
-        raise RequestError("quota", str(QuotaError(count, quota)), "gpus")
+        raise RequestError("quota", str(QuotaError(count, quota)), "profile" if spec.profile else "gpus")
     return count
 
 

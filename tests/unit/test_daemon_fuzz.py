@@ -26,9 +26,10 @@ settings.register_profile("daemon-fuzz", max_examples=200, deadline=None, databa
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ = settings.get_profile("daemon-fuzz")
 HUB_UID = 995
-CFG = config.validate({"daemon": {"min_uid": 1}})
-SPAWN_FIELDS = ["op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
-                "extra", "gpus", "gpu_fallback", "profile"]
+# Profiles that exist: "big" within the quota, "huge" beyond it.
+CFG = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 2},
+                       "profiles": {"big": {"display_name": "Big", "gpus": 2},
+                                    "huge": {"display_name": "Huge", "gpus": 3}}})
 
 json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
                 | st.text(max_size=40))
@@ -43,7 +44,7 @@ field_values = {
     # A field the protocol no longer has (raw command-line words): check_op's and the
     # connection fuzzers send it; check_spawn's leaves it out (it is refused whole).
     "args": st.lists(st.sampled_from(["--debug", "--x=1", "-x", "--a=\n"]) | json_values, max_size=4) | json_values,
-    "profile": st.sampled_from(["", "big", "nosuch", "../x"]) | json_values,
+    "profile": st.sampled_from(["big", "huge", "", "nosuch", "../x", "big\n"]) | json_values,
     "options": st.dictionaries(st.sampled_from(["debug", "ServerApp.terminals_enabled", "config",
                                                 "MappingKernelManager.cull_idle_timeout"]) | st.text(max_size=12),
                                st.booleans() | st.integers() | json_values, max_size=3) | json_values,
@@ -54,8 +55,11 @@ field_values = {
     "extra": st.dictionaries(st.sampled_from(["TasksMax", "CPUWeight", "User", "MemoryHigh"]) | st.text(max_size=8),
                              st.integers() | json_values, max_size=3) | json_values,
     "gpus": st.integers(-2, 10) | json_values,
-    "gpu_fallback": st.booleans() | json_values,
+    "cpu_fallback": st.booleans() | json_values,
+    protocol.OLD_FALLBACK: st.booleans() | json_values,  # what a hub of the previous release sends
 }
+# Every field of the protocol, and only those (besides args, above), is fuzzed.
+assert set(field_values) == {"op", *protocol.SPAWN_FIELDS, protocol.OLD_FALLBACK, "args"}
 requests_ = st.fixed_dictionaries({}, optional={k: v for k, v in field_values.items()}) | json_values
 
 
@@ -85,12 +89,16 @@ def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
         try:
             spec = validate.check_spawn(req, CFG)
         except protocol.RequestError as e:
-            assert e.code in ("invalid", "invalid_user", "privileged_user")
-            # A refusal names what was wrong: a field the request has, or the user.
-            assert e.field in req or e.code != "invalid" or e.field is None, (e.field, req)
-            assert str(e) and "Traceback" not in str(e)
+            assert e.code in ("invalid", "invalid_user", "privileged_user", "quota"), e
+            # A refusal names what was wrong, a field the request has, in one line
+            # (it goes into the journal as one).
+            assert e.field in req, (e.field, req)
+            assert str(e).strip() and "\n" not in str(e) and "\r" not in str(e), str(e)
             return
-        assert spec.user == USER and 0 <= spec.gpus
+        assert spec.user == USER and 0 <= spec.gpus <= 2
+        if req.get("profile") is not None:  # the daemon's count for the profile, not the hub's
+            assert spec.profile == req["profile"] and spec.gpus == CFG["profiles"][spec.profile]["gpus"]
+        assert spec.cpu_fallback is req.get("cpu_fallback", req.get(protocol.OLD_FALLBACK, False))
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items())
         assert spec.cpu_limit is None or math.isfinite(spec.cpu_limit)
 

@@ -132,7 +132,7 @@ def test_the_quota_bounds_a_count_and_a_profile(monkeypatch):
     for asked in ({"gpus": 3}, {"profile": "big"}):
         with pytest.raises(protocol.RequestError) as e:
             validate.check_spawn(req | asked, _gpu_cfg(quota=1))
-        assert (e.value.code, e.value.field) == ("quota", "gpus") and "your quota is 1 GPU" in str(e.value)
+        assert (e.value.code, e.value.field) == ("quota", next(iter(asked))) and "your quota is 1 GPU" in str(e.value)
 
 
 def test_cpu_fallback_has_one_name_and_the_previous_hubs_is_still_read(monkeypatch):
