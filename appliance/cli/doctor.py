@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .. import config, held_ports, privilege, root_grants, users
+from .. import config, held_ports, privilege, root_grants, root_only, root_verdicts, users
 from ..daemon_client import DaemonError, call_sync
 from ..groups import HUB_USER, SECRETS_DIR, STATE_DIR
 from ..net import http_url
@@ -243,10 +243,10 @@ def check_root_equivalent(cfg: config.Config) -> Check:
     name = "root-equivalent accounts"
     verdict = root_grants.judge_all()
     try:
-        root_grants.write_verdicts(verdict)
+        root_verdicts.write_verdicts(verdict)
     except OSError as e:
-        return Check(name, False, f"cannot write {root_grants.VERDICTS}: {e}",
-                     f"make {root_grants.VERDICTS.parent} a directory of root's, mode 0755")
+        return Check(name, False, f"cannot write {root_verdicts.VERDICTS}: {e}",
+                     f"make {root_verdicts.VERDICTS.parent} a directory of root's, mode 0755")
     found = verdict["checked"]
     bad = {n: why for n in found
            if (why := privilege.root_equivalent(n, cfg["daemon"], verdict["granted"].get(n, [])))}
@@ -255,7 +255,7 @@ def check_root_equivalent(cfg: config.Config) -> Check:
     # A list set in appliance.toml replaces the default: groups added to the default
     # since (incus-admin) are not in it until someone adds them.
     listed = cfg["daemon"]["privileged_groups"]
-    missing = [g for g in privilege.PRIVILEGED_GROUPS if g not in listed]
+    missing = [g for g in root_only.PRIVILEGED_GROUPS if g not in listed]
     if not bad and missing:
         grown = "[" + ", ".join(f'"{g}"' for g in [*listed, *missing]) + "]"
         return Check(name, True, f"daemon.privileged_groups in appliance.toml leaves out {', '.join(missing)} of "

@@ -20,7 +20,7 @@ import logging
 import socket
 from pathlib import Path
 
-from .. import config, root_grants
+from .. import config, root_verdicts
 from ..activation import hub_uid, listening_socket, peer_uid, run
 from ..groups import RUNTIME_DIR, UNIT_SLICE
 from ..protocol import MAX_MESSAGE, MAX_REQUEST, RequestError, error_reply
@@ -66,7 +66,7 @@ class Daemon:
 
     def __init__(self, cfg: config.Config, hub_uid: int, systemd: Systemd | None = None,
                  max_connections: int = MAX_CONNECTIONS, request_deadline: float = REQUEST_DEADLINE,
-                 queue_path=None, verdicts: Path = root_grants.VERDICTS):
+                 queue_path=None, verdicts: Path = root_verdicts.VERDICTS):
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
         self.spawns = Spawns(cfg, self.systemd, GpuManager(self.systemd, queue_path=queue_path), verdicts)

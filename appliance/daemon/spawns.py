@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from .. import config, ephemeral, limits, root_grants, users
+from .. import config, ephemeral, limits, root_verdicts, users
 from ..gpu.allocator import CapacityError
 from ..gpu.devices import minors_of
 from ..groups import UNIT_SLICE
@@ -34,7 +34,7 @@ EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
 
 class Spawns:
     def __init__(self, cfg: config.Config, systemd: Systemd, gpus: GpuManager,
-                 verdicts: Path = root_grants.VERDICTS):
+                 verdicts: Path = root_verdicts.VERDICTS):
         self.cfg = cfg
         self.systemd = systemd
         self.gpus = gpus
@@ -94,18 +94,18 @@ class Spawns:
         daemon cannot ask sudo or read polkit's rules (root_grants.py says why):
         root's check does, in its own unit; one that has not judged NAME yet (just
         added, say) is run now, and until it has, NAME gets no server."""
-        verdict = await asyncio.to_thread(root_grants.read_verdicts, self.verdicts)
+        verdict = await asyncio.to_thread(root_verdicts.read_verdicts, self.verdicts)
         if verdict is None or name not in verdict["checked"]:
             try:
-                job = await self.systemd.start_unit(root_grants.UNIT)
-                await self.systemd.wait_for(root_grants.UNIT, ("inactive", "failed"), START_TIMEOUT, job)
+                job = await self.systemd.start_unit(root_verdicts.UNIT)
+                await self.systemd.wait_for(root_verdicts.UNIT, ("inactive", "failed"), START_TIMEOUT, job)
             except SystemdError as e:
-                log.error("could not run %s: %s", root_grants.UNIT, e)
-            verdict = await asyncio.to_thread(root_grants.read_verdicts, self.verdicts)
+                log.error("could not run %s: %s", root_verdicts.UNIT, e)
+            verdict = await asyncio.to_thread(root_verdicts.read_verdicts, self.verdicts)
         if verdict is None or name not in verdict["checked"]:
             raise RequestError(
                 "root_check", f"{name} has not been checked for sudo and polkit rights, so gets no server yet; "
-                f"see: systemctl status {root_grants.UNIT}", "user")
+                f"see: systemctl status {root_verdicts.UNIT}", "user")
         why = verdict["granted"].get(name)
         if why:
             raise RequestError(

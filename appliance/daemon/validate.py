@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import ephemeral, limits, privilege, protocol, users
+from .. import ephemeral, limits, protocol, root_only, users
 from ..config import MAX_GPUS, Config, int_in, number_in
 from ..gpu.allocator import QuotaError, quota_for
 from ..groups import USERS_GROUP
@@ -97,7 +97,7 @@ def check_user(req: dict, cfg: Config):
         )
     if not daemon["allow_privileged_users"]:
         # A hub that can run code as such a person can become root.
-        found = privilege.privileged_groups(pw.pw_name, daemon["privileged_groups"])
+        found = root_only.privileged_groups(pw.pw_name, daemon["privileged_groups"])
         if found:
             raise RequestError(
                 "privileged_user", f"{pw.pw_name} is a member of {', '.join(found)}, which is root in all but name; "
@@ -144,7 +144,7 @@ def check_visible_path(path: str) -> None:
     (or above where it leads) for a link to another place."""
     try:
         os.stat(path)
-        found = privilege.replaceable((path, os.path.realpath(path)), itself=False)
+        found = root_only.replaceable((path, os.path.realpath(path)), itself=False)
     except OSError as e:
         found = (e.filename, f"not usable ({e.strerror})")
     if found is not None:
