@@ -35,6 +35,29 @@ SPAWN_FIELDS = ("user", "env", "options", "profile", "gpus", "cpu_fallback", "me
 # in the GPU queue asks again every second) talks to the new daemon.
 OLD_FALLBACK = "gpu_fallback"
 
+# A refusal's code, for programs to branch on, and what it means.
+ERROR_CODES = {
+    "invalid": "a field is missing, unknown or out of bounds (the error's field names it)",
+    "forbidden": "the peer's uid may not use the daemon",
+    "too_large": f"the request line is longer than {MAX_REQUEST} bytes",
+    "timeout": "no complete request line in time",
+    "busy": "too many requests at once; nothing was done, so asking again is safe",
+    "invalid_user": "the user may not have a server (no such account, a system account, not a member)",
+    "privileged_user": "the user is root in all but name",
+    "root_check": "the user has not been checked for sudo and polkit rights yet",
+    "wrong_mode": "a visitor's spawn in accounts mode, or an account's in ephemeral mode",
+    "full": "as many visitors' servers run as [ephemeral] allows",
+    "quota": "more GPUs than the user's quota",
+    "capacity": "not enough GPUs free, and no queue or CPU fallback",
+    "queue_timeout": "the wait in the GPU queue ended without a GPU",
+    "start_failed": "the server's unit did not start",
+    "config": "the daemon's own configuration does not allow it",
+    "systemd": "systemd refused",
+    "internal": "a bug in the daemon",
+}
+# Refusals worded for the person who asked, shown to them as they are.
+FOR_THE_PERSON = ("capacity", "quota", "queue_timeout")
+
 
 class RequestError(ValueError):
     """A refused request: `code` for programs, `field` and message for people."""

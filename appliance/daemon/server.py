@@ -147,7 +147,7 @@ class Daemon:
             return await self.handle(req, uid)
         except RequestError as e:
             log.warning("refused request from uid %d: %s", uid, str(e)[:MAX_MESSAGE])
-            return error_reply(e.code, str(e), e.field)
+            return e.reply()
         except SystemdError as e:
             log.error("systemd refused: %s", e)
             return error_reply("systemd", str(e))

@@ -270,7 +270,7 @@ class ApplianceSpawner(SystemdSpawner):
                     reply = await client.call(request, self.daemon_socket, timeout=self.start_timeout)
                 except client.DaemonError as e:
                     self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
-                    if e.code in ("capacity", "quota", "queue_timeout"):
+                    if e.code in protocol.FOR_THE_PERSON:
                         raise spawn_error(str(e), reason=e.code) from None
                     raise spawn_error(f"Your server could not be started: {e}", reason=e.code) from None
                 if not reply.get("queued"):

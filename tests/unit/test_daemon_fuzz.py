@@ -90,6 +90,7 @@ def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
             spec = validate.check_spawn(req, CFG)
         except protocol.RequestError as e:
             assert e.code in ("invalid", "invalid_user", "privileged_user", "quota"), e
+            assert e.code in protocol.ERROR_CODES
             # A refusal names what was wrong, a field the request has, in one line
             # (it goes into the journal as one).
             assert e.field in req, (e.field, req)
@@ -148,7 +149,7 @@ def test_every_connection_gets_one_answer_or_is_closed(monkeypatch, tmp_path):
                 assert isinstance(reply["ok"], bool)
                 if not reply["ok"]:
                     assert set(reply["error"]) == {"code", "field", "message"}
-                    assert reply["error"]["code"] != "internal", reply
+                    assert reply["error"]["code"] in protocol.ERROR_CODES and reply["error"]["code"] != "internal", reply
             # and the daemon still serves others
             with d.connect() as t:
                 t.sendall(b'{"op": "gpus"}\n')

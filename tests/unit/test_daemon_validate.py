@@ -254,3 +254,17 @@ def test_kernel_sockets_live_in_a_short_runtime_directory_of_the_servers_own():
     runtime = units.server_env(spec)["JUPYTER_RUNTIME_DIR"]
     assert runtime == "/run/jupyter-visitor-abcdefghij"
     assert len(f"{runtime}/kernel-{'x' * 36}-ipc-5") < 107
+
+
+def test_every_code_the_daemon_answers_is_a_documented_one():
+    """protocol.ERROR_CODES is what a program may branch on: the daemon uses no other."""
+    import ast
+    from pathlib import Path
+
+    used = set()
+    for path in (Path(__file__).resolve().parents[2] / "appliance" / "daemon").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("RequestError", "error_reply"):
+                assert isinstance(node.args[0], ast.Constant), f"{path.name}:{node.lineno}: a code must be literal"
+                used.add(node.args[0].value)
+    assert used and used <= set(protocol.ERROR_CODES), used - set(protocol.ERROR_CODES)
