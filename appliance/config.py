@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ephemeral, privilege, protocol, users
+from . import ephemeral, protocol, root_only, users
 from .groups import ADMINS_GROUP, HUB_USER, USERS_GROUP
 
 DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
@@ -314,7 +314,7 @@ def read_environment_file(path: str, listed: dict[str, str]) -> dict[str, str]:
     spawn, applctl reload). `listed`: [spawner] environment, which may not repeat a name."""
     where = f"[spawner] environment_file = {path!r}"
     try:
-        found = privilege.replaceable((os.path.abspath(path), os.path.realpath(path)), itself=False)
+        found = root_only.replaceable((os.path.abspath(path), os.path.realpath(path)), itself=False)
         fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise EnvFileError(f"{where}: cannot read {e.filename or path} ({e.strerror}); it must be {ENV_FILE_RULE}") \
@@ -429,7 +429,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "daemon": {
         "min_uid": Field(1000, "lowest uid that may get a server (1 to 60000: above it are systemd's "
                          "dynamic users, nobody and containers, not people)", _min_uid),
-        "privileged_groups": Field(list(privilege.PRIVILEGED_GROUPS),
+        "privileged_groups": Field(list(root_only.PRIVILEGED_GROUPS),
                                    "groups that are root in all but name: no server for their members", _groups),
         "allow_privileged_users": Field(False, "start servers for members of privileged_groups anyway", _bool),
     },

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .groups import DAEMON_SOCKET
+from .protocol import read_error
 
 # "busy": the daemon refused the connection before reading it (too many at once),
 # so nothing was done and asking again is safe, for up to this long.
@@ -23,18 +24,12 @@ class DaemonError(RuntimeError):
         super().__init__(message)
 
 
-def free_gpus(report: dict[str, Any]) -> int:
-    """How many GPUs of the daemon's `gpus` report nobody holds."""
-    return sum(1 for g in report.get("gpus", []) if not g.get("holder"))
-
-
 def _reply(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise DaemonError("unavailable", "the appliance daemon closed the connection without answering")
     reply = json.loads(raw)
     if not reply.get("ok"):
-        err = reply.get("error") or {}
-        raise DaemonError(err.get("code", "error"), err.get("message", "unknown error"), err.get("field"))
+        raise DaemonError(*read_error(reply))
     return reply
 
 

@@ -15,17 +15,10 @@ import os
 import stat
 from pathlib import Path
 
-from . import root_grants, users
+from . import root_grants
+from .root_only import not_roots, privileged_groups, replaceable
 
 LOGIN_DEFS = Path("/etc/login.defs")
-# Membership in any of these is root in all but name: sudo/wheel/admin run anything,
-# docker/lxd/incus/incus-admin/libvirt start a root container or VM with the host mounted, disk
-# writes raw block devices, shadow reads the password hashes, adm and
-# systemd-journal read logs that carry secrets.
-# The one default list (config.py's default of daemon.privileged_groups): a
-# configuration that does not set the key gets what is added here.
-PRIVILEGED_GROUPS = ("root", "sudo", "wheel", "admin", "docker", "lxd", "incus", "incus-admin", "libvirt", "disk",
-                     "shadow", "adm", "systemd-journal")
 
 
 class PrivilegeError(ValueError):
@@ -50,11 +43,6 @@ def uid_min(path: Path = LOGIN_DEFS) -> int:
     except OSError:
         pass
     return 1000
-
-
-def privileged_groups(name: str, groups: tuple[str, ...] | list[str]) -> list[str]:
-    """Which of `groups` the account `name` belongs to (primary group included)."""
-    return sorted(set(users.groups_of(name)) & set(groups))
 
 
 def root_equivalent(name: str, daemon_cfg: dict, grants: list[str] | None = None) -> list[str]:
@@ -129,37 +117,6 @@ def check_executable(path: str) -> None:
             "to root and be writable only by root; root may register it anyway")
 
 
-def _not_roots(st: os.stat_result, sticky_ok: bool) -> str | None:
-    """Why someone but root could change this file or directory; None if only root can."""
-    if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root"
-    sticky_dir = sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-    if (st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)) and not sticky_dir:
-        return "writable by others"
-    return None
-
-
-def replaceable(paths: tuple[str, ...], itself: bool) -> tuple[Path, str] | None:
-    """The first of these paths (or, with itself=False, only the directories above
-    them) that someone but root could replace, and why; None if only root can.
-    A link is judged by where it leads, which is among the paths. OSError (its
-    filename: the part) if one cannot be checked."""
-    seen: set[str] = set()
-    for p in paths:
-        node = Path(p)
-        for part in ((node, *node.parents) if itself else node.parents):
-            if str(part) in seen:
-                continue
-            seen.add(str(part))
-            st = part.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            why = _not_roots(st, sticky_ok=True)
-            if why:
-                return part, why
-    return None
-
-
 def redirectable(path: str) -> tuple[Path, str] | None:
     """Whether someone but root could make the absolute `path` lead elsewhere or
     change what is there: the first directory the kernel looks a name up in while
@@ -187,7 +144,7 @@ def redirectable(path: str) -> tuple[Path, str] | None:
         else:
             done = entry
     for part in dict.fromkeys([*looked_in, done]):  # each once, in order
-        why = _not_roots(os.lstat(part), sticky_ok=True)
+        why = not_roots(os.lstat(part), sticky_ok=True)
         if why:
             return Path(part), why
     return None
@@ -201,7 +158,7 @@ def replaceable_in_tree(top: str) -> tuple[Path, str] | None:
     todo, walked = [Path(top)], {os.path.realpath(top)}
     while todo:
         d = todo.pop()
-        why = _not_roots(d.lstat(), sticky_ok=False)
+        why = not_roots(d.lstat(), sticky_ok=False)
         if why:
             return d, why
         with os.scandir(d) as entries:
@@ -223,7 +180,7 @@ def replaceable_in_tree(top: str) -> tuple[Path, str] | None:
                         walked.add(target)
                         todo.append(Path(target))
                     continue
-                why = _not_roots(st, sticky_ok=False)
+                why = not_roots(st, sticky_ok=False)
                 if why:
                     return path, why
     return None

@@ -1,17 +1,138 @@
-"""What the hub may put into a user's server: the part of the daemon's wire protocol
-both sides must agree on.
+"""The hub–daemon contract: what each side sends and how the other reads it.
 
-An allow list, not a deny list. A server's environment holds only the variables
-JupyterHub's spawner really sends, the locale names the hub keeps, and names an
-administrator listed in appliance.toml. Its command line is built by the daemon
-from bounded option values; nothing the hub sends can name code or configuration
-to load (--config, extension lists, *_class, extra paths, startup scripts).
+One JSON object per line each way, over the daemon's Unix socket. A request names
+an op (OPS); a reply is {"ok": true, ...} or {"ok": false, "error": {code, field,
+message}} (error_reply). The hub builds spawn requests with spawn_request, and
+everyone reads the `gpus` reply with GpuReport.read.
+
+What the hub may put into a user's server is an allow list, not a deny list. A
+server's environment holds only the variables JupyterHub's spawner really sends,
+the locale names the hub keeps, and names an administrator listed in
+appliance.toml. Its command line is built by the daemon from bounded option
+values; nothing the hub sends can name code or configuration to load (--config,
+extension lists, *_class, extra paths, startup scripts).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
+
+# --- Requests and replies ---------------------------------------------------------
+
+MAX_REQUEST = 256 * 1024  # bytes in a request line
+# Messages quote what the client sent: bound what goes back (and into the log).
+MAX_MESSAGE = 1000
+# Root (applctl) and the hub ask for the same things: the hub lists the servers
+# too (read-only), for its GPU dashboard. Other uids may ask nothing.
+OPS = ("spawn", "stop", "status", "gpus", "list")
+# What a spawn request may hold besides "op" (spawn_request builds them).
+SPAWN_FIELDS = ("user", "env", "options", "profile", "gpus", "cpu_fallback", "mem_limit", "cpu_limit",
+                "readonly_paths", "readwrite_paths", "extra")
+# The name a hub of release 0.x before this one sends for cpu_fallback. The package
+# restarts the daemon before the hub, so for a moment the old hub (a spawn waiting
+# in the GPU queue asks again every second) talks to the new daemon.
+OLD_FALLBACK = "gpu_fallback"
+
+# A refusal's code, for programs to branch on, and what it means.
+ERROR_CODES = {
+    "invalid": "a field is missing, unknown or out of bounds (the error's field names it)",
+    "forbidden": "the peer's uid may not use the daemon",
+    "too_large": f"the request line is longer than {MAX_REQUEST} bytes",
+    "timeout": "no complete request line in time",
+    "busy": "too many requests at once; nothing was done, so asking again is safe",
+    "invalid_user": "the user may not have a server (no such account, a system account, not a member)",
+    "privileged_user": "the user is root in all but name",
+    "root_check": "the user has not been checked for sudo and polkit rights yet",
+    "wrong_mode": "a visitor's spawn in accounts mode, or an account's in ephemeral mode",
+    "full": "as many visitors' servers run as [ephemeral] allows",
+    "quota": "more GPUs than the user's quota",
+    "capacity": "not enough GPUs free, and no queue or CPU fallback",
+    "queue_timeout": "the wait in the GPU queue ended without a GPU",
+    "start_failed": "the server's unit did not start",
+    "config": "the daemon's own configuration does not allow it",
+    "systemd": "systemd refused",
+    "internal": "a bug in the daemon",
+}
+# Refusals worded for the person who asked, shown to them as they are.
+FOR_THE_PERSON = ("capacity", "quota", "queue_timeout")
+
+
+class RequestError(ValueError):
+    """A refused request: `code` for programs, `field` and message for people."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        self.code, self.field = code, field
+        super().__init__(message)
+
+    def reply(self) -> dict[str, Any]:
+        return error_reply(self.code, str(self), self.field)
+
+
+def error_reply(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The one shape of a refusal on the wire."""
+    return {"ok": False, "error": {"code": code, "field": field, "message": message[:MAX_MESSAGE]}}
+
+
+def read_error(reply: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(code, message, field) of a refusal."""
+    err = reply.get("error") or {}
+    return err.get("code", "error"), err.get("message", "unknown error"), err.get("field")
+
+
+def spawn_request(user: str, *, env: dict[str, str], options: dict[str, bool | int], profile: str | None,
+                  gpus: int, cpu_fallback: bool, mem_limit: int | None, cpu_limit: float | None,
+                  readonly_paths: list[str], readwrite_paths: list[str], extra: dict[str, int]) -> dict[str, Any]:
+    """A spawn request. With a profile the daemon takes its GPUs, memory and CPU from
+    its own appliance.toml, so `gpus` is not sent; without one, `gpus` is the count
+    asked for, which the daemon bounds by the quota. mem_limit and cpu_limit
+    (Spawner.mem_limit, cpu_limit) can only make the daemon's limits tighter."""
+    req: dict[str, Any] = {"op": "spawn", "user": user, "env": env, "options": options, "profile": profile,
+                           "cpu_fallback": cpu_fallback, "mem_limit": mem_limit, "cpu_limit": cpu_limit,
+                           "readonly_paths": readonly_paths, "readwrite_paths": readwrite_paths, "extra": extra}
+    if profile is None:
+        req["gpus"] = gpus
+    return req
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    """The daemon's reply to {"op": "gpus"}, read here and nowhere else."""
+    available: bool
+    reason: str | None = None
+    driver_version: str | None = None
+    # index, uuid, minor, name, memory_*, utilization, holder, starting, held_since, idle_seconds, ...
+    gpus: list[dict] = field(default_factory=list)
+    unusable: list = field(default_factory=list)
+    # user, gpus, since, granted: every spawn in the GPU queue, in arrival order
+    queue: list[dict] = field(default_factory=list)
+    reclaim: list[str] = field(default_factory=list)  # users whose idle servers the reclaim rule stops
+    raw: dict = field(default_factory=dict)  # as sent, without "ok": for --json
+
+    @classmethod
+    def read(cls, reply: dict[str, Any]) -> GpuReport:
+        raw = {k: v for k, v in reply.items() if k != "ok"}
+        return cls(bool(raw.get("available")), raw.get("reason"), raw.get("driver_version"),
+                   list(raw.get("gpus", [])), list(raw.get("unusable", [])), list(raw.get("queue", [])),
+                   list(raw.get("reclaim", [])), raw)
+
+    @property
+    def free(self) -> int:
+        """GPUs nobody holds."""
+        return sum(1 for g in self.gpus if not g.get("holder"))
+
+    @property
+    def waiting(self) -> list[dict]:
+        """Spawns waiting for a GPU, in queue order (not those granted and starting)."""
+        return [q for q in self.queue if not q.get("granted")]
+
+    def index(self) -> dict[str, int]:
+        """GPU UUID -> NVML index, to show GPUs as people know them."""
+        return {g["uuid"]: g["index"] for g in self.gpus}
+
+
+# --- A server's environment and options ----------------------------------------------
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 

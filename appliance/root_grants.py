@@ -1,6 +1,6 @@
 """Root in all but name through sudo or polkit, beyond group membership.
 
-privilege.privileged_groups() sees groups. An account may also be root-equivalent
+root_only.privileged_groups() sees groups. An account may also be root-equivalent
 because sudo grants it a command (`sudo -l -U NAME` lists any), or because a polkit
 rule names it or one of its groups (polkit actions manage units, disks, networks
 and packages). Both are judged here.
@@ -22,7 +22,6 @@ authorized_keys, a setuid binary, a writable root-run script).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -32,12 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import users
-from .files import write_atomic
-from .groups import ADMINS_GROUP, RUNTIME_DIR, USERS_GROUP
+from .groups import ADMINS_GROUP, USERS_GROUP
+from .root_verdicts import write_verdicts
 from .tools import tool
 
-VERDICTS = Path(RUNTIME_DIR) / "root-grants.json"
-UNIT = "jupyterhub-appliance-rootcheck.service"
 POLKIT_RULES = (Path("/etc/polkit-1/rules.d"), Path("/usr/share/polkit-1/rules.d"))
 POLKIT_PKLA = (Path("/etc/polkit-1/localauthority"), Path("/var/lib/polkit-1/localauthority"))
 # The appliance's own sudoers rule (etc/sudoers.d/jupyterhub-appliance) is no grant.
@@ -187,34 +184,6 @@ def judge_all() -> dict:
             pass
     granted = {n: r for n in sorted(checked) if (r := reasons(n, names))}
     return {"time": time.time(), "checked": sorted(checked), "granted": granted, "unread": names.unread}
-
-
-def write_verdicts(verdict: dict, path: Path = VERDICTS) -> None:
-    """Root's file in root's directory (made 0755 if missing), replaced atomically."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    st = path.parent.lstat()
-    if st.st_uid != 0 or st.st_mode & 0o022 or not os.path.isdir(path.parent) or path.parent.is_symlink():
-        raise OSError(f"{path.parent} is not a directory only root can write")
-    write_atomic(path, json.dumps(verdict), 0o600)
-
-
-def read_verdicts(path: Path = VERDICTS) -> dict | None:
-    """The last verdict, or None if there is none that root wrote."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd) as f:
-        st = os.fstat(f.fileno())
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            return None
-        try:
-            verdict = json.load(f)
-        except ValueError:
-            return None
-    ok = isinstance(verdict, dict) and isinstance(verdict.get("checked"), list) and \
-        isinstance(verdict.get("granted"), dict)
-    return verdict if ok else None
 
 
 # What the .path unit watches (units/jupyterhub-appliance-rootcheck.path).

@@ -14,7 +14,7 @@ import click
 
 from .. import config_edit, limits, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
-from . import daemon
+from . import daemon_calls as daemon
 from .common import CREATED_MARK, account, check_name, config_path, has_access, load_config, members, refuse_privileged
 from .completion import access_names, local_accounts
 from .host import run
@@ -181,7 +181,7 @@ def list_users(as_json: bool) -> None:
     except (HubDown, HubError) as e:
         note(f"last activity unknown: {e}")
         seen = {}
-    index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
+    index = daemon.gpus().index() if any(s.get("gpus") for s in running.values()) else {}
     lim = load_config()["limits"]
     rows = [{"user": n, "admin": n in admins, "server": running.get(n, {}).get("state", "stopped"),
              "gpus": running.get(n, {}).get("gpus", []), "limits": user_limits(lim, n),

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import click
 
-from .. import config, held_ports, privilege, root_grants, users
+from .. import config, held_ports, privilege, root_grants, root_only, root_verdicts, users
 from ..daemon_client import DaemonError, call_sync
 from ..groups import HUB_USER, SECRETS_DIR, STATE_DIR
 from ..net import http_url
 from ..password_check import SOCKET as PAM_PATH
 from ..state import ROOT_SECRETS, ROTATED, SECRETS, ensure_all, read_proxy_token
 from ..tools import tool
-from . import daemon
+from . import daemon_calls as daemon
 from .common import config_path
 from .host import HUB, PAM_SOCKET, PROXY, SOCKET, active_state, held_by_systemd, listeners, socket_owners
 from .hub_api import Hub
@@ -226,14 +226,14 @@ def check_gpus() -> Check:
         report = daemon.gpus()
     except Failure as e:
         return Check("GPUs", False, f"no GPU report: {e.message}", "sudo systemctl restart jupyterhub-appliance")
-    if not report["available"]:
+    if not report.available:
         if nvidia_hardware():
-            return Check("GPUs", False, f"an NVIDIA GPU is installed but NVML does not load: {report.get('reason')}",
+            return Check("GPUs", False, f"an NVIDIA GPU is installed but NVML does not load: {report.reason}",
                          "install the NVIDIA driver (check with nvidia-smi), then: sudo applctl reload")
         return Check("GPUs", True, "CPU-only host (no NVIDIA GPU found)")
-    if report.get("unusable"):
+    if report.unusable:
         return Check("GPUs", False, "; ".join(f"GPU {u['index']} is unusable: {u['reason']}"
-                                              for u in report["unusable"]), "check the GPU with nvidia-smi")
+                                              for u in report.unusable), "check the GPU with nvidia-smi")
     return Check("GPUs", True, f"NVML loads: {daemon.summary(report)}")
 
 
@@ -243,10 +243,10 @@ def check_root_equivalent(cfg: config.Config) -> Check:
     name = "root-equivalent accounts"
     verdict = root_grants.judge_all()
     try:
-        root_grants.write_verdicts(verdict)
+        root_verdicts.write_verdicts(verdict)
     except OSError as e:
-        return Check(name, False, f"cannot write {root_grants.VERDICTS}: {e}",
-                     f"make {root_grants.VERDICTS.parent} a directory of root's, mode 0755")
+        return Check(name, False, f"cannot write {root_verdicts.VERDICTS}: {e}",
+                     f"make {root_verdicts.VERDICTS.parent} a directory of root's, mode 0755")
     found = verdict["checked"]
     bad = {n: why for n in found
            if (why := privilege.root_equivalent(n, cfg["daemon"], verdict["granted"].get(n, [])))}
@@ -255,7 +255,7 @@ def check_root_equivalent(cfg: config.Config) -> Check:
     # A list set in appliance.toml replaces the default: groups added to the default
     # since (incus-admin) are not in it until someone adds them.
     listed = cfg["daemon"]["privileged_groups"]
-    missing = [g for g in privilege.PRIVILEGED_GROUPS if g not in listed]
+    missing = [g for g in root_only.PRIVILEGED_GROUPS if g not in listed]
     if not bad and missing:
         grown = "[" + ", ".join(f'"{g}"' for g in [*listed, *missing]) + "]"
         return Check(name, True, f"daemon.privileged_groups in appliance.toml leaves out {', '.join(missing)} of "

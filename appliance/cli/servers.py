@@ -7,7 +7,7 @@ import time
 import click
 
 from .. import ephemeral, limits
-from . import daemon
+from . import daemon_calls as daemon
 from .common import account, check_name, load_config
 from .completion import access_names
 from .host import cores_prop, int_prop, unit_props, uptime_seconds
@@ -25,7 +25,7 @@ def stop_server(name: str, hub: Hub) -> None:
         pass  # the daemon alone is enough; the hub notices when it polls
     except HubError as e:
         note(f"the hub could not stop {name}'s server ({e}); stopping its unit directly")
-    if name in daemon.servers() or name in {q["user"] for q in daemon.queued(daemon.gpus())}:
+    if name in daemon.servers() or name in {q["user"] for q in daemon.gpus().waiting}:
         daemon.stop(name)
 
 
@@ -44,7 +44,7 @@ def stop(name: str | None, all_: bool, as_json: bool) -> None:
     if name and not ephemeral.is_visitor(name):  # a visitor has no account
         account(name)
     # Running servers, and spawns waiting for a GPU: stopping one leaves the queue.
-    running = daemon.servers() | {q["user"]: q for q in daemon.queued(daemon.gpus())}
+    running = daemon.servers() | {q["user"]: q for q in daemon.gpus().waiting}
     hub = Hub(load_config())
     stopped, not_running = [], []
     for n in sorted(running) if all_ else [name]:
@@ -72,7 +72,7 @@ def servers(as_json: bool) -> None:
     # A failed unit stays loaded until its owner's next start (so the hub can say why
     # it ended); it is listed below with the stops, not as running.
     running = {u: s for u, s in daemon.servers().items() if s["state"] != "failed"}
-    index = daemon.gpu_index(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
+    index = daemon.gpus().index() if any(s.get("gpus") for s in running.values()) else {}
     rows = []
     for user, s in sorted(running.items()):
         props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent", "MemoryMax",
@@ -126,8 +126,8 @@ def gpus(as_json: bool) -> None:
     has been idle, and who waits for one."""
     need_root("gpus")
     report = daemon.gpus()
-    if as_json or not report["available"]:
-        emit(as_json, report, daemon.summary(report))
+    if as_json or not report.available:
+        emit(as_json, report.raw, daemon.summary(report))
         return
     lines = [daemon.summary(report), ""]
     lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "IDLE", "UUID"], [
@@ -135,9 +135,9 @@ def gpus(as_json: bool) -> None:
          "-" if g.get("utilization") is None else f"{g['utilization']}%",
          (g.get("holder") or "free") + (" (starting)" if g.get("starting") else ""),
          human_duration(g.get("idle_seconds")), g["uuid"]]
-        for g in report["gpus"]]))
-    lines += [f"GPU {u['index']} is not used: {u['reason']}" for u in report.get("unusable", [])]
-    waiting = daemon.queued(report)
+        for g in report.gpus]))
+    lines += [f"GPU {u['index']} is not used: {u['reason']}" for u in report.unusable]
+    waiting = report.waiting
     if waiting:
         now = time.time()
         lines += ["", "Waiting for a GPU, first come first served:"]

@@ -14,10 +14,9 @@ from pathlib import Path
 import click
 
 from .. import __version__, config, ephemeral
-from .. import daemon_client as client
 from ..groups import STATE_DIR
 from ..net import http_url
-from . import daemon
+from . import daemon_calls as daemon
 from .common import config_path
 from .host import DAEMON, HUB, PROXY, SOCKET, active_state, is_loaded
 from .hub_api import Hub
@@ -125,9 +124,8 @@ def status(as_json: bool) -> None:
         "units": states,
         "hub_api": running_hub is not None,
         "proxy": proxy_ok,
-        "gpus": None if gpu is None else {"summary": gpu_text, "available": gpu["available"],
-                                          "total": len(gpu["gpus"]),
-                                          "free": client.free_gpus(gpu)},
+        "gpus": None if gpu is None else {"summary": gpu_text, "available": gpu.available,
+                                          "total": len(gpu.gpus), "free": gpu.free},
         "mode": cfg["hub"]["mode"],
         "visitors_served": visitors_served(),
         "problems": problems,

@@ -38,7 +38,7 @@ class Entry:
     user: str
     unit: str
     count: int
-    fallback: bool
+    cpu_fallback: bool  # start on CPU if no GPU is free when the wait ends
     since: float  # wall clock of arrival (shown to people, kept across daemon restarts)
     seen: float  # wall clock of the hub's last ask
     granted: tuple[str, ...] = ()  # GPU UUIDs set aside for it, not yet started
@@ -69,7 +69,7 @@ class GpuQueue:
 
     # --- changes -------------------------------------------------------------------
 
-    def join(self, user: str, unit: str, count: int, fallback: bool, now: float) -> Entry:
+    def join(self, user: str, unit: str, count: int, cpu_fallback: bool, now: float) -> Entry:
         """The user's entry, keeping its place if it asks for the same number of GPUs
         as before; asking for another number is a new request, at the end."""
         entry = self.find(user)
@@ -77,9 +77,9 @@ class GpuQueue:
             self.remove(user)
             entry = None
         if entry is None:
-            entry = Entry(user, unit, count, fallback, since=now, seen=now)
+            entry = Entry(user, unit, count, cpu_fallback, since=now, seen=now)
             self.entries.append(entry)
-        entry.seen, entry.fallback = now, fallback
+        entry.seen, entry.cpu_fallback = now, cpu_fallback
         self._save()
         return entry
 
@@ -137,8 +137,10 @@ class GpuQueue:
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text())
-            self.entries = [Entry(d["user"], d["unit"], int(d["count"]), bool(d["fallback"]), float(d["since"]),
-                                  float(d["seen"]), tuple(d["granted"])) for d in data]
+            # "fallback": the name in a queue a daemon of the previous release saved
+            # before the upgrade restarted it.
+            self.entries = [Entry(d["user"], d["unit"], int(d["count"]), bool(d.get("cpu_fallback", d.get("fallback"))),
+                                  float(d["since"]), float(d["seen"]), tuple(d["granted"])) for d in data]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +18,12 @@ from pathlib import Path
 from .. import users
 from ..gpu import allocator, reclaim
 from ..gpu.allocator import CapacityError
+from ..gpu.devices import minors_of
 from ..gpu.inventory import Inventory, read_inventory
 from .gpu_queue import GpuQueue
 from .systemd import Systemd
 
 log = logging.getLogger("jupyterhub-appliance")
-
-# Every GPU server needs these besides its own /dev/nvidiaN.
-CONTROL_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools")
-_GPU_NODE = re.compile(r"/dev/nvidia([0-9]+)")
-
-
-def device_allow(minors: list[int]) -> list[tuple[str, str]]:
-    if not minors:
-        return []
-    return [(f"/dev/nvidia{m}", "rw") for m in minors] + [(d, "rw") for d in CONTROL_DEVICES]
-
-
-def minors_of(rules: list) -> list[int]:
-    return [int(m.group(1)) for path, _perm in rules if (m := _GPU_NODE.fullmatch(path))]
 
 
 class QueueTimeout(Exception):
@@ -99,7 +85,7 @@ class GpuManager:
         held.update(self.pending)
         return held
 
-    async def assign(self, unit: str, count: int, fallback: bool) -> tuple[Inventory, tuple[str, ...]]:
+    async def assign(self, unit: str, count: int, cpu_fallback: bool) -> tuple[Inventory, tuple[str, ...]]:
         """GPUs for a unit about to start; the caller must call `started(unit)` after."""
         inv = await self.inventory()
         if count == 0:
@@ -110,13 +96,13 @@ class GpuManager:
             try:
                 uuids = allocator.assign(held, count, inv.gpus)
             except CapacityError:
-                if fallback:
+                if cpu_fallback:
                     return inv, ()
                 raise
             self.pending[unit] = uuids
             return inv, uuids
 
-    async def request(self, user: str, unit: str, count: int, fallback: bool,
+    async def request(self, user: str, unit: str, count: int, cpu_fallback: bool,
                       queue_timeout: float) -> tuple[Inventory, tuple[str, ...]] | Queued:
         """GPUs for a unit about to start, or its place in the queue. Asked again
         with the same arguments until it is granted; the caller must call
@@ -128,13 +114,13 @@ class GpuManager:
         total = len({g.uuid for g in inv.gpus})
         if count > total:
             self.queue.remove(user)
-            if fallback:
+            if cpu_fallback:
                 return inv, ()
             raise CapacityError(count, 0, total)
         now = self.clock()
         async with self.lock:
             self.queue.expire(now)
-            entry = self.queue.join(user, unit, count, fallback, now)
+            entry = self.queue.join(user, unit, count, cpu_fallback, now)
             held = await self.running(inv)  # grant() leaves out each entry's own unit
             self.queue.grant(held, inv.gpus)
             if entry.granted:
@@ -143,7 +129,7 @@ class GpuManager:
                 return inv, entry.granted
             if now - entry.since >= queue_timeout:
                 self.queue.remove(user)
-                if fallback:
+                if cpu_fallback:
                     return inv, ()
                 waited = int(now - entry.since) // 60
                 raise QueueTimeout(f"No GPU became free while you waited {waited} minutes in the queue "

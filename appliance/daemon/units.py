@@ -15,9 +15,9 @@ from dbus_fast import Variant
 
 from .. import ephemeral, protocol
 from ..files import write_atomic
+from ..gpu.devices import device_allow
 from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
-from .gpus import device_allow
-from .requests import SpawnSpec
+from .validate import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
 # jupyterhub-singleuser, started without cyclic GC until it serves (appliance/singleuser.py).

@@ -20,7 +20,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Dict, Integer, Unicode, default
 
 from .. import daemon_client as client
-from .. import held_ports
+from .. import held_ports, protocol
 from ..groups import STATE_DIR
 from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, read_secret
 from . import handlers, metrics, revoke, visitors
@@ -102,7 +102,7 @@ class ApplianceHub(JupyterHub):
         # same server again, which finds the same place in the daemon's queue.
         self._resume: dict[str, dict] = {}
         try:
-            queue = (await client.call({"op": "gpus"}, timeout=30)).get("queue", [])
+            queue = protocol.GpuReport.read(await client.call({"op": "gpus"}, timeout=30)).queue
         except client.DaemonError as e:
             self.log.warning("jupyterhub-appliance: cannot read the GPU queue: %s", e)
             queue = []

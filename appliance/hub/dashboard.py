@@ -30,6 +30,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from .. import daemon_client as client
+from ..protocol import GpuReport
 from .service_life import die_with_parent
 
 log = logging.getLogger("gpu-dashboard")
@@ -51,8 +52,8 @@ class History:
         self.samples: dict[str, collections.deque] = {}
         self._maxlen = max(2, int(HISTORY_SECONDS / interval) + 1)
 
-    def add(self, report: dict, now: float) -> None:
-        for g in report.get("gpus", []):
+    def add(self, report: GpuReport, now: float) -> None:
+        for g in report.gpus:
             if g.get("utilization") is not None:
                 self.samples.setdefault(g["uuid"], collections.deque(maxlen=self._maxlen)).append(
                     (round(now, 1), g["utilization"]))
@@ -63,7 +64,7 @@ class History:
     async def sample_forever(self) -> None:
         while True:
             try:
-                self.add(await client.call({"op": "gpus"}, timeout=30), time.time())
+                self.add(GpuReport.read(await client.call({"op": "gpus"}, timeout=30)), time.time())
             except client.DaemonError as e:
                 log.warning("no utilization sample: %s", e)
             await asyncio.sleep(self.interval)
@@ -90,9 +91,9 @@ def parse_query(args: dict[str, list[bytes]]) -> dict:
     return out
 
 
-def status(report: dict, servers: list[dict], history: History, query: dict, now: float) -> dict:
+def status(report: GpuReport, servers: list[dict], history: History, query: dict, now: float) -> dict:
     """The API's answer: the daemon's report, filtered and with history added."""
-    gpus = report.get("gpus", [])
+    gpus = report.gpus
     if query["gpu"] is not None:
         gpus = [g for g in gpus if g["uuid"] == query["gpu"]]
         if not gpus:
@@ -102,13 +103,13 @@ def status(report: dict, servers: list[dict], history: History, query: dict, now
             "holder", "held_since", "idle_seconds", "starting", "mig_enabled")
     return {
         "time": now,
-        "available": report.get("available", False),
-        "reason": report.get("reason"),
-        "driver_version": report.get("driver_version"),
+        "available": report.available,
+        "reason": report.reason,
+        "driver_version": report.driver_version,
         "gpus": [{k: g.get(k) for k in keys} | {"history": history.since(g["uuid"], start) if query["history"] else []}
                  for g in gpus],
-        "unusable": report.get("unusable", []),
-        "queue": report.get("queue", []),
+        "unusable": report.unusable,
+        "queue": report.queue,
         "servers": [{k: s.get(k) for k in ("user", "state", "gpus", "memory", "since")} for s in servers],
     }
 
@@ -151,7 +152,7 @@ class StatusHandler(AdminOnly):
         except BadQuery as e:
             raise web.HTTPError(400, str(e)) from None
         try:
-            report = await client.call({"op": "gpus"}, timeout=30)
+            report = GpuReport.read(await client.call({"op": "gpus"}, timeout=30))
             servers = (await client.call({"op": "list"}, timeout=30)).get("servers", [])
         except client.DaemonError as e:
             raise web.HTTPError(503, f"the appliance daemon did not answer: {e}") from None

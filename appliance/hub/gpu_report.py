@@ -11,18 +11,19 @@ import logging
 import time
 
 from .. import daemon_client as client
+from ..protocol import GpuReport
 
 log = logging.getLogger("JupyterHub")
 
 
-class GpuReport:
+class LastGpuReport:
     def __init__(self) -> None:
-        self.data: dict | None = None  # the daemon's "gpus" reply
+        self.data: GpuReport | None = None  # the daemon's last "gpus" reply
         self.at = 0.0  # when it was read (epoch seconds)
         self.error: str | None = None
 
-    def update(self, data: dict, now: float | None = None) -> None:
-        self.data, self.at, self.error = data, time.time() if now is None else now, None
+    def update(self, reply: dict, now: float | None = None) -> None:
+        self.data, self.at, self.error = GpuReport.read(reply), time.time() if now is None else now, None
 
     async def refresh_forever(self, interval: float) -> None:
         while True:
@@ -38,10 +39,10 @@ class GpuReport:
         """The GPUs `user` holds, as the report last said (empty: none, or no report)."""
         if not self.data:
             return []
-        return [g for g in self.data.get("gpus", []) if g.get("holder") == user and not g.get("starting")]
+        return [g for g in self.data.gpus if g.get("holder") == user and not g.get("starting")]
 
 
-REPORT = GpuReport()
+REPORT = LastGpuReport()
 
 
 def my_gpus(user) -> list[dict]:

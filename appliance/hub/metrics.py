@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from .gpu_report import REPORT, GpuReport
+from .gpu_report import REPORT, LastGpuReport
 from .stop_reasons import REASONS
 
 SPAWNS = Counter("appliance_spawns", "Servers started and answering")
@@ -41,18 +41,18 @@ DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "pci_bus_id", "Hostname", "
 class GpuCollector:
     """Gauges from the last GPU report, made at each scrape."""
 
-    def __init__(self, report: GpuReport = REPORT, hostname: str | None = None, clock=time.time):
+    def __init__(self, report: LastGpuReport = REPORT, hostname: str | None = None, clock=time.time):
         self.report = report
         self.hostname = hostname or socket.gethostname()
         self.clock = clock
 
     def collect(self):
-        data = self.report.data
+        report = self.report.data
         up = GaugeMetricFamily("appliance_gpu_report_up", "1 if the hub's last read of the daemon's GPU report "
                                "succeeded")
-        up.add_metric([], 0 if data is None or self.report.error else 1)
+        up.add_metric([], 0 if report is None or self.report.error else 1)
         yield up
-        if data is None:
+        if report is None:
             return
         age = GaugeMetricFamily("appliance_gpu_report_age_seconds", "Age of the GPU values below")
         age.add_metric([], max(0.0, self.clock() - self.report.at))
@@ -70,7 +70,7 @@ class GpuCollector:
             "idle": GaugeMetricFamily("appliance_gpu_idle_seconds", "How long the holder's GPUs have all been "
                                       "idle ([gpu] idle_threshold); absent while busy or free", labels=DCGM_LABELS),
         }
-        for g in data.get("gpus", []):
+        for g in report.gpus:
             labels = [str(g["index"]), g["uuid"], f"nvidia{g['minor']}", g["name"], g["pci_bus_id"], self.hostname,
                       g.get("holder") or ""]
             for key, value in (("util", g.get("utilization")), ("used", g["memory_used"] / MiB),
@@ -81,7 +81,7 @@ class GpuCollector:
                     families[key].add_metric(labels, value)
         yield from families.values()
         queue = GaugeMetricFamily("appliance_gpu_queue_length", "Spawns waiting in the GPU queue")
-        queue.add_metric([], sum(1 for e in data.get("queue", []) if not e.get("granted")))
+        queue.add_metric([], len(report.waiting))
         yield queue
 
 

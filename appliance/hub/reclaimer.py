@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 
 from .. import daemon_client as client
+from ..protocol import GpuReport
 from .service_life import die_with_parent
 
 log = logging.getLogger("gpu-reclaimer")
@@ -36,13 +37,13 @@ def stop_server(api_url: str, token: str, user: str) -> None:
 
 
 def run_once(api_url: str, token: str, asked: dict[str, float], now: float) -> list[str]:
-    report = client.call_sync({"op": "gpus"}, timeout=30)
+    report = GpuReport.read(client.call_sync({"op": "gpus"}, timeout=30))
     stopped = []
-    for user in report.get("reclaim", []):
+    for user in report.reclaim:
         if now - asked.get(user, -REASK_AFTER) < REASK_AFTER:
             continue
         asked[user] = now
-        waiting = len([q for q in report.get("queue", []) if not q.get("granted")])
+        waiting = len(report.waiting)
         try:
             stop_server(api_url, token, user)
         except (urllib.error.URLError, OSError) as e:

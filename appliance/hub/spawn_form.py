@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any, Callable
 
-from ..daemon_client import free_gpus
-from ..gpu.allocator import QuotaError, check_request
+from ..gpu.allocator import QuotaError
 from ..limits import Limits
+from ..protocol import GpuReport
 
 
 class FormError(ValueError):
@@ -29,10 +29,8 @@ class GpuSummary:
     waiting: int = 0  # spawns in the GPU queue
 
     @classmethod
-    def from_daemon(cls, reply: dict) -> "GpuSummary":
-        gpus = reply.get("gpus", [])
-        waiting = sum(1 for q in reply.get("queue", []) if not q.get("granted"))
-        return cls(bool(reply.get("available")), len(gpus), free_gpus(reply), reply.get("reason"), waiting)
+    def from_daemon(cls, report: GpuReport) -> "GpuSummary":
+        return cls(report.available, len(report.gpus), report.free, report.reason, len(report.waiting))
 
 
 def _gpus(n: int) -> str:
@@ -101,7 +99,7 @@ def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> d
     fallback = options.get("cpu_fallback", False)
     if not isinstance(fallback, bool):
         raise FormError("cpu_fallback must be true or false.")
-    out: dict[str, Any] = {"gpus": 0, "gpu_fallback": fallback, "profile": None}
+    out: dict[str, Any] = {"gpus": 0, "cpu_fallback": fallback, "profile": None}
     if "profile" in options:
         name = options["profile"]
         if not isinstance(name, str) or name not in profiles:
@@ -110,10 +108,13 @@ def resolve(options: dict[str, Any], quota: int, profiles: dict[str, dict]) -> d
         out.update(gpus=profiles[name]["gpus"], profile=name)
     elif "gpus" in options:
         out["gpus"] = options["gpus"]
-    try:
-        check_request(out["gpus"], quota)
-    except QuotaError as e:
-        raise FormError(str(e)) from None
-    except ValueError as e:
-        raise FormError(f"{e}.") from None
+    # The hub's one check of a count, in the person's words; the daemon checks it
+    # again for root (daemon/validate.py).
+    count = out["gpus"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise FormError(f"GPU count must be a whole number, not {count!r}.")
+    if count < 0:
+        raise FormError(f"GPU count must be 0 or more, not {count}.")
+    if count > quota:
+        raise FormError(str(QuotaError(count, quota)))
     return out

@@ -103,7 +103,8 @@ class ApplianceSpawner(SystemdSpawner):
 
     async def _render_form(self) -> str:
         try:
-            summary = spawn_form.GpuSummary.from_daemon(await client.call({"op": "gpus"}, self.daemon_socket, 30))
+            summary = spawn_form.GpuSummary.from_daemon(
+                protocol.GpuReport.read(await client.call({"op": "gpus"}, self.daemon_socket, 30)))
         except client.DaemonError as e:
             self.log.warning("no GPU summary for the form: %s", e)
             summary = spawn_form.GpuSummary(False, 0, 0, str(e))
@@ -194,22 +195,11 @@ class ApplianceSpawner(SystemdSpawner):
         except ValueError as e:
             raise spawn_error(f"This hub's Spawner.args cannot be used: {e}. An administrator must change "
                              "it in /etc/jupyterhub/jupyterhub_config.d/.") from None
-        return {
-            "op": "spawn",
-            "user": self.user.name,
-            "env": self.get_env(),
-            "options": options,
-            # The daemon applies [limits] and the profile's own; Spawner.mem_limit and
-            # cpu_limit from jupyterhub_config.d can only make them tighter.
-            "profile": choice["profile"],
-            "mem_limit": self.mem_limit,
-            "cpu_limit": self.cpu_limit,
-            "gpus": choice["gpus"],
-            "gpu_fallback": choice["gpu_fallback"],
-            "readonly_paths": [self._expand_user_vars(p) for p in self.readonly_paths or []],
-            "readwrite_paths": [self._expand_user_vars(p) for p in self.readwrite_paths or []],
-            "extra": extra,
-        }
+        return protocol.spawn_request(
+            self.user.name, env=self.get_env(), options=options, profile=choice["profile"], gpus=choice["gpus"],
+            cpu_fallback=choice["cpu_fallback"], mem_limit=self.mem_limit, cpu_limit=self.cpu_limit,
+            readonly_paths=[self._expand_user_vars(p) for p in self.readonly_paths or []],
+            readwrite_paths=[self._expand_user_vars(p) for p in self.readwrite_paths or []], extra=extra)
 
     async def start(self):
         try:
@@ -268,7 +258,7 @@ class ApplianceSpawner(SystemdSpawner):
             return None
         if not self.ephemeral_mode:
             raise spawn_error("This hub is not in ephemeral mode any more: visitors get no server.")
-        return {"gpus": self.ephemeral_mode["gpus"], "gpu_fallback": True, "profile": None}
+        return {"gpus": self.ephemeral_mode["gpus"], "cpu_fallback": True, "profile": None}
 
     async def _ask_until_started(self, request: dict) -> dict:
         """The daemon's answer to the spawn request; while the answer is a place in
@@ -287,7 +277,7 @@ class ApplianceSpawner(SystemdSpawner):
                     reply = await client.call(request, self.daemon_socket, timeout=self.start_timeout)
                 except client.DaemonError as e:
                     self.log.warning("spawn of %s refused by the daemon: %s (%s)", self.user.name, e, e.code)
-                    if e.code in ("capacity", "quota", "queue_timeout"):
+                    if e.code in protocol.FOR_THE_PERSON:
                         raise spawn_error(str(e), reason=e.code) from None
                     raise spawn_error(f"Your server could not be started: {e}", reason=e.code) from None
                 if not reply.get("queued"):

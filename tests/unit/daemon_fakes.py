@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from appliance import config, root_grants, users
+from appliance import config, root_verdicts, users
 from appliance.daemon import server, units
 from appliance.daemon.gpus import GpuManager
 from appliance.daemon.systemd import NO_SUCH_UNIT, Systemd, SystemdError
@@ -138,7 +138,7 @@ class DaemonThread:
         self.systemd = systemd or FakeManager()
         cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4}})
         self.daemon = server.Daemon(cfg, os.getuid(), self.systemd, **kw)
-        self.daemon.gpus = GpuManager(self.systemd, inventory=lambda: Inventory(True, "550", GPUS))
+        self.daemon.spawns.gpus = GpuManager(self.systemd, inventory=lambda: Inventory(True, "550", GPUS))
         self.env_dir = tmp / "env"
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -206,7 +206,7 @@ def patch_users(monkeypatch, tmp: Path):
     """USER may have a server (and root's sudo and polkit check cleared everyone);
     environment files go to a temporary directory."""
     monkeypatch.setattr(users, "is_member", lambda name, group: True)
-    monkeypatch.setattr(root_grants, "read_verdicts", lambda path: {"checked": Everyone(), "granted": {}})
+    monkeypatch.setattr(root_verdicts, "read_verdicts", lambda path: {"checked": Everyone(), "granted": {}})
     monkeypatch.setattr(units, "ENV_DIR", tmp / "env")
     monkeypatch.setattr(units, "write_env_file",
                         functools.partial(units.write_env_file, env_dir=tmp / "env"))

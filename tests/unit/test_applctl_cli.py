@@ -19,9 +19,10 @@ import pytest
 from appliance import config
 from appliance import daemon_client as client
 from appliance.applctl import cli, main
-from appliance.cli import access, daemon, host, servers
+from appliance.cli import access, daemon_calls, host, servers
 from appliance.cli import status as status_mod
 from appliance.cli.hub_api import Hub, HubDown
+from appliance.protocol import GpuReport
 from appliance.tools import tool
 
 from .cli_run import run
@@ -317,11 +318,11 @@ def test_logs_runs_journalctl_on_the_right_units(capsys, as_root, monkeypatch):
 
 
 def test_gpu_summary_wording():
-    assert daemon.summary({"available": False, "reason": None, "gpus": []}) == \
+    assert daemon_calls.summary(GpuReport.read({"available": False, "reason": None, "gpus": []})) == \
         "no usable NVIDIA GPU: running CPU-only"
     report = {"available": True, "driver_version": "550", "unusable": [{"index": 2}],
               "gpus": [{"uuid": "a", "holder": None}]}
-    assert daemon.summary(report) == "1 of 1 GPU free (driver 550); 1 unusable"
+    assert daemon_calls.summary(GpuReport.read(report)) == "1 of 1 GPU free (driver 550); 1 unusable"
 
 
 def test_config_edit_under_sudo_runs_the_editor_as_the_caller(monkeypatch, tmp_path, capsys):

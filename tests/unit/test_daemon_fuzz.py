@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance import config
-from appliance.daemon import requests as rq
+from appliance import config, protocol
+from appliance.daemon import validate
 from tests.ci import in_ci
 
 from .daemon_fakes import USER, DaemonThread, patch_users, read_all
@@ -26,9 +26,10 @@ settings.register_profile("daemon-fuzz", max_examples=200, deadline=None, databa
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ = settings.get_profile("daemon-fuzz")
 HUB_UID = 995
-CFG = config.validate({"daemon": {"min_uid": 1}})
-SPAWN_FIELDS = ["op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
-                "extra", "gpus", "gpu_fallback", "profile"]
+# Profiles that exist: "big" within the quota, "huge" beyond it.
+CFG = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 2},
+                       "profiles": {"big": {"display_name": "Big", "gpus": 2},
+                                    "huge": {"display_name": "Huge", "gpus": 3}}})
 
 json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
                 | st.text(max_size=40))
@@ -43,7 +44,7 @@ field_values = {
     # A field the protocol no longer has (raw command-line words): check_op's and the
     # connection fuzzers send it; check_spawn's leaves it out (it is refused whole).
     "args": st.lists(st.sampled_from(["--debug", "--x=1", "-x", "--a=\n"]) | json_values, max_size=4) | json_values,
-    "profile": st.sampled_from(["", "big", "nosuch", "../x"]) | json_values,
+    "profile": st.sampled_from(["big", "huge", "", "nosuch", "../x", "big\n"]) | json_values,
     "options": st.dictionaries(st.sampled_from(["debug", "ServerApp.terminals_enabled", "config",
                                                 "MappingKernelManager.cull_idle_timeout"]) | st.text(max_size=12),
                                st.booleans() | st.integers() | json_values, max_size=3) | json_values,
@@ -54,8 +55,11 @@ field_values = {
     "extra": st.dictionaries(st.sampled_from(["TasksMax", "CPUWeight", "User", "MemoryHigh"]) | st.text(max_size=8),
                              st.integers() | json_values, max_size=3) | json_values,
     "gpus": st.integers(-2, 10) | json_values,
-    "gpu_fallback": st.booleans() | json_values,
+    "cpu_fallback": st.booleans() | json_values,
+    protocol.OLD_FALLBACK: st.booleans() | json_values,  # what a hub of the previous release sends
 }
+# Every field of the protocol, and only those (besides args, above), is fuzzed.
+assert set(field_values) == {"op", *protocol.SPAWN_FIELDS, protocol.OLD_FALLBACK, "args"}
 requests_ = st.fixed_dictionaries({}, optional={k: v for k, v in field_values.items()}) | json_values
 
 
@@ -63,15 +67,15 @@ requests_ = st.fixed_dictionaries({}, optional={k: v for k, v in field_values.it
 @given(req=requests_, peer=st.sampled_from([0, HUB_UID, 1000, 65534]))
 def test_check_op_returns_an_allowed_op_or_refuses(req, peer):
     try:
-        op = rq.check_op(req, peer, HUB_UID)
-    except rq.RequestError as e:
+        op = validate.check_op(req, peer, HUB_UID)
+    except protocol.RequestError as e:
         if not isinstance(req, dict):
             assert e.code == "invalid", e
         else:  # the peer is judged first, then the op
             assert (e.code == "forbidden") == (peer not in (0, HUB_UID)), (peer, e)
             assert e.code == "forbidden" or e.field == "op", e
         return
-    assert peer in (0, HUB_UID) and op in rq.OPS and op == req["op"]
+    assert peer in (0, HUB_UID) and op in protocol.OPS and op == req["op"]
 
 
 def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
@@ -83,14 +87,19 @@ def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
         optional={k: v for k, v in field_values.items() if k not in ("op", "user", "args")}))
     def check(req):
         try:
-            spec = rq.check_spawn(req, CFG)
-        except rq.RequestError as e:
-            assert e.code in ("invalid", "invalid_user", "privileged_user")
-            # A refusal names what was wrong: a field the request has, or the user.
-            assert e.field in req or e.code != "invalid" or e.field is None, (e.field, req)
-            assert str(e) and "Traceback" not in str(e)
+            spec = validate.check_spawn(req, CFG)
+        except protocol.RequestError as e:
+            assert e.code in ("invalid", "invalid_user", "privileged_user", "quota"), e
+            assert e.code in protocol.ERROR_CODES
+            # A refusal names what was wrong, a field the request has, in one line
+            # (it goes into the journal as one).
+            assert e.field in req, (e.field, req)
+            assert str(e).strip() and "\n" not in str(e) and "\r" not in str(e), str(e)
             return
-        assert spec.user == USER and 0 <= spec.gpus
+        assert spec.user == USER and 0 <= spec.gpus <= 2
+        if req.get("profile") is not None:  # the daemon's count for the profile, not the hub's
+            assert spec.profile == req["profile"] and spec.gpus == CFG["profiles"][spec.profile]["gpus"]
+        assert spec.cpu_fallback is req.get("cpu_fallback", req.get(protocol.OLD_FALLBACK, False))
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec.env.items())
         assert spec.cpu_limit is None or math.isfinite(spec.cpu_limit)
 
@@ -140,7 +149,7 @@ def test_every_connection_gets_one_answer_or_is_closed(monkeypatch, tmp_path):
                 assert isinstance(reply["ok"], bool)
                 if not reply["ok"]:
                     assert set(reply["error"]) == {"code", "field", "message"}
-                    assert reply["error"]["code"] != "internal", reply
+                    assert reply["error"]["code"] in protocol.ERROR_CODES and reply["error"]["code"] != "internal", reply
             # and the daemon still serves others
             with d.connect() as t:
                 t.sendall(b'{"op": "gpus"}\n')
@@ -167,7 +176,7 @@ def test_a_spawn_whose_client_goes_away_still_answers_the_next(monkeypatch, tmp_
         deadline = time.monotonic() + 30
         while d.daemon.finished < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert d.daemon.finished == 5 and not d.daemon.gpus.pending
+        assert d.daemon.finished == 5 and not d.daemon.spawns.gpus.pending
         held = [g["holder"] for g in json.loads(_ask(d, {"op": "gpus"}))["gpus"]]
         units = d.systemd.units
         # Each spawn replaced the one before: one unit, one GPU.

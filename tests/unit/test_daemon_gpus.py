@@ -5,8 +5,9 @@ import asyncio
 
 import pytest
 
-from appliance.daemon.gpus import GpuManager, device_allow, minors_of
+from appliance.daemon.gpus import GpuManager
 from appliance.gpu.allocator import CapacityError
+from appliance.gpu.devices import device_allow, minors_of
 from appliance.gpu.inventory import GPU, Inventory
 
 GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80, memory_free=80 - i,
@@ -56,7 +57,7 @@ def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors():
     async def spawn(name):
         unit = f"jupyter-{name}.service"
         try:
-            inv, uuids = await m.assign(unit, 1, fallback=False)
+            inv, uuids = await m.assign(unit, 1, cpu_fallback=False)
         except CapacityError as e:
             return str(e)
         sd.units[unit] = device_allow([inv.by_uuid(u).minor for u in uuids])
@@ -78,7 +79,7 @@ def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only():
     for i in range(4):
         sd.units[f"jupyter-u{i}.service"] = device_allow([GPUS[i].minor])
     with pytest.raises(CapacityError):
-        asyncio.run(m.assign("jupyter-x.service", 1, fallback=False))
-    assert asyncio.run(m.assign("jupyter-x.service", 1, fallback=True))[1] == ()
+        asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=False))
+    assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=True))[1] == ()
     del sd.units["jupyter-u2.service"]  # killed: systemd forgot it
-    assert asyncio.run(m.assign("jupyter-x.service", 1, fallback=False))[1] == ("GPU-2",)
+    assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=False))[1] == ("GPU-2",)

@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from appliance import config, daemon_client
-from appliance.daemon import requests as rq
-from appliance.daemon import server
+from appliance import config, daemon_client, protocol
+from appliance.daemon import spawns
 
 from .daemon_fakes import USER, DaemonThread, FakeManager, FakeUnit, patch_users, read_all
 
@@ -62,18 +61,18 @@ def test_an_oversized_request_is_refused_as_soon_as_it_passes_the_limit(tmp_path
     # A deadline far beyond the test: the answer can only come from the size limit.
     with DaemonThread(tmp_path, request_deadline=3600) as d, d.connect() as s:
         try:
-            s.sendall(b"x" * (rq.MAX_REQUEST + 4096))  # no newline, connection kept open
+            s.sendall(b"x" * (protocol.MAX_REQUEST + 4096))  # no newline, connection kept open
         except BrokenPipeError:
             pass  # the daemon answered and closed while we were still sending
         r = reply_of(s)
-        assert r["error"]["code"] == "too_large" and str(rq.MAX_REQUEST) in r["error"]["message"]
+        assert r["error"]["code"] == "too_large" and str(protocol.MAX_REQUEST) in r["error"]["message"]
         assert d.request(GPUS_OK)["ok"]
 
 
 def test_a_request_of_exactly_the_limit_is_read(daemon):
     body = json.dumps(GPUS_OK).encode()
-    raw = body[:-1] + b" " * (rq.MAX_REQUEST - len(body)) + b"}\n"
-    assert len(raw) == rq.MAX_REQUEST + 1
+    raw = body[:-1] + b" " * (protocol.MAX_REQUEST - len(body)) + b"}\n"
+    assert len(raw) == protocol.MAX_REQUEST + 1
     assert daemon.request(raw)["ok"]
 
 
@@ -175,12 +174,12 @@ def test_the_client_retries_busy(tmp_path, monkeypatch):
 def test_an_unexpected_exception_is_an_internal_error_with_a_traceback(daemon, caplog):
     async def boom(*_):
         raise KeyError("our bug")
-    daemon.daemon.gpus.report = boom
+    daemon.daemon.spawns.gpus.report = boom
     with caplog.at_level(logging.ERROR, logger="jupyterhub-appliance"):
         r = daemon.request(GPUS_OK)
     assert r["error"]["code"] == "internal" and "our bug" not in r["error"]["message"]
     assert any(rec.exc_info and "our bug" in str(rec.exc_info[1]) for rec in caplog.records)
-    del daemon.daemon.gpus.report
+    del daemon.daemon.spawns.gpus.report
     assert daemon.request(GPUS_OK)["ok"]
 
 
@@ -207,10 +206,10 @@ def test_a_client_that_disconnects_mid_spawn_leaves_it_completed_and_recorded(tm
             s.sendall(json.dumps(spawn_request()).encode() + b"\n")
         unit = f"jupyter-{USER}.service"
         deadline = time.monotonic() + 30
-        while (unit not in sd.units or sd.units[unit].state != "active" or d.daemon.gpus.pending) \
+        while (unit not in sd.units or sd.units[unit].state != "active" or d.daemon.spawns.gpus.pending) \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sd.units[unit].state == "active" and not d.daemon.gpus.pending
+        assert sd.units[unit].state == "active" and not d.daemon.spawns.gpus.pending
         held = holders(d)
         assert [u for u, h in held.items() if h == USER] == [
             g for g in held if f"/dev/nvidia{_minor(g)}" in sd.gpus_of(unit)]
@@ -224,14 +223,14 @@ def _minor(uuid):
 
 def test_a_start_that_times_out_is_stopped_before_its_gpu_is_released(tmp_path, monkeypatch):
     patch_users(monkeypatch, tmp_path)
-    monkeypatch.setattr(server, "START_TIMEOUT", 0.3)
+    monkeypatch.setattr(spawns, "START_TIMEOUT", 0.3)
     sd = FakeManager(start_mode="queue")  # the start job never leaves systemd's queue
     with DaemonThread(tmp_path, sd) as d:
         r = d.request(spawn_request())
         assert r["error"]["code"] == "start_failed", r
         # Stopped, so no queued start can take the GPU later, and the GPU is free.
         assert f"jupyter-{USER}.service" not in sd.units
-        assert not d.daemon.gpus.pending
+        assert not d.daemon.spawns.gpus.pending
         assert all(h is None for h in holders(d).values())
 
 
@@ -240,7 +239,7 @@ def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.daemon.gpus import device_allow
+    from appliance.gpu.devices import device_allow
     sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([2]))},
                                                state="inactive", job=7)
     sd.units["jupyter-old.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([0]))},
@@ -257,7 +256,7 @@ def test_a_failed_start_frees_its_gpu(tmp_path, monkeypatch):
     with DaemonThread(tmp_path, sd) as d:
         r = d.request(spawn_request())
         assert r["error"]["code"] == "start_failed"
-        assert not d.daemon.gpus.pending and all(h is None for h in holders(d).values())
+        assert not d.daemon.spawns.gpus.pending and all(h is None for h in holders(d).values())
         sd.start_mode = "start"
         assert d.request(spawn_request())["ok"]
 
@@ -295,7 +294,7 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.daemon.gpus import device_allow
+    from appliance.gpu.devices import device_allow
     for i, name in enumerate(("h0", "h1", "h2", "h3")):
         sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([i]))}, state="active")
     with DaemonThread(tmp_path, sd) as d:
@@ -309,7 +308,7 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
         del sd.units["jupyter-h1.service"]
         r = d.request(spawn_request())
         assert r["ok"] and r["state"] == "active" and len(r["gpus"]) == 1, r
-        d.daemon.cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4, "queue": False}})
+        d.daemon.spawns.cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4, "queue": False}})
         assert d.request({"op": "stop", "user": USER})["left_queue"] is False
         sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([1]))}, state="active")
         assert d.request(spawn_request())["error"]["code"] == "capacity"  # queue off: refused as before
@@ -320,7 +319,7 @@ def test_limits_come_from_the_daemons_own_configuration_and_the_hub_can_only_tig
     from appliance import users
     monkeypatch.setattr(users, "groups_of", lambda name: ["ml"])
     with DaemonThread(tmp_path) as d:
-        d.daemon.cfg = config.validate({
+        d.daemon.spawns.cfg = config.validate({
             "daemon": {"min_uid": 1}, "gpu": {"quota": 4},
             "limits": {"mem_limit": "8G", "cpu_limit": 2, "tasks_max": 256, "mem_limit_groups": {"ml": "16G"}},
             "profiles": {"big": {"display_name": "Big", "mem_limit": "32G"}}})

@@ -22,7 +22,7 @@ from .daemon_fakes import GPUS, FakeManager
 def test_requests_wait_until_visitors_are_reconciled():
     async def scenario():
         d = server.Daemon(config.validate({"daemon": {"min_uid": 1}}), os.getuid(), FakeManager())
-        d.gpus = GpuManager(d.systemd, inventory=lambda: Inventory(True, "550", GPUS))
+        d.spawns.gpus = GpuManager(d.systemd, inventory=lambda: Inventory(True, "550", GPUS))
         gate, order = asyncio.Event(), []
 
         async def reconcile_visitors():
@@ -33,7 +33,7 @@ def test_requests_wait_until_visitors_are_reconciled():
         async def apply_totals():
             return "slice left alone"
 
-        d.reconcile_visitors, d.apply_totals = reconcile_visitors, apply_totals
+        d.spawns.reconcile_visitors, d.spawns.apply_totals = reconcile_visitors, apply_totals
         path = Path(tempfile.mkdtemp(prefix="d", dir="/tmp")) / "s"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))

@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.hub import dashboard, metrics
-from appliance.hub.gpu_report import GpuReport, my_gpus
+from appliance.hub.gpu_report import LastGpuReport, my_gpus
+from appliance.protocol import GpuReport
 
 GiB = 2**30
 REPORT = {
@@ -46,9 +47,9 @@ def test_bad_query_parameters_say_what_is_accepted(args, says):
 def test_status_filters_by_gpu_and_cuts_the_history():
     history = dashboard.History(interval=10)
     for t, util in ((100.0, 5), (3000.0, 50), (3600.0, 80)):
-        history.add({"gpus": [dict(REPORT["gpus"][0], utilization=util)]}, t)
+        history.add(GpuReport.read({"gpus": [dict(REPORT["gpus"][0], utilization=util)]}), t)
     q = dashboard.parse_query({"history": [b"15"], "gpu": [b"GPU-0000"]})
-    out = dashboard.status(REPORT, [{"user": "alice", "state": "active", "gpus": ["GPU-0000"], "memory": None,
+    out = dashboard.status(GpuReport.read(REPORT), [{"user": "alice", "state": "active", "gpus": ["GPU-0000"], "memory": None,
                                      "since": 1000.0, "unit": "jupyter-alice.service"}], history, q, now=3600.0)
     assert [g["uuid"] for g in out["gpus"]] == ["GPU-0000"]
     assert out["gpus"][0]["history"] == [(3000.0, 50), (3600.0, 80)]  # the last 15 minutes only
@@ -56,17 +57,17 @@ def test_status_filters_by_gpu_and_cuts_the_history():
     assert out["servers"] == [{"user": "alice", "state": "active", "gpus": ["GPU-0000"], "memory": None,
                                "since": 1000.0}]
     with pytest.raises(dashboard.BadQuery, match="no GPU on this machine has that UUID"):
-        dashboard.status(REPORT, [], history, dashboard.parse_query({"gpu": [b"GPU-9999"]}), now=3600.0)
+        dashboard.status(GpuReport.read(REPORT), [], history, dashboard.parse_query({"gpu": [b"GPU-9999"]}), now=3600.0)
 
 
 def test_history_keeps_one_hour():
     history = dashboard.History(interval=10)
     for i in range(1000):
-        history.add({"gpus": [{"uuid": "GPU-0000", "utilization": i % 100}]}, float(i * 10))
+        history.add(GpuReport.read({"gpus": [{"uuid": "GPU-0000", "utilization": i % 100}]}), float(i * 10))
     assert len(history.samples["GPU-0000"]) == 361
 
 
-def scrape(report: GpuReport) -> dict:
+def scrape(report: LastGpuReport) -> dict:
     registry = CollectorRegistry()
     registry.register(metrics.GpuCollector(report, hostname="lab1", clock=lambda: 1005.0))
     text = generate_latest(registry).decode()
@@ -75,7 +76,7 @@ def scrape(report: GpuReport) -> dict:
 
 
 def test_gpu_metrics_use_dcgm_names_and_labels_and_leave_out_what_is_not_reported():
-    report = GpuReport()
+    report = LastGpuReport()
     report.update(REPORT, now=1000.0)
     samples = scrape(report)
     alice = tuple(sorted({"gpu": "0", "UUID": "GPU-0000", "device": "nvidia2", "modelName": "NVIDIA A100-SXM4-80GB",
@@ -95,11 +96,11 @@ def test_gpu_metrics_use_dcgm_names_and_labels_and_leave_out_what_is_not_reporte
 
 
 def test_without_a_report_only_up_is_said():
-    assert scrape(GpuReport()) == {("appliance_gpu_report_up", ()): 0}
+    assert scrape(LastGpuReport()) == {("appliance_gpu_report_up", ()): 0}
 
 
 def test_the_home_page_shows_a_user_only_their_own_gpus(monkeypatch):
-    report = GpuReport()
+    report = LastGpuReport()
     report.update(REPORT, now=1000.0)
     monkeypatch.setattr("appliance.hub.gpu_report.REPORT", report)
 

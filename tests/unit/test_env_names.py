@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import config, users
-from appliance.daemon import requests as rq
+from appliance import config, protocol, users
+from appliance.daemon import validate
 
 from .cli_run import run
 from .test_applctl_cli import as_root, cfgfile  # noqa: F401 (fixtures)
@@ -79,8 +79,8 @@ def _cfg_listing(name: str) -> config.Config:
 def test_the_daemon_refuses_the_name_even_if_appliance_toml_lists_it(monkeypatch, name):
     monkeypatch.setattr(users, "is_member", lambda n, g: True)
     req = {"op": "spawn", "user": "daemon", "env": {"JUPYTERHUB_USER": "daemon", name: "x"}}
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn(req, _cfg_listing(name))
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn(req, _cfg_listing(name))
     assert e.value.code == "invalid" and e.value.field == "env"
     assert str(e.value).startswith(f"env: {name!r} is not accepted, though [spawner] environment of "
                                    "appliance.toml lists it: a name that loads no code"), str(e.value)
@@ -90,8 +90,8 @@ def test_the_daemon_refuses_the_name_even_if_appliance_toml_lists_it(monkeypatch
 def test_the_daemon_refuses_the_name_when_nothing_lists_it(monkeypatch, name):
     monkeypatch.setattr(users, "is_member", lambda n, g: True)
     req = {"op": "spawn", "user": "daemon", "env": {name: "x"}}
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn(req, _cfg_listing("HF_HOME"))
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn(req, _cfg_listing("HF_HOME"))
     assert e.value.code == "invalid" and f"env: {name!r} is not accepted" in str(e.value)
 
 
@@ -100,5 +100,5 @@ def test_the_daemon_still_passes_jupyterhubs_names_and_a_listed_harmless_one(mon
     env = {"JUPYTERHUB_API_TOKEN": "t", "JUPYTERHUB_USER": "daemon", "LANG": "C.UTF-8", "HF_HOME": "/d",
            "PIP_INDEX_URL": "x"}
     req = {"op": "spawn", "user": "daemon", "env": {k: v for k, v in env.items() if k != "PIP_INDEX_URL"}}
-    spec = rq.check_spawn(req, _cfg_listing("PIP_INDEX_URL"))
+    spec = validate.check_spawn(req, _cfg_listing("PIP_INDEX_URL"))
     assert spec.env == {k: v for k, v in env.items() if k != "PIP_INDEX_URL"}

@@ -10,7 +10,7 @@ import pytest
 
 from appliance import config
 from appliance.daemon import units
-from appliance.daemon.requests import SpawnSpec
+from appliance.daemon.validate import SpawnSpec
 
 TOML = "/etc/jupyterhub/appliance.toml"
 

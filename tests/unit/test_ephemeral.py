@@ -7,9 +7,8 @@ import os
 import bcrypt
 import pytest
 
-from appliance import config, ephemeral, passwords, users
-from appliance.daemon import requests as rq
-from appliance.daemon import units
+from appliance import config, ephemeral, passwords, protocol, users
+from appliance.daemon import units, validate
 
 
 def cfg(mode="ephemeral", **eph):
@@ -29,40 +28,40 @@ def test_visitor_names_are_random_valid_user_names_and_nothing_else_is_one():
 
 
 def test_the_daemon_starts_visitors_only_in_ephemeral_mode_and_accounts_only_in_accounts_mode():
-    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij",
+    spec = validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij",
                            "env": {"JUPYTERHUB_USER": "visitor-abcdefghij"}}, cfg())
     assert spec.visitor and spec.home == "/var/lib/jupyter-visitor-abcdefghij" and spec.uid == -1
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "alice"}, cfg())
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn({"op": "spawn", "user": "alice"}, cfg())
     assert e.value.code == "wrong_mode" and "only visitors get a server" in str(e.value)
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg("accounts"))
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg("accounts"))
     assert e.value.code == "wrong_mode" and "accounts mode" in str(e.value)
-    with pytest.raises(rq.RequestError) as e:  # a visitor cannot speak for someone else
-        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "env": {"JUPYTERHUB_USER": "alice"}}, cfg())
+    with pytest.raises(protocol.RequestError) as e:  # a visitor cannot speak for someone else
+        validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "env": {"JUPYTERHUB_USER": "alice"}}, cfg())
     assert e.value.field == "env"
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "profile": "big"}, cfg())
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij", "profile": "big"}, cfg())
     assert e.value.field == "profile"
 
 
 def test_a_visitor_name_that_is_an_account_is_refused(monkeypatch):
-    monkeypatch.setattr(rq.pwd, "getpwnam", lambda n: object())
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg())
+    monkeypatch.setattr(validate.pwd, "getpwnam", lambda n: object())
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg())
     assert e.value.code == "invalid_user" and "is an account" in str(e.value)
 
 
 def test_a_missing_shared_folder_is_refused_before_anything_starts(tmp_path):
-    with pytest.raises(rq.RequestError) as e:
-        rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path / "nope")))
+    with pytest.raises(protocol.RequestError) as e:
+        validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path / "nope")))
     assert "ephemeral.shared_dir" in str(e.value)
-    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
+    spec = validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
     assert spec.shared_dir == str(tmp_path)
 
 
 def test_a_visitors_unit_is_a_transient_uid_with_a_private_home_and_the_shared_folder_read_only(tmp_path):
-    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
+    spec = validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(shared_dir=str(tmp_path)))
     props = dict((k, v.value) for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec,
                                                             tmp_path / "env"))
     assert props["DynamicUser"] is True and props["User"] == "visitor-abcdefghij" and "Group" not in props
@@ -72,13 +71,13 @@ def test_a_visitors_unit_is_a_transient_uid_with_a_private_home_and_the_shared_f
     assert props["BindReadOnlyPaths"] == [(str(tmp_path), spec.home + "/shared", False, units.MS_REC)]
     env = units.server_env(spec)
     assert env["HOME"] == spec.home and env["USER"] == env["LOGNAME"] == "visitor-abcdefghij"
-    account = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice")
+    account = validate.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice")
     props = dict((k, v.value) for k, v in units.properties("jupyter-alice.service", account, tmp_path / "env"))
     assert "DynamicUser" not in props and props["Group"] == "1000"
 
 
 def visitor_props(**eph) -> dict:
-    spec = rq.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(**eph))
+    spec = validate.check_spawn({"op": "spawn", "user": "visitor-abcdefghij"}, cfg(**eph))
     return {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
 
 
@@ -97,7 +96,7 @@ def test_visible_paths_are_shown_read_only_if_only_root_can_swap_what_is_above_t
     assert config.validate({"ephemeral": {"visible_paths": ["/opt/cuda", "/srv/data"]}})["ephemeral"][
         "visible_paths"] == ["/opt/cuda", "/srv/data"]
     assert ("ephemeral", "visible_paths") in config.root_only_keys()
-    spec = rq.SpawnSpec(user="visitor-abcdefghij", uid=-1, gid=-1, home="/var/lib/jupyter-visitor-abcdefghij",
+    spec = validate.SpawnSpec(user="visitor-abcdefghij", uid=-1, gid=-1, home="/var/lib/jupyter-visitor-abcdefghij",
                         visitor=True, shared_dir="/srv/workshop", visible_paths=["/opt/cuda"])
     props = {k: v.value for k, v in units.properties("jupyter-visitor-abcdefghij.service", spec, "/x.env")}
     assert props["BindReadOnlyPaths"] == [("/opt/cuda", "/opt/cuda", False, units.MS_REC),
@@ -106,13 +105,13 @@ def test_visible_paths_are_shown_read_only_if_only_root_can_swap_what_is_above_t
     assert props["TemporaryFileSystem"] == [("/opt", "ro")]
     assert props["InaccessiblePaths"] == ["-/srv", "-/mnt", "-/media", "-/data"]
     (tmp_path / "root" / "data").mkdir(parents=True)
-    rq.check_visible_path(str(tmp_path / "root" / "data"))  # root's all the way down (tests run as root)
+    validate.check_visible_path(str(tmp_path / "root" / "data"))  # root's all the way down (tests run as root)
     (tmp_path / "open" / "data").mkdir(parents=True)
     (tmp_path / "open").chmod(0o777)
-    with pytest.raises(rq.RequestError, match=r"open \(for .*\) is writable by others"):
-        rq.check_visible_path(str(tmp_path / "open" / "data"))
-    with pytest.raises(rq.RequestError, match="No such file"):
-        rq.check_visible_path(str(tmp_path / "none"))
+    with pytest.raises(protocol.RequestError, match=r"open \(for .*\) is writable by others"):
+        validate.check_visible_path(str(tmp_path / "open" / "data"))
+    with pytest.raises(protocol.RequestError, match="No such file"):
+        validate.check_visible_path(str(tmp_path / "none"))
 
 
 def prefixes(value) -> set[str]:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.gpu.allocator import CapacityError, QuotaError, assign, check_request, choose_gpus, quota_for
+from appliance.gpu.allocator import CapacityError, QuotaError, assign, choose_gpus, quota_for
 from appliance.gpu.inventory import GPU
 
 GiB = 2**30
@@ -41,12 +41,6 @@ def test_assign_follows_policy_and_skips_held_gpus() -> None:
 
 def test_count_zero_takes_nothing() -> None:
     assert assign({"u1": ("GPU-0", "GPU-1", "GPU-2", "GPU-3")}, 0, FOUR) == ()
-
-
-@pytest.mark.parametrize("count", [-1, 1.0, True, "1"])
-def test_assign_rejects_bad_counts(count: object) -> None:
-    with pytest.raises(ValueError):
-        assign({}, count, FOUR)  # type: ignore[arg-type]
 
 
 # --- capacity errors ----------------------------------------------------------------
@@ -92,16 +86,11 @@ def test_quota_default() -> None:
     assert quota_for("cat", [], default=0, per_group={}, per_user={}) == 0
 
 
-def test_check_request() -> None:
-    check_request(2, 2)
-    check_request(0, 0)
-    with pytest.raises(QuotaError) as e:
-        check_request(3, 2)
-    assert (e.value.requested, e.value.quota) == (3, 2)
-    assert str(e.value) == "You asked for 3 GPUs; your quota is 2 GPUs."
+def test_quota_error_wording() -> None:
+    e = QuotaError(3, 2)
+    assert (e.requested, e.quota) == (3, 2)
+    assert str(e) == "You asked for 3 GPUs; your quota is 2 GPUs."
     assert str(QuotaError(1, 0)) == "You asked for 1 GPU; your quota is 0 GPUs."
-    with pytest.raises(ValueError, match="0 or more"):
-        check_request(-1, 5)
 
 
 # --- rebuild -----------------------------------------------------------------------

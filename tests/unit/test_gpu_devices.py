@@ -10,8 +10,7 @@ import pytest
 
 from appliance import config
 from appliance.cli import doctor
-from appliance.daemon import requests as rq
-from appliance.daemon import units
+from appliance.daemon import units, validate
 
 from .daemon_fakes import USER, DaemonThread, patch_users
 
@@ -36,7 +35,7 @@ def test_device_group_is_an_existing_group_of_its_own():
 
 
 def test_only_a_unit_with_gpus_gets_the_group(tmp_path, monkeypatch):
-    spec = rq.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", device_group=GROUP)
+    spec = validate.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", device_group=GROUP)
     assert dict(units.properties("jupyter-alice.service", spec, tmp_path / "x.env"))["SupplementaryGroups"].value \
         == [GROUP]
     spec.device_group = ""
@@ -44,7 +43,7 @@ def test_only_a_unit_with_gpus_gets_the_group(tmp_path, monkeypatch):
     # The daemon decides it from its configuration and the GPUs it gave.
     patch_users(monkeypatch, tmp_path)
     with DaemonThread(tmp_path) as d:
-        d.daemon.cfg = gpu_cfg(device_group=GROUP)
+        d.daemon.spawns.cfg = gpu_cfg(device_group=GROUP)
         unit = f"jupyter-{USER}.service"
         assert d.request({"op": "spawn", "user": USER, "gpus": 1})["ok"]
         assert d.systemd.units[unit].props["SupplementaryGroups"].value == [GROUP]

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from appliance.daemon.gpu_queue import GRACE, GpuQueue
-from appliance.daemon.gpus import GpuManager, Queued, QueueTimeout, device_allow
+from appliance.daemon.gpus import GpuManager, Queued, QueueTimeout
 from appliance.gpu.allocator import CapacityError
+from appliance.gpu.devices import device_allow
 from appliance.gpu.inventory import GPU, Inventory
 
 from .test_daemon_gpus import GPUS, FakeSystemd
@@ -138,6 +139,14 @@ def test_the_queue_survives_a_daemon_restart(tmp_path):
     assert ask(again, sd, "cleo").position == 3 and ask(again, sd, "anna").position == 1
     path.write_text("not json")
     assert GpuQueue(path).entries == []
+
+
+def test_a_queue_saved_by_the_previous_release_is_kept(tmp_path):
+    """Its entries name the flag "fallback"; the upgrade restarts the daemon mid-wait."""
+    path = tmp_path / "gpu-queue.json"
+    path.write_text(json.dumps([{"user": "anna", "unit": "jupyter-anna.service", "count": 1, "fallback": True,
+                                 "since": 1.0, "seen": 2.0, "granted": []}]))
+    assert [(e.user, e.cpu_fallback) for e in GpuQueue(path).entries] == [("anna", True)]
 
 
 def test_report_lists_the_queue_and_the_idle_servers_to_reclaim():

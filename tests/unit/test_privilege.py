@@ -5,7 +5,7 @@ import pwd
 
 import pytest
 
-from appliance import config, privilege, users
+from appliance import config, privilege, root_only, users
 from appliance.cli import access
 
 from .cli_run import run
@@ -70,7 +70,7 @@ def test_root_without_sudo_may_make_those_changes(capsys, as_root, cfgfile, monk
 
 
 def test_under_sudo_a_safe_change_and_a_longer_list_are_fine(capsys, as_root, cfgfile, sudo):
-    groups = list(privilege.PRIVILEGED_GROUPS) + ["gpu-root"]
+    groups = list(root_only.PRIVILEGED_GROUPS) + ["gpu-root"]
     assert run(capsys, "config", "set", "daemon.privileged_groups", repr(groups).replace("'", '"'))[0] == 0
     assert run(capsys, "config", "set", "daemon.min_uid", "2000")[0] == 0
     # A low value root set earlier does not block an unrelated change.

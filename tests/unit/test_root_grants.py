@@ -6,6 +6,7 @@ import json
 import os
 
 from appliance import root_grants as rg
+from appliance import root_verdicts as rv
 
 RULES = """
 // subject.user == "commented" is not a grant
@@ -83,47 +84,47 @@ def test_sudo_listing():
 def test_verdicts_are_roots_file_and_nothing_else_is_believed(tmp_path):
     path = tmp_path / "run" / "v.json"
     verdict = {"checked": ["a"], "granted": {"a": ["sudo grants it (root) ALL"]}, "unread": []}
-    rg.write_verdicts(verdict, path)
+    rv.write_verdicts(verdict, path)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert rg.read_verdicts(path) == verdict
+    assert rv.read_verdicts(path) == verdict
     path.chmod(0o666)
-    assert rg.read_verdicts(path) is None  # others could have written it
+    assert rv.read_verdicts(path) is None  # others could have written it
     path.unlink()
     link_to = tmp_path / "elsewhere.json"
     link_to.write_text(json.dumps(verdict))
     path.symlink_to(link_to)
-    assert rg.read_verdicts(path) is None
+    assert rv.read_verdicts(path) is None
     path.unlink()
     path.write_text("[]")
-    assert rg.read_verdicts(path) is None
+    assert rv.read_verdicts(path) is None
 
 
 def test_the_daemon_goes_by_roots_verdict_and_runs_the_check_for_a_name_not_judged(tmp_path, monkeypatch):
     from .daemon_fakes import USER, DaemonThread, FakeManager, patch_users
 
     patch_users(monkeypatch, tmp_path)
-    monkeypatch.setattr(rg, "read_verdicts", READ)  # the real reader, not patch_users' "everyone is cleared"
+    monkeypatch.setattr(rv, "read_verdicts", READ)  # the real reader, not patch_users' "everyone is cleared"
     path = tmp_path / "v" / "verdicts.json"
     runs = []
 
     def check_unit(unit):  # the oneshot, as root would run it: judges USER
         runs.append(unit)
-        rg.write_verdicts({"checked": [USER], "granted": {USER: ["sudo grants it (root) ALL"]}}, path)
+        rv.write_verdicts({"checked": [USER], "granted": {USER: ["sudo grants it (root) ALL"]}}, path)
 
     with DaemonThread(tmp_path, FakeManager(on_start_unit=check_unit), verdicts=path) as d:
         reply = d.request({"op": "spawn", "user": USER})
-        assert runs == [rg.UNIT]  # no verdict yet: the check ran, then was believed
+        assert runs == [rv.UNIT]  # no verdict yet: the check ran, then was believed
         assert reply["error"]["code"] == "privileged_user" and "sudo grants it (root) ALL" in reply["error"]["message"]
-        rg.write_verdicts({"checked": [USER], "granted": {}}, path)
+        rv.write_verdicts({"checked": [USER], "granted": {}}, path)
         assert d.request({"op": "spawn", "user": USER})["ok"] is True
-        assert runs == [rg.UNIT]  # judged already: not run again
+        assert runs == [rv.UNIT]  # judged already: not run again
         d.systemd.on_start_unit = lambda unit: None  # a check that fails to write anything
         path.unlink()
         reply = d.request({"op": "spawn", "user": USER})
         assert reply["error"]["code"] == "root_check", reply
 
 
-READ = rg.read_verdicts
+READ = rv.read_verdicts
 
 
 def test_a_change_while_judging_is_noticed(tmp_path):
@@ -143,7 +144,7 @@ def test_doctor_names_root_equivalent_accounts_and_a_list_that_lost_default_grou
     from appliance.cli import doctor
 
     written = []
-    monkeypatch.setattr(rg, "write_verdicts", written.append)
+    monkeypatch.setattr(rv, "write_verdicts", written.append)
     monkeypatch.setattr(privilege, "privileged_groups", lambda n, groups: ["docker"] if n == "dora" else [])
     monkeypatch.setattr(rg, "judge_all", lambda: {"checked": ["ann", "dora", "sam"], "unread": [],
                                                   "granted": {"sam": ["sudo grants it (root) /usr/bin/true"]}})

@@ -3,6 +3,7 @@ import re
 import pytest
 
 from appliance.hub import spawn_form as sf
+from appliance.protocol import GpuReport
 
 PROFILES = {
     "cpu": {"display_name": "CPU only", "gpus": 0, "mem_limit": None, "cpu_limit": 0.0},
@@ -29,7 +30,7 @@ def test_profiles_form_lists_profiles_and_escapes_names():
 
 def test_summary_from_daemon_counts_free():
     reply = {"available": True, "gpus": [{"holder": None}, {"holder": "alice"}]}
-    assert sf.GpuSummary.from_daemon(reply) == sf.GpuSummary(True, 2, 1, None)
+    assert sf.GpuSummary.from_daemon(GpuReport.read(reply)) == sf.GpuSummary(True, 2, 1, None)
 
 
 @pytest.mark.parametrize("form, says", [
@@ -45,7 +46,7 @@ def test_parse_refuses_bad_forms(form, says):
 def test_parse_and_resolve_gpu_count():
     opts = sf.parse({"gpus": ["2"], "cpu_fallback": ["on"]}, {})
     assert opts == {"gpus": 2, "cpu_fallback": True}
-    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "gpu_fallback": True, "profile": None}
+    assert sf.resolve(opts, 2, {}) == {"gpus": 2, "cpu_fallback": True, "profile": None}
 
 
 @pytest.mark.parametrize("options, quota, says", [
@@ -63,7 +64,7 @@ def test_resolve_refuses_what_the_api_could_send(options, quota, says):
 
 
 def test_profile_brings_its_gpus_and_its_name_for_the_daemon():
-    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {"gpus": 2, "gpu_fallback": False, "profile": "big"}
+    assert sf.resolve({"profile": "big"}, 2, PROFILES) == {"gpus": 2, "cpu_fallback": False, "profile": "big"}
 
 
 def test_jupyterhubs_own_xsrf_field_is_not_an_option():
@@ -75,8 +76,9 @@ def test_with_a_queue_the_form_says_how_long_one_may_wait_and_who_waits():
     assert "0 of 4 GPUs free now, 2 waiting for one; your quota is 1 GPU" in html
     assert "you wait in a queue, first come first served, for up to 30 minutes" in html
     assert "Start CPU-only if no GPU is free after 30 minutes" in html
-    summary = sf.GpuSummary.from_daemon({"available": True, "gpus": [{"holder": "a"}],
-                                         "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]})
+    summary = sf.GpuSummary.from_daemon(GpuReport.read({
+        "available": True, "gpus": [{"holder": "a"}],
+        "queue": [{"user": "b", "granted": False}, {"user": "c", "granted": True}]}))
     assert summary.waiting == 1
 
 

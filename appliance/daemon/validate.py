@@ -13,27 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import ephemeral, limits, privilege, protocol, users
+from .. import ephemeral, limits, protocol, root_only, users
 from ..config import MAX_GPUS, Config, int_in, number_in
+from ..gpu.allocator import QuotaError, quota_for
 from ..groups import USERS_GROUP
-
-MAX_REQUEST = 256 * 1024
-# Root (applctl) and the hub ask for the same things: the hub lists the servers
-# too (read-only), for its GPU dashboard. Other uids may ask nothing.
-OPS = ("spawn", "stop", "status", "gpus", "list")
+from ..protocol import OLD_FALLBACK, OPS, SPAWN_FIELDS, RequestError
 
 _MiB = 1024**2
-
-
-class RequestError(ValueError):
-    """A refused request: `code` for programs, `field` and message for people."""
-
-    def __init__(self, code: str, message: str, field: str | None = None):
-        self.code, self.field = code, field
-        super().__init__(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "field": self.field, "message": str(self)}
 
 
 @dataclass
@@ -50,8 +36,9 @@ class SpawnSpec:
     readwrite_paths: list[str] = field(default_factory=list)
     extra: dict[str, int] = field(default_factory=dict)
     gpus: int = 0
-    gpu_fallback: bool = False  # start CPU-only rather than fail when no GPU is free
+    cpu_fallback: bool = False  # start on CPU if no GPU is free, rather than fail
     profile: str | None = None  # a [profiles.NAME] of appliance.toml
+    groups: list[str] = field(default_factory=list)  # the user's, for the quota and [limits]
     tasks_max: int | None = None  # from [limits], set by the daemon
     # The one TCP port the server may bind (SocketBindAllow=), from JUPYTERHUB_SERVICE_URL;
     # None: it may bind none.
@@ -110,7 +97,7 @@ def check_user(req: dict, cfg: Config):
         )
     if not daemon["allow_privileged_users"]:
         # A hub that can run code as such a person can become root.
-        found = privilege.privileged_groups(pw.pw_name, daemon["privileged_groups"])
+        found = root_only.privileged_groups(pw.pw_name, daemon["privileged_groups"])
         if found:
             raise RequestError(
                 "privileged_user", f"{pw.pw_name} is a member of {', '.join(found)}, which is root in all but name; "
@@ -157,7 +144,7 @@ def check_visible_path(path: str) -> None:
     (or above where it leads) for a link to another place."""
     try:
         os.stat(path)
-        found = privilege.replaceable((path, os.path.realpath(path)), itself=False)
+        found = root_only.replaceable((path, os.path.realpath(path)), itself=False)
     except OSError as e:
         found = (e.filename, f"not usable ({e.strerror})")
     if found is not None:
@@ -229,9 +216,29 @@ def _server_port(env: dict[str, str], cfg: Config) -> int | None:
     return port
 
 
+def _gpu_count(req: dict, spec: SpawnSpec, cfg: Config) -> int:
+    """The GPUs the server gets: a profile's from appliance.toml as the daemon reads
+    it, else the count asked for; either within the user's quota. The one check of a
+    count on root's side (the hub's form checks it for the person)."""
+    if spec.profile is not None:
+        count = cfg["profiles"][spec.profile]["gpus"]
+        # A hub of the previous release sends the profile's count too: the same, or
+        # the hub read another appliance.toml than the daemon.
+        if "gpus" in req and (type(req["gpus"]) is not int or req["gpus"] != count):
+            raise RequestError("invalid", f"gpus: profile {spec.profile} has {count} GPU(s) in appliance.toml, "
+                               f"not {str(req['gpus'])[:40]!r}; a request with a profile leaves gpus out", "gpus")
+    else:
+        count = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
+    gpu = cfg["gpu"]
+    quota = (cfg["ephemeral"]["gpus"] if spec.visitor
+             else quota_for(spec.user, spec.groups, gpu["quota"], gpu["quota_groups"], gpu["quota_users"]))
+    if count > quota:
+        raise RequestError("quota", str(QuotaError(count, quota)), "profile" if spec.profile else "gpus")
+    return count
+
+
 def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
-    known = {"op", "user", "env", "options", "mem_limit", "cpu_limit", "readonly_paths", "readwrite_paths",
-             "extra", "gpus", "gpu_fallback", "profile"}
+    known = {"op", *SPAWN_FIELDS, OLD_FALLBACK}
     unknown = sorted(set(req) - known, key=str)
     if unknown:
         shown = str(unknown[0])[:64]
@@ -240,6 +247,10 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     if spec is None:
         pw = check_user(req, cfg)
         spec = SpawnSpec(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, home=pw.pw_dir)
+        try:
+            spec.groups = users.groups_of(spec.user)
+        except KeyError:
+            raise RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
     spec.env = _env(req.get("env", {}), spec.user, frozenset(cfg["spawner"]["environment"]))
     spec.port = _server_port(spec.env, cfg)
     spec.options = _options(req.get("options", {}))
@@ -261,12 +272,12 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
     spec.profile = profile
     spec.readonly_paths = _paths("readonly_paths", req.get("readonly_paths", []))
     spec.readwrite_paths = _paths("readwrite_paths", req.get("readwrite_paths", []))
-    spec.gpus = _int_in("gpus", 0, MAX_GPUS)(req.get("gpus", 0))
-    fallback = req.get("gpu_fallback", False)
+    spec.gpus = _gpu_count(req, spec, cfg)
+    name = "cpu_fallback" if "cpu_fallback" in req or OLD_FALLBACK not in req else OLD_FALLBACK
+    fallback = req.get(name, False)
     if not isinstance(fallback, bool):
-        raise RequestError("invalid", f"gpu_fallback must be true or false, not {str(fallback)[:40]!r}",
-                           "gpu_fallback")
-    spec.gpu_fallback = fallback
+        raise RequestError("invalid", f"{name} must be true or false, not {str(fallback)[:40]!r}", name)
+    spec.cpu_fallback = fallback
     extra = req.get("extra", {})
     if not isinstance(extra, dict):
         raise RequestError("invalid", "extra must be an object", "extra")

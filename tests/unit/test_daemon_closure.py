@@ -1,0 +1,101 @@
+"""The root daemon's code stays small enough to read: everything root runs in it,
+counted from appliance/daemon/ through every appliance import, each module once,
+is at most LIMIT lines of code (not blank, not a comment, not a docstring). Code
+only the hub or applctl runs belongs in modules the daemon does not import."""
+
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[2]
+LIMIT = 2500
+
+
+def _path(module: str) -> Path | None:
+    p = TOP.joinpath(*module.split("."))
+    for candidate in (p / "__init__.py", p.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(TOP).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports(path: Path) -> set[str]:
+    """The appliance modules `path` imports, and the packages above them (which run too)."""
+    name = _module(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from . import units` imports a module
+    parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
+    return {m for m in parents if m.split(".")[0] == "appliance" and _path(m)}
+
+
+def code_lines(text: str) -> int:
+    tree = ast.parse(text)
+    docs: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            docs |= set(range(body[0].lineno, body[0].end_lineno + 1))
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type not in skip:
+            lines |= set(range(tok.start[0], tok.end[0] + 1)) - docs
+    return len(lines)
+
+
+def closure() -> dict[str, set[str]]:
+    """Every module root runs in the daemon -> the appliance modules it imports."""
+    graph: dict[str, set[str]] = {}
+    todo = [_module(p) for p in sorted((TOP / "appliance" / "daemon").glob("*.py"))]
+    while todo:
+        name = todo.pop()
+        if name not in graph:
+            graph[name] = imports(_path(name))
+            todo += graph[name]
+    return graph
+
+
+def test_the_root_daemon_runs_at_most_LIMIT_lines_of_code():
+    sizes = {m: code_lines(_path(m).read_text()) for m in closure()}
+    total = sum(sizes.values())
+    table = "\n".join(f"{n:6} {m}" for m, n in sorted(sizes.items(), key=lambda x: -x[1]))
+    assert total <= LIMIT, f"the root daemon runs {total} lines of code in {len(sizes)} modules, more than " \
+                           f"{LIMIT}; move out what root never runs:\n{table}"
+
+
+def test_the_daemons_modules_import_no_circle_and_units_not_the_gpu_manager():
+    graph = closure()
+    assert "appliance.daemon.gpus" not in graph["appliance.daemon.units"]
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(name):] + (name,)))
+        if name not in done:
+            for dep in graph[name] - {name}:
+                # A package's __init__ running before its modules is not a circle.
+                if not name.startswith(dep + "."):
+                    visit(dep, path + (name,))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
