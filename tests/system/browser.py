@@ -175,3 +175,11 @@ class KernelSocket:
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 break
         return "".join(out)
+
+
+def login(app, name: str, password: str) -> Browser:
+    """A Browser logged in as `name` on the appliance at app.url; the login must succeed."""
+    b = Browser(app.url)
+    r = b.login(name, password)
+    assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
+    return b

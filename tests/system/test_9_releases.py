@@ -11,7 +11,7 @@ import os
 import pytest
 from conftest import Appliance, free_port
 from container import RELEASES, Container
-from test_4_gpu import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, spawn
+from gpus import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, spawn
 
 
 def package_state(ct: Container) -> str:

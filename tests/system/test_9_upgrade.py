@@ -18,8 +18,8 @@ import requests
 from browser import Browser
 from conftest import Appliance, free_port
 from container import Container
+from gpus import fake_config, install_fake_gpus
 from previous import PREVIOUS_RELEASE, PREVIOUS_VERSION
-from test_4_gpu import fake_config, install_fake_gpus
 
 PASSWORD = "alice-upgrades-1"
 SITE_PY = "# the administrator's own\nc.Spawner.http_timeout = 61\n"
