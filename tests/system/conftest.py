@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
 import debs  # noqa: E402
 from container import DEFAULT_RELEASE, Container, ensure_base, missing_tools  # noqa: E402
+from machine import OnMachine  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
 
@@ -87,7 +86,9 @@ def free_port() -> int:
 
 
 @dataclass
-class Appliance:
+class Appliance(OnMachine):
+    """The appliance in a container: sh, unit_props, wait_hub come from tests/machine.py."""
+
     ct: Container
     port: int
     hub_port: int
@@ -101,17 +102,9 @@ class Appliance:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def sh(self, command: str, check: bool = True, user: str | None = None, input: str | None = None):
-        return self.ct.run(command, check=check, user=user, input=input)
-
-    def unit_props(self, unit: str, *names: str) -> dict[str, str]:
-        """systemctl show: a list property (DeviceAllow) comes as one line per entry,
-        joined here by newlines; an empty one prints nothing and is ""."""
-        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names)).stdout
-        props = {n: "" for n in names}
-        for key, _, value in (line.partition("=") for line in out.splitlines() if "=" in line):
-            props[key] = f"{props[key]}\n{value}" if props.get(key) else value
-        return props
+    @property
+    def machine(self) -> Container:
+        return self.ct
 
     def config_text(self, extra: str = "", newer_ports: bool = True) -> str:
         """appliance.toml with this appliance's ports; newer_ports=False leaves out
@@ -119,20 +112,6 @@ class Appliance:
         newer = f"dashboard_port = {self.dashboard_port}\nmetrics_port = {self.metrics_port}\n" if newer_ports else ""
         return (f"[hub]\nport = {self.port}\nhub_port = {self.hub_port}\n"
                 f"proxy_api_port = {self.proxy_api_port}\n{newer}{extra}")
-
-    def wait_hub(self, timeout: float = 90) -> None:
-        """Until the hub answers its API through the proxy."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(self.url + "/hub/api/", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                logs = self.sh("journalctl -u jupyterhub -u jupyterhub-proxy -n 40 --no-pager", check=False).stdout
-                raise AssertionError(f"the hub did not answer in {timeout} s:\n{logs}")
-            time.sleep(0.3)
 
     def daemon_request(self, request: str, user: str = "root"):
         """Send one raw request line to the daemon as `user`; returns the reply text."""
