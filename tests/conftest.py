@@ -25,7 +25,10 @@ pytest_plugins = ["booted"]
 
 _started = time.monotonic()
 _seconds: dict[str, float] = defaultdict(float)
+_module_seconds: dict[str, float] = defaultdict(float)  # test file -> wall time of its tests, fixtures included
+_item_started: dict[str, float] = {}
 DEBIAN_13 = "system (booted Debian 13)"
+TOP_MODULES = 15  # how many of the biggest tier's modules the summary lists
 
 
 def _tier(item_path: str) -> str:
@@ -64,6 +67,30 @@ def pytest_runtest_logreport(report):
     _seconds[_tier(str(report.fspath))] += report.duration
 
 
+def pytest_runtest_logstart(nodeid, location):
+    _item_started[nodeid] = time.monotonic()
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    started = _item_started.pop(nodeid, None)
+    if started is not None:
+        _module_seconds[nodeid.split("::")[0]] += time.monotonic() - started
+
+
+def _biggest_tier_by_module(tr) -> None:
+    """Where the booted Debian 13 tier's time goes: each test file's wall time, from
+    its first test's start to its last test's end, fixtures included (a module's
+    fixture that boots, installs or waits for a build is counted in that module)."""
+    modules = {m: s for m, s in _module_seconds.items() if _tier(str(tr.config.rootpath / m)) == DEBIAN_13}
+    if not modules:
+        return
+    total = sum(modules.values())
+    tr.write_line(f"{DEBIAN_13}, wall time per test module ({min(TOP_MODULES, len(modules))} of {len(modules)}, "
+                  f"{total:.0f} s in all):")
+    for module, seconds in sorted(modules.items(), key=lambda kv: -kv[1])[:TOP_MODULES]:
+        tr.write_line(f"  {seconds:6.0f} s  {100 * seconds / total:3.0f} %  {module}")
+
+
 def pytest_terminal_summary(terminalreporter):
     ran: dict[str, int] = defaultdict(int)
     skipped: dict[str, set[str]] = defaultdict(set)
@@ -90,6 +117,7 @@ def pytest_terminal_summary(terminalreporter):
         if skipped.get(tier):
             line += f"; SKIPPED: {'; '.join(sorted(skipped[tier]))}"
         tr.write_line(line)
+    _biggest_tier_by_module(tr)
     tr.write_line(f"pytest wall time: {time.monotonic() - _started:.0f} s")
 
 
