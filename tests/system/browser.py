@@ -130,7 +130,7 @@ class Browser:
         headers = {"Cookie": cookie, **self._xsrf_headers(username)}
         if isinstance(self.s.auth, tuple):  # a site password in front (applctl proxy password)
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.s.auth).encode()).decode()
-        # self.s.verify is False behind a self-signed certificate (tests/system/test_9_reverse_proxy.py)
+        # self.s.verify is False behind a self-signed certificate (tests/system/test_8_reverse_proxy.py)
         ws = await websocket_connect(HTTPRequest(url, headers=headers, validate_cert=self.s.verify is not False))
         return KernelSocket(ws, username)
 
