@@ -78,9 +78,10 @@ def pytest_runtest_logfinish(nodeid, location):
 
 
 def _biggest_tier_by_module(tr) -> None:
-    """Where the booted Debian 13 tier's time goes: each test file's wall time, from
-    its first test's start to its last test's end, fixtures included (a module's
-    fixture that boots, installs or waits for a build is counted in that module)."""
+    """Where the booted Debian 13 tier's time goes: each test file's wall time, the
+    sum of its tests' times from start to finish with setup and teardown (so the
+    fixture that boots the container, installs the .deb or waits for a build counts
+    in the module whose test first needs it)."""
     modules = {m: s for m, s in _module_seconds.items() if _tier(str(tr.config.rootpath / m)) == DEBIAN_13}
     if not modules:
         return
