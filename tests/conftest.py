@@ -19,25 +19,77 @@ sys.path.insert(0, str(HERE / "system"))
 import container  # noqa: E402
 import debs  # noqa: E402
 
+# The booted appliance's fixtures (tests/system/booted.py), for tests/system and
+# tests/packaging alike: one `appliance` for the session.
+pytest_plugins = ["booted"]
+
 _started = time.monotonic()
 _seconds: dict[str, float] = defaultdict(float)
+_module_seconds: dict[str, float] = defaultdict(float)  # test file -> wall time of its tests, fixtures included
+_item_started: dict[str, float] = {}
+DEBIAN_13 = "system (booted Debian 13)"
+TOP_MODULES = 15  # how many of the biggest tier's modules the summary lists
 
 
 def _tier(item_path: str) -> str:
+    """The tier, by where a test runs: unit, the Arch package build, a booted Debian 13
+    container (all of tests/system, and packaging's lintian and package lifecycle), the
+    Debian 12 containers (packaging's releases and upgrade), the VM."""
     rel = Path(item_path).resolve().relative_to(HERE.resolve())
-    if rel.parts[0] == "system":
-        if rel.name in ("test_9_releases.py", "test_9_upgrade.py"):
-            return "system (booted Debian 12, and the releases' refusals)"
-        return "system (booted Debian 13)"
     if rel.parts[0] == "vm":
         return "real kernel (qemu VM)"
+    if rel.parts[0] == "packaging" and rel.name in ("test_releases.py", "test_upgrade.py"):
+        return "system (booted Debian 12, and the releases' refusals)"
+    if rel.parts[0] == "system" or rel.name in ("test_lintian.py", "test_package_lifecycle.py"):
+        return DEBIAN_13
     if rel.name in ("test_arch_package.py", "test_arch_aur.py"):
         return "arch package"
     return "unit"
 
 
+def _order(item) -> int:
+    """The tiers' order in a run: tests/system first (the .deb builds and lintian run
+    in the background meanwhile), then the packaging tests on a booted Debian (the
+    package lifecycle takes down the appliance tests/system used, so it comes after
+    all of them), then the rest of tests/packaging (the Arch package's build, once the
+    background work is done), the unit tests, and the VM last."""
+    top = Path(str(item.fspath)).resolve().relative_to(HERE.resolve()).parts[0]
+    if top == "packaging":
+        return 1 if item.get_closest_marker("system") else 2
+    return {"system": 0, "unit": 3, "vm": 4}.get(top, 3)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_order)  # stable: each directory's own order is kept
+
+
 def pytest_runtest_logreport(report):
     _seconds[_tier(str(report.fspath))] += report.duration
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _item_started[nodeid] = time.monotonic()
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    started = _item_started.pop(nodeid, None)
+    if started is not None:
+        _module_seconds[nodeid.split("::")[0]] += time.monotonic() - started
+
+
+def _biggest_tier_by_module(tr) -> None:
+    """Where the booted Debian 13 tier's time goes: each test file's wall time, the
+    sum of its tests' times from start to finish with setup and teardown (so the
+    fixture that boots the container, installs the .deb or waits for a build counts
+    in the module whose test first needs it)."""
+    modules = {m: s for m, s in _module_seconds.items() if _tier(str(tr.config.rootpath / m)) == DEBIAN_13}
+    if not modules:
+        return
+    total = sum(modules.values())
+    tr.write_line(f"{DEBIAN_13}, wall time per test module ({min(TOP_MODULES, len(modules))} of {len(modules)}, "
+                  f"{total:.0f} s in all):")
+    for module, seconds in sorted(modules.items(), key=lambda kv: -kv[1])[:TOP_MODULES]:
+        tr.write_line(f"  {seconds:6.0f} s  {100 * seconds / total:3.0f} %  {module}")
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -66,6 +118,7 @@ def pytest_terminal_summary(terminalreporter):
         if skipped.get(tier):
             line += f"; SKIPPED: {'; '.join(sorted(skipped[tier]))}"
         tr.write_line(line)
+    _biggest_tier_by_module(tr)
     tr.write_line(f"pytest wall time: {time.monotonic() - _started:.0f} s")
 
 

@@ -130,7 +130,7 @@ class Browser:
         headers = {"Cookie": cookie, **self._xsrf_headers(username)}
         if isinstance(self.s.auth, tuple):  # a site password in front (applctl proxy password)
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.s.auth).encode()).decode()
-        # self.s.verify is False behind a self-signed certificate (tests/system/test_9_reverse_proxy.py)
+        # self.s.verify is False behind a self-signed certificate (tests/system/test_8_reverse_proxy.py)
         ws = await websocket_connect(HTTPRequest(url, headers=headers, validate_cert=self.s.verify is not False))
         return KernelSocket(ws, username)
 
@@ -175,3 +175,11 @@ class KernelSocket:
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 break
         return "".join(out)
+
+
+def login(app, name: str, password: str) -> Browser:
+    """A Browser logged in as `name` on the appliance at app.url; the login must succeed."""
+    b = Browser(app.url)
+    r = b.login(name, password)
+    assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
+    return b

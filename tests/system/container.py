@@ -11,9 +11,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import Machine, MachineError  # noqa: E402
 
 CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test"))
 MIRROR = os.environ.get("APPLIANCE_TEST_MIRROR", "http://deb.debian.org/debian")
@@ -25,7 +29,7 @@ bootstrapped: dict[str, float] = {}  # seconds each base took to make in this ru
 _base_lock = threading.Lock()
 
 
-class ContainerError(RuntimeError):
+class ContainerError(MachineError):
     pass
 
 
@@ -69,7 +73,13 @@ def _ensure_base(release: str) -> Path:
     return base
 
 
-class Container:
+class Container(Machine):
+    """run, write, wait_for, unit_props, wait_unit: tests/machine.py."""
+
+    Error = ContainerError
+    # A clean environment: the host's PATH or LANG has no business inside.
+    ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
     def __init__(self, name: str, root_parent: Path = Path("/var/tmp"), release: str = DEFAULT_RELEASE):
         self.name = name
         self.release = check_release(release)
@@ -101,48 +111,21 @@ class Container:
             time.sleep(0.5)
         raise ContainerError(f"container {self.name} did not boot in {timeout} s")
 
-    def run(self, command: str, check: bool = True, timeout: float = 600, input: str | None = None,
-            user: str | None = None) -> subprocess.CompletedProcess:
-        """A shell command inside the container, as root or as `user` (through runuser)."""
+    def _argv(self, command: str, user: str | None) -> list[str]:
         assert self.pid is not None, "container not booted"
         argv = ["nsenter", "-t", str(self.pid), "-a", "--"]
         if user:
             argv += ["runuser", "-u", user, "--"]
-        argv += ["/bin/sh", "-c", command]
-        # A clean environment: the host's PATH or LANG has no business inside. Its own
-        # session, so its process group holds only nsenter and the shell: a `kill 0`
-        # (or a signal to a pid read as 0) inside cannot reach pytest.
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=env,
-                              start_new_session=True)
-        if check and proc.returncode != 0:
-            raise ContainerError(f"in {self.name}: {command!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        return argv + ["/bin/sh", "-c", command]
 
     def copy_in(self, src: Path, dest: str) -> None:
         target = self.root / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
 
-    def write(self, dest: str, text: str, mode: int = 0o644) -> None:
-        target = self.root / dest.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        target.chmod(mode)
-
     def install_deb(self, deb: Path) -> subprocess.CompletedProcess:
         self.copy_in(deb, f"/root/{deb.name}")
         return self.run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /root/{deb.name}")
-
-    def wait_for(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = self.run(command, check=False)
-            if proc.returncode == 0:
-                return proc
-            if time.monotonic() > deadline:
-                raise ContainerError(f"in {self.name}: {command!r} still failing after {timeout} s:\n{proc.stdout}{proc.stderr}")
-            time.sleep(0.5)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

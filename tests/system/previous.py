@@ -1,9 +1,9 @@
 """Older versions' .debs, each built from its commit with that commit's own
 scripts/build-deb and cached by commit: the previous version for the upgrade test
-(test_9_upgrade.py), any other ref for scripts/bench-spawn's comparison with an
+(tests/packaging/test_upgrade.py), any other ref for scripts/bench-spawn's comparison with an
 older package (--then-ref). A build starts in the background (start_in_background),
 so its two minutes overlap other work: for the upgrade test, from when it is
-collected (conftest.py), so the rest of the system tier runs meanwhile.
+collected (booted.py), so the rest of the system tier runs meanwhile.
 """
 
 from __future__ import annotations

@@ -14,16 +14,9 @@ import time
 from urllib.parse import urlparse
 
 import requests
-from browser import Browser
+from browser import Browser, login
 from conftest import USERS
 from holds import held_start
-
-
-def login(app, name: str) -> Browser:
-    b = Browser(app.url)
-    r = b.login(name, USERS[name])
-    assert r.status_code == 200, (r.status_code, r.url, r.text[:500])
-    return b
 
 
 def test_hub_runs_unprivileged_and_sandboxed(appliance):
@@ -52,7 +45,7 @@ def test_user_not_added_is_refused_plainly(appliance):
 def test_adduser_then_alice_lands_in_jupyterlab_and_runs_code(appliance):
     out = appliance.sh("applctl adduser alice").stdout
     assert "alice can now log in" in out
-    b = login(appliance, "alice")
+    b = login(appliance, "alice", USERS["alice"])
     page = b.wait_for_server("alice")
     # JupyterHub may add ?redirects=1 when the route is seconds old: the page is what counts.
     assert urlparse(page.url).path == "/user/alice/lab"
@@ -86,14 +79,14 @@ def test_wrong_password_is_refused(appliance):
 
 
 def test_logout_and_back_finds_server_and_files(appliance):
-    b = login(appliance, "alice")
+    b = login(appliance, "alice", USERS["alice"])
     b.wait_for_server("alice")
     kernel = b.start_kernel("alice")
     assert b.execute("alice", kernel, "open('notes.txt', 'w').write('kept'); print('ok')").strip() == "ok"
     before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
     b.get("/hub/logout")
     assert "/hub/login" in b.get("/hub/home").url  # logged out of the hub
-    b = login(appliance, "alice")
+    b = login(appliance, "alice", USERS["alice"])
     b.wait_for_server("alice")
     assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
     kernel = b.start_kernel("alice")
@@ -127,7 +120,7 @@ def test_spawn_progress_messages_on_pending_page(appliance):
 
 
 def test_restart_hub_keeps_server_and_open_connection(appliance):
-    b = login(appliance, "alice")
+    b = login(appliance, "alice", USERS["alice"])
     b.wait_for_server("alice")
     kernel = b.start_kernel("alice")
     before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
@@ -152,7 +145,7 @@ def test_restart_hub_keeps_server_and_open_connection(appliance):
 
 
 def test_restart_proxy_routes_come_back(appliance):
-    b = login(appliance, "alice")
+    b = login(appliance, "alice", USERS["alice"])
     b.wait_for_server("alice")
     appliance.sh("systemctl restart jupyterhub-proxy")
     deadline = time.monotonic() + 30

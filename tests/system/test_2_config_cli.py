@@ -24,7 +24,7 @@ def test_bad_config_stops_the_hub_with_one_clear_message(appliance):
         appliance.sh("systemctl restart jupyterhub", check=False)
         # It checks the file first thing and exits 78, which the unit does not
         # restart on: it stays failed until the file is fixed.
-        appliance.ct.wait_for("systemctl is-failed jupyterhub", timeout=30)
+        appliance.ct.wait_unit("jupyterhub.service", ("failed",), timeout=30)
         status = appliance.sh("systemctl status jupyterhub --no-pager --full -n 20", check=False).stdout
         assert "/etc/jupyterhub/appliance.toml: spawner.mem_limit = 'lots' is not accepted" in status
         time.sleep(3)  # longer than RestartSec: a restart loop would show by now

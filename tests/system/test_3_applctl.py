@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from browser import Browser
+from browser import login
 from conftest import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
@@ -53,13 +53,6 @@ def refused(app, args: str, user: str | None = None, code: int = 1) -> str:
     assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
     assert 1 <= len(r.stderr.splitlines()) <= 2, r.stderr
     return r.stderr
-
-
-def login(app, name: str) -> Browser:
-    b = Browser(app.url)
-    r = b.login(name, PASSWORD)
-    assert r.status_code == 200, (r.status_code, r.text[:300])
-    return b
 
 
 def main_pid(app, unit: str) -> str:
@@ -269,7 +262,7 @@ def test_reload_says_why_the_hub_did_not_come_up(app):
 def test_servers_and_users_show_a_running_server(app):
     ok(app, "config set spawner.default_url /lab")
     ok(app, "reload")
-    login(app, "kim").wait_for_server("kim")
+    login(app, "kim", PASSWORD).wait_for_server("kim")
     rows = {r["user"]: r for r in json.loads(ok(app, "servers --json"))}
     assert rows["kim"]["unit"] == "jupyter-kim.service" and rows["kim"]["state"] == "active"
     assert rows["kim"]["uptime_seconds"] > 0 and "memory_bytes" in rows["kim"] and rows["kim"]["gpus"] == []
@@ -291,7 +284,7 @@ def test_stop_one_server_and_the_hub_forgets_it(app):
 
 def test_stop_all(app):
     for name in ("kim", "nora"):
-        login(app, name).wait_for_server(name)
+        login(app, name, PASSWORD).wait_for_server(name)
     out = json.loads(ok(app, "stop --all --json"))
     assert {"kim", "nora"} <= set(out["stopped"]) and out["not_running"] == []
     assert json.loads(ok(app, "servers --json")) == []
@@ -359,7 +352,7 @@ def test_kernels_add_an_existing_venv_for_every_user(app):
         f"kernel py311 already runs {VENV}/bin/python; nothing changed\n"
     listed = {k["name"]: k for k in json.loads(ok(app, "kernels list --json", user="nora"))}
     assert listed["py311"]["source"] == "applctl" and listed["python3"]["source"] == "built-in"
-    b = login(app, "nora")
+    b = login(app, "nora", PASSWORD)
     b.wait_for_server("nora")
     r = b.s.post(f"{app.url}/user/nora/api/kernels", json={"name": "py311"}, headers=b._xsrf_headers("nora"),
                  timeout=60)
@@ -510,7 +503,7 @@ def test_a_gpu_quota_from_adduser_lets_a_server_hold_a_gpu(gpus):
     ok(gpus, "config set gpu.quota 0")  # GPUs only for those given a quota
     assert "pia may hold 1 GPU at once; apply it with: sudo applctl reload" in ok(gpus, "adduser --gpus 1 pia")
     ok(gpus, "reload")
-    b = login(gpus, "pia")
+    b = login(gpus, "pia", PASSWORD)
     form = b.get("/hub/spawn")
     assert "your quota is 1 GPU" in form.text
     action = html.unescape(re.search(r'action="([^"]*/spawn[^"]*)"', form.text).group(1))
@@ -529,7 +522,7 @@ def test_a_gpu_quota_from_adduser_lets_a_server_hold_a_gpu(gpus):
 
 
 def test_deluser_stops_the_server_ends_sessions_and_frees_the_gpu(gpus):
-    b = login(gpus, "pia")
+    b = login(gpus, "pia", PASSWORD)
     assert b.get("/hub/api/user", headers=b.hub_xsrf()).status_code == 200
     out = json.loads(ok(gpus, "deluser --json pia"))
     assert out == {"user": "pia", "stopped": True, "removed_from": ["jupyterhub-users"], "hub_record_deleted": True,

@@ -8,46 +8,15 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from browser import Browser
+from browser import login
+from gpus import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, report, spawn
 from holds import spawn_seeing
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
-from build import build  # noqa: E402
-
-# NVML index -> minor number differ on purpose: the cgroup rule must use the minor.
-GPUS = [(0, 2), (1, 0), (2, 3), (3, 1)]
-UUID = "GPU-00000000-0000-0000-0000-00000000000{}"
-MEM_USED = {0: 40, 1: 10, 2: 0, 3: 20}  # GiB; the policy picks the most free memory first
 STORM = [f"storm{i:02d}" for i in range(20)]
-PASSWORD = "gpu-pass-1"
-
-
-def fake_config(lost: int | None = None) -> str:
-    lines = ["driver 550.54.14"]
-    for index, minor in GPUS:
-        lines.append(f"gpu index={index} minor={minor} uuid={UUID.format(index)} name=NVIDIA_A100-SXM4-80GB "
-                     f"mem_total={80 * 2**30} mem_used={MEM_USED[index] * 2**30} util_gpu={10 * index} "
-                     f"pci=00000000:0{index + 1}:00.0 lost={int(index == lost)}")
-    return "\n".join(lines) + "\n"
-
-
-def install_fake_gpus(app, tmp_path_factory, nvml: str) -> None:
-    """The fake NVML with this configuration, and the device nodes; again, harmlessly,
-    if another module did it. The daemon reads the configuration on every call."""
-    if app.sh("test -e /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", check=False).returncode != 0:
-        app.ct.copy_in(build(tmp_path_factory.mktemp("fake-nvml")), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
-    app.ct.write("/etc/fake-nvml.conf", nvml)
-    nodes = [(f"/dev/nvidia{m}", 195, m) for _, m in GPUS] + [
-        ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 509, 0), ("/dev/nvidia-uvm-tools", 509, 1)]
-    app.sh("".join(f"[ -e {p} ] || mknod -m 666 {p} c {a} {b}; " for p, a, b in nodes))
-    app.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
-                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
 
 
 @pytest.fixture(scope="module")
@@ -65,57 +34,6 @@ def gpu(appliance, tmp_path_factory):
     return appliance
 
 
-def report(app) -> dict:
-    reply = json.loads(app.daemon_request('{"op": "gpus"}').stdout)
-    assert reply["ok"], reply
-    return reply
-
-
-def holders(app) -> dict[str, str | None]:
-    return {g["uuid"]: g["holder"] for g in report(app)["gpus"]}
-
-
-def login(app, name: str) -> Browser:
-    b = Browser(app.url)
-    r = b.login(name, PASSWORD)
-    assert r.status_code == 200, (r.status_code, r.text[:300])
-    return b
-
-
-def spawn(app, name: str, fields: dict[str, str] | None) -> tuple[Browser, bool, list[str]]:
-    """Log in and submit the spawn form; with fields None there is no form (nothing
-    to choose) and logging in starts the server."""
-    b = login(app, name)
-    if fields is not None:
-        r = b.spawn_with_form(name, fields)
-        if r.status_code == 503:
-            # A refusal within JupyterHub's first second of the spawn comes back as
-            # the form's answer instead of on the pending page: same words.
-            return b, False, [html.unescape(r.text)]
-        assert r.status_code == 302, (r.status_code, r.text[:500])
-    ready, messages = b.spawn_outcome(name)
-    return b, ready, messages
-
-
-def device_access(b: Browser, name: str) -> dict[int, str]:
-    """From inside the user's server: what opening each GPU node gives."""
-    b.wait_for_server(name)
-    kernel = b.start_kernel(name)
-    out = b.execute(name, kernel, (
-        "import errno, os, json\n"
-        "res = {}\n"
-        f"for m in {[minor for _, minor in GPUS]}:\n"
-        "    try:\n"
-        "        os.close(os.open(f'/dev/nvidia{m}', os.O_RDWR)); res[m] = 'OPEN'\n"
-        "    except OSError as e:\n"
-        "        res[m] = errno.errorcode[e.errno]\n"
-        "print(json.dumps({'dev': res, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),"
-        " 'order': os.environ.get('CUDA_DEVICE_ORDER')}))"))
-    data = json.loads(out)
-    data["dev"] = {int(k): v for k, v in data["dev"].items()}
-    return data
-
-
 def test_inventory_through_pynvml(gpu):
     r = report(gpu)
     assert r["available"] is True and r["driver_version"] == "550.54.14"
@@ -125,7 +43,7 @@ def test_inventory_through_pynvml(gpu):
 
 
 def test_form_offers_gpus_up_to_quota_with_free_count(gpu):
-    b = login(gpu, "gina")
+    b = login(gpu, "gina", PASSWORD)
     form = b.get("/hub/spawn").text
     assert "4 of 4 GPUs free now; your quota is 2 GPUs" in form
     assert re.findall(r'<option value="(\d+)"', form) == ["0", "1", "2"]
@@ -138,14 +56,14 @@ def test_form_offers_gpus_up_to_quota_with_free_count(gpu):
     ({"gpus": "1", "image": "x"}, "Unexpected form field 'image'"),
 ])
 def test_bad_form_input_is_refused_and_starts_nothing(gpu, fields, says):
-    b = login(gpu, "jack")
+    b = login(gpu, "jack", PASSWORD)
     r = b.spawn_with_form("jack", fields)
     assert r.status_code == 400 and says in html.unescape(r.text), r.text[:300]
     assert gpu.sh("systemctl is-active jupyter-jack.service", check=False).stdout.strip() != "active"
 
 
 def test_api_profile_that_does_not_exist_is_refused(gpu):
-    b = login(gpu, "jack")
+    b = login(gpu, "jack", PASSWORD)
     r = b.s.post(f"{gpu.url}/hub/api/users/jack/server", json={"profile": "huge"}, headers=b.hub_xsrf(), timeout=60)
     assert r.status_code >= 400 and "There is no profile 'huge'" in r.text, r.text[:300]
     assert gpu.sh("systemctl is-active jupyter-jack.service", check=False).stdout.strip() != "active"
@@ -185,7 +103,7 @@ def test_assignments_survive_daemon_and_hub_restarts(gpu):
     gpu.wait_hub()
     assert holders(gpu) == before
     # The hub's record of gina's GPUs came back with its state.
-    b = login(gpu, "gina")
+    b = login(gpu, "gina", PASSWORD)
     b.wait_for_server("gina")
 
 
@@ -238,7 +156,7 @@ def test_spawn_storm_never_double_books(gpu):
 
     # A user who asked for the fallback gets a CPU-only server instead of an error,
     # and the spawn says so (the start is held until that is read: holds.py).
-    ready, messages = spawn_seeing(gpu, login(gpu, "jack"), "jack", {"gpus": "1", "cpu_fallback": "on"},
+    ready, messages = spawn_seeing(gpu, login(gpu, "jack", PASSWORD), "jack", {"gpus": "1", "cpu_fallback": "on"},
                                    "starting CPU-only")
     assert ready, messages
     assert "nvidia" not in gpu.unit_props("jupyter-jack.service", "DeviceAllow")["DeviceAllow"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_4_gpu import GPUS, PASSWORD, device_access, fake_config, install_fake_gpus, spawn
+from gpus import GPUS, PASSWORD, device_access, fake_config, install_fake_gpus, spawn
 
 GROUP = "jupyterhub-gpu"
 NODES = "/dev/nvidia[0-9]* /dev/nvidiactl"

@@ -16,7 +16,7 @@ import time
 import pytest
 from browser import Browser  # noqa: E402
 from conftest import HUB_PY, USERS
-from test_4_gpu import GPUS, UUID, fake_config, holders, install_fake_gpus  # noqa: E402
+from gpus import GPUS, UUID, fake_config, holders, install_fake_gpus  # noqa: E402
 
 DAEMON = "jupyterhub-appliance.service"
 SCRIPT = "/usr/local/share/hostile-clients.py"

@@ -15,10 +15,10 @@ import time
 import pytest
 
 pytest.register_assert_rewrite("real_browser")
+from gpus import fake_config, install_fake_gpus  # noqa: E402
 from holds import held_start  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
 from real_browser import docs_shot  # noqa: E402
-from test_4_gpu import fake_config, install_fake_gpus  # noqa: E402
 
 pytest_plugins = ["real_browser"]  # the chromium and page fixtures, the screenshot on failure
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 from browser import Browser
+from gpus import GPUS, MEM_USED, UUID, install_fake_gpus
 from prometheus_client.parser import text_string_to_metric_families
-from test_4_gpu import GPUS, MEM_USED, UUID, install_fake_gpus
 
 PASSWORD = "dash-pass-1"
 ADMIN, USER = "dashboss", "dashuser"

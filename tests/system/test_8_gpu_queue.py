@@ -14,8 +14,9 @@ import threading
 import time
 
 import pytest
+from browser import login
+from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, report, spawn
 from holds import held_start
-from test_4_gpu import GPUS, UUID, holders, install_fake_gpus, login, report, spawn
 
 HOLDERS = ["gq1", "gq2", "gq3", "gq4"]
 WAITERS = ["gw1", "gw2", "gw3"]
@@ -53,7 +54,7 @@ def wait_until(what, check, timeout: float = 90):
 def join_queue(app, name: str, fields: dict[str, str]):
     """Submit the spawn form (it answers after JupyterHub's slow-spawn wait, in a
     thread) and return once the daemon has the spawn in its queue."""
-    b = login(app, name)
+    b = login(app, name, PASSWORD)
     threading.Thread(target=b.spawn_with_form, args=(name, fields), daemon=True).start()
     wait_until(f"{name} in the queue", lambda: name in queue(app))
     return b
@@ -67,7 +68,7 @@ def running(app, name: str) -> bool:
 def shared(appliance, tmp_path_factory):
     app = appliance
     install_fake_gpus(app, tmp_path_factory, nvml())
-    app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:gpu-pass-1 | chpasswd; "
+    app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:{PASSWORD} | chpasswd; "
                    f"applctl adduser {n} >/dev/null 2>&1 || true\n" for n in HOLDERS + WAITERS + OTHERS))
     app.sh("applctl stop --all >/dev/null && systemctl daemon-reload")
     configure(app, "queue_timeout = 600\nreclaim = \"never\"\n")
@@ -161,5 +162,5 @@ def test_an_idle_gpu_is_reclaimed_for_someone_who_waits_and_a_busy_one_is_not(sh
     assert all(running(app, n) for n in ("gq3", "gq4", "gw3", "gx2"))  # busy GPUs, and a CPU-only server
     journal = app.sh("journalctl -u jupyterhub --no-pager -n 300").stdout
     assert "stopped gw1's server: its GPUs were idle" in journal
-    home = login(app, "gw1").get("/hub/home").text
+    home = login(app, "gw1", PASSWORD).get("/hub/home").text
     assert "because its GPU was idle for 10 seconds while someone was waiting for a GPU." in home, home[-1500:]

@@ -9,14 +9,19 @@ import json
 
 import pytest
 from browser import Browser
+from gpus import fake_config, install_fake_gpus
 
 PASSWORD = "limit-pass-1"
 GiB = 1024**3
 
 
 @pytest.fixture(scope="module")
-def limited(appliance):
+def limited(appliance, tmp_path_factory):
     app = appliance
+    # GPUs, so that the spawn form shows and must state the user's limits (left installed,
+    # as the GPU modules leave them; harmless if one of them did it first).
+    install_fake_gpus(app, tmp_path_factory, fake_config())
+    app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service")
     app.sh("getent group mlteam >/dev/null || groupadd mlteam")
     for name in ("lim1", "lim2", "lim3"):
         app.sh(f"id {name} >/dev/null 2>&1 || useradd -m {name}; echo {name}:{PASSWORD} | chpasswd; "
@@ -52,8 +57,8 @@ def test_each_server_gets_its_limits_and_the_slice_its_cap(limited):
     app = limited
     form = Browser(app.url)
     page = form.login("lim2", PASSWORD).text
-    if 'id="spawn_form"' in page:  # GPUs visible (the GPU tests' fake NVML): the form says it
-        assert "Your server: 6 GB RAM, 1 CPU" in page
+    assert 'id="spawn_form"' in page, page[:500]  # GPUs visible (the fixture's fake NVML)
+    assert "Your server: 6 GB RAM, 1 CPU" in page  # the group's memory, the default CPU
     for name in ("lim1", "lim2", "lim3"):
         start(app, name)
     props = {n: app.unit_props(f"jupyter-{n}.service", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax")

@@ -8,26 +8,9 @@ import pytest
 from appliance.daemon.gpus import GpuManager
 from appliance.gpu.allocator import CapacityError
 from appliance.gpu.devices import device_allow, minors_of
-from appliance.gpu.inventory import GPU, Inventory
+from appliance.gpu.inventory import Inventory
 
-GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80, memory_free=80 - i,
-                 memory_used=i, pci_bus_id=f"0:{i}", utilization=0, mig_enabled=False)
-             for i, m in enumerate([2, 0, 3, 1]))
-
-
-class FakeSystemd:
-    """Units as systemd would report them: name -> DeviceAllow rules."""
-
-    def __init__(self):
-        self.units: dict[str, list[tuple[str, str]]] = {}
-
-    async def list_units(self, pattern, queued=False):
-        await asyncio.sleep(0)  # a real D-Bus round trip yields to other requests
-        return [(u, "active") for u in self.units]
-
-    async def unit_properties(self, unit, names):
-        await asyncio.sleep(0)
-        return {"DeviceAllow": self.units[unit]} if unit in self.units else None
+from .conftest import GPUS
 
 
 def manager(systemd):
@@ -40,18 +23,18 @@ def test_device_rules_use_minor_numbers_and_control_devices():
     assert minors_of(rules) == [3] and device_allow([]) == []
 
 
-def test_holdings_come_from_running_units():
-    sd = FakeSystemd()
-    sd.units["jupyter-alice.service"] = device_allow([3])
-    sd.units["jupyter-bob.service"] = []
+def test_holdings_come_from_running_units(systemd):
+    sd = systemd  # the fake of conftest.py
+    sd.add("jupyter-alice.service", device_allow([3]))
+    sd.add("jupyter-bob.service", [])
     m = manager(sd)
     report = asyncio.run(m.report())
     assert {g["uuid"]: g["holder"] for g in report["gpus"]} == {
         "GPU-0": None, "GPU-1": None, "GPU-2": "alice", "GPU-3": None}
 
 
-def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors():
-    sd = FakeSystemd()
+def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors(systemd):
+    sd = systemd  # the fake of conftest.py
     m = manager(sd)
 
     async def spawn(name):
@@ -60,7 +43,7 @@ def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors():
             inv, uuids = await m.assign(unit, 1, cpu_fallback=False)
         except CapacityError as e:
             return str(e)
-        sd.units[unit] = device_allow([inv.by_uuid(u).minor for u in uuids])
+        sd.add(unit, device_allow([inv.by_uuid(u).minor for u in uuids]))
         m.started(unit)
         return uuids
 
@@ -73,11 +56,11 @@ def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors():
     assert sum("All GPUs are busy" in r for r in results if isinstance(r, str)) == 16
 
 
-def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only():
-    sd = FakeSystemd()
+def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only(systemd):
+    sd = systemd  # the fake of conftest.py
     m = manager(sd)
     for i in range(4):
-        sd.units[f"jupyter-u{i}.service"] = device_allow([GPUS[i].minor])
+        sd.add(f"jupyter-u{i}.service", device_allow([GPUS[i].minor]))
     with pytest.raises(CapacityError):
         asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=False))
     assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=True))[1] == ()

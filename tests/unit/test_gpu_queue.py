@@ -12,7 +12,7 @@ from appliance.gpu.allocator import CapacityError
 from appliance.gpu.devices import device_allow
 from appliance.gpu.inventory import GPU, Inventory
 
-from .test_daemon_gpus import GPUS, FakeSystemd
+from .conftest import GPUS, FakeManager
 
 
 class Clock:
@@ -35,7 +35,7 @@ def ask(m, sd, name, count=1, fallback=False, timeout=1800):
         return got
     inv, uuids = got
     if uuids:
-        sd.units[unit] = device_allow([inv.by_uuid(u).minor for u in uuids])
+        sd.add(unit, device_allow([inv.by_uuid(u).minor for u in uuids]))
     m.started(unit)
     return uuids
 
@@ -46,7 +46,7 @@ def fill(m, sd):
 
 
 def test_waiters_get_gpus_in_arrival_order_as_holders_stop():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     fill(m, sd)
     places = {}
@@ -65,7 +65,7 @@ def test_waiters_get_gpus_in_arrival_order_as_holders_stop():
 
 
 def test_per_number_of_gpus_a_later_single_gpu_request_is_not_held_up_by_a_double():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     fill(m, sd)
     assert ask(m, sd, "big", count=2).position == 1
@@ -76,7 +76,7 @@ def test_per_number_of_gpus_a_later_single_gpu_request_is_not_held_up_by_a_doubl
 
 
 def test_cancel_leaves_the_queue_and_asking_for_another_count_is_a_new_place():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     fill(m, sd)
     ask(m, sd, "anna")
@@ -89,7 +89,7 @@ def test_cancel_leaves_the_queue_and_asking_for_another_count_is_a_new_place():
 
 
 def test_timeout_ends_the_wait_with_words_or_a_cpu_only_server():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     fill(m, sd)
     ask(m, sd, "anna")
@@ -102,7 +102,7 @@ def test_timeout_ends_the_wait_with_words_or_a_cpu_only_server():
 
 
 def test_more_gpus_than_the_machine_has_never_waits():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     with pytest.raises(CapacityError, match="only 4 GPUs"):
         ask(m, sd, "anna", count=5)
@@ -113,7 +113,7 @@ def test_more_gpus_than_the_machine_has_never_waits():
 
 
 def test_an_entry_nobody_asks_about_is_dropped_with_its_grant():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     m = manager(sd, clock)
     fill(m, sd)
     ask(m, sd, "anna")
@@ -127,7 +127,7 @@ def test_an_entry_nobody_asks_about_is_dropped_with_its_grant():
 
 
 def test_the_queue_survives_a_daemon_restart(tmp_path):
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     path = tmp_path / "gpu-queue.json"
     m = manager(sd, clock, path)
     fill(m, sd)
@@ -150,7 +150,7 @@ def test_a_queue_saved_by_the_previous_release_is_kept(tmp_path):
 
 
 def test_report_lists_the_queue_and_the_idle_servers_to_reclaim():
-    sd, clock = FakeSystemd(), Clock()
+    sd, clock = FakeManager(), Clock()
     util = {"GPU-0": 0, "GPU-1": 90, "GPU-2": 0, "GPU-3": 3}
 
     def inventory():

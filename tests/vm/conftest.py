@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "system"))
 import vm  # noqa: E402
+from machine import OnMachine  # noqa: E402
 from vm import PASSWORD, VM, accelerator, missing, prepare_in_background  # noqa: E402
 
 from tests.ci import in_ci  # noqa: E402
@@ -48,15 +47,18 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @dataclass
-class Machine:
+class VMAppliance(OnMachine):
+    """The appliance in the VM: sh, unit_props, wait_hub come from tests/machine.py."""
+
     vm: VM
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.vm.ports[8000]}"
 
-    def sh(self, command: str, check: bool = True, input: str | None = None):
-        return self.vm.run(command, check=check, input=input)
+    @property
+    def machine(self) -> VM:
+        return self.vm
 
     def configure(self, toml: str) -> None:
         # Emulated (TCG) and under a CPU quota, JupyterLab can take minutes to answer.
@@ -69,20 +71,7 @@ class Machine:
                 f"applctl adduser {name} >/dev/null 2>&1 || true")
 
     def wait_hub(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/hub/api/", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        logs = self.sh("journalctl -u jupyterhub -u jupyterhub-proxy -n 40 --no-pager", check=False).stdout
-        raise AssertionError(f"the hub in the VM did not answer in {timeout} s:\n{logs}")
-
-    def unit_props(self, unit: str, *names: str) -> dict[str, str]:
-        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {n}" for n in names)).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        super().wait_hub(timeout)  # emulated, the hub takes longer
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +81,7 @@ def machine(deb: Path):
         vm.boot()
         vm.copy_in(deb, "/root/appliance.deb")
         vm.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /root/appliance.deb >/dev/null", timeout=900)
-        m = Machine(vm)
+        m = VMAppliance(vm)
         m.vm.write("/etc/jupyterhub/appliance.toml", "")
         m.sh("systemctl enable --now jupyterhub >/dev/null 2>&1")
         m.wait_hub()

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from container import DEFAULT_RELEASE  # noqa: E402
+from machine import Machine, MachineError  # noqa: E402
 
 RELEASE = DEFAULT_RELEASE  # the system tier's full suite runs on it too, and so does this tier
 CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", "/var/cache/jupyterhub-appliance-test")) / f"vm-{RELEASE}"
@@ -42,7 +43,7 @@ PASSWORD = "vm-pass-1"  # of the test users made in the VM
 image_seconds: float | None = None  # how long this run took to make the image (None: cached)
 
 
-class VMError(RuntimeError):
+class VMError(MachineError):
     pass
 
 
@@ -143,7 +144,11 @@ def _qemu_accel(accel: str) -> list[str]:
     return ["-enable-kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
 
 
-class VM:
+class VM(Machine):
+    """run, write, wait_for, unit_props, wait_unit: tests/machine.py."""
+
+    Error = VMError
+
     def __init__(self, name: str, forward: tuple[int, ...] = (), memory_mib: int = 3072, cpus: int = 2):
         """forward: guest TCP ports reachable at 127.0.0.1:self.ports[guest_port] on the host."""
         self.name, self.memory_mib, self.cpus = name, memory_mib, cpus
@@ -229,23 +234,10 @@ class VM:
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
                 "-o", "BatchMode=yes", "root@127.0.0.1"]
 
-    def run(self, command: str, check: bool = True, timeout: float = 600, input: str | None = None,
-            user: str | None = None) -> subprocess.CompletedProcess:
+    def _argv(self, command: str, user: str | None) -> list[str]:
         if user:
             command = f"runuser -u {user} -- sh -c {_quote(command)}"
-        try:
-            r = subprocess.run(self.ssh_argv() + [command], capture_output=True, text=True, timeout=timeout,
-                               input=input, start_new_session=True)
-        except subprocess.TimeoutExpired as e:
-            if check:
-                raise VMError(f"timed out after {timeout} s: {command}") from e
-            return subprocess.CompletedProcess(e.cmd, 124, "", "timeout")
-        if check and r.returncode != 0:
-            raise VMError(f"in the VM: {command!r} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-        return r
-
-    def write(self, path: str, text: str) -> None:
-        self.run(f"mkdir -p $(dirname {_quote(path)}) && cat > {_quote(path)}", input=text)
+        return self.ssh_argv() + [command]
 
     def copy_in(self, src: Path, dest: str) -> None:
         with open(src, "rb") as f:

@@ -3,13 +3,16 @@ no warning, except what packaging/debian/lintian-overrides overrides, each with 
 reason (the bundled virtualenvs). Each .deb is judged by its own release's lintian
 (scripts/lintian-deb, in a chroot of that release), not the host's: their checks
 differ (trixie's flags /lib paths that bookworm's accepts). Started in the
-background from collection on (debs.lintian, conftest.py), since each takes minutes."""
+background from collection on (debs.lintian, tests/system/booted.py), since each takes minutes."""
 
 from __future__ import annotations
 
 import debs
 import pytest
 from container import RELEASES
+
+# On a booted Debian: root, systemd-nspawn and the built .deb (tests/system/booted.py).
+pytestmark = pytest.mark.system
 
 
 @pytest.mark.parametrize("release", list(RELEASES))

@@ -295,7 +295,8 @@ def test_a_version_not_greater_is_refused(repo, version):
 def test_a_malformed_version_is_refused(repo, version):
     before = state(repo)
     proc = release(repo, version, "-m", "Something new.")
-    assert_refused(proc, before, repo, "'" if version != "1!0.2.0" else "epochs")
+    assert_refused(proc, before, repo, f"'{version}': epochs (N!) are not supported" if version == "1!0.2.0"
+                   else f"'{version}' is not a PEP 440 public version in canonical form (e.g. 0.2.0, 1.0rc1,")
 
 
 @pytest.mark.parametrize("how", ["-m empty", "-m blank", "file", "editor saved as is", "editor failed", "no editor"])

@@ -15,11 +15,14 @@ from pathlib import Path
 import previous
 import pytest
 import requests
+from booted import Appliance, free_port
 from browser import Browser
-from conftest import Appliance, free_port
 from container import Container
+from gpus import fake_config, install_fake_gpus
 from previous import PREVIOUS_RELEASE, PREVIOUS_VERSION
-from test_4_gpu import fake_config, install_fake_gpus
+
+# On a booted Debian: root, systemd-nspawn and the built .deb (tests/system/booted.py).
+pytestmark = pytest.mark.system
 
 PASSWORD = "alice-upgrades-1"
 SITE_PY = "# the administrator's own\nc.Spawner.http_timeout = 61\n"

@@ -1,8 +1,14 @@
-"""Reinstall, remove and purge: last, because they take the appliance down."""
+"""Reinstall, remove and purge, on the session's appliance of tests/system: after all
+of tests/system (tests/conftest.py runs this tier after it), because they take the
+appliance down; the purge must keep the file test_1_core's alice wrote in her home."""
 
 from __future__ import annotations
 
+import pytest
 from visitor_client import arrive
+
+# On a booted Debian: root, systemd-nspawn and the built .deb (tests/system/booted.py).
+pytestmark = pytest.mark.system
 
 
 def test_reinstall_same_version_is_harmless(appliance, deb):

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import Appliance, free_port
+from booted import Appliance, free_port
 from container import RELEASES, Container
-from test_4_gpu import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, spawn
+from gpus import GPUS, PASSWORD, UUID, device_access, fake_config, holders, install_fake_gpus, spawn
+
+# On a booted Debian: root, systemd-nspawn and the built .deb (tests/system/booted.py).
+pytestmark = pytest.mark.system
 
 
 def package_state(ct: Container) -> str:

@@ -20,8 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from .test_arch_package import TOP, kv_file, makepkg_in_copy, require_tools
+from test_arch_package import TOP, kv_file, makepkg_in_copy, require_tools
 
 pytestmark = pytest.mark.arch
 

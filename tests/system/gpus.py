@@ -1,0 +1,89 @@
+"""The fake GPUs of the system tests: the fake NVML of tests/fake_nvml with four GPUs
+and their device nodes in the container (TESTING.md), and what the tests ask about
+them (the daemon's report, who holds which GPU, a spawn, what a server can open).
+Used by test_4_gpu and the modules after it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from pathlib import Path
+
+from browser import Browser, login
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
+from build import build  # noqa: E402
+
+# NVML index -> minor number differ on purpose: the cgroup rule must use the minor.
+GPUS = [(0, 2), (1, 0), (2, 3), (3, 1)]
+UUID = "GPU-00000000-0000-0000-0000-00000000000{}"
+MEM_USED = {0: 40, 1: 10, 2: 0, 3: 20}  # GiB; the policy picks the most free memory first
+PASSWORD = "gpu-pass-1"
+
+
+def fake_config(lost: int | None = None) -> str:
+    lines = ["driver 550.54.14"]
+    for index, minor in GPUS:
+        lines.append(f"gpu index={index} minor={minor} uuid={UUID.format(index)} name=NVIDIA_A100-SXM4-80GB "
+                     f"mem_total={80 * 2**30} mem_used={MEM_USED[index] * 2**30} util_gpu={10 * index} "
+                     f"pci=00000000:0{index + 1}:00.0 lost={int(index == lost)}")
+    return "\n".join(lines) + "\n"
+
+
+def install_fake_gpus(app, tmp_path_factory, nvml: str) -> None:
+    """The fake NVML with this configuration, and the device nodes; again, harmlessly,
+    if another module did it. The daemon reads the configuration on every call."""
+    if app.sh("test -e /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1", check=False).returncode != 0:
+        app.ct.copy_in(build(tmp_path_factory.mktemp("fake-nvml")), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+    app.ct.write("/etc/fake-nvml.conf", nvml)
+    nodes = [(f"/dev/nvidia{m}", 195, m) for _, m in GPUS] + [
+        ("/dev/nvidiactl", 195, 255), ("/dev/nvidia-uvm", 509, 0), ("/dev/nvidia-uvm-tools", 509, 1)]
+    app.sh("".join(f"[ -e {p} ] || mknod -m 666 {p} c {a} {b}; " for p, a, b in nodes))
+    app.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
+                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+
+
+def report(app) -> dict:
+    reply = json.loads(app.daemon_request('{"op": "gpus"}').stdout)
+    assert reply["ok"], reply
+    return reply
+
+
+def holders(app) -> dict[str, str | None]:
+    return {g["uuid"]: g["holder"] for g in report(app)["gpus"]}
+
+
+def spawn(app, name: str, fields: dict[str, str] | None) -> tuple[Browser, bool, list[str]]:
+    """Log in and submit the spawn form; with fields None there is no form (nothing
+    to choose) and logging in starts the server."""
+    b = login(app, name, PASSWORD)
+    if fields is not None:
+        r = b.spawn_with_form(name, fields)
+        if r.status_code == 503:
+            # A refusal within JupyterHub's first second of the spawn comes back as
+            # the form's answer instead of on the pending page: same words.
+            return b, False, [html.unescape(r.text)]
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+    ready, messages = b.spawn_outcome(name)
+    return b, ready, messages
+
+
+def device_access(b: Browser, name: str) -> dict[int, str]:
+    """From inside the user's server: what opening each GPU node gives."""
+    b.wait_for_server(name)
+    kernel = b.start_kernel(name)
+    out = b.execute(name, kernel, (
+        "import errno, os, json\n"
+        "res = {}\n"
+        f"for m in {[minor for _, minor in GPUS]}:\n"
+        "    try:\n"
+        "        os.close(os.open(f'/dev/nvidia{m}', os.O_RDWR)); res[m] = 'OPEN'\n"
+        "    except OSError as e:\n"
+        "        res[m] = errno.errorcode[e.errno]\n"
+        "print(json.dumps({'dev': res, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),"
+        " 'order': os.environ.get('CUDA_DEVICE_ORDER')}))"))
+    data = json.loads(out)
+    data["dev"] = {int(k): v for k, v in data["dev"].items()}
+    return data

@@ -1,0 +1,138 @@
+"""Shared fixtures of the unit tests: the four GPUs of a fake inventory, and the one
+fake of systemd, faked at the D-Bus call level so that the real Systemd code
+(unit_properties, list_units and its job filter, wait_for) runs against it.
+
+tests/unit/test_daemon_wait.py keeps its own scripted Systemd: it replays an exact
+sequence of reads (a state, then "is the job still there") to pin down one race in
+wait_for, which a fake that keeps state cannot produce on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from dbus_fast import Variant
+
+from appliance.daemon.systemd import NO_SUCH_UNIT, Systemd, SystemdError
+from appliance.gpu.inventory import GPU
+
+# NVML index -> minor number differ on purpose: device rules must use the minor.
+GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80, memory_free=80 - i,
+                 memory_used=i, pci_bus_id=f"0:{i}", utilization=0, mig_enabled=False)
+             for i, m in enumerate([2, 0, 3, 1]))
+
+
+@dataclass
+class FakeUnit:
+    props: dict
+    state: str = "inactive"
+    job: int = 0  # a start job in the queue
+    entered: int = 0  # ActiveEnterTimestamp, microseconds since the epoch; 0 = never active
+    memory: int = 2**64 - 1  # MemoryCurrent: systemd's "no value" unless a test sets it
+
+
+@dataclass
+class FakeManager(Systemd):
+    """systemd's manager as the daemon sees it over D-Bus. `start_mode` says what a
+    start job does: "start" (active after `start_delay`), "queue" (stays queued
+    until stopped), "fail" (the unit fails and is collected)."""
+
+    start_mode: str = "start"
+    start_delay: float = 0.0
+    units: dict[str, FakeUnit] = field(default_factory=dict)
+    on_start_unit: object = None  # what an installed unit's start does (a oneshot), given its name
+    _jobs: int = 0
+
+    def __post_init__(self):
+        Systemd.__init__(self)
+
+    async def _call(self, path, interface, member, signature="", body=None):
+        await asyncio.sleep(0)  # a D-Bus round trip yields to other requests
+        body = body or []
+        if member == "StartTransientUnit":
+            name, _mode, props, _aux = body
+            if name in self.units:
+                raise SystemdError("org.freedesktop.systemd1.UnitExists", f"Unit {name} was already loaded")
+            self._jobs += 1
+            unit = self.units[name] = FakeUnit(dict(props), job=self._jobs)
+            asyncio.get_running_loop().create_task(self._run_job(name, unit, self._jobs))
+            return [f"/org/freedesktop/systemd1/job/{self._jobs}"]
+        if member == "StartUnit":
+            if self.on_start_unit:
+                self.on_start_unit(body[0])
+            self._jobs += 1
+            return [f"/org/freedesktop/systemd1/job/{self._jobs}"]  # done at once: a oneshot that ran
+        if path.startswith("/org/freedesktop/systemd1/job/"):
+            n = int(path.rsplit("/", 1)[1])
+            if any(u.job == n for u in self.units.values()):
+                return [Variant("s", "waiting")]
+            raise SystemdError("org.freedesktop.DBus.Error.UnknownObject", "no such job")
+        if member == "GetUnit":
+            if body[0] not in self.units:
+                raise SystemdError(NO_SUCH_UNIT, f"Unit {body[0]} not loaded.")
+            return [f"/unit/{body[0]}"]
+        if path.startswith("/unit/") and member == "Get":
+            unit = self.units.get(path[len("/unit/"):])
+            if unit is None:
+                raise SystemdError("org.freedesktop.DBus.Error.UnknownObject", "gone")
+            name = body[1]
+            if name == "ActiveState":
+                return [Variant("s", unit.state)]
+            if name == "ActiveEnterTimestamp":
+                return [Variant("t", unit.entered)]
+            if name == "MemoryCurrent":
+                return [Variant("t", unit.memory)]
+            return [unit.props[name]]
+        if member == "StopUnit":
+            name = body[0]
+            if name not in self.units:
+                raise SystemdError(NO_SUCH_UNIT, f"Unit {name} not loaded.")
+            self.units[name].job = 0  # "replace" cancels a queued start
+            self.units[name].state = "inactive"
+            asyncio.get_running_loop().call_soon(self.units.pop, name, None)  # CollectMode=inactive-or-failed
+            return []
+        if member == "ResetFailedUnit":
+            if body[0] not in self.units:
+                raise SystemdError(NO_SUCH_UNIT, f"Unit {body[0]} not loaded.")
+            return []
+        if member == "ListUnitsByPatterns":
+            states, (pattern,) = body
+            return [[(n, "", "loaded", u.state, "", "", f"/unit/{n}", u.job, "start" if u.job else "", "/")
+                     for n, u in self.units.items() if u.state in states and fnmatch.fnmatch(n, pattern)]]
+        raise AssertionError(f"unexpected D-Bus call {member} on {path}")
+
+    async def _run_job(self, name, unit, job):
+        if self.start_mode == "queue":
+            return
+        await asyncio.sleep(self.start_delay)
+        if self.units.get(name) is not unit or unit.job != job:
+            return  # cancelled by a stop
+        unit.job = 0
+        if self.start_mode == "start":
+            unit.state = "active"
+            unit.entered = int(time.time() * 1e6)
+        else:
+            unit.state = "failed"
+            await asyncio.sleep(0.01)
+            self.units.pop(name, None)
+
+    def add(self, name: str, rules: list[tuple[str, str]], state: str = "active") -> None:
+        """A unit already running (or queued, with state "inactive" and a job) with these
+        DeviceAllow= rules, as if started before the test; `del self.units[name]` stops it."""
+        self._jobs += 1
+        self.units[name] = FakeUnit({"DeviceAllow": Variant("a(ss)", list(rules))}, state=state,
+                                    job=self._jobs if state == "inactive" else 0)
+
+    def gpus_of(self, name):
+        rules = self.units[name].props["DeviceAllow"].value
+        return sorted(p for p, _ in rules if p[len("/dev/nvidia"):].isdigit())
+
+
+@pytest.fixture
+def systemd() -> FakeManager:
+    """A fresh fake systemd with no units."""
+    return FakeManager()
