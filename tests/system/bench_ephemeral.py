@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench_spawn import built_deb, fmt, hub_spawn, summary
-from conftest import Appliance, free_port
+from booted import Appliance, free_port
 from container import Container
 from visitor_client import arrive, ready_pool
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 from bench_spawn import built_deb
-from conftest import TOP, Appliance, free_port
+from booted import TOP, Appliance, free_port
 from container import Container
 
 sys.path.insert(0, str(TOP / "tests" / "fake_nvml"))

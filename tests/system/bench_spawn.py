@@ -19,8 +19,8 @@ import debs
 import previous
 import requests
 import stock_hub
+from booted import HUB_PY, Appliance, free_port
 from browser import Browser
-from conftest import HUB_PY, Appliance, free_port
 from container import DEFAULT_RELEASE, RELEASES, Container
 
 from appliance.daemon.units import SINGLEUSER  # what our server units run

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import TOP
+from booted import TOP
 from container import CACHE, Container
 
 PREFIX = "/opt/stock-jupyterhub"  # its path inside the container

@@ -14,8 +14,8 @@ import time
 from urllib.parse import urlparse
 
 import requests
+from booted import USERS
 from browser import Browser, login
-from conftest import USERS
 from holds import held_start
 
 

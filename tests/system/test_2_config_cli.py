@@ -6,11 +6,11 @@ import json
 import time
 
 import pytest
+from booted import USERS
 
 # At module level: collected before tests/vm, whose conftest would otherwise be the
 # `conftest` a function-level import finds.
 from browser import Browser
-from conftest import USERS
 
 
 def test_bad_config_stops_the_hub_with_one_clear_message(appliance):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from booted import free_port
 from browser import login
-from conftest import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fake_nvml"))
 from build import build  # noqa: E402

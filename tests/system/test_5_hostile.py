@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
+from booted import HUB_PY, USERS
 from browser import Browser  # noqa: E402
-from conftest import HUB_PY, USERS
 from gpus import GPUS, UUID, fake_config, holders, install_fake_gpus  # noqa: E402
 
 DAEMON = "jupyterhub-appliance.service"

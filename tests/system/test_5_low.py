@@ -18,8 +18,8 @@ import ssl
 
 import pytest
 import webservers
+from booted import USERS, free_port
 from browser import Browser
-from conftest import USERS, free_port
 from webservers import CERT, KEY, NAME
 
 CONFIG = "/etc/jupyterhub/appliance.toml"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from booted import HUB_PY, free_port
 from browser import Browser
-from conftest import HUB_PY, free_port
 from visitor_client import arrive
 
 PASSWORD = "sandbox-pass-5"

@@ -11,8 +11,8 @@ import re
 import time
 
 import pytest
+from booted import USERS
 from browser import Browser
-from conftest import USERS
 from visitor_client import VISITOR, arrive, hub_api, pool, ready_pool, units
 
 SHARED = "/srv/workshop"

@@ -16,8 +16,8 @@ import pytest
 import requests
 import urllib3
 import webservers
+from booted import free_port
 from browser import Browser
-from conftest import free_port
 from webservers import CERT, KEY, NAME
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)

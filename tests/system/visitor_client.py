@@ -7,8 +7,8 @@ import json
 import re
 import time
 
+from booted import HUB_PY
 from browser import Browser
-from conftest import HUB_PY
 
 VISITOR = re.compile(r"/(?:user|hub/spawn-pending)/(visitor-[a-z0-9]{10})")
 

@@ -5,7 +5,7 @@ network), with a certificate for NAME made here."""
 
 from __future__ import annotations
 
-from conftest import free_port
+from booted import free_port
 
 NAME = "hub.test"
 CERT, KEY = "/etc/ssl/appliance-test/hub.pem", "/etc/ssl/appliance-test/hub.key"
