@@ -638,27 +638,12 @@ def loads(text: str, path: Path | str = DEFAULT_PATH) -> Config:
     return validate(data, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m appliance.config [FILE]`: the check the units run before starting."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else DEFAULT_PATH
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        print(f"invalid configuration: {e}", file=sys.stderr)
-        return EX_CONFIG
-    for line in cfg.warnings:
-        print(line, file=sys.stderr)
-    return 0
-
-
 EX_CONFIG = 78  # sysexits.h; the units do not restart on it (RestartPreventExitStatus)
 
 
 def exit_if_invalid(program: str, path: Path | str = DEFAULT_PATH) -> Config:
-    """For the services' entry points: the configuration, or exit with EX_CONFIG."""
+    """The check every service runs before starting (hub, proxy, daemon): the
+    configuration, or exit with EX_CONFIG."""
     import sys
 
     try:
@@ -669,6 +654,3 @@ def exit_if_invalid(program: str, path: Path | str = DEFAULT_PATH) -> Config:
     for line in cfg.warnings:
         print(f"{program}: {line}", file=sys.stderr, flush=True)
     return cfg
-
-if __name__ == "__main__":
-    raise SystemExit(main())

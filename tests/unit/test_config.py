@@ -89,14 +89,17 @@ def test_default_file_documents_every_key_with_its_default():
     assert keys == {k for fields in config.SCHEMA.values() for k in fields}
 
 
-def test_check_command_exit_codes(tmp_path, capsys):
+def test_a_service_exits_with_EX_CONFIG_on_an_invalid_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[daemon]\nmin_uid = 0\n")
-    assert config.main([str(bad)]) == config.EX_CONFIG
-    assert "daemon.min_uid = 0 is not accepted" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        config.exit_if_invalid("jupyterhub", bad)
+    assert e.value.code == config.EX_CONFIG
+    assert "jupyterhub: invalid configuration: " in (err := capsys.readouterr().err)
+    assert "daemon.min_uid = 0 is not accepted" in err
     good = tmp_path / "good.toml"
     good.write_text("[daemon]\nmin_uid = 500\n")
-    assert config.main([str(good)]) == 0
+    assert config.exit_if_invalid("jupyterhub", good)["daemon"]["min_uid"] == 500
 
 
 def test_gpu_quotas_and_profiles():
