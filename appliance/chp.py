@@ -5,6 +5,8 @@ The ports come from appliance.toml, the API token from the credential systemd lo
 for this unit (LoadCredential=), handed to CHP in its own process environment only.
 CHP binds no port itself: listen_fds.js, preloaded into node, makes it listen on the
 sockets systemd holds for it (held_ports.py), so the ports are never free.
+route_store.js keeps CHP's routes in the unit's runtime directory as well, so a
+restarted proxy starts with them: servers answer through it from its first request.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .state import proxy_token
 CHP = "/usr/bin/configurable-http-proxy"
 # Shipped beside the hub's templates (package data of appliance.hub).
 PRELOAD = Path(__file__).parent / "hub" / "listen_fds.js"
+ROUTE_STORE = Path(__file__).parent / "hub" / "route_store.js"
+ROUTES_FILE = "routes.json"  # in $RUNTIME_DIRECTORY (RuntimeDirectory=jupyterhub-proxy)
 
 
 def command(cfg: config.Config) -> list[str]:
@@ -33,6 +37,7 @@ def command(cfg: config.Config) -> list[str]:
         "--default-target", hub_url,
         "--error-target", f"{hub_url}/hub/error",
         "--log-level", "info",
+        "--storage-backend", str(ROUTE_STORE),
     ]
     if hub["bind_address"]:
         argv[1:1] = ["--ip", hub["bind_address"]]
@@ -56,6 +61,10 @@ def main() -> None:
     env["APPLIANCE_LISTEN_FDS"] = ",".join(f"{s.getsockname()[1]}={s.fileno()}" for s in held)
     env["APPLIANCE_REQUIRE_HELD"] = "1"
     env["NODE_OPTIONS"] = f"--require={PRELOAD}"
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if not runtime:
+        sys.exit("jupyterhub-proxy: no RUNTIME_DIRECTORY for its routes (RuntimeDirectory= of its unit)")
+    env["APPLIANCE_ROUTES_FILE"] = str(Path(runtime) / ROUTES_FILE)
     for s in held:
         os.set_inheritable(s.fileno(), True)
     argv = command(cfg)

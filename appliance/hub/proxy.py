@@ -1,8 +1,9 @@
 """The hub's view of the separately run configurable-http-proxy.
 
 The proxy is its own unit (jupyterhub-proxy.service), so the hub neither starts nor
-stops it. CHP keeps routes in memory only: after the proxy restarts, this class puts
-them back within `route_check_interval` seconds, without waiting for a hub restart.
+stops it. The proxy starts again with the routes it had (route_store.js); this
+class's check every `route_check_interval` seconds puts back any it lost all the
+same (a proxy of a release before that, a routes file it could not read).
 Every route the hub did not make goes at the same check: JupyterHub's own check
 leaves alone a route without its marker, so one added with a stolen proxy token
 (say /hub/login, to a relay that records passwords) would have stayed for good.
