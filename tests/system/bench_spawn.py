@@ -116,6 +116,39 @@ def restart_gap(app: Appliance) -> float:
     return 0.0 if first_miss is None else t - first_miss
 
 
+def proxy_restart_gap(app: Appliance, b: Browser, name: str, kept: bool) -> tuple[float, int]:
+    """Across one `systemctl restart jupyterhub-proxy`: the longest time NAME's running
+    server, asked through the proxy every 20 ms, went without answering (a request
+    waiting in the held socket counts until it is answered), and how many requests
+    the hub answered instead (no route). Not `kept`: the routes file is removed first,
+    so the proxy starts without routes, as 0.2.0's did; the hub's route check then
+    puts them back."""
+    if not kept:
+        app.sh("rm -f /run/jupyterhub-proxy/routes.json")
+    restart = subprocess.Popen(["nsenter", "-t", str(app.ct.pid), "-a", "--", "systemctl", "restart",
+                                "jupyterhub-proxy"], start_new_session=True)
+    last = time.perf_counter()
+    gap, misses, restarted = 0.0, 0, False
+    deadline = last + 120
+    while time.perf_counter() < deadline:
+        try:
+            r = b.get(f"/user/{name}/api/status", allow_redirects=False, timeout=60)
+            ok = r.status_code == 200 and "json" in r.headers.get("Content-Type", "")
+        except requests.RequestException:
+            ok = False
+        now = time.perf_counter()
+        if ok:
+            gap, last = max(gap, now - last), now
+            if restarted:
+                break
+            restarted = restart.poll() is not None  # one answer after the restart ended: done
+        else:
+            misses += 1
+        time.sleep(0.02)
+    restart.wait()
+    return gap, misses
+
+
 IMPORTS = {  # what each hub and each server imports at start, in each environment
     "server": "import jupyterhub.singleuser, jupyterlab, jupyter_server.serverapp",
     "hub": "import jupyterhub.app",
@@ -296,25 +329,32 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="bench-spawn")
     ap.add_argument("--users", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--proxy-restarts", type=int, default=10,
+                    help="proxy restarts measured with kept routes and as many without (as 0.2.0)")
     ap.add_argument("--json", type=Path, default=Path("bench-spawn.json"))
     ap.add_argument("--deb", type=Path, help="an already built package for --release")
-    # Debian 12 by default: the filing-time package (--then-ref) exists only for it,
-    # and issue 16's figures were measured on it, so the comparisons are like for like.
-    ap.add_argument("--release", choices=list(RELEASES), default="bookworm",
-                    help="the Debian release of the container (default: bookworm)")
-    ap.add_argument("--then-ref", default=FILING_TIME_REF, metavar="REF",
+    # Debian 13, the main target, by default. The filing-time package (--then-ref),
+    # whose figures issue 16 measured, exists only for Debian 12: compared with on it.
+    ap.add_argument("--release", choices=list(RELEASES), default=DEFAULT_RELEASE,
+                    help=f"the Debian release of the container (default: {DEFAULT_RELEASE})")
+    ap.add_argument("--then-ref", default=None, metavar="REF",
                     help="afterwards, N at once on the package built from this commit, in a second container "
-                         f"(default {FILING_TIME_REF}, the package when issue 16 was filed; '' skips it)")
+                         f"(default with --release bookworm: {FILING_TIME_REF}, the package when issue 16 was "
+                         "filed; '' skips it)")
     ap.add_argument("--storm", action="store_true",
                     help="only N spawns at once with the hub's event-loop lag measured (no stock hub, no older ref)")
     ap.add_argument("--nss-groups", type=int, default=0, metavar="K",
                     help="with --storm: K extra groups of 20 accounts before all others in /etc/group, "
                          "so each NSS lookup takes as long as a large directory's")
     args = ap.parse_args()
+    if args.then_ref is None:
+        args.then_ref = FILING_TIME_REF if args.release == "bookworm" else ""
     if not 1 <= args.users <= 200:
         sys.exit("bench-spawn: --users takes a number from 1 to 200")
     if not 0 <= args.restarts <= 50:
         sys.exit("bench-spawn: --restarts takes a number from 0 to 50")
+    if not 0 <= args.proxy_restarts <= 50:
+        sys.exit("bench-spawn: --proxy-restarts takes a number from 0 to 50")
     if not 0 <= args.nss_groups <= 100000:
         sys.exit("bench-spawn: --nss-groups takes a number from 0 to 100000")
     if args.storm:
@@ -331,7 +371,7 @@ def main() -> int:
     errors: dict[str, str] = {}
     try:
         groups = {g: [f"{g}{i}" for i in range(n)] for g in ("seq", "par", "flo", "stk", "stp")}
-        app = boot_appliance(ct, deb, groups["seq"] + groups["par"] + groups["flo"])
+        app = boot_appliance(ct, deb, groups["seq"] + groups["par"] + groups["flo"] + ["prx0"])
         add_users(ct, groups["stk"] + groups["stp"])
         stock_app = Appliance(ct, free_port(), free_port(), free_port())  # its ports; url and wait_hub fit it too
         stock_hub.start(ct, stock_app.port, stock_app.hub_port, stock_app.proxy_api_port)
@@ -365,6 +405,17 @@ def main() -> int:
         ct.run("systemctl stop 'jupyter-par*'", check=False)
         stock_par = at_once(stock_url, groups["stp"], errors)
         gaps = [restart_gap(app) for _ in range(args.restarts)]
+        # One running server, asked through the proxy while it restarts: with the
+        # routes it keeps, then without them (0.2.0's proxy), alternating.
+        proxy_gaps: dict[bool, list[tuple[float, int]]] = {True: [], False: []}
+        if args.proxy_restarts:
+            b = Browser(app.url)
+            b.login("prx0", "pw-prx0")
+            b.wait_for_server("prx0", timeout=120, interval=0.1)
+            for _ in range(args.proxy_restarts):
+                for kept in (True, False):
+                    app.wait_hub()
+                    proxy_gaps[kept].append(proxy_restart_gap(app, b, "prx0", kept))
     finally:
         ct.destroy()
     older_par: list[float | None] = []
@@ -376,6 +427,10 @@ def main() -> int:
     result = {"users": n, "floor": summary(floor), "sequential": summary(seq), "stock_sequential": summary(stock),
               "concurrent": summary(par), "stock_concurrent": summary(stock_par),
               "hub_restart_gap": summary(gaps), "errors": errors,
+              "proxy_restart_gap": {("kept" if k else "not_kept"): {**summary([g for g, _ in v]),
+                                                                   "max": max((g for g, _ in v), default=None),
+                                                                   "misses": sum(m for _, m in v)}
+                                    for k, v in proxy_gaps.items()},
               "imports": {f"{env} {what}": v for (env, what), v in profile.items()}}
     result["ratio_sequential"] = ratio(result["sequential"], result["stock_sequential"])
     result["ratio_concurrent"] = ratio(result["concurrent"], result["stock_concurrent"])
@@ -404,6 +459,13 @@ def main() -> int:
     g = result["hub_restart_gap"]
     print(f"systemctl restart jupyterhub: API unanswered median {fmt(g['median'])} s, "
           f"max {fmt(max((x for x in gaps if x is not None), default=None))} s over {len(gaps)} restarts")
+    pg = result["proxy_restart_gap"]
+    if args.proxy_restarts:
+        print(f"systemctl restart jupyterhub-proxy, a running server asked every 20 ms: unanswered median "
+              f"{fmt(pg['kept']['median'])} s, max {fmt(pg['kept']['max'])} s, {pg['kept']['misses']} answered by "
+              f"the hub instead, over {args.proxy_restarts} restarts (target: back within 1 s); without kept "
+              f"routes, as 0.2.0: median {fmt(pg['not_kept']['median'])} s, max {fmt(pg['not_kept']['max'])} s, "
+              f"{pg['not_kept']['misses']} answered by the hub")
     print("imports at start (python -X importtime, median of 3; the five costliest packages, own time):")
     for name, prof in result["imports"].items():
         top = ", ".join(f"{t['package']} {t['seconds']:.2f}" for t in prof["top"])
