@@ -6,7 +6,8 @@ for this unit (LoadCredential=), handed to CHP in its own process environment on
 CHP binds no port itself: listen_fds.js, preloaded into node, makes it listen on the
 sockets systemd holds for it (held_ports.py), so the ports are never free.
 route_store.js keeps CHP's routes in the unit's runtime directory as well, so a
-restarted proxy starts with them: servers answer through it from its first request.
+restarted proxy starts with them: servers answer through it from its first request;
+graceful_stop.js makes it answer what it has begun before it exits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .state import proxy_token
 CHP = "/usr/bin/configurable-http-proxy"
 # Shipped beside the hub's templates (package data of appliance.hub).
 PRELOAD = Path(__file__).parent / "hub" / "listen_fds.js"
+GRACEFUL_STOP = Path(__file__).parent / "hub" / "graceful_stop.js"
 ROUTE_STORE = Path(__file__).parent / "hub" / "route_store.js"
 ROUTES_FILE = "routes.json"  # in $RUNTIME_DIRECTORY (RuntimeDirectory=jupyterhub-proxy)
 
@@ -60,7 +62,7 @@ def main() -> None:
     # The ports by number: CHP listens on each port once (public, API).
     env["APPLIANCE_LISTEN_FDS"] = ",".join(f"{s.getsockname()[1]}={s.fileno()}" for s in held)
     env["APPLIANCE_REQUIRE_HELD"] = "1"
-    env["NODE_OPTIONS"] = f"--require={PRELOAD}"
+    env["NODE_OPTIONS"] = f"--require={PRELOAD} --require={GRACEFUL_STOP}"
     runtime = os.environ.get("RUNTIME_DIRECTORY")
     if not runtime:
         sys.exit("jupyterhub-proxy: no RUNTIME_DIRECTORY for its routes (RuntimeDirectory= of its unit)")

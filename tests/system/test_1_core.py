@@ -14,7 +14,7 @@ import time
 from urllib.parse import urlparse
 
 import requests
-from booted import USERS
+from booted import USERS, free_port
 from browser import Browser, login
 from holds import held_start
 
@@ -194,6 +194,47 @@ def test_the_proxys_routes_file_is_its_own_and_keeps_no_deleted_route(appliance)
     appliance.sh("systemctl restart jupyterhub-proxy")
     routes = requests.get(api, headers=auth, timeout=10).json()
     assert "/user/nobody-here" not in routes and "/user/alice" in {k.rstrip("/") for k in routes}, routes
+
+
+SLOW_SERVER = """
+import http.server, sys, time
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(2)
+        self.send_response(200)
+        self.send_header("Content-Length", "14")
+        self.end_headers()
+        self.wfile.write(b"slow and whole")
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Slow).serve_forever()
+"""
+
+
+def test_a_stopping_proxy_answers_the_requests_it_has_begun(appliance):
+    """graceful_stop.js: a request the proxy is passing on when it is told to stop
+    gets its whole answer (CHP alone exits at once and drops it)."""
+    port = free_port()
+    appliance.ct.write("/root/slow.py", SLOW_SERVER)
+    appliance.sh(f"systemd-run --unit slow-server python3 /root/slow.py {port}")
+    appliance.sh(f"for i in $(seq 100); do bash -c '</dev/tcp/127.0.0.1/{port}' 2>/dev/null && exit; sleep 0.1; done; "
+                 "exit 1")  # listening
+    token = appliance.sh("cat /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip()
+    api = f"http://127.0.0.1:{appliance.proxy_api_port}/api/routes/slow"
+    auth = {"Authorization": f"token {token}"}
+    appliance.sh("systemctl stop jupyterhub")  # its route check would delete the route
+    try:
+        assert requests.post(api, headers=auth, json={"target": f"http://127.0.0.1:{port}"}, timeout=10).status_code \
+            == 201
+        answer: list[object] = []
+        asker = threading.Thread(target=lambda: answer.append(requests.get(appliance.url + "/slow", timeout=30)))
+        asker.start()
+        time.sleep(1)  # the proxy has passed it on; the slow server answers in 2 s
+        appliance.sh("systemctl restart jupyterhub-proxy")
+        asker.join()
+        assert answer[0].status_code == 200 and answer[0].text == "slow and whole", answer
+        requests.delete(api, headers=auth, timeout=10)
+    finally:
+        appliance.sh("systemctl stop slow-server; systemctl start jupyterhub", check=False)
+        appliance.wait_hub()
 
 
 def test_daemon_refuses_other_uids_and_root(appliance):
