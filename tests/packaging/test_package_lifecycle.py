@@ -1,10 +1,16 @@
-"""Reinstall, remove and purge, on the session's appliance of tests/system: after all
+"""Reinstall, an upgrade in place, remove and purge, on the session's appliance of tests/system: after all
 of tests/system (tests/conftest.py runs this tier after it), because they take the
 appliance down; the purge must keep the file test_1_core's alice wrote in her home."""
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+
 import pytest
+import requests
+from browser import Browser
 from visitor_client import arrive
 
 # On a booted Debian: root, systemd-nspawn and the built .deb (tests/system/booted.py).
@@ -22,6 +28,92 @@ def test_reinstall_same_version_is_harmless(appliance, deb):
     appliance.wait_hub()
 
 
+def logs_in(url: str, name: str, password: str) -> bool:
+    """One login as a browser makes it: the form, then the POST, answered with the
+    hub's redirect onwards (not the form again, an error or no answer)."""
+    b = Browser(url)
+    try:
+        page = b.get("/hub/login", timeout=30)
+        xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+        r = b.s.post(url + "/hub/login?next=", data={"_xsrf": xsrf and xsrf.group(1), "username": name,
+                                                      "password": password}, allow_redirects=False, timeout=30)
+    except requests.RequestException:
+        return False
+    return r.status_code == 302 and "/hub/login" not in r.headers.get("Location", "")
+
+
+def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
+    """`apt-get install ./NEWER.deb` with five servers running: none of them misses a
+    request made through the proxy every 100 ms; how long logins failed is printed."""
+    names = [f"upg{i}" for i in range(5)]
+    for n in names:
+        appliance.sh(f"useradd -m {n} && echo {n}:pw-{n}-1 | chpasswd && applctl adduser {n} >/dev/null")
+    users = {n: Browser(appliance.url) for n in names}
+    for n, b in users.items():
+        b.login_and_start(n, f"pw-{n}-1")
+    for n, b in users.items():
+        b.wait_for_server(n)
+    units = {n: appliance.unit_props(f"jupyter-{n}.service", "InvocationID")["InvocationID"] for n in names}
+    # The next version: this package with a higher version number (an epoch: higher
+    # than any, as a real next release is; "+next" on 0.2.0 would still be below
+    # 0.2.1~, which prerm takes for a return to 0.2.0 and its self-bound ports).
+    appliance.sh(f"rm -rf /root/next && dpkg-deb -R /root/{deb.name} /root/next && "
+                 "sed -i 's/^Version: /Version: 1:/' /root/next/DEBIAN/control && "
+                 "dpkg-deb -Znone -b /root/next /root/next.deb >/dev/null && rm -rf /root/next")
+    misses: list[tuple[str, object]] = []
+    asked = [0]
+    logins: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def ask(n: str, b: Browser) -> None:
+        while not done.is_set():
+            try:
+                r = b.api_status(n)  # no redirects: one to the hub is a miss
+                got: object = r.status_code if "json" in r.headers.get("Content-Type", "") else r.url
+            except requests.RequestException as e:
+                got = repr(e)
+            asked[0] += 1
+            if got != 200:
+                misses.append((n, got))
+            time.sleep(0.1)
+
+    def log_in() -> None:
+        while not done.is_set():
+            logins.append((time.monotonic(), logs_in(appliance.url, "upg0", "pw-upg0-1")))
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=ask, args=item) for item in users.items()]
+    threads.append(threading.Thread(target=log_in))
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        t0 = time.monotonic()
+        appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y /root/next.deb >/dev/null")
+        upgrade = time.monotonic() - t0
+        appliance.wait_hub()
+        time.sleep(1)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert appliance.sh("dpkg-query -W -f '${Version}' jupyterhub-appliance").stdout.startswith("1:")
+    assert {n: appliance.unit_props(f"jupyter-{n}.service", "InvocationID")["InvocationID"] for n in names} == units
+    assert not misses and asked[0] > 50, f"{len(misses)} of {asked[0]} requests missed: {misses[:5]}"
+    # The longest run of failed logins, from its first failure to the next success.
+    worst, first_failure = 0.0, None
+    for t, ok in logins:
+        if not ok and first_failure is None:
+            first_failure = t
+        elif ok and first_failure is not None:
+            worst, first_failure = max(worst, t - first_failure), None
+    assert first_failure is None, "logins still fail after the upgrade"
+    print(f"upgrade in place: {upgrade:.1f} s; {asked[0]} requests to 5 running servers, none missed; "
+          f"{len(logins)} logins, {sum(not ok for _, ok in logins)} failed, the longest run of failures "
+          f"{worst:.2f} s")
+    appliance.sh("rm -f /root/next.deb")
+
+
 def test_remove_stops_services_and_keeps_data(appliance):
     # A visitor's server runs when the package goes: its home goes too (the daemon
     # that would delete it once the server stops is stopped first).
@@ -36,6 +128,8 @@ def test_remove_stops_services_and_keeps_data(appliance):
     assert appliance.sh(f"systemctl is-active jupyter-{visitor}.service", check=False).stdout.strip() != "active"
     for unit in ("jupyterhub.service", "jupyterhub-proxy.service", "jupyter-alice.service"):
         assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
+    # The routes the proxy kept led to servers that are gone: a reinstall starts without them.
+    assert appliance.sh("ls -d /run/jupyterhub-proxy /run/private/jupyterhub-proxy", check=False).stdout == ""
     # (visitors-served: ephemeral mode's count, if test_8_ephemeral ran)
     assert set(appliance.sh("ls /var/lib/jupyterhub").stdout.split()) - {"visitors-served"} == {
         "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret"}
