@@ -147,3 +147,28 @@ def _unit_of(procdir: Path) -> str | None:
         return None
     m = re.search(r"/([^/\n]+\.(?:service|scope))(?:/|$)", cgroup, re.M)
     return m.group(1) if m else None
+
+
+def unit_rss(unit: str, cgroup_root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")) -> int | None:
+    """Bytes of memory resident in the unit's processes (their RSS, summed: what the
+    kernel holds for them, which the cgroup's own count exceeds by the page cache).
+    None when the unit runs no process."""
+    group = unit_props(unit, "ControlGroup").get("ControlGroup", "")
+    if not group:
+        return None
+    pids: set[str] = set()
+    for directory, _, files in os.walk(cgroup_root / group.lstrip("/")):
+        if "cgroup.procs" in files:
+            try:
+                pids |= set(Path(directory, "cgroup.procs").read_text().split())
+            except OSError:
+                continue
+    total = 0
+    for pid in pids:
+        try:
+            status = (proc / pid / "status").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        m = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M)
+        total += int(m.group(1)) * 1024 if m else 0
+    return total if pids else None

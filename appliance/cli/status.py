@@ -18,7 +18,7 @@ from ..groups import STATE_DIR
 from ..net import http_url
 from . import daemon_calls as daemon
 from .common import config_path
-from .host import DAEMON, HUB, PROXY, SOCKET, active_state, is_loaded
+from .host import DAEMON, HUB, PAM, PROXY, SOCKET, active_state, is_loaded, unit_rss
 from .hub_api import Hub
 from .output import Failure, emit, example, json_option, paint, table
 
@@ -68,6 +68,14 @@ def unit_states() -> dict[str, str]:
     states = {u: active_state(u) for u in (HUB, PROXY, SOCKET, DAEMON)}
     states.update({u: active_state(u) for u in REVERSE_PROXIES if is_loaded(u)})
     return states
+
+
+def footprint() -> dict[str, int]:
+    """Bytes resident in each of the appliance's own units that runs a process (the
+    hub with its services, the proxy, the daemon, the password checker): what it
+    costs with nobody logged in. Users' servers are not counted."""
+    sizes = {u: unit_rss(u) for u in (HUB, PROXY, DAEMON, PAM)}
+    return {u: n for u, n in sizes.items() if n is not None}
 
 
 def unit_problems(states: dict[str, str]) -> list[str]:
@@ -128,6 +136,7 @@ def status(as_json: bool) -> None:
                                           "total": len(gpu.gpus), "free": gpu.free},
         "mode": cfg["hub"]["mode"],
         "visitors_served": visitors_served(),
+        "memory": footprint(),
         "problems": problems,
     }
     emit(as_json, data, None if as_json else _human(data, gpu_text))
@@ -152,8 +161,12 @@ def _human(data: dict, gpu_text: str) -> str:
     mode = data["mode"]
     if mode == "ephemeral" or data["visitors_served"] is not None:
         mode += f" ({data['visitors_served'] or 0} visitors served)"
+    memory = data["memory"]
+    shares = ", ".join(f"{u.removesuffix('.service')} {n / 2**20:.0f}" for u, n in memory.items())
     lines = [versions, f"URL:  {data['url']}", f"Mode: {mode}",
-             f"GPUs: {gpu_text}", "",
+             f"GPUs: {gpu_text}",
+             f"Memory: {sum(memory.values()) / 2**20:.0f} MiB resident in the appliance's own services"
+             f"{f' ({shares})' if shares else ''}, users' servers not counted", "",
              table(["UNIT", "STATE"], [[u, s] for u, s in data["units"].items()], painted=(1,)), ""]
     if data["problems"]:
         lines += [f"{paint('problem')}: {p}" for p in data["problems"]]

@@ -396,6 +396,11 @@ def test_status_exit_code_follows_the_proxy(app):
     data = json.loads(ok(app, "status --json"))
     assert data["problems"] == [] and data["url"].endswith(f":{app.port}/") and data["hub_api"] is True
     assert data["units"]["jupyterhub-proxy.service"] == "active" and re.fullmatch(r"\d+\.\d+\.\d+", data["jupyterhub"])
+    # What the appliance's own services hold in memory: the hub (with its services)
+    # and the proxy run always; the daemon and the password checker when asked.
+    memory = data["memory"]
+    assert memory["jupyterhub.service"] > 20 << 20 and memory["jupyterhub-proxy.service"] > 10 << 20, memory
+    print("idle footprint, MiB:", {u: round(n / 2**20) for u, n in memory.items()}, round(sum(memory.values()) / 2**20))
     app.sh("systemctl stop jupyterhub-proxy")
     try:
         r = applctl(app, "status")

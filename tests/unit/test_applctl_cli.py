@@ -243,12 +243,15 @@ def healthy(monkeypatch, fake_daemon):
         "jupyterhub-appliance.socket": "active", "jupyterhub-appliance.service": "inactive"})
     monkeypatch.setattr(Hub, "version", lambda self, timeout=3: "6.1.1")
     monkeypatch.setattr(status_mod, "proxy_answers", lambda cfg: True)
+    monkeypatch.setattr(status_mod, "footprint", lambda: {"jupyterhub.service": 150 << 20,
+                                                          "jupyterhub-proxy.service": 60 << 20})
 
 
 def test_status_exit_code_is_0_only_when_all_is_well(capsys, as_root, cfgfile, healthy, monkeypatch):
     code, out, _ = run(capsys, "status")
     assert code == 0
     assert "URL:  http://" in out and ":8000/" in out and "GPUs: 1 of 2 GPUs free" in out
+    assert "Memory: 210 MiB resident in the appliance's own services (jupyterhub 150, jupyterhub-proxy 60)" in out
     assert out.rstrip().endswith("ok: the hub and the proxy answer")
     monkeypatch.setattr(Hub, "version", lambda self, timeout=3: None)
     code, out, _ = run(capsys, "status")
@@ -405,3 +408,18 @@ def test_the_manual_page_has_every_command_and_option():
     # Every line starting with a dot is one of the page's own requests, not help text.
     requests = {ln.split()[0] for ln in page.splitlines() if ln.startswith((".", "'"))}
     assert requests <= {".TH", ".SH", ".SS", ".B", ".nf", ".fi", ".TP", ".sp"}, requests
+
+
+def test_unit_rss_sums_the_processes_of_the_units_cgroup_and_its_children(tmp_path, monkeypatch):
+    cg, proc = tmp_path / "cg", tmp_path / "proc"
+    (cg / "system.slice/jupyterhub.service/child").mkdir(parents=True)
+    (cg / "system.slice/jupyterhub.service/cgroup.procs").write_text("10\n11\n")
+    (cg / "system.slice/jupyterhub.service/child/cgroup.procs").write_text("12\n")
+    for pid, kb in (("10", 1000), ("12", 24)):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "status").write_text(f"Name:\tx\nVmRSS:\t    {kb} kB\nThreads:\t1\n")
+    # 11 has exited since the cgroup was read: not counted, no error.
+    monkeypatch.setattr(host, "unit_props", lambda unit, *names: {"ControlGroup": "/system.slice/" + unit})
+    assert host.unit_rss("jupyterhub.service", cg, proc) == 1024 * 1024
+    monkeypatch.setattr(host, "unit_props", lambda unit, *names: {"ControlGroup": ""})
+    assert host.unit_rss("jupyterhub.service", cg, proc) is None
