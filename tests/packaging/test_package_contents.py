@@ -8,6 +8,9 @@ the hub's has at the same version (links), source maps, the packages' test suite
 and JupyterLab's UI test framework. The system tests show the appliance still works
 (test_1_core fetches every static file of the hub's pages; test_8_browser uses
 JupyterLab and the hub's pages in a browser).
+
+Byte-code is not shipped: postinst compiles it, as Debian's py3compile does, and
+prerm deletes it (docs/benchmarks.md has the measurements behind that choice).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from container import RELEASES
 pytestmark = pytest.mark.system
 
 LIB = "usr/lib/jupyterhub-appliance"
+MiB = 2**20
+# The targets of issue 27; scripts/build-deb prints both beside them.
+DEB_TARGET, UNPACKED_TARGET = 80 * MiB, 300 * MiB
 
 
 @cache
@@ -58,6 +64,8 @@ def test_left_out_what_the_appliance_never_reads(release):
     assert not test_dirs, f"test suites: {test_dirs[:5]}"
     assert not [n for n in names if "/jupyterlab/galata/" in n]
     assert not [n for n in names if "/fontawesome-free/svgs" in n or "/fontawesome-free/metadata/" in n]
+    pycache = [n for n in names if "__pycache__" in n]
+    assert not pycache, f"byte-code is compiled at install, not shipped: {pycache[:5]}"
 
 
 @pytest.mark.parametrize("release", list(RELEASES))
@@ -108,3 +116,11 @@ def test_what_the_hubs_pages_load_is_kept(release):
             target = posixpath.normpath(posixpath.join(posixpath.dirname(css), ref))
             assert target in m, f"{css} names {ref}, which is not in the package"
 
+
+@pytest.mark.parametrize("release", list(RELEASES))
+def test_size_is_within_its_targets(release):
+    deb = debs.deb(release)
+    assert deb.stat().st_size <= DEB_TARGET, f"{deb.name}: {deb.stat().st_size / MiB:.1f} MiB"
+    installed = int(subprocess.run(["dpkg-deb", "-f", str(deb), "Installed-Size"], capture_output=True, text=True,
+                                   check=True).stdout) * 1024
+    assert installed <= UNPACKED_TARGET, f"{deb.name}: unpacks to {installed / MiB:.0f} MiB"
