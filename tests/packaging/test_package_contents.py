@@ -47,11 +47,22 @@ def members(release: str) -> dict[str, tarfile.TarInfo]:
         return {m.name.removeprefix("./"): m for m in tar.getmembers()}
 
 
-def read(release: str, name: str) -> str:
+@cache
+def texts(release: str) -> dict[str, str]:
+    """The hub's templates and CSS files, read in one pass over the package."""
+    found = {}
     with tarfile.open(fileobj=io.BytesIO(data_tar(release))) as tar:
-        f = tar.extractfile("./" + name)
-        assert f is not None, name
-        return f.read().decode()
+        for m in tar:
+            name = m.name.removeprefix("./")
+            if m.isfile() and "/share/jupyterhub/" in name and name.endswith((".html", ".css")):
+                f = tar.extractfile(m)
+                assert f is not None, name
+                found[name] = f.read().decode()
+    return found
+
+
+def read(release: str, name: str) -> str:
+    return texts(release)[name]
 
 
 @pytest.mark.parametrize("release", list(RELEASES))
