@@ -40,7 +40,8 @@ def _tier(item_path: str) -> str:
         return "real kernel (qemu VM)"
     if rel.parts[0] == "packaging" and rel.name in ("test_releases.py", "test_upgrade.py"):
         return "system (booted Debian 12, and the releases' refusals)"
-    if rel.parts[0] == "system" or rel.name in ("test_lintian.py", "test_package_lifecycle.py"):
+    if rel.parts[0] == "system" or rel.name in ("test_lintian.py", "test_package_lifecycle.py",
+                                                "test_package_contents.py"):
         return DEBIAN_13
     if rel.name in ("test_arch_package.py", "test_arch_aur.py"):
         return "arch package"

@@ -17,10 +17,24 @@ from visitor_client import arrive
 pytestmark = pytest.mark.system
 
 
+def byte_code(appliance) -> int:
+    """How many .pyc files postinst compiled (the package ships none)."""
+    return int(appliance.sh("find /usr/lib/jupyterhub-appliance -name '*.pyc' 2>/dev/null | wc -l").stdout)
+
+
 def test_reinstall_same_version_is_harmless(appliance, deb):
+    # postinst compiled the byte-code of both environments: the hub's and a server's.
+    assert byte_code(appliance) > 3000
+    for module in ("hub/lib/python3*/site-packages/jupyterhub/app", "user/lib/python3*/site-packages/jupyterlab/labapp"):
+        found = appliance.sh(f"ls /usr/lib/jupyterhub-appliance/{module.rsplit('/', 1)[0]}/__pycache__/"
+                             f"{module.rsplit('/', 1)[1]}.cpython-3*.pyc", check=False)
+        assert found.returncode == 0, module
     secret = appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout
     before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
+    before_pyc = byte_code(appliance)
     appliance.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/{deb.name}")
+    # prerm deleted the byte-code, postinst compiled it again.
+    assert byte_code(appliance) == before_pyc
     assert appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout == secret
     assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
     # The administrator's configuration (a conffile) is kept.
@@ -135,6 +149,10 @@ def test_remove_stops_services_and_keeps_data(appliance):
         "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret"}
     assert appliance.sh("ls /var/lib/jupyterhub-appliance/secrets").stdout.split() == ["proxy_token"]
     assert appliance.sh("test -f /etc/jupyterhub/appliance.toml", check=False).returncode == 0
+    # prerm deleted the byte-code postinst made: none is left (nor its directories,
+    # which would keep dpkg from removing the package's).
+    assert byte_code(appliance) == 0
+    assert appliance.sh("find /usr/lib/jupyterhub-appliance -name __pycache__ 2>/dev/null").stdout == ""
 
 
 def test_purge_removes_what_it_created_but_not_homes(appliance):

@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import requests
 from booted import USERS, free_port
@@ -91,6 +91,50 @@ def test_logout_and_back_finds_server_and_files(appliance):
     assert appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"] == before
     kernel = b.start_kernel("alice")
     assert b.execute("alice", kernel, "print(open('notes.txt').read())").strip() == "kept"
+
+
+def static_files_of(b: Browser, page: requests.Response) -> dict[str, int]:
+    """Each static file a page loads (its <script src>, <link href>, the modules
+    requirejs is told to load, what its CSS imports and names): URL -> status."""
+    base = page.url
+    refs = set(re.findall(r"""(?:src|href)=["']([^"']*/static/[^"']+)["']""", page.text))
+    # page.html's require.config: baseUrl is static/js, paths relative to it.
+    js_base = re.search(r"""baseUrl:\s*['"]([^'"]+)['"]""", page.text)
+    if js_base:
+        for path in re.findall(r"""['"](\.\./components/[^'"]+)['"]""", page.text):
+            if "js-sha256" in path:  # named by page.html, but in no JupyterHub package; nothing loads it
+                continue
+            refs.add(urljoin(urljoin(base, js_base.group(1).rstrip("/") + "/"), path + ".js"))
+    seen: dict[str, int] = {}
+    todo = [urljoin(base, r) for r in refs]
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        r = b.s.get(url, timeout=30)
+        seen[url] = r.status_code
+        if url.split("?")[0].endswith(".css") and r.ok:
+            for ref in re.findall(r"""(?:url\(\s*['"]?|@import\s*['"])([^'")?#]+)""", r.text):
+                if not ref.startswith(("data:", "http")):
+                    todo.append(urljoin(url, ref))
+    return seen
+
+
+def test_every_static_file_of_the_hubs_pages_and_jupyterlab_loads(appliance):
+    """The package leaves out what the appliance never reads (test_package_contents):
+    what the hub's pages and JupyterLab do load is all there."""
+    b = login(appliance, "alice", USERS["alice"])
+    lab = b.wait_for_server("alice")
+    pages = [b.get("/hub/home"), b.get("/hub/token"), lab, Browser(appliance.url).get("/hub/login")]
+    loaded: dict[str, int] = {}
+    for page in pages:
+        assert page.status_code == 200, page.url
+        loaded |= static_files_of(b, page)
+    assert [u for u in loaded if "/hub/static/components/" in u], loaded
+    assert [u for u in loaded if "/user/alice/static/lab/" in u or "/static/lab/" in u], loaded
+    assert [u for u in loaded if "webfonts" in u], loaded  # Font Awesome's, named by the CSS
+    failed = {u: code for u, code in loaded.items() if code != 200}
+    assert not failed, failed
 
 
 def test_spawn_progress_messages_on_pending_page(appliance):
