@@ -92,6 +92,7 @@ class Change:
         self.saved = [Saved.of(p) for p in [*lay.touched, *extra]]
         self.modules = set(os.listdir(lay.modules_dir)) if lay.modules_dir and lay.modules_dir.is_dir() else None
         self.was_active = is_active(lay.service)
+        self.told = False  # whether the server was told to reload or restart
         self.done = False
 
     def __enter__(self) -> "Change":
@@ -116,6 +117,7 @@ class Change:
             self._fail(f"{' '.join(self.lay.check)} refused the new configuration:\n{_indent(said)}")
         verb = "restart" if restart or not self.was_active else "reload"
         workers = _workers(self.lay.service)
+        self.told = True
         ok, said = _run(["systemctl", verb, self.lay.service])
         if not ok:
             self._fail(f"systemctl {verb} {self.lay.service} failed:\n{_indent(said)}")
@@ -135,9 +137,11 @@ class Change:
         if self.modules is not None:
             for name in set(os.listdir(self.lay.modules_dir)) - self.modules:
                 os.unlink(self.lay.modules_dir / name)
-        if self.was_active:
+        if self.was_active and self.told:
             # The old configuration passed before; a restart brings it back even if
-            # the failed reload left the server down.
+            # the failed reload left the server down. A server never told to reload
+            # (its check refused the change) still runs the old one: restarting it
+            # would only cut every open connection, kernels' websockets included.
             _run(["systemctl", "restart", self.lay.service])
         self.done = True
 

@@ -145,7 +145,18 @@ class KernelSocket:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        """Close as a tab does, and wait until the server has closed too: else the
+        TCP connection outlives the event loop (asyncio.run) until garbage collection,
+        and a web server in front keeps a worker for it (Apache's reload then waits
+        its 10 s for that worker to retire)."""
         self.ws.close()
+        deadline = time.monotonic() + 5
+        try:
+            while time.monotonic() < deadline and await asyncio.wait_for(self.ws.read_message(),
+                                                                         deadline - time.monotonic()) is not None:
+                pass
+        except (asyncio.TimeoutError, OSError):
+            pass
 
     async def execute(self, code: str, timeout: float = 60) -> str:
         msg_id = uuid.uuid4().hex

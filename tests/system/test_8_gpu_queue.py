@@ -60,6 +60,19 @@ def join_queue(app, name: str, fields: dict[str, str]):
     return b
 
 
+def idle_past(app, names: list[str], since: float | None = None) -> None:
+    """Until the daemon has seen each one's GPU idle for idle_timeout (10 s) + 4 s,
+    and, if `since` is given, 4 s have passed since then too: what a fixed 14 s
+    sleep waited for, without waiting longer. The reclaimer looks every
+    sample_interval (1 s), so it has looked at least 4 times meanwhile."""
+    def idle_seconds() -> dict[str, int | None]:
+        return {g["holder"]: g["idle_seconds"] for g in report(app)["gpus"] if g["holder"] in names}
+
+    wait_until(f"{names} idle for 14 s", lambda: (len(got := idle_seconds()) == len(names)
+                                                  and all(s is not None and s >= 14 for s in got.values())
+                                                  and (since is None or time.monotonic() - since >= 4)))
+
+
 def running(app, name: str) -> bool:
     return app.sh(f"systemctl is-active jupyter-{name}.service", check=False).stdout.strip() == "active"
 
@@ -91,6 +104,7 @@ def test_waiters_get_gpus_in_order_keep_places_across_a_hub_restart_and_may_canc
     assert sorted(h for h in holders(app).values()) == HOLDERS
 
     waiters = {n: join_queue(app, n, {"gpus": "1"}) for n in WAITERS}
+    waiting = time.monotonic()
     assert queue(app) == WAITERS
     waiters["gw2"].progress_until("gw2", "Waiting for a GPU: you are number 2 in the queue (4 of 4 GPUs in use)")
     out = app.sh("applctl gpus").stdout
@@ -98,7 +112,7 @@ def test_waiters_get_gpus_in_order_keep_places_across_a_hub_restart_and_may_canc
     assert [re.split(r"\s{2,}", line)[1] for line in out.splitlines()[-3:]] == WAITERS
 
     # reclaim = "never": every holder's GPU is idle past idle_timeout, people wait, nothing is stopped
-    time.sleep(14)
+    idle_past(app, HOLDERS, since=waiting)
     assert sorted(h for h in holders(app).values()) == HOLDERS
 
     app.sh("systemctl restart jupyterhub")
@@ -151,7 +165,7 @@ def test_an_idle_gpu_is_reclaimed_for_someone_who_waits_and_a_busy_one_is_not(sh
     held = {h: u for u, h in holders(app).items()}
     index = {UUID.format(i): i for i, _ in GPUS}
     app.ct.write("/etc/fake-nvml.conf", nvml({index[u]: 80 for h, u in held.items() if h != "gw1"}))
-    time.sleep(14)  # gw1's GPU is idle past idle_timeout, but nobody waits: "when-needed" keeps it
+    idle_past(app, ["gw1"])  # gw1's GPU is idle past idle_timeout, but nobody waits: "when-needed" keeps it
     assert running(app, "gw1")
 
     b = join_queue(app, "gr1", {"gpus": "1"})

@@ -64,6 +64,7 @@ def journey(port: int, user: str, auth=None) -> None:
     # The hub saw https (X-Scheme): its login cookie is a secure one.
     assert any(c.secure for c in b.s.cookies if c.name.startswith("jupyterhub-session")), list(b.s.cookies)
     b.s.delete(f"{b.base}/hub/api/users/{user}/server", headers=b.hub_xsrf(), timeout=60)
+    b.s.close()  # no idle keep-alive connection left in a web server's worker
 
 
 def refused(app, command: str, says: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.revproxy import htpasswd, layout
+from appliance.revproxy import htpasswd, install, layout
 from appliance.revproxy.install import Change, SetupError, trusted_file, write_site
 from appliance.revproxy.site import Site, SiteError, check, render
 
@@ -98,6 +98,41 @@ def test_a_refused_change_puts_back_exactly_what_was_there(tmp_path):
             change.commit()
     assert lay.site.read_text() == "old site\n" and (os.stat(lay.site).st_mode & 0o777) == 0o640
     assert not os.path.lexists(lay.enabled) and not extra.exists()
+
+
+def test_a_change_the_check_refuses_leaves_the_running_server_alone(tmp_path, monkeypatch):
+    """Refused by the server's own check: the running server never saw it, so it is
+    neither reloaded nor restarted (a restart would cut its open connections)."""
+    lay = layout.Layout("nginx", "nginx", "/bin/true", tmp_path / "avail/site.conf", tmp_path / "enabled/site.conf",
+                        "nginx", ("/bin/false",), "root")
+    (tmp_path / "avail").mkdir()
+    (tmp_path / "enabled").mkdir()
+    ran = []
+    real_run = install._run
+    monkeypatch.setattr(install, "is_active", lambda service: True)
+    monkeypatch.setattr(install, "_run", lambda argv: ran.append(list(argv)) or real_run(argv))
+    with pytest.raises(SetupError, match="refused the new configuration"):
+        with Change(lay) as change:
+            write_site(lay, "new site\n")
+            change.commit()
+    assert ran == [["/bin/false"]], ran
+
+
+def test_a_failed_reload_restarts_the_server_on_the_old_configuration(tmp_path, monkeypatch):
+    lay = layout.Layout("nginx", "nginx", "/bin/true", tmp_path / "avail/site.conf", tmp_path / "enabled/site.conf",
+                        "nginx", ("/bin/true",), "root")
+    (tmp_path / "avail").mkdir()
+    (tmp_path / "enabled").mkdir()
+    ran = []
+    monkeypatch.setattr(install, "is_active", lambda service: True)
+    monkeypatch.setattr(install, "_workers", lambda service: set())
+    monkeypatch.setattr(install, "_run", lambda argv: (ran.append(list(argv)),
+                                                       (argv[0] != "systemctl" or argv[1] == "restart", "no"))[1])
+    with pytest.raises(SetupError, match="systemctl reload nginx failed"):
+        with Change(lay) as change:
+            write_site(lay, "new site\n")
+            change.commit()
+    assert ran == [["/bin/true"], ["systemctl", "reload", "nginx"], ["systemctl", "restart", "nginx"]], ran
 
 
 def test_a_certificate_in_a_directory_others_can_write_is_refused(tmp_path):
