@@ -126,6 +126,8 @@ class ApplianceHub(JupyterHub):
         self._own_services = services.start(self, self.culler, self.reclaim_interval)
 
     async def start_service(self, service_name, service, ssl_context=None):
+        # The GPU dashboard runs in this process: it must serve before JupyterHub
+        # checks that it answers, or JupyterHub waits for it and warns.
         sampling = services.serve_dashboard(self, service, self.dashboard_interval)
         if sampling is not None:
             self._dashboard_sampling = sampling
