@@ -1,7 +1,8 @@
 """JupyterHub itself, with steps added at start: stale tokens and admins revoked
 (revoke.py), spawns that waited in the GPU queue resumed, the REST handler
-that stops servers told who asks (handlers.py), visitors kept (visitors.py), and
-the GPU report and metrics (gpu_report.py, metrics.py)."""
+that stops servers told who asks (handlers.py), visitors kept (visitors.py), the
+GPU report and metrics (gpu_report.py, metrics.py), and the appliance's own
+services (services.py: culler, reclaimer, dashboard) on the hub's event loop."""
 
 from __future__ import annotations
 
@@ -11,25 +12,22 @@ import json
 import logging
 import os
 import sys
-from urllib.parse import urlparse
 
-import jupyterhub.services.service as jupyterhub_services
 from jupyterhub.app import JupyterHub
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Integer, Unicode, default
+from traitlets import Dict, Float, Integer, Unicode, default
 
 from .. import daemon_client as client
 from .. import held_ports, protocol
 from ..groups import STATE_DIR
 from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, read_secret
-from . import handlers, metrics, revoke, visitors
-from .configurer import DASHBOARD_SERVICE
+from . import handlers, metrics, revoke, services, visitors
 from .gpu_report import REPORT
 
 # --- listening only on the ports systemd holds (held_ports.py) -----------------------
 # JupyterHub binds its port deep inside start(), and the metrics server and the GPU
-# dashboard (a child process) bind theirs: each listen() on an address systemd holds
+# dashboard (services.py) bind theirs: each listen() on an address systemd holds
 # for the hub takes that socket instead. hub_launcher has checked that every address
 # appliance.toml asks for is held, so nothing here binds a port of its own.
 
@@ -43,27 +41,15 @@ def _listen_on_held(self: HTTPServer, port: int, address: str | None = None, **k
 HTTPServer.listen = _listen_on_held
 
 
-def _popen_passing_dashboard_socket(cmd, **kwargs):
-    """JupyterHub starts its managed services with Popen, closing every other
-    descriptor. The GPU dashboard alone gets its held socket (APPLIANCE_LISTEN_FD)."""
-    if "appliance.hub.dashboard" in cmd:
-        url = urlparse(kwargs.get("env", {}).get("JUPYTERHUB_SERVICE_URL", ""))
-        held = held_ports.find((url.hostname or "", url.port or 0))
-        if held is not None:
-            kwargs["pass_fds"] = (held.fileno(),)
-            kwargs["env"] = dict(kwargs["env"], APPLIANCE_LISTEN_FD=str(held.fileno()))
-    return _popen(cmd, **kwargs)
-
-
-_popen = jupyterhub_services.Popen
-jupyterhub_services.Popen = _popen_passing_dashboard_socket
-
-
 class ApplianceHub(JupyterHub):
     ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
     metrics_access = Unicode("loopback", help="[metrics] access: loopback, token or off").tag(config=True)
     metrics_port = Integer(9445, help="[hub] metrics_port, on loopback").tag(config=True)
     gpu_report_interval = Integer(10, help="seconds between reads of the daemon's GPU report").tag(config=True)
+    # The own services' settings (configurer.py); empty or 0: that service is off.
+    culler = Dict(help="[culler] settings of the idle culler").tag(config=True)
+    reclaim_interval = Float(0, help="seconds between the gpu-reclaimer's looks").tag(config=True)
+    dashboard_interval = Float(0, help="seconds between the GPU dashboard's samples").tag(config=True)
 
     @default("log")
     def _log_default(self):
@@ -85,7 +71,9 @@ class ApplianceHub(JupyterHub):
             token = read_secret(f"{STATE_DIR}/{APPLCTL_TOKEN}")
         except OSError:
             token = None
-        for line in revoke.revoke(self.db, APPLCTL_SERVICE, token):
+        current = {spec["name"]: spec.get("api_token") for spec in self.services}
+        current[APPLCTL_SERVICE] = token
+        for line in revoke.revoke(self.db, current):
             self.log.warning("jupyterhub-appliance: %s", line)
         self._applctl_token = token
         await super().init_users()
@@ -135,26 +123,18 @@ class ApplianceHub(JupyterHub):
             visitors.VisitorKeeper(self, self._applctl_token, self.ephemeral_mode).run())
         if self._resume:
             asyncio.ensure_future(self._resume_queued(self._resume))
+        self._own_services = services.start(self, self.culler, self.reclaim_interval)
 
     async def start_service(self, service_name, service, ssl_context=None):
-        if service_name != DASHBOARD_SERVICE:
-            return await super().start_service(service_name, service, ssl_context)
-        # The GPU dashboard is optional. JupyterHub would wait for it to answer before
-        # going on with its start (and past the service's timeout, exit), and a stop
-        # asked for meanwhile waited too: a reload during a slow start took 90 s, until
-        # systemd's SIGKILL (measured, under load). Start it beside the hub instead.
-        async def start_beside() -> None:
-            if not await JupyterHub.start_service(self, service_name, service, ssl_context):
-                self.log.error("jupyterhub-appliance: the GPU dashboard did not come up; the hub runs without it")
-
-        self._dashboard_start = asyncio.ensure_future(start_beside())
-        return True
+        # The GPU dashboard runs in this process: it must serve before JupyterHub
+        # checks that it answers, or JupyterHub waits for it and warns.
+        sampling = services.serve_dashboard(self, service, self.dashboard_interval)
+        if sampling is not None:
+            self._dashboard_sampling = sampling
+        return await super().start_service(service_name, service, ssl_context)
 
     async def cleanup(self):
-        starting = getattr(self, "_dashboard_start", None)
-        if starting is not None and not starting.done():
-            starting.cancel()
-        # JupyterHub stops its managed services (culler, reclaimer, dashboard) one
+        # JupyterHub stops its managed services (those jupyterhub_config.d adds) one
         # after another, each with SIGINT and a poll that backs off from 0.1 s: about
         # 0.3 s each, a second in all (measured), before the hub can exit and the next
         # one start. All at once first; its own loop then finds them stopped.

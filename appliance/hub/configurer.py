@@ -5,6 +5,7 @@ config.py reads and checks appliance.toml; this module only translates it.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..groups import ADMINS_GROUP, STATE_DIR, USERS_GROUP
 from ..net import http_url
 from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, COOKIE_SECRET, proxy_token, read_secret
 from .gpu_report import my_gpus
+from .stop_reasons import CULLER, RECLAIMER
 
 
 def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
@@ -99,6 +101,14 @@ def activity_interval(culler: dict) -> int:
     return max(10, min(300, culler["timeout"] // 4))
 
 
+def own_service(c, name: str, **spec) -> None:
+    """One of the appliance's own services, which run inside the hub's process
+    (services.py), not as a child interpreter each. Each its own API token, new at
+    every start (the hub deletes the old ones at start: revoke.py), so each acts
+    only with its own role."""
+    c.JupyterHub.services.append({"name": name, "api_token": secrets.token_urlsafe(32), **spec})
+
+
 def register_culler_service(c, culler: dict) -> None:
     """jupyterhub-idle-culler with the [culler] settings, allowed only to list
     users and servers, read their activity, and stop servers."""
@@ -107,16 +117,12 @@ def register_culler_service(c, culler: dict) -> None:
     c.ApplianceSpawner.activity_interval = interval
     if not culler["enabled"]:
         return
-    command = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={culler['timeout']}",
-               f"--cull-every={culler['every']}", f"--concurrency={culler['concurrency']}",
-               f"--cull-admin-users={culler['cull_admin_users']}"]
-    if culler["max_age"]:
-        command.append(f"--max-age={culler['max_age']}")
-    c.JupyterHub.services.append({"name": "idle-culler", "command": command})
+    own_service(c, CULLER)
+    c.ApplianceHub.culler = {k: culler[k] for k in ("timeout", "every", "max_age", "concurrency", "cull_admin_users")}
     c.JupyterHub.load_roles.append({
-        "name": "idle-culler",
+        "name": CULLER,
         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-        "services": ["idle-culler"],
+        "services": [CULLER],
     })
 
 
@@ -124,19 +130,16 @@ def register_reclaimer_service(c, gpu: dict) -> None:
     """The gpu-reclaimer (reclaimer.py): it may only stop servers."""
     if gpu["reclaim"] == "never":
         return
-    c.JupyterHub.services.append({
-        "name": "gpu-reclaimer",
-        "command": [sys.executable, "-m", "appliance.hub.reclaimer", f"--interval={gpu['sample_interval']}"],
-    })
+    own_service(c, RECLAIMER)
+    c.ApplianceHub.reclaim_interval = gpu["sample_interval"]
     c.JupyterHub.load_roles.append({
-        "name": "gpu-reclaimer",
+        "name": RECLAIMER,
         "scopes": ["delete:servers"],
-        "services": ["gpu-reclaimer"],
+        "services": [RECLAIMER],
     })
 
 
 DASHBOARD_SERVICE = "gpus"
-DASHBOARD_START_TIMEOUT = 180  # s
 
 
 def register_dashboard_service(c, cfg: Config) -> None:
@@ -145,20 +148,9 @@ def register_dashboard_service(c, cfg: Config) -> None:
     uid. Not in the Services menu: admins get their own link (templates/page.html)."""
     if not cfg["dashboard"]["enabled"]:
         return
-    c.JupyterHub.services.append({
-        "name": DASHBOARD_SERVICE,
-        "url": http_url("127.0.0.1", cfg["hub"]["dashboard_port"]),
-        "command": [sys.executable, "-m", "appliance.hub.dashboard",
-                    f"--interval={cfg['gpu']['sample_interval']}"],
-        "oauth_no_confirm": True,
-        "display": False,
-        # How long the hub waits for it to answer before it logs that it did not.
-        # JupyterHub's default, 30 s, is too short on a slow, loaded machine (the
-        # emulated VM tier: 28 s to import and answer), and JupyterHub *exits* then,
-        # losing the spawns in progress; the hub waits beside its start (app.py).
-        # On a normal machine it answers within a second or two.
-        "timeout": DASHBOARD_START_TIMEOUT,
-    })
+    own_service(c, DASHBOARD_SERVICE, url=http_url("127.0.0.1", cfg["hub"]["dashboard_port"]),
+                oauth_no_confirm=True, display=False)
+    c.ApplianceHub.dashboard_interval = cfg["gpu"]["sample_interval"]
 
 
 # --- applctl's access to the hub's REST API ---------------------------------------

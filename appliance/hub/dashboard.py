@@ -1,39 +1,34 @@
-"""The GPU dashboard: a hub-managed service at /services/gpus/, for hub admins only.
+"""The GPU dashboard: a hub service at /services/gpus/, for hub admins only.
 
 It shows each GPU (memory, utilization, temperature, power), who holds it and since
 when, how long it has been idle, the GPU queue, every server with its memory, and
 the last hour of utilization per GPU, which it samples itself (the daemon keeps
 only the present). The page (templates/dashboard.html) reads api/status every few
 seconds. Everything comes from the daemon, asked as the hub's uid, so the service
-needs no scope of the hub's API; JupyterHub OAuth only says who is looking.
-
-    python -m appliance.hub.dashboard --interval 10
+needs no scope of the hub's API; JupyterHub OAuth only says who is looking. It
+runs on the hub's event loop (services.py) on its own loopback port, with the OAuth
+client and token of its own service.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import html
 import logging
 import os
 import re
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
 
 from .. import daemon_client as client
 from ..protocol import GpuReport
-from .service_life import die_with_parent
 
-log = logging.getLogger("gpu-dashboard")
+log = logging.getLogger("JupyterHub.gpu-dashboard")
 
 HISTORY_SECONDS = 3600
 PAGE = Path(__file__).parent / "templates" / "dashboard.html"
@@ -114,7 +109,19 @@ def status(report: GpuReport, servers: list[dict], history: History, query: dict
     }
 
 
-class AdminOnly(HubOAuthenticated, web.RequestHandler):
+class InHubAuth:
+    """The dashboard's HubOAuth comes from the hub (serve), not from a service's
+    environment variables, which the hub's process does not have."""
+
+    def initialize(self, hub_auth: HubOAuth) -> None:
+        self.hub_auth = hub_auth
+
+
+class CallbackHandler(InHubAuth, HubOAuthCallbackHandler):
+    pass
+
+
+class AdminOnly(InHubAuth, HubOAuthenticated, web.RequestHandler):
     def admin(self) -> dict:
         user = self.current_user
         if not user.get("admin"):
@@ -164,37 +171,26 @@ class StatusHandler(AdminOnly):
         self.finish(answer)
 
 
-def make_app(prefix: str, history: History) -> web.Application:
+def make_app(prefix: str, history: History, hub_auth: HubOAuth) -> web.Application:
+    auth = {"hub_auth": hub_auth}
     return web.Application([
         (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
-        (prefix, PageHandler),
-        (prefix + "api/status", StatusHandler),
-        (prefix + "oauth_callback", HubOAuthCallbackHandler),
+        (prefix, PageHandler, auth),
+        (prefix + "api/status", StatusHandler, auth),
+        (prefix + "oauth_callback", CallbackHandler, auth),
     ], cookie_secret=os.urandom(32), history=history)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="gpu-dashboard")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between utilization samples")
-    args = parser.parse_args(argv)
-    die_with_parent()
-    logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s gpu-dashboard] %(message)s")
-    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-    history = History(args.interval)
-    app = make_app(os.environ["JUPYTERHUB_SERVICE_PREFIX"], history)
-    held = os.environ.pop("APPLIANCE_LISTEN_FD", None)
-    if held:
-        # The socket systemd holds for the dashboard, passed on by the hub (app.py).
-        sock = socket.socket(fileno=int(held))
-        sock.setblocking(False)
-        HTTPServer(app).add_socket(sock)
-    else:
-        app.listen(url.port, url.hostname)
-    loop = IOLoop.current()
-    loop.spawn_callback(history.sample_forever)
-    log.info("serving on %s", url.geturl())
-    loop.start()
-
-
-if __name__ == "__main__":
-    main()
+def serve(service, api_url: str, hub_prefix: str, interval: float) -> asyncio.Task:
+    """Serve the dashboard for JupyterHub's Service `service` (its URL, prefix, OAuth
+    client and token) on the hub's loop; the returned task samples utilization."""
+    hub_auth = HubOAuth(api_token=service.api_token, api_url=api_url, hub_prefix=hub_prefix,
+                        base_url=service.prefix, oauth_client_id=service.oauth_client_id,
+                        oauth_redirect_uri=service.oauth_redirect_uri,
+                        access_scopes={f"access:services!service={service.name}"})
+    history = History(interval)
+    url = urlparse(service.url)
+    # The hub's HTTPServer.listen takes the socket systemd holds for it (app.py).
+    make_app(service.prefix, history, hub_auth).listen(url.port, url.hostname)
+    log.info("the GPU dashboard serves on %s", service.url)
+    return asyncio.ensure_future(history.sample_forever())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .. import users
 from ..groups import ADMINS_GROUP
+from ..state import APPLCTL_SERVICE
 from ..token_notes import issuer_of
 
 # The groups whose members may run `sudo applctl`: the appliance's own, and Debian's
@@ -26,8 +27,9 @@ def may_sudo_applctl(name: str) -> bool:
     return any(users.is_member(name, g) for g in SUDO_GROUPS)
 
 
-def revoke(db, service: str, service_token: str | None) -> list[str]:
-    """Through JupyterHub's own ORM session; what was taken back, in words."""
+def revoke(db, service_tokens: dict[str, str | None]) -> list[str]:
+    """Through JupyterHub's own ORM session; what was taken back, in words.
+    `service_tokens`: each own service's current token (None: unknown, keep all)."""
     from jupyterhub import orm, roles
 
     done = []
@@ -49,13 +51,15 @@ def revoke(db, service: str, service_token: str | None) -> list[str]:
             db.delete(token)
     for name, n in sorted(by_issuer.items()):
         done.append(f"{name} may no longer run sudo applctl: {n} token(s) they issued revoked")
-    svc = orm.Service.find(db, service)
-    if svc is not None and service_token:
+    for service, service_token in service_tokens.items():
+        svc = orm.Service.find(db, service)
+        if svc is None or not service_token:
+            continue
         current = orm.APIToken.find(db, service_token, kind="service")
         stale = [t for t in svc.api_tokens if current is None or t.id != current.id]
         for token in stale:
             db.delete(token)
-        if stale:
+        if stale and service == APPLCTL_SERVICE:  # the others' are replaced at every start
             done.append(f"{len(stale)} old token(s) of the {service} service deleted")
     db.commit()
     return done

@@ -308,9 +308,9 @@ def test_at_hub_start_tokens_of_issuers_who_lost_sudo_applctl_are_revoked(tmp_pa
     member = {("nadia", "jupyterhub-admins"), ("sam", "sudo")}
     monkeypatch.setattr(users, "is_member", lambda name, group: (name, group) in member)
 
-    said = revoke.revoke(db, "applctl", None)
+    said = revoke.revoke(db, {"applctl": None})
 
     assert said == ["olive may no longer run sudo applctl: 1 token(s) they issued revoked"]
     assert orm.APIToken.find(db, gone) is None
     assert all(orm.APIToken.find(db, t) is not None for t in (by_admin, by_sudoer, by_root, free_text))
-    assert revoke.revoke(db, "applctl", None) == []
+    assert revoke.revoke(db, {"applctl": None}) == []

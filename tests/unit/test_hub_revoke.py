@@ -1,5 +1,5 @@
 """At hub start, admins no longer in jupyterhub-admins lose admin and tokens, and the
-applctl service keeps only its current token (a real JupyterHub database)."""
+appliance's own services keep only their current tokens (a real JupyterHub database)."""
 
 from jupyterhub import orm, roles
 
@@ -15,7 +15,8 @@ def test_stale_admins_and_old_service_tokens_are_revoked(tmp_path, monkeypatch):
     kept, gone, plain = (orm.User(name=n, admin=n != "carol") for n in ("alice", "bob", "carol"))
     db.add_all([kept, gone, plain])
     svc = orm.Service(name="applctl")
-    db.add(svc)
+    culler = orm.Service(name="idle-culler")
+    db.add_all([svc, culler])
     db.commit()
     for u in (kept, gone):
         roles.grant_role(db, u, "admin")
@@ -24,9 +25,12 @@ def test_stale_admins_and_old_service_tokens_are_revoked(tmp_path, monkeypatch):
     plain_token = plain.new_api_token(note="script")
     svc.new_api_token("old-service-token-" + "x" * 40, note="from config", generated=False)
     svc.new_api_token("new-service-token-" + "y" * 40, note="from config", generated=False)
+    # The culler's token of the last start: a new one is made at every start.
+    culler.new_api_token("last-culler-token-" + "z" * 40, note="from config", generated=False)
     monkeypatch.setattr(users, "is_member", lambda name, group: name == "alice")
 
-    said = revoke.revoke(db, "applctl", "new-service-token-" + "y" * 40)
+    current = {"applctl": "new-service-token-" + "y" * 40, "idle-culler": "this-culler-token-" + "w" * 40}
+    said = revoke.revoke(db, current)
 
     assert said == ["bob is no longer in jupyterhub-admins: admin rights and 1 token(s) revoked",
                     "1 old token(s) of the applctl service deleted"]
@@ -36,4 +40,5 @@ def test_stale_admins_and_old_service_tokens_are_revoked(tmp_path, monkeypatch):
     assert orm.User.find(db, "alice").admin
     assert orm.APIToken.find(db, "old-service-token-" + "x" * 40) is None
     assert orm.APIToken.find(db, "new-service-token-" + "y" * 40) is not None
-    assert revoke.revoke(db, "applctl", "new-service-token-" + "y" * 40) == []  # nothing left to take
+    assert orm.APIToken.find(db, "last-culler-token-" + "z" * 40) is None
+    assert revoke.revoke(db, current) == []  # nothing left to take
