@@ -413,7 +413,7 @@ def _groups(v: Any) -> list[str]:
 
 # --- single sign-on ([auth], [oidc]) -------------------------------------------------
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _CLAIM_RE = re.compile(r"[A-Za-z0-9_:./-]{1,128}")
 _CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable, no spaces (RFC 6749 A.1: VSCHAR)
 
@@ -435,7 +435,7 @@ def _issuer(v: Any) -> str:
         u.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         raise ValueError(accepted) from None
-    loopback = u.hostname in _LOOPBACK_HOSTS
+    loopback = u.hostname in LOOPBACK_HOSTS
     if (not u.hostname or u.query or u.fragment or "@" in u.netloc
             or not (u.scheme == "https" or (u.scheme == "http" and loopback))):
         raise ValueError(accepted)
@@ -732,6 +732,16 @@ def _check_oidc(values: dict[str, dict[str, Any]], path: Path | str) -> None:
                       ("client_id", "the client id the provider gave this hub")):
         if not values["oidc"][key]:
             raise ConfigError(path, f"oidc.{key}", "", f'{what}: required with [auth] type = "oidc"')
+
+
+def sso_in_use(cfg: "Config") -> bool:
+    """Whether people log in through single sign-on: [auth] type = "oidc", in
+    accounts mode (visitors of ephemeral mode never log in)."""
+    return cfg["auth"]["type"] == "oidc" and cfg["hub"]["mode"] == "accounts"
+
+
+# The name under which systemd hands the client secret to the hub (LoadCredential=).
+OIDC_CREDENTIAL = "oidc-client-secret"
 
 
 def read_client_secret(path: str) -> str:
