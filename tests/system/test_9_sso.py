@@ -36,9 +36,10 @@ def sso(appliance):
         app.wait_hub()
         yield app, provider
     finally:
-        hub_api(app, "DELETE", "/users/alice/server")
         app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
         app.sh("applctl reload", check=False)
+        app.wait_hub()
+        hub_api(app, "DELETE", "/users/alice/server")  # started through the provider
         provider.stop()
         app.sh(f"rm -f {SECRET_FILE}" + ("; gpasswd -d alice jupyterhub-users >/dev/null" if added else ""),
                check=False)
@@ -54,6 +55,7 @@ def start_login(app) -> tuple[Browser, object]:
 
 def test_the_code_flow_with_pkce_and_state_lands_alice_in_her_server(sso):
     app, provider = sso
+    assert "Sign in with single sign-on" in Browser(app.url).get("/hub/login").text  # JupyterHub's own page
     b, r = start_login(app)
     to = urlsplit(r.headers["location"])
     q = parse_qs(to.query)
@@ -134,3 +136,29 @@ def test_the_client_secret_is_root_s_and_reaches_the_hub_only_as_a_credential(ss
     assert app.sh(f"nsenter -t {pid} -m -S {alice_uid} -G {alice_uid} cat {cred}", check=False).returncode != 0
     assert app.sh(f"cat {cred}", user="alice", check=False).returncode != 0
     assert app.unit_props(UNIT, "ActiveState")["ActiveState"] == "active"
+
+
+def test_a_secret_file_others_can_read_is_refused_before_anything_restarts(sso):
+    app, _ = sso
+    pid = app.unit_props("jupyterhub.service", "MainPID")["MainPID"]
+    app.sh(f"chmod 644 {SECRET_FILE}")
+    try:
+        r = app.sh("applctl reload", check=False)
+    finally:
+        app.sh(f"chmod 600 {SECRET_FILE}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert f"[oidc] client_secret_file = '{SECRET_FILE}': it has owner uid 0 and mode 0644" in r.stderr
+    assert "nothing was restarted" in r.stderr
+    assert app.unit_props("jupyterhub.service", "MainPID")["MainPID"] == pid
+
+
+def test_a_provider_that_does_not_answer_is_said_in_the_hub_s_journal(sso):
+    """Last: it leaves the hub down until the module's end switches back to PAM."""
+    app, provider = sso
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
+        f'[auth]\ntype = "oidc"\n[oidc]\nissuer = "http://127.0.0.1:1"\nclient_id = "{CLIENT_ID}"\n'))
+    r = app.sh("applctl reload --timeout 30", check=False)
+    said = r.stderr + app.sh("journalctl -u jupyterhub -n 20 --no-pager", check=False).stdout
+    assert r.returncode != 0, r.stdout
+    assert ('jupyterhub: single sign-on ([auth] type = "oidc") cannot work: cannot read the provider\'s discovery '
+            "document http://127.0.0.1:1/.well-known/openid-configuration") in said, said
