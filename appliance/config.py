@@ -305,8 +305,34 @@ def _environment_file(v: Any) -> str:
 _ABS_PATH = re.compile(r"/[^\x00-\x1f\x7f]{1,4095}")
 
 
-class EnvFileError(ValueError):
-    """[spawner] environment_file cannot be used; says why, never a value from it."""
+class RootFileError(ValueError):
+    """A root-only file the configuration names cannot be used; says why, never a
+    value from it."""
+
+
+class EnvFileError(RootFileError):
+    """[spawner] environment_file cannot be used."""
+
+
+def read_root_file(path: str, where: str, rule: str, limit: int = 256 * 1024) -> str:
+    """A file only root may read, write or replace, read by root: a secret of the
+    configuration. `where` names the setting and `rule` what the file must be, for
+    the error (RootFileError). Nothing but root may change a directory above it
+    either: systemd's LoadCredential= (PID 1) follows links."""
+    try:
+        found = root_only.replaceable((os.path.abspath(path), os.path.realpath(path)), itself=False)
+        fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise RootFileError(f"{where}: cannot read {e.filename or path} ({e.strerror}); it must be {rule}") \
+            from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if found:
+            raise RootFileError(f"{where}: {found[0]} above it is {found[1]}; it must be {rule}")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            raise RootFileError(f"{where}: it has owner uid {st.st_uid} and mode {stat.S_IMODE(st.st_mode):04o}; it "
+                                f"must be {rule}: sudo chown root: {path} && sudo chmod 0600 {path}")
+        return f.read(limit).decode("utf-8", "replace")
 
 
 def read_environment_file(path: str, listed: dict[str, str]) -> dict[str, str]:
@@ -314,19 +340,9 @@ def read_environment_file(path: str, listed: dict[str, str]) -> dict[str, str]:
     spawn, applctl reload). `listed`: [spawner] environment, which may not repeat a name."""
     where = f"[spawner] environment_file = {path!r}"
     try:
-        found = root_only.replaceable((os.path.abspath(path), os.path.realpath(path)), itself=False)
-        fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise EnvFileError(f"{where}: cannot read {e.filename or path} ({e.strerror}); it must be {ENV_FILE_RULE}") \
-            from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if found:
-            raise EnvFileError(f"{where}: {found[0]} above it is {found[1]}; it must be {ENV_FILE_RULE}")
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-            raise EnvFileError(f"{where}: it has owner uid {st.st_uid} and mode {stat.S_IMODE(st.st_mode):04o}; it "
-                               f"must be {ENV_FILE_RULE}: sudo chown root: {path} && sudo chmod 0600 {path}")
-        text = f.read(256 * 1024).decode("utf-8", "replace")
+        text = read_root_file(path, where, ENV_FILE_RULE)
+    except RootFileError as e:
+        raise EnvFileError(str(e)) from None
     env: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -393,6 +409,88 @@ def _groups(v: Any) -> list[str]:
     if not isinstance(v, list) or len(v) > 256 or not all(isinstance(g, str) and _NAME_RE.fullmatch(g) for g in v):
         raise ValueError(accepted)
     return list(dict.fromkeys(v))
+
+
+# --- single sign-on ([auth], [oidc]) -------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_CLAIM_RE = re.compile(r"[A-Za-z0-9_:./-]{1,128}")
+_CLIENT_ID_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable, no spaces (RFC 6749 A.1: VSCHAR)
+
+
+def _issuer(v: Any) -> str:
+    """The provider's issuer URL, as its discovery document names it. https: the
+    client secret and every login's code travel to it; plain http only to a provider
+    on this machine (loopback), where nobody on the way could read them."""
+    from urllib.parse import urlsplit
+
+    accepted = ('"" (none), or the provider\'s issuer URL, e.g. "https://login.example.org/realms/lab": '
+                'https:// with no query or fragment (http:// only for a provider on 127.0.0.1, [::1] or localhost)')
+    if v == "":
+        return v
+    if not isinstance(v, str) or len(v) > 1024 or any(c in v for c in " \x00\r\n\t\\"):
+        raise ValueError(accepted)
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ValueError(accepted) from None
+    loopback = u.hostname in LOOPBACK_HOSTS
+    if (not u.hostname or u.query or u.fragment or "@" in u.netloc
+            or not (u.scheme == "https" or (u.scheme == "http" and loopback))):
+        raise ValueError(accepted)
+    return v
+
+
+def _client_id(v: Any) -> str:
+    if v == "" or (isinstance(v, str) and _CLIENT_ID_RE.fullmatch(v)):
+        return v
+    raise ValueError('"" (none), or the client id the provider gave this hub: 1 to 255 printable characters, '
+                     'no spaces')
+
+
+def _secret_path(v: Any) -> str:
+    if not isinstance(v, str) or not _ABS_PATH.fullmatch(v) or posixpath.normpath(v) != v or v == "/":
+        raise ValueError(f"the absolute path of {SECRET_FILE_RULE}, e.g. \"/etc/jupyterhub/oidc-client-secret\"")
+    return v
+
+
+def _claim(v: Any) -> str:
+    if not isinstance(v, str) or not _CLAIM_RE.fullmatch(v):
+        raise ValueError("the name of a claim, e.g. \"preferred_username\": 1 to 128 letters, digits and _ : . / -")
+    return v
+
+
+def _scopes(v: Any) -> list[str]:
+    accepted = 'a list of scopes with "openid" among them, e.g. ["openid", "profile", "email", "groups"]'
+    if (not isinstance(v, list) or not 1 <= len(v) <= 32 or "openid" not in v
+            or not all(isinstance(s, str) and _CLAIM_RE.fullmatch(s) for s in v)):
+        raise ValueError(accepted)
+    return list(dict.fromkeys(v))
+
+
+def _provider_groups(v: Any) -> list[str]:
+    """Group names as the provider writes them in the groups claim: a Keycloak path
+    ("/lab/gpu"), an Entra object id, a plain name."""
+    accepted = 'a list of group names as the provider\'s groups claim gives them, e.g. ["lab", "/staff/gpu"]'
+    if (not isinstance(v, list) or len(v) > 256
+            or not all(isinstance(g, str) and 1 <= len(g) <= 256 and g.isprintable() for g in v)):
+        raise ValueError(accepted)
+    return list(dict.fromkeys(v))
+
+
+def _accounts(v: Any) -> str:
+    if v == "existing":
+        return v
+    if v == "create":
+        raise ValueError('"existing": accounts = "create" is not supported yet; create the local accounts first '
+                         "(useradd, or LDAP/AD through SSSD) and use \"existing\"")
+    raise ValueError('"existing" (the provider\'s name must be an account this machine knows)')
+
+
+SECRET_FILE_RULE = ("a file owned by root that nobody else may read or write (mode 0600), in directories only root "
+                    "can change, holding the client secret on one line")
+_OIDC_ROOT_ONLY = "decides who may log in, as which local account"
 
 
 MAX_GPUS = 64
@@ -498,6 +596,28 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "cull_admin_users": Field(True, "stop idle servers of hub admins too", _bool),
         "concurrency": Field(10, "servers the culler stops at once", _int(1, 100)),
     },
+    "auth": {
+        "type": Field("pam", "how people log in: pam (their password on this machine) or oidc (single sign-on, [oidc])",
+                      _one_of("pam", "oidc"), root_only=_OIDC_ROOT_ONLY),
+    },
+    "oidc": {
+        "issuer": Field("", "the OpenID provider's issuer URL (discovered at .well-known/openid-configuration)",
+                        _issuer, root_only=_OIDC_ROOT_ONLY),
+        "client_id": Field("", "the client id the provider gave this hub", _client_id, root_only=_OIDC_ROOT_ONLY),
+        "client_secret_file": Field("/etc/jupyterhub/oidc-client-secret", "root's 0600 file of the client secret",
+                                    _secret_path, root_only=_OIDC_ROOT_ONLY),
+        "scopes": Field(["openid", "profile", "email"], "scopes the hub asks for", _scopes),
+        "username_claim": Field("preferred_username", "the claim that names the local account", _claim,
+                                root_only=_OIDC_ROOT_ONLY),
+        "groups_claim": Field("groups", "the claim that lists the person's groups", _claim,
+                              root_only=_OIDC_ROOT_ONLY),
+        "allowed_groups": Field([], "provider groups whose members may log in ([]: any)", _provider_groups,
+                                root_only=_OIDC_ROOT_ONLY),
+        "admin_groups": Field([], "provider groups whose members are hub admins", _provider_groups,
+                              root_only=_OIDC_ROOT_ONLY),
+        "accounts": Field("existing", "how a login becomes a local account: existing", _accounts,
+                          root_only=_OIDC_ROOT_ONLY),
+    },
     "tokens": {
         "max_days_under_sudo": Field(90, "longest life in days of a token a jupyterhub-admin issues with "
                                      "sudo applctl token (root only)", _int(1, 3650), root_only=True),
@@ -589,6 +709,7 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
             except ValueError as e:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
     _check_device_group(values, path)
+    _check_oidc(values, path)
     return Config(values, Path(path), _migrate(data, values, path))
 
 
@@ -601,6 +722,36 @@ def _check_device_group(values: dict[str, dict[str, Any]], path: Path | str) -> 
                           "a group of its own for the GPU device files, e.g. \"jupyterhub-gpu\": not one of "
                           f"daemon.privileged_groups, nor {HUB_USER}, {USERS_GROUP} or {ADMINS_GROUP}")
 
+
+
+def _check_oidc(values: dict[str, dict[str, Any]], path: Path | str) -> None:
+    """Single sign-on needs the provider and this hub's client id at it."""
+    if values["auth"]["type"] != "oidc":
+        return
+    for key, what in (("issuer", 'the provider\'s issuer URL, e.g. "https://login.example.org/realms/lab"'),
+                      ("client_id", "the client id the provider gave this hub")):
+        if not values["oidc"][key]:
+            raise ConfigError(path, f"oidc.{key}", "", f'{what}: required with [auth] type = "oidc"')
+
+
+def sso_in_use(cfg: "Config") -> bool:
+    """Whether people log in through single sign-on: [auth] type = "oidc", in
+    accounts mode (visitors of ephemeral mode never log in)."""
+    return cfg["auth"]["type"] == "oidc" and cfg["hub"]["mode"] == "accounts"
+
+
+# The name under which systemd hands the client secret to the hub (LoadCredential=).
+OIDC_CREDENTIAL = "oidc-client-secret"
+
+
+def read_client_secret(path: str) -> str:
+    """[oidc] client_secret_file, as root reads it (applctl reload, the generator)
+    before systemd hands it to the hub: a root-only file of one line (RootFileError)."""
+    where = f"[oidc] client_secret_file = {path!r}"
+    secret = read_root_file(path, where, SECRET_FILE_RULE, limit=4096).strip()
+    if not secret or "\n" in secret:
+        raise RootFileError(f"{where}: it must hold the client secret on one line, and nothing else")
+    return secret
 
 
 # Keys that moved: (old section, key) -> new section. The old place is still read.

@@ -92,6 +92,34 @@ def socket_unit(name: str, addrs: list[Address]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SSO_DROPIN = "jupyterhub.service.d/50-appliance-sso.conf"
+
+
+def sso_dropin(cfg) -> tuple[str | None, str | None]:
+    """Single sign-on's part of the hub's unit: (the drop-in, why it lacks the secret).
+    The client secret reaches the hub as a credential, root's file read by PID 1
+    (LoadCredential=): never in the unit's properties or the environment, never a
+    file the hub could read or replace. Only a file root alone can change is named,
+    since PID 1 follows links. A provider off this machine needs the hub's
+    loopback-only network opened (it fetches tokens and userinfo there)."""
+    from urllib.parse import urlsplit
+
+    from . import config
+    if not config.sso_in_use(cfg):
+        return None, None
+    lines = ["# Written by the jupyterhub-appliance generator from /etc/jupyterhub/appliance.toml ([oidc]).",
+             "[Service]"]
+    why = None
+    try:
+        config.read_client_secret(cfg["oidc"]["client_secret_file"])
+        lines.append(f"LoadCredential={config.OIDC_CREDENTIAL}:{cfg['oidc']['client_secret_file']}")
+    except config.RootFileError as e:
+        why = str(e)
+    if urlsplit(cfg["oidc"]["issuer"]).hostname not in config.LOOPBACK_HOSTS:
+        lines.append("IPAddressAllow=any")
+    return "\n".join(lines) + "\n", why
+
+
 def generate(out: Path, config_path: str | None = None) -> str | None:
     """Write both socket units into the generator's directory OUT, and pull them in
     at boot where jupyterhub.service is enabled; None, or why nothing was written.
@@ -101,7 +129,7 @@ def generate(out: Path, config_path: str | None = None) -> str | None:
     try:
         cfg = config.load(config_path or config.DEFAULT_PATH)
     except config.ConfigError as e:
-        return str(e)
+        return f"no port sockets written: {e}"
     boot = Path(HUB_SERVICE_WANTS).exists()
     for name, addrs in wanted(cfg).items():
         (out / name).write_text(socket_unit(name, addrs))
@@ -111,7 +139,11 @@ def generate(out: Path, config_path: str | None = None) -> str | None:
             link = wants / name
             if not link.is_symlink():
                 link.symlink_to(out / name)
-    return None
+    dropin, why = sso_dropin(cfg)
+    if dropin:
+        (out / SSO_DROPIN).parent.mkdir(exist_ok=True)
+        (out / SSO_DROPIN).write_text(dropin)
+    return why and f"single sign-on has no client secret: {why}"
 
 
 def generator_main() -> None:
@@ -121,7 +153,7 @@ def generator_main() -> None:
     why = generate(Path(sys.argv[1]))
     if why:
         # Generators log to the kernel's log; the hub's own start says it again.
-        print(f"jupyterhub-appliance-generator: no port sockets written: {why}", file=sys.stderr)
+        print(f"jupyterhub-appliance-generator: {why}", file=sys.stderr)
 
 
 # --- the processes' side ---------------------------------------------------------

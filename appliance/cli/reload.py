@@ -102,6 +102,11 @@ def apply_configuration(timeout: int = 90) -> dict:
             config.read_environment_file(spawner["environment_file"], spawner["environment"])
         except config.EnvFileError as e:
             raise Failure(f"{e}\nnothing was restarted") from None
+    if config.sso_in_use(cfg):  # as systemd hands it to the hub (held_ports.sso_dropin)
+        try:
+            config.read_client_secret(cfg["oidc"]["client_secret_file"])
+        except config.RootFileError as e:
+            raise Failure(f"{e}\nnothing was restarted") from None
     start = time.monotonic()
     restarted = []
     # An administrator's reload is deliberate: an earlier burst of restarts (systemd's

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .. import protocol
-from ..config import Config
+from ..config import Config, sso_in_use
 from ..groups import ADMINS_GROUP, STATE_DIR, USERS_GROUP
 from ..net import http_url
 from ..state import APPLCTL_SERVICE, APPLCTL_TOKEN, COOKIE_SECRET, proxy_token, read_secret
@@ -53,6 +53,8 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
         apply_ephemeral(c, cfg["ephemeral"])
         culler = dict(culler, timeout=cfg["ephemeral"]["idle_timeout"], max_age=cfg["ephemeral"]["max_age"],
                       enabled=True)
+    elif sso_in_use(cfg):
+        apply_sso(c, cfg)
 
     c.JupyterHub.spawner_class = "appliance.hub.spawner.ApplianceSpawner"
     # The home page says why a server stopped and what the user's GPUs are doing; the
@@ -91,6 +93,19 @@ def apply_ephemeral(c, eph: dict) -> None:
     c.JupyterHub.shutdown_on_logout = True  # logging out ends the server, and so everything of it
     c.ApplianceSpawner.ephemeral_mode = eph
     c.ApplianceHub.ephemeral_mode = eph
+
+
+def apply_sso(c, cfg: Config) -> None:
+    """Single sign-on instead of PAM (sso.py). Imported only then: a PAM hub never
+    loads oauthenticator. Without the provider's endpoints nobody could log in, so
+    the hub exits saying why, and systemd starts it again (a provider that was
+    unreachable for a moment, e.g. at boot, is found on a later try)."""
+    from . import sso
+
+    try:
+        sso.apply(c, cfg)
+    except sso.SSOError as e:
+        sys.exit(f"jupyterhub: single sign-on ([auth] type = \"oidc\") cannot work: {e}")
 
 
 def activity_interval(culler: dict) -> int:

@@ -228,8 +228,11 @@ def test_root_may_switch_modes(capsys, as_root, cfgfile, monkeypatch):
 
 
 def test_the_root_only_keys_are_the_tokens_cap_the_mode_the_secrets_file_the_gpu_group_and_what_visitors_see():
+    # and who logs in as whom: the login method and every single sign-on key but scopes
+    oidc = [("oidc", k) for k in config.SCHEMA["oidc"] if k != "scopes"]
     assert config.root_only_keys() == [("hub", "mode"), ("spawner", "environment_file"), ("gpu", "device_group"),
-                                       ("ephemeral", "visible_paths"), ("tokens", "max_days_under_sudo")]
+                                       ("ephemeral", "visible_paths"), ("auth", "type"), *oidc,
+                                       ("tokens", "max_days_under_sudo")]
 
 
 def test_an_admin_under_sudo_cannot_show_visitors_a_folder(capsys, as_root, cfgfile, sudo):

@@ -21,7 +21,7 @@ def test_defaults_without_a_file(tmp_path):
     ("[hub]\nport = true", "hub.port", "an integer from 1 to 65535"),
     ("[hub]\nprot = 1", "hub.prot", "known keys in [hub] are port,"),
     ("[hubb]\nport = 1", "hubb", "known sections are hub, spawner, daemon, gpu, limits, ephemeral, dashboard, metrics, culler, "
-     "tokens, profiles"),
+     "auth, oidc, tokens, profiles"),
     ("hub = 3", "hub", "a table: [hub]"),
     ("[spawner]\nmem_limit = \"4Q\"", "spawner.mem_limit", 'a size such as "512M"'),
     ("[spawner]\nmem_limit = \"1M\"", "spawner.mem_limit", "(at least 64M)"),

@@ -7,7 +7,10 @@ Issue 28 asked for at most 2,500, by moving out what root never runs. That is do
 helpers: NOT_ROOT below), and took the closure from 3,682 lines to 3,407. The rest
 is what root runs itself; most of it came with issue 26 after the 2,500 was set
 (the environment and option allow lists, the privileged-user verdicts, the
-visitors' sandbox). LIMIT is where it stands, so that it cannot grow unnoticed."""
+visitors' sandbox). LIMIT is where it stands, so that it cannot grow unnoticed.
+Issue 29 raised it from 3,450 to 3,560: the checks of [auth] and [oidc] (single
+sign-on) are in config.validate, which every reader of appliance.toml runs, the
+daemon too (about 110 lines in the closure)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 3450
+LIMIT = 3560
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")

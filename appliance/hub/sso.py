@@ -1,0 +1,173 @@
+"""Single sign-on: OpenID Connect login through oauthenticator's GenericOAuthenticator,
+mapped to the local accounts this machine already knows ([auth] type = "oidc").
+
+The provider proves who a person is; this machine still decides who gets what. The
+name in the username claim must be an account NSS knows (passwd, or LDAP/AD through
+SSSD), at or above daemon.min_uid, and a member of jupyterhub-users, as under PAM
+(the root daemon refuses a server to anyone else anyway). allowed_groups and
+admin_groups are the provider's groups, read from the userinfo claims at each login.
+
+The authorization code flow is oauthenticator's: state (a cookie bound to the
+login's redirect) and PKCE (S256) on. Its endpoints come from the provider's
+discovery document when the hub starts (`discover`), whose issuer must be the
+configured one; a callback naming another issuer (RFC 9207 `iss`) is refused.
+The client secret is root's file, handed to the hub by systemd (LoadCredential=,
+written by the generator, held_ports.py): the hub cannot read the file itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+from oauthenticator.generic import GenericOAuthenticator
+from tornado import web
+from traitlets import Bool, Integer, Unicode
+
+from .. import users
+from ..config import OIDC_CREDENTIAL
+from ..groups import USERS_GROUP
+
+CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
+DISCOVERY = "/.well-known/openid-configuration"
+DISCOVERY_TIMEOUT = 10  # s
+REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")
+
+
+class SSOError(RuntimeError):
+    """Single sign-on cannot work; worded for the administrator (the hub's journal)."""
+
+
+def discovery_url(issuer: str) -> str:
+    return issuer.rstrip("/") + DISCOVERY
+
+
+def check_discovery(doc: object, issuer: str) -> dict:
+    """The provider's discovery document, checked: it must name the configured issuer
+    exactly (OpenID Connect Discovery 4.3: otherwise a document could send logins to
+    another provider) and give the endpoints the code flow needs."""
+    where = discovery_url(issuer)
+    if not isinstance(doc, dict):
+        raise SSOError(f"{where} is not an OpenID provider's discovery document (not a JSON object)")
+    if doc.get("issuer") != issuer:
+        raise SSOError(f"{where} names the issuer {doc.get('issuer')!r}, not {issuer!r}: set [oidc] issuer to "
+                       "exactly what the provider calls itself")
+    missing = [k for k in REQUIRED_ENDPOINTS if not isinstance(doc.get(k), str) or not doc[k].startswith("http")]
+    if missing:
+        raise SSOError(f"{where} gives no {', '.join(missing)}: single sign-on needs the authorization code flow "
+                       "with userinfo")
+    return doc
+
+
+def discover(issuer: str, timeout: float = DISCOVERY_TIMEOUT) -> dict:
+    """Fetch and check ISSUER/.well-known/openid-configuration (SSOError says why not)."""
+    where = discovery_url(issuer)
+    request = urllib.request.Request(where, headers={"Accept": "application/json", "User-Agent": "JupyterHub"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 (https, or http on loopback)
+            doc = json.loads(r.read(1024 * 1024))
+    except (OSError, ValueError) as e:
+        raise SSOError(f"cannot read the provider's discovery document {where}: {e}; check [oidc] issuer and that "
+                       "this machine reaches the provider") from None
+    return check_discovery(doc, issuer)
+
+
+def client_secret() -> str:
+    """The client secret as systemd hands it to the hub (LoadCredential=)."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds:
+        raise SSOError("no client secret: the hub was not given the credential "
+                       f"{CREDENTIAL}; `sudo applctl reload` says why ([oidc] client_secret_file)")
+    try:
+        return (Path(creds) / CREDENTIAL).read_text().strip()
+    except OSError as e:
+        raise SSOError(f"no client secret: cannot read the credential {CREDENTIAL} ({e.strerror}); "
+                       "`sudo applctl reload` says why ([oidc] client_secret_file)") from None
+
+
+def apply(c, cfg) -> None:
+    """Configure JupyterHub's `c` for single sign-on ([oidc]); SSOError if it cannot."""
+    oidc = cfg["oidc"]
+    doc = discover(oidc["issuer"])
+    c.JupyterHub.authenticator_class = "appliance.hub.sso.ApplianceOIDCAuthenticator"
+    a = c.ApplianceOIDCAuthenticator
+    a.client_id = oidc["client_id"]
+    a.client_secret = client_secret()
+    a.authorize_url = doc["authorization_endpoint"]
+    a.token_url = doc["token_endpoint"]
+    a.userdata_url = doc["userinfo_endpoint"]
+    a.issuer = oidc["issuer"]
+    a.iss_in_response = doc.get("authorization_response_iss_parameter_supported") is True
+    a.scope = list(oidc["scopes"])
+    a.username_claim = oidc["username_claim"]
+    a.groups_claim = oidc["groups_claim"]
+    a.min_uid = cfg["daemon"]["min_uid"]
+    a.enable_pkce = True
+    a.login_service = "single sign-on"
+    # The provider's groups become the user's JupyterHub groups at each login, which
+    # allowed_groups and admin_groups are checked against (oauthenticator 17).
+    a.manage_groups = True
+    a.allowed_groups = set(oidc["allowed_groups"])
+    a.admin_groups = set(oidc["admin_groups"])
+    a.allow_existing_users = False
+
+
+class ApplianceOIDCAuthenticator(GenericOAuthenticator):
+    issuer = Unicode(help="[oidc] issuer: the callback's iss, if any, must be it (RFC 9207)").tag(config=True)
+    iss_in_response = Bool(False, help="the provider sends iss with every callback (its discovery document says "
+                                       "so)").tag(config=True)
+    groups_claim = Unicode("groups", help="[oidc] groups_claim").tag(config=True)
+    min_uid = Integer(1000, help="[daemon] min_uid: lower uids are no person's").tag(config=True)
+
+    async def authenticate(self, handler, data=None):
+        self.check_iss(handler.get_argument("iss", None))
+        return await super().authenticate(handler, data)
+
+    def check_iss(self, iss: str | None) -> None:
+        """RFC 9207: a provider that says it sends `iss` must send its own; a code
+        brought from another provider (mix-up attack) is refused before it is used."""
+        if iss is None and not self.iss_in_response:
+            return
+        if iss != self.issuer:
+            self.log.warning("single sign-on: a callback with iss %r, not the configured issuer %r, refused",
+                             (iss or "")[:200], self.issuer)
+            raise web.HTTPError(400, "This login did not come from this hub's identity provider.")
+
+    def get_user_groups(self, auth_state: dict) -> set[str]:
+        """The groups claim of the userinfo: a list of names, or one name."""
+        groups = (auth_state.get("oauth_user") or {}).get(self.groups_claim, [])
+        if isinstance(groups, str):
+            groups = [groups]
+        return {g for g in groups if isinstance(g, str)} if isinstance(groups, list) else set()
+
+    async def check_allowed(self, username, auth_model=None):
+        if auth_model is None:  # JupyterHub asks about users it already has
+            return await super().check_allowed(username, auth_model)
+        refusal = await asyncio.to_thread(local_account_refusal, username, self.min_uid)
+        if refusal:
+            self.log.warning("single sign-on: %s refused: %s", username[:64], refusal)
+            raise web.HTTPError(403, refusal)
+        if auth_model.get("admin") or not self.allowed_groups:
+            return True
+        if await super().check_allowed(username, auth_model):
+            return True
+        raise web.HTTPError(403, f"You signed in as {username}, but none of your groups at the identity provider "
+                                 "may use this JupyterHub. Ask its administrator.")
+
+
+def local_account_refusal(name: str, min_uid: int) -> str | None:
+    """accounts = "existing": why the provider's name NAME cannot log in here, in
+    words for the person (the daemon's own rule, users.lookup); None if it can.
+    Runs in a thread: through SSSD or LDAP a lookup can take seconds."""
+    try:
+        users.lookup(name, min_uid)
+    except users.UserError as e:
+        return (f"You signed in as {name[:64]}, but this machine does not let that name use JupyterHub: {e}. "
+                "Ask the administrator of this JupyterHub.")
+    if not users.is_member(name, USERS_GROUP):
+        return (f"{name} has not been given access to this JupyterHub. An administrator can grant it with: "
+                f"sudo applctl adduser {name}")
+    return None

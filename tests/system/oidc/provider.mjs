@@ -1,0 +1,57 @@
+// The OpenID provider of the single sign-on tests (tests/system/test_9_sso.py):
+// npm's oidc-provider (OpenID certified), configured here and nothing else. Its
+// development login form ("devInteractions") takes any password: the tests are
+// about the hub's side of the flow, not the provider's passwords.
+//
+//   node provider.mjs PORT CONFIG.json
+//
+// CONFIG.json: {"issuer": ..., "client_id": ..., "client_secret": ..., "redirect_uris": [...]}.
+// Accounts: alice (a local account of the test machine), in the groups "lab" and
+// "lab-admins"; dora, in "lab", whom the machine does not know.
+import { readFileSync } from "node:fs";
+import Provider from "oidc-provider";
+
+const [port, configFile] = process.argv.slice(2);
+const conf = JSON.parse(readFileSync(configFile, "utf8"));
+
+const ACCOUNTS = {
+  alice: { preferred_username: "alice", name: "Alice Liddell", email: "alice@example.org", groups: ["lab", "lab-admins"] },
+  dora: { preferred_username: "dora", name: "Dora Unknown", email: "dora@example.org", groups: ["lab"] },
+};
+
+const provider = new Provider(conf.issuer, {
+  clients: [{
+    client_id: conf.client_id,
+    client_secret: conf.client_secret,
+    redirect_uris: conf.redirect_uris,
+    grant_types: ["authorization_code"],
+    response_types: ["code"],
+    token_endpoint_auth_method: "client_secret_post",
+  }],
+  claims: {
+    openid: ["sub"],
+    profile: ["preferred_username", "name"],
+    email: ["email"],
+    groups: ["groups"],
+  },
+  scopes: ["openid", "profile", "email", "groups"],
+  async findAccount(ctx, id) {
+    const account = ACCOUNTS[id];
+    if (!account) return undefined;
+    return { accountId: id, async claims() { return { sub: id, ...account }; } };
+  },
+  features: { devInteractions: { enabled: true } },
+  pkce: { required: () => true },
+  cookies: { keys: ["appliance-test-provider-cookie-key"] },
+  // A consent screen asks nothing the tests need: every scope of the client is granted.
+  async loadExistingGrant(ctx) {
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope("openid profile email groups");
+    await grant.save();
+    return grant;
+  },
+});
+
+provider.listen(Number(port), "127.0.0.1", () => {
+  console.log(`oidc-provider listening on 127.0.0.1:${port}, issuer ${conf.issuer}`);
+});

@@ -1,0 +1,100 @@
+"""A real OpenID provider in the booted appliance, for test_9_sso.py: npm's
+oidc-provider (OpenID certified) under Debian's nodejs (the proxy's runtime, so
+already installed), configured by oidc/provider.mjs, listening on 127.0.0.1 of the
+network the container shares with the host.
+
+Its npm packages are installed once per machine, from oidc/package-lock.json (exact
+versions and their integrity hashes), into the test cache with the host's npm
+(scripts/host-tools installs npm): a few seconds the first time, nothing after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+from booted import free_port
+from container import CACHE
+
+HERE = Path(__file__).parent / "oidc"
+IN_CT = "/opt/appliance-test-oidc"
+UNIT = "appliance-test-oidc.service"
+CLIENT_ID, CLIENT_SECRET = "jupyterhub", "test-client-secret-Zq81"
+
+
+def node_modules() -> Path:
+    """oidc-provider and its dependencies, npm ci'd into the cache once per lock file."""
+    lock = (HERE / "package-lock.json").read_bytes()
+    home = CACHE / f"oidc-provider-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if (home / ".complete").exists():
+        return home / "node_modules"
+    tmp = home.with_name(home.name + f".tmp.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(HERE / name, tmp / name)
+    # --ignore-scripts: none of them builds anything; nothing of npm's runs but the download.
+    subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=tmp,
+                   check=True, stdout=subprocess.DEVNULL)
+    (tmp / ".complete").touch()
+    if (home / ".complete").exists():  # another run made it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+        tmp.rename(home)
+    return home / "node_modules"
+
+
+class Provider:
+    """The running provider: its issuer, and a person's way through its login form."""
+
+    def __init__(self, app, redirect_uri: str):
+        self.app = app
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        modules = node_modules()
+        dest = app.ct.root / IN_CT.lstrip("/")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(modules), str(dest / "node_modules")], check=True)
+        shutil.copy2(HERE / "provider.mjs", dest / "provider.mjs")
+        (dest / "config.json").write_text(json.dumps({"issuer": self.issuer, "client_id": CLIENT_ID,
+                                                      "client_secret": CLIENT_SECRET,
+                                                      "redirect_uris": [redirect_uri]}))
+        app.sh(f"chmod -R a+rX {IN_CT} && systemd-run --quiet --unit={UNIT} -p DynamicUser=yes "
+               f"/usr/bin/node {IN_CT}/provider.mjs {self.port} {IN_CT}/config.json")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.issuer + "/.well-known/openid-configuration", timeout=5).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                said = app.sh(f"journalctl -u {UNIT} -n 30 --no-pager", check=False).stdout
+                raise AssertionError(f"the OpenID provider did not answer in 60 s:\n{said}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.app.sh(f"systemctl stop {UNIT}; rm -rf {IN_CT}", check=False)
+
+    def sign_in(self, s: requests.Session, r: requests.Response, login: str) -> requests.Response:
+        """From the hub's redirect to the provider (r), through its login form as
+        LOGIN, to the provider's redirect back to the hub (returned, not followed)."""
+        while r.is_redirect and r.headers["location"].startswith(("/", self.issuer + "/")):
+            r = s.get(urljoin(r.url, r.headers["location"]), allow_redirects=False, timeout=30)
+            if r.status_code == 200 and "<form" in r.text:
+                action = re.search(r'<form[^>]*action="([^"]+)"', r.text).group(1)
+                fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', r.text))
+                fields.update(login=login, password="any")
+                r = s.post(urljoin(r.url, action), data=fields, allow_redirects=False, timeout=30)
+        assert r.is_redirect, f"the provider did not send {login} back: {r.status_code} {r.text[:300]}"
+        return r
