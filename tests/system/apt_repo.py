@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,27 @@ def signing_key(gnupghome: Path, name: str = "jupyterhub-appliance test") -> str
     out = subprocess.run([*gpg, "--with-colons", "--list-secret-keys", name], check=True,
                          capture_output=True, text=True).stdout
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+def next_version(deb: Path, dest: Path) -> Path:
+    """This package as the next release: the same files with a higher version, an
+    epoch (higher than any, as a real next release is; "+next" alone on 0.2.0 would
+    still be below 0.2.1~, which prerm takes for a return to 0.2.0 and its self-bound
+    ports) and "+next" (pool file names carry no epoch: the repository would take
+    1:0.2.0+deb13 for a changed 0.2.0+deb13), ahead of the release suffix. Uncompressed:
+    quicker to make than to squeeze."""
+    tree = dest / "next-tree"
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True)
+    control = tree / "DEBIAN" / "control"
+    version = re.search(r"^Version: (.*)$", control.read_text(), re.M)[1]
+    upstream, release = re.fullmatch(r"(.*)(\+deb\d+)", version).groups()
+    control.write_text(control.read_text().replace(f"Version: {version}\n", f"Version: 1:{upstream}+next{release}\n"))
+    out = dest / f"jupyterhub-appliance_{upstream}+next{release}_amd64.deb"
+    subprocess.run(["dpkg-deb", "-Znone", "-b", str(tree), str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    return out
 
 
 def forget_key(gnupghome: Path) -> None:
@@ -84,6 +106,12 @@ class Served:
 
     def add(self, *debs: Path) -> None:
         add(self.dir, self.gnupghome, self.fpr, *debs)
+
+    def update_in(self, machine, check: bool = True):
+        """apt-get update of this repository's source only (Debian's own lists are
+        left as the container's base has them: no other package moves)."""
+        return machine.run(f"apt-get update -o Dir::Etc::sourcelist={SOURCES} -o Dir::Etc::sourceparts=- "
+                           "-o APT::Get::List-Cleanup=0 2>&1", check=check)
 
     def install_in(self, machine, suite: str = "trixie") -> None:
         """README's two steps in a container (Machine): the key, the sources line."""
