@@ -60,6 +60,19 @@ def next_version(deb: Path, dest: Path) -> Path:
     return out
 
 
+def tiny_deb(dest: Path, version: str, name: str = "jupyterhub-appliance") -> Path:
+    """A .deb of nothing but its control file, for the tests of the repository's
+    bookkeeping (scripts/apt-repo, scripts/release) that need no real package."""
+    tree = dest / f"tiny-{version}"
+    (tree / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    (tree / "DEBIAN" / "control").write_text(f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
+                                             "Section: misc\nPriority: optional\nMaintainer: Test <test@example.invalid>\n"
+                                             "Description: a stand-in\n")
+    out = dest / f"{name}_{version.split(':')[-1]}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
 def forget_key(gnupghome: Path) -> None:
     """Stop the gpg-agent that signing started for this GNUPGHOME (only that one)."""
     subprocess.run(["gpgconf", "--homedir", str(gnupghome), "--kill", "gpg-agent"], capture_output=True)
