@@ -89,6 +89,7 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     ("short key", "give the signing key's full fingerprint"),
     ("unknown key", "no secret key with that fingerprint"),
     ("not our dir", "not a repository made by scripts/apt-repo"),
+    ("key inside", "which a web server publishes: keep the private key elsewhere"),
     ("older", "trixie has a newer version already (0.2.0+deb13, not 0.1.0+deb13)"),
     ("changed", "the repository has a different file of that name"),
 ])
@@ -115,6 +116,9 @@ def test_bad_input_is_refused_and_changes_nothing(key, tmp_path, case, words):
         target = tmp_path / "elsewhere"
         target.mkdir()
         (target / "index.html").write_text("a web site\n")
+    elif case == "key inside":  # the private key where the web server would publish it
+        shutil.copytree(key[0], repo / "gnupg", ignore=shutil.ignore_patterns("S.*"))
+        use_key = (repo / "gnupg", key[1])
     elif case == "older":
         args = [str(apt_repo.tiny_deb(debs, "0.1.0+deb13"))]
     elif case == "changed":  # the same version, other contents
