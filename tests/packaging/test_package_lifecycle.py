@@ -7,7 +7,6 @@ served to the container on 127.0.0.1 and named with signed-by= as README says.""
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 import time
 
@@ -78,14 +77,14 @@ def logs_in(url: str, name: str, password: str) -> bool:
     return r.status_code == 302 and "/hub/login" not in r.headers.get("Location", "")
 
 
-def test_a_repository_signed_with_another_key_is_refused(appliance, repository, next_deb, tmp_path):
-    """A mirror, or a man in the middle, serving the next version from a repository
-    signed with a key of its own: apt refuses its indices (signed-by= names our key
-    only), the version is not there to install, and nothing changes."""
+def test_a_repository_signed_with_another_key_is_refused(appliance, repository, tmp_path):
+    """A mirror, or a man in the middle, serving a tampered package (a stand-in of
+    this name with a higher version) from a repository signed with a key of its own:
+    apt refuses its indices (signed-by= names our key only), the version is not there
+    to install, and nothing changes."""
     before = appliance.sh("dpkg-query -W -f '${Version}' jupyterhub-appliance").stdout
-    newer = subprocess.run(["dpkg-deb", "-f", str(next_deb), "Version"], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    with apt_repo.served([next_deb], tmp_path) as theirs:
+    newer = "9:9.9+deb13"
+    with apt_repo.served([apt_repo.tiny_deb(tmp_path, newer)], tmp_path) as theirs:
         appliance.ct.write(apt_repo.SOURCES, repository.sources_line().replace(repository.url, theirs.url) + "\n")
         try:
             update = repository.update_in(appliance.ct, check=False)
