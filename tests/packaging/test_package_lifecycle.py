@@ -1,6 +1,8 @@
 """Reinstall, an upgrade in place, remove and purge, on the session's appliance of tests/system: after all
 of tests/system (tests/conftest.py runs this tier after it), because they take the
-appliance down; the purge must keep the file test_1_core's alice wrote in her home."""
+appliance down; the purge must keep the file test_1_core's alice wrote in her home.
+The reinstall and the upgrade come from a signed apt repository (scripts/apt-repo),
+served to the container on 127.0.0.1 and named with signed-by= as README says."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 import threading
 import time
 
+import apt_repo
 import pytest
 import requests
 from browser import Browser
@@ -22,7 +25,23 @@ def byte_code(appliance) -> int:
     return int(appliance.sh("find /usr/lib/jupyterhub-appliance -name '*.pyc' 2>/dev/null | wc -l").stdout)
 
 
-def test_reinstall_same_version_is_harmless(appliance, deb):
+@pytest.fixture(scope="module")
+def repository(appliance, deb, tmp_path_factory):
+    """This .deb in a signed repository, served; the container's apt told of it
+    (the key, the sources line with signed-by=)."""
+    with apt_repo.served([deb], tmp_path_factory.mktemp("apt")) as repo:
+        repo.install_in(appliance.ct)
+        yield repo
+        appliance.sh(f"rm -f {apt_repo.SOURCES} {apt_repo.KEYRING}")
+
+
+@pytest.fixture(scope="module")
+def next_deb(deb, tmp_path_factory) -> object:
+    """The next release: this package with a higher version (apt_repo.next_version)."""
+    return apt_repo.next_version(deb, tmp_path_factory.mktemp("next"))
+
+
+def test_reinstall_same_version_is_harmless(appliance, repository):
     # postinst compiled the byte-code of both environments: the hub's and a server's.
     assert byte_code(appliance) > 3000
     for module in ("hub/lib/python3*/site-packages/jupyterhub/app", "user/lib/python3*/site-packages/jupyterlab/labapp"):
@@ -32,7 +51,9 @@ def test_reinstall_same_version_is_harmless(appliance, deb):
     secret = appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout
     before = appliance.unit_props("jupyter-alice.service", "InvocationID")["InvocationID"]
     before_pyc = byte_code(appliance)
-    appliance.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /root/{deb.name}")
+    repository.update_in(appliance.ct)
+    got = appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall jupyterhub-appliance").stdout
+    assert f"Get:1 {repository.url} trixie/main amd64 jupyterhub-appliance" in got, got
     # prerm deleted the byte-code, postinst compiled it again.
     assert byte_code(appliance) == before_pyc
     assert appliance.sh("cat /var/lib/jupyterhub/jupyterhub_cookie_secret").stdout == secret
@@ -56,9 +77,31 @@ def logs_in(url: str, name: str, password: str) -> bool:
     return r.status_code == 302 and "/hub/login" not in r.headers.get("Location", "")
 
 
-def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
-    """`apt-get install ./NEWER.deb` with five servers running: none of them misses a
-    request made through the proxy every 100 ms; how long logins failed is printed."""
+def test_a_repository_signed_with_another_key_is_refused(appliance, repository, tmp_path):
+    """A mirror, or a man in the middle, serving a tampered package (a stand-in of
+    this name with a higher version) from a repository signed with a key of its own:
+    apt refuses its indices (signed-by= names our key only), the version is not there
+    to install, and nothing changes."""
+    before = appliance.sh("dpkg-query -W -f '${Version}' jupyterhub-appliance").stdout
+    newer = "9:9.9+deb13"
+    with apt_repo.served([apt_repo.tiny_deb(tmp_path, newer)], tmp_path) as theirs:
+        appliance.ct.write(apt_repo.SOURCES, repository.sources_line().replace(repository.url, theirs.url) + "\n")
+        try:
+            update = repository.update_in(appliance.ct, check=False)
+            install = appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get upgrade -y 2>&1; "
+                                   f"apt-get install -y 'jupyterhub-appliance={newer}' 2>&1", check=False)
+        finally:
+            repository.install_in(appliance.ct)
+    assert update.returncode != 0 and f"{theirs.url} trixie InRelease' is not signed" in update.stdout, update.stdout
+    assert install.returncode != 0 and f"Version '{newer}' for 'jupyterhub-appliance' was not found" in install.stdout
+    assert appliance.sh("dpkg-query -W -f '${Version}' jupyterhub-appliance").stdout == before
+    assert newer not in appliance.sh("apt-cache policy jupyterhub-appliance").stdout
+
+
+def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, repository, next_deb):
+    """`apt-get upgrade`, the next version published in the repository, with five
+    servers running: none of them misses a request made through the proxy every
+    100 ms; how long logins failed is printed."""
     names = [f"upg{i}" for i in range(5)]
     for n in names:
         appliance.sh(f"useradd -m {n} && echo {n}:pw-{n}-1 | chpasswd && applctl adduser {n} >/dev/null")
@@ -68,12 +111,9 @@ def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
     for n, b in users.items():
         b.wait_for_server(n)
     units = {n: appliance.unit_props(f"jupyter-{n}.service", "InvocationID")["InvocationID"] for n in names}
-    # The next version: this package with a higher version number (an epoch: higher
-    # than any, as a real next release is; "+next" on 0.2.0 would still be below
-    # 0.2.1~, which prerm takes for a return to 0.2.0 and its self-bound ports).
-    appliance.sh(f"rm -rf /root/next && dpkg-deb -R /root/{deb.name} /root/next && "
-                 "sed -i 's/^Version: /Version: 1:/' /root/next/DEBIAN/control && "
-                 "dpkg-deb -Znone -b /root/next /root/next.deb >/dev/null && rm -rf /root/next")
+    # The next version, published as a release would be; apt learns of it.
+    repository.add(next_deb)
+    repository.update_in(appliance.ct)
     misses: list[tuple[str, object]] = []
     asked = [0]
     logins: list[tuple[float, bool]] = []
@@ -103,7 +143,7 @@ def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
     try:
         time.sleep(1)
         t0 = time.monotonic()
-        appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y /root/next.deb >/dev/null")
+        upgraded = appliance.sh("DEBIAN_FRONTEND=noninteractive apt-get upgrade -y").stdout
         upgrade = time.monotonic() - t0
         appliance.wait_hub()
         time.sleep(1)
@@ -111,6 +151,7 @@ def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
         done.set()
         for t in threads:
             t.join()
+    assert f"Get:1 {repository.url} trixie/main amd64 jupyterhub-appliance" in upgraded, upgraded
     assert appliance.sh("dpkg-query -W -f '${Version}' jupyterhub-appliance").stdout.startswith("1:")
     assert {n: appliance.unit_props(f"jupyter-{n}.service", "InvocationID")["InvocationID"] for n in names} == units
     assert not misses and asked[0] > 50, f"{len(misses)} of {asked[0]} requests missed: {misses[:5]}"
@@ -125,7 +166,6 @@ def test_an_upgrade_in_place_cuts_no_running_server_off(appliance, deb):
     print(f"upgrade in place: {upgrade:.1f} s; {asked[0]} requests to 5 running servers, none missed; "
           f"{len(logins)} logins, {sum(not ok for _, ok in logins)} failed, the longest run of failures "
           f"{worst:.2f} s")
-    appliance.sh("rm -f /root/next.deb")
 
 
 def test_remove_stops_services_and_keeps_data(appliance):

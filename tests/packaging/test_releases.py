@@ -1,13 +1,16 @@
 """Both Debian releases. The full suite runs on Debian 13 (trixie), the default;
-here the Debian 12 (bookworm) package is installed on Debian 12 and runs the login
-journey and the GPU isolation test, and each release's package is refused, with a
-message that says what to install, on the other release, changing nothing.
+here the Debian 12 (bookworm) package is installed on Debian 12, from the signed
+apt repository as README says (the key with signed-by=, the bookworm suite), and
+runs the login journey and the GPU isolation test, and each release's package is
+refused, with a message that says what to install, on the other release, changing
+nothing.
 """
 
 from __future__ import annotations
 
 import os
 
+import apt_repo
 import pytest
 from booted import Appliance, free_port
 from container import RELEASES, Container
@@ -70,8 +73,12 @@ def test_the_debian_12_package_is_refused_on_debian_13(deb_bookworm):
 
 @pytest.fixture(scope="module")
 def app12(bookworm, deb_bookworm, tmp_path_factory):
-    r = bookworm.install_deb(deb_bookworm)
-    assert r.returncode == 0
+    with apt_repo.served([deb_bookworm], tmp_path_factory.mktemp("apt")) as repo:
+        repo.install_in(bookworm, "bookworm")
+        repo.update_in(bookworm)
+        got = bookworm.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                           "jupyterhub-appliance").stdout
+    assert f"{repo.url} bookworm/main amd64 jupyterhub-appliance" in got, got
     assert bookworm.run("dpkg-query -W -f='${Version}' jupyterhub-appliance").stdout.endswith("+deb12")
     app = Appliance(bookworm, free_port(), free_port(), free_port())
     install_fake_gpus(app, tmp_path_factory, fake_config())
