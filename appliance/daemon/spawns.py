@@ -234,10 +234,12 @@ class Spawns:
         unit (CollectMode=inactive) until the next spawn resets it, so the hub can
         tell the person why (out of memory, a crash)."""
         props = await self.systemd.unit_properties(
-            unit, ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "MemoryMax"))
+            unit, ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "MemoryMax", "ExecStart"))
         if props is None:
             return {"state": "inactive"}
-        out = {"state": props["ActiveState"]}
+        # The Python it runs: the hub restarts a server left on the old one by a
+        # Debian upgrade (hub/spawner.py).
+        out = {"state": props["ActiveState"], "python": units.python_of(props.get("ExecStart"))}
         if props["ActiveState"] == "failed":
             out |= {"result": props["Result"], "exit_code": props["ExecMainStatus"],
                     "exit_kind": EXIT_KINDS.get(props["ExecMainCode"], "exited"), "memory_max": props["MemoryMax"]}

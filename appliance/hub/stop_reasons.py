@@ -18,7 +18,10 @@ RECLAIMER = "gpu-reclaimer"
 APPLCTL = "applctl"
 
 # The journal field `journalctl APPLIANCE_STOP_REASON=gpu-idle` filters on.
-REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed")
+REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed", "python-upgrade")
+# Stops after which the hub started the server again itself: the notice says so, and
+# stays on the home page while the new run goes on.
+RESTARTS = ("python-upgrade",)
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,13 @@ class StopReason:
                 return None
         return None
 
+    @property
+    def restarted(self) -> bool:
+        return self.reason in RESTARTS
+
     def message(self) -> str:
-        return f"Your server was stopped at {time.strftime('%H:%M on %d %b', time.localtime(self.time))} " \
-               f"because {self.text}."
+        return f"Your server was {'restarted' if self.restarted else 'stopped'} at " \
+               f"{time.strftime('%H:%M on %d %b', time.localtime(self.time))} because {self.text}."
 
 
 def _minutes(seconds: float) -> str:
@@ -93,6 +100,13 @@ def by_unit(status: dict, now: float) -> StopReason | None:
     kind, code = status.get("exit_kind"), status.get("exit_code")
     how = f"signal {code}" if kind in ("killed", "dumped") else f"exit code {code}" if code is not None else result
     return StopReason("crashed", f"it crashed ({how})", now)
+
+
+def python_upgrade(ran: str, runs: str, now: float) -> StopReason:
+    """A server left on the Python of the Debian release before an upgrade: its
+    environment's files are gone, so the hub restarts it (spawner.py)."""
+    return StopReason("python-upgrade", f"the system was upgraded from Python {ran} to {runs}; your files "
+                      "are kept, but what your kernels held in memory was lost", now)
 
 
 def log(log_: logging.Logger, user: str, why: StopReason) -> None:
