@@ -30,6 +30,7 @@ FILES = [
     "packaging/arch/makepkg.conf",
     "scripts/release",
     "scripts/build-aur",
+    "scripts/apt-repo",
 ]
 EPOCH = 1796123400  # Tue, 01 Dec 2026 11:10:00 +0000
 DATE = email.utils.format_datetime(datetime.fromtimestamp(EPOCH, timezone.utc))
@@ -245,6 +246,71 @@ def test_tag_only_when_asked(repo):
     assert git(repo, "tag").split() == ["v0.2.0"]
     assert git(repo, "rev-parse", "v0.2.0^{commit}") == git(repo, "rev-parse", "HEAD")
     assert git(repo, "cat-file", "-t", "v0.2.0").strip() == "tag"  # annotated
+
+
+# --- the apt repository (--apt-repo) -----------------------------------------------------------
+
+# The throwaway repository's scripts/build-deb: a stand-in that makes a .deb of this
+# version for the release asked (a real build takes minutes; test_apt_repo and
+# test_package_lifecycle use scripts/apt-repo on real ones), or fails if told to.
+STAND_IN_BUILD_DEB = """#!/bin/sh
+set -e
+[ -z "$FAIL_BUILD" ] || exit 1
+case $2 in trixie) n=13 ;; bookworm) n=12 ;; *) exit 2 ;; esac
+v=$(sed -n 's/^__version__ = "\\(.*\\)"$/\\1/p' appliance/__init__.py)+deb$n
+d=$DEBS/$v
+mkdir -p "$d/DEBIAN"
+printf 'Package: jupyterhub-appliance\\nVersion: %s\\nArchitecture: amd64\\nSection: misc\\nPriority: optional\\n' "$v" > "$d/DEBIAN/control"
+printf 'Maintainer: T <t@example.org>\\nDescription: a stand-in\\n' >> "$d/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$d" "$DEBS/jupyterhub-appliance_${v}_amd64.deb" >/dev/null
+echo "$DEBS/jupyterhub-appliance_${v}_amd64.deb"
+"""
+
+
+@pytest.fixture
+def signing(repo, tmp_path):
+    """A key to sign with, and the stand-in build; root, as scripts/build-deb needs."""
+    require_tools("reprepro", "gpg", "dpkg-deb")
+    if os.geteuid() != 0:
+        pytest.skip("--apt-repo builds as root")
+    import apt_repo  # tests/system, on sys.path (tests/conftest.py)
+    build = repo / "scripts/build-deb"
+    build.write_text(STAND_IN_BUILD_DEB)
+    build.chmod(0o755)
+    gnupghome = tmp_path / "gnupg"
+    fpr = apt_repo.signing_key(gnupghome)
+    (tmp_path / "debs").mkdir()
+    yield ["--gnupghome", str(gnupghome), "--sign-key", fpr], {"DEBS": str(tmp_path / "debs")}
+    apt_repo.forget_key(gnupghome)
+
+
+def test_apt_repo_gets_the_release_for_debian_12_and_13(repo, signing, tmp_path):
+    args, env = signing
+    out = tmp_path / "apt"
+    proc = release(repo, "0.2.0", "-m", "Something new.", "--apt-repo", str(out), *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert git(repo, "log", "-1", "--format=%s").strip() == "Release 0.2.0"
+    for suite, version in (("bookworm", "0.2.0+deb12"), ("trixie", "0.2.0+deb13")):
+        assert f"Version: {version}\n" in (out / f"dists/{suite}/main/binary-amd64/Packages").read_text()
+    assert (out / "dists/trixie/InRelease").exists() and (out / "jupyterhub-appliance.asc").exists()
+    assert f"publish {out}" in proc.stdout
+
+
+def test_apt_repo_without_the_key_changes_nothing(repo, signing, tmp_path):
+    args, env = signing
+    args[-1] = "0" * 40
+    before = state(repo)
+    assert_refused(release(repo, "0.2.0", "-m", "Something new.", "--apt-repo", str(tmp_path / "apt"), *args,
+                           env=env), before, repo, "no secret key with that fingerprint")
+    assert not (tmp_path / "apt").exists()
+
+
+def test_a_failed_build_takes_the_release_back(repo, signing, tmp_path):
+    args, env = signing
+    before = state(repo)
+    assert_refused(release(repo, "0.2.0", "--tag", "-m", "Something new.", "--apt-repo", str(tmp_path / "apt"),
+                           *args, env={**env, "FAIL_BUILD": "1"}), before, repo, "scripts/build-deb --release bookworm")
+    assert not (tmp_path / "apt").exists()
 
 
 # --- the entry ------------------------------------------------------------------------------
