@@ -388,9 +388,9 @@ class ApplianceSpawner(SystemdSpawner):
             options = dict(self.user_options or {})
             stop_reasons.log(self.log, self.user.name, why)
             metrics.STOPS.labels(why.reason).inc()
-            await app.proxy.delete_user(self.user, self.name)
-            await self.user.stop(self.name)
-            self.last_stop = why  # also on the home page if the new start fails
+            if self.server is not None:  # the hub's startup check may have ended it already
+                await app.proxy.delete_user(self.user, self.name)
+                await self.user.stop(self.name)
             await self.user.spawn(self.name, options=options)
             await app.proxy.add_user(self.user, self.name)
         except Exception:
