@@ -27,6 +27,7 @@ log = logging.getLogger("jupyterhub-appliance")
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+UNLOAD_TIMEOUT = 10.0  # for a stopped unit to be unloaded before its name is used again
 INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
@@ -149,7 +150,14 @@ class Spawns:
         await self.systemd.reset_failed(unit)
         # A stopped unit is unloaded asynchronously; starting a new one with the same
         # name before that answers UnitExists.
-        await self.systemd.wait_unloaded(unit, 10)
+        if not await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT):
+            # A unit started before systemd itself was upgraded and re-executed
+            # (Debian 12 -> 13) stays loaded once stopped, its cgroup gone, until a
+            # daemon-reload lets go of it (tests/packaging/test_dist_upgrade.py).
+            log.warning("%s is still loaded %g s after it stopped; reloading systemd to let go of it", unit,
+                        UNLOAD_TIMEOUT)
+            await self.systemd.reload()
+            await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT)
         gpu = self.cfg["gpu"]
         try:
             if gpu["queue"]:

@@ -395,6 +395,7 @@ class ApplianceSpawner(SystemdSpawner):
             await app.proxy.add_user(self.user, self.name)
         except Exception:
             self.log.exception("could not restart %s's server on Python %s", self.user.name, PYTHON)
+            why = stop_reasons.python_upgrade(ran, PYTHON, why.time, restarted=False)
         finally:
             self.last_stop = why  # start() cleared it
             self.orm_spawner.state = self.get_state()

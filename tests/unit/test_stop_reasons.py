@@ -98,6 +98,10 @@ def test_a_server_left_on_the_old_python_is_restarted_and_says_so():
                                   "kept, but what your kernels held in memory was lost.")
     assert sr.StopReason.from_dict(why.to_dict()) == why  # kept in the hub's database
     assert not ask("service", "idle-culler").restarted
+    assert sr.StopReason.from_dict({"reason": "idle", "text": "x", "time": 1}).restarted is False  # kept before
+    failed = sr.python_upgrade("3.11", "3.13", 1000.0, restarted=False)  # the new start failed
+    assert failed.message().startswith("Your server was stopped at ") and failed.message().endswith(
+        "was lost, and it could not be started again: start it from this page.")
 
 
 def test_a_servers_unit_names_its_python():
