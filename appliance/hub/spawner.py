@@ -392,10 +392,14 @@ class ApplianceSpawner(SystemdSpawner):
                 await app.proxy.delete_user(self.user, self.name)
                 await self.user.stop(self.name)
             await self.user.spawn(self.name, options=options)
-            await app.proxy.add_user(self.user, self.name)
         except Exception:
             self.log.exception("could not restart %s's server on Python %s", self.user.name, PYTHON)
             why = stop_reasons.python_upgrade(ran, PYTHON, why.time, restarted=False)
+        else:
+            try:
+                await app.proxy.add_user(self.user, self.name)
+            except Exception:  # not fatal: JupyterHub's check of the routes adds a missing one
+                self.log.exception("could not add %s's restarted server to the proxy", self.user.name)
         finally:
             self.last_stop = why  # start() cleared it
             self.orm_spawner.state = self.get_state()

@@ -113,7 +113,7 @@ def test_debian_12_to_13_keeps_the_hub_and_restarts_servers_left_on_python_3_11(
                                           "open('notes/kept.txt').read().strip())").strip() == "(3, 13) forty-two"
     home = again.get("/hub/home").text
     said = re.search(r'id="appliance-stop-reason"[^>]*>([^<]*)<', home)
-    assert said, home[-2000:]
+    assert said, (home[-1000:], app.sh("journalctl -u jupyterhub -n 150 --no-pager | grep -v ' 200 GET '").stdout)
     assert re.fullmatch(r"Your server was restarted at \d\d:\d\d on \d\d \w\w\w because the system was upgraded "
                         r"from Python 3\.11 to 3\.13; your files are kept, but what your kernels held in memory "
                         r"was lost\.", said[1].strip()), said[1]
