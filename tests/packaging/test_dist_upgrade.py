@@ -111,9 +111,14 @@ def test_debian_12_to_13_keeps_the_hub_and_restarts_servers_left_on_python_3_11(
     kernel = again.start_kernel("alice")
     assert again.execute("alice", kernel, "import sys; print(sys.version_info[:2], "
                                           "open('notes/kept.txt').read().strip())").strip() == "(3, 13) forty-two"
-    home = again.get("/hub/home").text
-    said = re.search(r'id="appliance-stop-reason"[^>]*>([^<]*)<', home)
-    assert said, (home[-1000:], app.sh("journalctl -u jupyterhub -n 150 --no-pager | grep -v ' 200 GET '").stdout)
+    deadline = time.monotonic() + 30  # the hub records the restart as its last step
+    while not (said := re.search(r'id="appliance-stop-reason"[^>]*>([^<]*)<', again.get("/hub/home").text)) \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    if not said:
+        print(app.sh("journalctl -u jupyterhub -u jupyterhub-appliance --no-pager | grep -v ' 200 GET '").stdout[-20000:])
+        print(app.sh("applctl servers --json", check=False).stdout)
+    assert said, "no stop reason on the home page (the hub's journal is above)"
     assert re.fullmatch(r"Your server was restarted at \d\d:\d\d on \d\d \w\w\w because the system was upgraded "
                         r"from Python 3\.11 to 3\.13; your files are kept, but what your kernels held in memory "
                         r"was lost\.", said[1].strip()), said[1]
