@@ -246,8 +246,7 @@ class ApplianceSpawner(SystemdSpawner):
                 self._event(f"Assigned GPUs: {', '.join(self.gpu_uuids)}", 40)
             elif choice["gpus"]:
                 self._event("No GPU was free: starting CPU-only, as you asked", 40)
-            if self._restarting is None:  # the hub's own restart keeps its reason on the home page
-                self.last_stop = None  # a new run: the last stop's reason is no news any more
+            self.last_stop = None  # a new run: the last stop's reason is no news any more
             self._event(f"Server unit {self.unit_name} is running; waiting for JupyterLab to answer", 60)
             await self._wait_listening()
             return (self.ip or "127.0.0.1", self.port)
@@ -389,10 +388,10 @@ class ApplianceSpawner(SystemdSpawner):
             options = dict(self.user_options or {})
             stop_reasons.log(self.log, self.user.name, why)
             metrics.STOPS.labels(why.reason).inc()
+            self.last_stop = why  # kept in the database by the stop, for the next Spawner
             if self.server is not None:  # the hub's startup check may have ended it already
                 await app.proxy.delete_user(self.user, self.name)
                 await self.user.stop(self.name)
-            self.last_stop = why  # on the home page from the start of the new run
             await self.user.spawn(self.name, options=options)
         except Exception:
             self.log.exception("could not restart %s's server on Python %s", self.user.name, PYTHON)
@@ -403,7 +402,10 @@ class ApplianceSpawner(SystemdSpawner):
             except Exception:  # not fatal: JupyterHub's check of the routes adds a missing one
                 self.log.exception("could not add %s's restarted server to the proxy", self.user.name)
         finally:
-            self.last_stop = why
-            self.orm_spawner.state = self.get_state()
+            # JupyterHub makes a new Spawner after a stop (this one is done), and its
+            # start cleared the reason: the home page reads it from that one.
+            spawner = self.user.spawners[self.name]
+            spawner.last_stop = why
+            spawner.orm_spawner.state = spawner.get_state()
             self.user.db.commit()
             self._restarting = None

@@ -117,7 +117,10 @@ def test_debian_12_to_13_keeps_the_hub_and_restarts_servers_left_on_python_3_11(
         time.sleep(1)
     if not said:
         print(app.sh("journalctl -u jupyterhub -u jupyterhub-appliance --no-pager | grep -v ' 200 GET '").stdout[-20000:])
-        print(app.sh("applctl servers --json", check=False).stdout)
+        print(app.sh("/usr/lib/jupyterhub-appliance/hub/bin/python -c \"import sqlite3; print(sqlite3.connect("
+                     "'/var/lib/jupyterhub/jupyterhub.sqlite').execute('select state from spawners').fetchall())\"",
+                     check=False))
+        print(again.get("/hub/home").text[:6000])
     assert said, "no stop reason on the home page (the hub's journal is above)"
     assert re.fullmatch(r"Your server was restarted at \d\d:\d\d on \d\d \w\w\w because the system was upgraded "
                         r"from Python 3\.11 to 3\.13; your files are kept, but what your kernels held in memory "
