@@ -28,6 +28,10 @@ _seconds: dict[str, float] = defaultdict(float)
 _module_seconds: dict[str, float] = defaultdict(float)  # test file -> wall time of its tests, fixtures included
 _item_started: dict[str, float] = {}
 DEBIAN_13 = "system (booted Debian 13)"
+DIST_UPGRADE = "dist-upgrade (Debian 12 -> 13 in place, opt-in)"
+# The opt-in tier: slow (the whole release is downloaded and upgraded), so it runs only
+# when asked, with `scripts/test --dist-upgrade`, which sets this.
+OPT_IN = "APPLIANCE_DIST_UPGRADE"
 TOP_MODULES = 15  # how many of the biggest tier's modules the summary lists
 
 
@@ -38,6 +42,8 @@ def _tier(item_path: str) -> str:
     rel = Path(item_path).resolve().relative_to(HERE.resolve())
     if rel.parts[0] == "vm":
         return "real kernel (qemu VM)"
+    if rel.name == "test_dist_upgrade.py":
+        return DIST_UPGRADE
     if rel.parts[0] == "packaging" and rel.name in ("test_releases.py", "test_upgrade.py"):
         return "system (booted Debian 12, and the releases' refusals)"
     if rel.parts[0] == "system" or rel.name in ("test_lintian.py", "test_package_lifecycle.py",
@@ -60,7 +66,17 @@ def _order(item) -> int:
     return {"system": 0, "unit": 3, "vm": 4}.get(top, 3)
 
 
+_left_out: list[str] = []  # the opt-in tier's tests, when not asked for
+
+
+@pytest.hookimpl(tryfirst=True)  # before booted.py starts builds for what is collected
 def pytest_collection_modifyitems(config, items):
+    if not os.environ.get(OPT_IN):
+        out = [item for item in items if item.get_closest_marker("dist_upgrade")]
+        if out:
+            _left_out.extend(item.nodeid for item in out)
+            config.hook.pytest_deselected(items=out)
+            items[:] = [item for item in items if not item.get_closest_marker("dist_upgrade")]
     items.sort(key=_order)  # stable: each directory's own order is kept
 
 
@@ -119,6 +135,8 @@ def pytest_terminal_summary(terminalreporter):
         if skipped.get(tier):
             line += f"; SKIPPED: {'; '.join(sorted(skipped[tier]))}"
         tr.write_line(line)
+    if _left_out:
+        tr.write_line(f"{DIST_UPGRADE}: not run ({len(_left_out)} test(s); scripts/test --dist-upgrade runs it)")
     _biggest_tier_by_module(tr)
     tr.write_line(f"pytest wall time: {time.monotonic() - _started:.0f} s")
 

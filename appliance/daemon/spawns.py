@@ -27,6 +27,7 @@ log = logging.getLogger("jupyterhub-appliance")
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+UNLOAD_TIMEOUT = 10.0  # for a stopped unit to be unloaded before its name is used again
 INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
@@ -149,7 +150,14 @@ class Spawns:
         await self.systemd.reset_failed(unit)
         # A stopped unit is unloaded asynchronously; starting a new one with the same
         # name before that answers UnitExists.
-        await self.systemd.wait_unloaded(unit, 10)
+        if not await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT):
+            # A unit started before systemd itself was upgraded and re-executed
+            # (Debian 12 -> 13) stays loaded once stopped, its cgroup gone, until a
+            # daemon-reload lets go of it (tests/packaging/test_dist_upgrade.py).
+            log.warning("%s is still loaded %g s after it stopped; reloading systemd to let go of it", unit,
+                        UNLOAD_TIMEOUT)
+            await self.systemd.reload()
+            await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT)
         gpu = self.cfg["gpu"]
         try:
             if gpu["queue"]:
@@ -234,10 +242,12 @@ class Spawns:
         unit (CollectMode=inactive) until the next spawn resets it, so the hub can
         tell the person why (out of memory, a crash)."""
         props = await self.systemd.unit_properties(
-            unit, ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "MemoryMax"))
+            unit, ("ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "MemoryMax", "ExecStart"))
         if props is None:
             return {"state": "inactive"}
-        out = {"state": props["ActiveState"]}
+        # The Python it runs: the hub restarts a server left on the old one by a
+        # Debian upgrade (hub/spawner.py).
+        out = {"state": props["ActiveState"], "python": units.python_of(props.get("ExecStart"))}
         if props["ActiveState"] == "failed":
             out |= {"result": props["Result"], "exit_code": props["ExecMainStatus"],
                     "exit_kind": EXIT_KINDS.get(props["ExecMainCode"], "exited"), "memory_max": props["MemoryMax"]}

@@ -127,6 +127,10 @@ class Systemd:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+    async def reload(self) -> None:
+        """systemctl daemon-reload."""
+        await self._call(MANAGER_PATH, MANAGER, "Reload")
+
     async def wait_unloaded(self, unit: str, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

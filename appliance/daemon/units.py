@@ -16,12 +16,16 @@ from dbus_fast import Variant
 from .. import ephemeral, protocol
 from ..files import write_atomic
 from ..gpu.devices import device_allow
-from ..groups import RUNTIME_DIR, UNIT_SLICE, USER_ENV
+from ..groups import PYTHON, RUNTIME_DIR, UNIT_SLICE, USER_ENV
 from .validate import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
 # jupyterhub-singleuser, started without cyclic GC until it serves (appliance/singleuser.py).
 SINGLEUSER = USER_ENV + "/bin/appliance-singleuser"
+# ...run by the interpreter named with its minor version: the unit then says which
+# Python it runs (python_of), and one left from before a Debian upgrade names an
+# interpreter the new environment does not have (docs/upgrades.md).
+INTERPRETER = f"{USER_ENV}/bin/python{PYTHON}"
 # The user environment ships JupyterLab's news and update check disabled (a page
 # config drop-in in its etc/jupyter, see scripts/stage-tree); this config directory,
 # put ahead of it on JUPYTER_CONFIG_PATH, enables them again ([spawner] jupyterlab_news).
@@ -230,9 +234,23 @@ def cleaner_properties(name: str) -> list[tuple[str, Variant]]:
     ]
 
 
+def python_of(exec_start: object) -> str | None:
+    """The Python minor version ("3.11") a server unit was started with, from its
+    ExecStart as systemd reports it; None for a unit that does not name it (started
+    by 0.2.0 or older, or by an administrator's command)."""
+    try:
+        path = exec_start[0][0]  # [(path, argv, ignore_failure, timestamps...)]
+    except (TypeError, IndexError, KeyError):
+        return None
+    prefix = USER_ENV + "/bin/python"
+    version = path[len(prefix):] if isinstance(path, str) and path.startswith(prefix) else ""
+    major, _, minor = version.partition(".")
+    return version if major.isdigit() and minor.isdigit() else None
+
+
 def properties(unit: str, spec: SpawnSpec, env_file: Path,
                command: list[str] | None = None) -> list[tuple[str, Variant]]:
-    argv = (command or [SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
+    argv = (command or [INTERPRETER, SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"
                                      + (f" (GPUs {', '.join(spec.gpu_uuids)})" if spec.gpu_uuids else ""))),

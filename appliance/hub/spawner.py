@@ -19,7 +19,7 @@ from traitlets import Dict, Integer, Unicode, default
 from .. import daemon_client as client
 from .. import ephemeral, limits, protocol, users
 from ..gpu.allocator import quota_for
-from ..groups import UNIT_SLICE
+from ..groups import PYTHON, UNIT_SLICE
 from . import metrics, spawn_form, stop_reasons
 
 # SystemdSpawner's options that this appliance fixes, with the value it always
@@ -168,6 +168,7 @@ class ApplianceSpawner(SystemdSpawner):
         self.last_stop: stop_reasons.StopReason | None = None
         # (kind, name, admin) of who asked for the next stop, from handlers.py
         self.stop_requester: tuple[str, str, bool] | None = None
+        self._restarting: asyncio.Future | None = None  # _restart_on_new_python
 
     def _event(self, message: str, progress: int) -> None:
         self.log.info("spawn %s: %s", self.user.name, message)
@@ -363,7 +364,48 @@ class ApplianceSpawner(SystemdSpawner):
                 return None
             raise
         if reply["state"] in ("active", "activating", "reloading"):
+            ran = reply.get("python")
+            if ran and ran != PYTHON and self._restarting is None:
+                self._restarting = asyncio.ensure_future(self._restart_on_new_python(ran))
             return None
         # Ended on its own (out of memory, a crash) or stopped outside the hub.
         self._record_stop(stop_reasons.by_unit(reply, time.time()))
         return (reply.get("exit_code") or 1) if reply["state"] == "failed" else 0
+
+    async def _restart_on_new_python(self, ran: str) -> None:
+        """Restart a server that a Debian upgrade left on the old Python: its unit
+        runs python3.11 from an environment that now holds 3.13's files, so a new
+        kernel or any module not yet imported fails. Stopped and started again with
+        the options it had, as the stop and start buttons do, once the hub has
+        started (the hub's first poll of every server comes before that), and the
+        reason kept for the home page."""
+        from jupyterhub.app import JupyterHub  # the running hub, for its proxy
+
+        app = JupyterHub.instance()
+        why = stop_reasons.python_upgrade(ran, PYTHON, time.time())
+        try:
+            await app._start_future  # JupyterHub's own "started" (no public hook)
+            options = dict(self.user_options or {})
+            stop_reasons.log(self.log, self.user.name, why)
+            metrics.STOPS.labels(why.reason).inc()
+            self.last_stop = why  # kept in the database by the stop, for the next Spawner
+            if self.server is not None:  # the hub's startup check may have ended it already
+                await app.proxy.delete_user(self.user, self.name)
+                await self.user.stop(self.name)
+            await self.user.spawn(self.name, options=options)
+        except Exception:
+            self.log.exception("could not restart %s's server on Python %s", self.user.name, PYTHON)
+            why = stop_reasons.python_upgrade(ran, PYTHON, why.time, restarted=False)
+        else:
+            try:
+                await app.proxy.add_user(self.user, self.name)
+            except Exception:  # not fatal: JupyterHub's check of the routes adds a missing one
+                self.log.exception("could not add %s's restarted server to the proxy", self.user.name)
+        finally:
+            # JupyterHub makes a new Spawner after a stop (this one is done), and its
+            # start cleared the reason: the home page reads it from that one.
+            spawner = self.user.spawners[self.name]
+            spawner.last_stop = why
+            spawner.orm_spawner.state = spawner.get_state()
+            self.user.db.commit()
+            self._restarting = None

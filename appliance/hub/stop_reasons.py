@@ -18,7 +18,7 @@ RECLAIMER = "gpu-reclaimer"
 APPLCTL = "applctl"
 
 # The journal field `journalctl APPLIANCE_STOP_REASON=gpu-idle` filters on.
-REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed")
+REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed", "python-upgrade")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class StopReason:
     reason: str  # one of REASONS
     text: str  # "because ..." for the owner
     time: float  # epoch seconds
+    # The hub started the server again itself: the notice says so, and stays on the
+    # home page while the new run goes on.
+    restarted: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,14 +37,14 @@ class StopReason:
     def from_dict(cls, d: object) -> "StopReason | None":
         if isinstance(d, dict) and d.get("reason") in REASONS:
             try:
-                return cls(d["reason"], str(d["text"]), float(d["time"]))
+                return cls(d["reason"], str(d["text"]), float(d["time"]), d.get("restarted") is True)
             except (KeyError, TypeError, ValueError):
                 return None
         return None
 
     def message(self) -> str:
-        return f"Your server was stopped at {time.strftime('%H:%M on %d %b', time.localtime(self.time))} " \
-               f"because {self.text}."
+        return f"Your server was {'restarted' if self.restarted else 'stopped'} at " \
+               f"{time.strftime('%H:%M on %d %b', time.localtime(self.time))} because {self.text}."
 
 
 def _minutes(seconds: float) -> str:
@@ -93,6 +96,15 @@ def by_unit(status: dict, now: float) -> StopReason | None:
     kind, code = status.get("exit_kind"), status.get("exit_code")
     how = f"signal {code}" if kind in ("killed", "dumped") else f"exit code {code}" if code is not None else result
     return StopReason("crashed", f"it crashed ({how})", now)
+
+
+def python_upgrade(ran: str, runs: str, now: float, restarted: bool = True) -> StopReason:
+    """A server left on the Python of the Debian release before an upgrade: its
+    environment's files are gone, so the hub restarts it (spawner.py); if the new
+    start failed, the owner is told to start it."""
+    then = "" if restarted else ", and it could not be started again: start it from this page"
+    return StopReason("python-upgrade", f"the system was upgraded from Python {ran} to {runs}; your files "
+                      f"are kept, but what your kernels held in memory was lost{then}", now, restarted)
 
 
 def log(log_: logging.Logger, user: str, why: StopReason) -> None:

@@ -26,8 +26,10 @@ UBUNTU = 'PRETTY_NAME="Ubuntu 24.04 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nVER
 
 @pytest.fixture
 def preinst(tmp_path):
-    """preinst(os_release_text) -> the script as build-deb --release trixie makes it,
-    reading that os-release instead of the machine's /etc/os-release."""
+    """preinst(os_release_text, python3=(installed, candidate)) -> the script as
+    build-deb --release trixie makes it, reading that os-release instead of the
+    machine's /etc/os-release, and told those versions of python3 by dpkg-query
+    and apt-cache (Debian 12's by default: the machine's own do not count)."""
     if not shutil.which("dpkg"):
         if in_ci():
             pytest.fail("CI must run the preinst tests, but dpkg is missing (apt-get install dpkg)", pytrace=False)
@@ -35,12 +37,22 @@ def preinst(tmp_path):
     source = PREINST.read_text()
     assert source.count("/etc/os-release") == 1  # the one line the test points elsewhere
 
-    def make(os_release: str = TRIXIE) -> Path:
+    assert source.count("dpkg-query -W") == 1 and source.count("apt-cache policy") == 1
+
+    def make(os_release: str = TRIXIE, python3: tuple[str, str] = ("3.11.2-1+b1", "3.11.2-1+b1")) -> Path:
         (tmp_path / "os-release").write_text(os_release)
+        installed, candidate = python3
+        fakes = {"dpkg-query": f"printf '%s' '{installed}'",
+                 "apt-cache": f"printf 'python3:\\n  Installed: {installed or '(none)'}\\n  Candidate: {candidate}\\n'"}
+        for name, body in fakes.items():
+            (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+            (tmp_path / name).chmod(0o755)
         script = tmp_path / "preinst"
         script.write_text(source.replace("@VERSION@", "0.3.0+deb13").replace("@DEBIAN_VERSION_ID@", "13")
-                          .replace("@DEBIAN_CODENAME@", "trixie")
-                          .replace("/etc/os-release", str(tmp_path / "os-release")))
+                          .replace("@DEBIAN_CODENAME@", "trixie").replace("@PYTHON_VERSION@", "3.13")
+                          .replace("/etc/os-release", str(tmp_path / "os-release"))
+                          .replace("dpkg-query -W", f"{tmp_path}/dpkg-query -W")
+                          .replace("apt-cache policy", f"{tmp_path}/apt-cache policy"))
         script.chmod(0o755)
         return script
     return make
@@ -94,3 +106,23 @@ def test_removal_steps_are_never_refused_for_the_release(preinst):
     # not fail there (the old package is being put back).
     r = subprocess.run([str(preinst(BOOKWORM)), "abort-upgrade", "0.3.0+deb13"], capture_output=True, text=True)
     assert r.returncode == 0, r
+
+
+@pytest.mark.parametrize("python3", [("3.11.2-1+b1", "3.13.5-1"), ("3.13.5-1", "3.13.5-1"), ("", "3.13.5-1")])
+def test_a_release_upgrade_in_progress_is_not_refused(preinst, python3):
+    # apt full-upgrade from 12 to 13 may unpack this package while /etc/os-release
+    # still says 12: python3 3.13 is already unpacked, or apt is about to bring it
+    # (its Depends make dpkg configure this package only after it).
+    r = subprocess.run([str(preinst(BOOKWORM, python3)), "upgrade", "0.3.0+deb12"], capture_output=True, text=True)
+    assert r.returncode == 0, r
+
+
+def test_the_versions_of_the_two_releases_sort_so_that_apt_takes_13s():
+    # Same upstream version: +deb13 is the newer, so a Debian 12 -> 13 upgrade takes it
+    # and its preinst does not see a downgrade; a newer upstream for 12 is still newer.
+    def gt(a, b):
+        return subprocess.run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0
+    if not shutil.which("dpkg"):
+        pytest.skip("dpkg --compare-versions is Debian's")
+    assert gt("0.3.0+deb13", "0.3.0+deb12") and gt("0.3.1+deb12", "0.3.0+deb13")
+    assert gt("0.3.0+deb13", "0.3.0~rc1+deb13") and gt("0.3.0+deb12", "0.2.1+deb13")

@@ -68,7 +68,7 @@ def pytest_collection_modifyitems(config, items):
     later = []
     if "test_lintian.py" in names:
         later.append(debs.lintian)
-    if names & {"test_upgrade.py", "test_releases.py", "test_lintian.py"}:
+    if names & {"test_upgrade.py", "test_releases.py", "test_lintian.py", "test_dist_upgrade.py"}:
         later.append(lambda: debs.start("bookworm", one_at_a_time=True))
     if "test_lintian.py" in names:
         later.append(lambda: debs.lintian("bookworm"))

@@ -45,6 +45,10 @@ class FakeManager(Systemd):
     start_delay: float = 0.0
     units: dict[str, FakeUnit] = field(default_factory=dict)
     on_start_unit: object = None  # what an installed unit's start does (a oneshot), given its name
+    # Units that stay loaded once stopped until a daemon-reload (as after systemd's
+    # own upgrade from Debian 12 to 13), and how many reloads there were.
+    stuck: set = field(default_factory=set)
+    reloads: int = 0
     _jobs: int = 0
 
     def __post_init__(self):
@@ -86,14 +90,23 @@ class FakeManager(Systemd):
                 return [Variant("t", unit.entered)]
             if name == "MemoryCurrent":
                 return [Variant("t", unit.memory)]
-            return [unit.props[name]]
+            defaults = {"Result": Variant("s", "success"), "ExecMainCode": Variant("i", 0),
+                        "ExecMainStatus": Variant("i", 0), "MemoryMax": Variant("t", 2**64 - 1)}
+            return [unit.props[name] if name in unit.props else defaults[name]]
         if member == "StopUnit":
             name = body[0]
             if name not in self.units:
                 raise SystemdError(NO_SUCH_UNIT, f"Unit {name} not loaded.")
             self.units[name].job = 0  # "replace" cancels a queued start
             self.units[name].state = "inactive"
-            asyncio.get_running_loop().call_soon(self.units.pop, name, None)  # CollectMode=inactive-or-failed
+            if name not in self.stuck:
+                asyncio.get_running_loop().call_soon(self.units.pop, name, None)  # CollectMode=inactive-or-failed
+            return []
+        if member == "Reload":
+            self.reloads += 1
+            for name in self.stuck & {n for n, u in self.units.items() if u.state == "inactive"}:
+                del self.units[name]
+            self.stuck.clear()
             return []
         if member == "ResetFailedUnit":
             if body[0] not in self.units:

@@ -194,6 +194,27 @@ def test_a_spawn_starts_a_unit_with_its_gpu(daemon):
     assert daemon.systemd.units[unit].state == "active"
 
 
+def test_a_servers_status_says_which_python_it_runs(daemon):
+    from appliance.groups import PYTHON
+    assert daemon.request(spawn_request())["ok"]
+    assert daemon.request({"op": "status", "user": USER})["python"] == PYTHON  # the hub compares (spawner.py)
+
+
+def test_a_unit_that_stays_loaded_once_stopped_is_let_go_by_a_reload(tmp_path, monkeypatch):
+    # After systemd's own upgrade from Debian 12 to 13, a server unit started before it
+    # stays loaded once stopped; the next start of that name would be refused.
+    patch_users(monkeypatch, tmp_path)
+    monkeypatch.setattr(spawns, "UNLOAD_TIMEOUT", 0.2)
+    sd = FakeManager()
+    with DaemonThread(tmp_path, sd) as d:
+        assert d.request(spawn_request())["ok"]
+        sd.stuck.add(f"jupyter-{USER}.service")
+        r = d.request(spawn_request())  # the hub's restart: the old unit is stopped first
+        assert r["ok"] and r["state"] == "active", r
+        assert sd.reloads == 1
+        assert d.request(spawn_request())["ok"] and sd.reloads == 1  # only when needed
+
+
 def holders(d: DaemonThread) -> dict:
     return {g["uuid"]: g["holder"] for g in d.request(GPUS_OK)["gpus"]}
 

@@ -179,7 +179,7 @@ def test_unit_properties_are_the_daemons_decision(monkeypatch):
     assert props["DevicePolicy"].value == "closed"
     assert props["NoNewPrivileges"].value is True and props["PrivateTmp"].value is True
     assert props["Slice"].value == "jupyter-users.slice"
-    assert props["ExecStart"].value[0][1] == [units.SINGLEUSER, "--KernelManager.transport=ipc",
+    assert props["ExecStart"].value[0][1] == [units.INTERPRETER, units.SINGLEUSER, "--KernelManager.transport=ipc",
                                               "--ServerApp.terminals_enabled=False", "--debug"]
     assert props["CPUQuotaPerSecUSec"].value == 1_500_000
     assert "Environment" not in props  # secrets only through the root-owned file

@@ -88,3 +88,31 @@ def test_the_stop_handler_replaces_jupyterhubs_own():
     # JupyterHub's own metrics handler (it wants a read:metrics token) only with access = "token".
     assert substitute(handlers, "token")[2] == ("/hub/metrics$", MetricsHandler)
     assert substitute(handlers, "off")[2] == ("/hub/metrics$", MetricsOff)
+
+
+def test_a_server_left_on_the_old_python_is_restarted_and_says_so():
+    why = sr.python_upgrade("3.11", "3.13", 1000.0)
+    assert why.reason == "python-upgrade" and why.restarted
+    assert why.message().startswith("Your server was restarted at ")
+    assert why.message().endswith("because the system was upgraded from Python 3.11 to 3.13; your files are "
+                                  "kept, but what your kernels held in memory was lost.")
+    assert sr.StopReason.from_dict(why.to_dict()) == why  # kept in the hub's database
+    assert not ask("service", "idle-culler").restarted
+    assert sr.StopReason.from_dict({"reason": "idle", "text": "x", "time": 1}).restarted is False  # kept before
+    failed = sr.python_upgrade("3.11", "3.13", 1000.0, restarted=False)  # the new start failed
+    assert failed.message().startswith("Your server was stopped at ") and failed.message().endswith(
+        "was lost, and it could not be started again: start it from this page.")
+
+
+def test_a_servers_unit_names_its_python():
+    from appliance.daemon import units
+    from appliance.groups import PYTHON, USER_ENV
+
+    assert units.INTERPRETER == f"{USER_ENV}/bin/python{PYTHON}"
+    assert units.python_of([(units.INTERPRETER, [units.INTERPRETER, units.SINGLEUSER], False, 0, 0, 0, 0, 0, 0, 0)]) \
+        == PYTHON
+    assert units.python_of([(f"{USER_ENV}/bin/python3.11", [], False)]) == "3.11"
+    # Started by 0.2.0 or older, or by another command: not known, so left alone.
+    for exec_start in ([(units.SINGLEUSER, [], False)], [(f"{USER_ENV}/bin/python3", [], False)],
+                       [(f"{USER_ENV}/bin/python3.x", [], False)], [], None, "x"):
+        assert units.python_of(exec_start) is None, exec_start
