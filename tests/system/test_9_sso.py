@@ -1,9 +1,9 @@
 """Single sign-on through a real OpenID provider (issue 29), on the booted appliance:
 npm's oidc-provider (oidc_provider.py) with two people, alice (an account here) and
-dora (none), and two groups, lab and lab-admins. The hub is switched to
+quentin (none), and two groups, lab and lab-admins. The hub is switched to
 [auth] type = "oidc" for this module and back to PAM at its end.
 
-The authorization code flow lands alice in her server; dora is refused, saying why;
+The authorization code flow lands alice in her server; quentin is refused, saying why;
 forged callbacks (a wrong state, another issuer) are refused; the client secret is
 root's, reaches the hub only as a systemd credential, and is in no unit property.
 """
@@ -84,14 +84,16 @@ def test_the_code_flow_with_pkce_and_state_lands_alice_in_her_server(sso):
 
 def test_a_name_this_machine_does_not_know_is_refused_in_words(sso):
     app, provider = sso
+    # (other modules add users to this shared machine: a name none of them uses)
+    assert app.sh("id quentin", check=False).returncode != 0
     b, r = start_login(app)
-    back = provider.sign_in(b.s, r, "dora")
+    back = provider.sign_in(b.s, r, "quentin")
     page = b.s.get(back.headers["location"], timeout=60)
     assert page.status_code == 403, (page.status_code, page.text[:300])
-    assert "You signed in as dora, but this machine does not let that name use JupyterHub: there is no user dora" \
+    assert "You signed in as quentin, but this machine does not let that name use JupyterHub: there is no user quentin" \
         in page.text
     assert not logged_in(app, b)
-    assert hub_api(app, "GET", "/users/dora") is None
+    assert hub_api(app, "GET", "/users/quentin") is None
 
 
 def logged_in(app, b: Browser) -> bool:

@@ -7,7 +7,7 @@
 //
 // CONFIG.json: {"issuer": ..., "client_id": ..., "client_secret": ..., "redirect_uris": [...]}.
 // Accounts: alice (a local account of the test machine), in the groups "lab" and
-// "lab-admins"; dora, in "lab", whom the machine does not know.
+// "lab-admins"; quentin, in "lab", whom the machine does not know.
 import { readFileSync } from "node:fs";
 import Provider from "oidc-provider";
 
@@ -16,7 +16,7 @@ const conf = JSON.parse(readFileSync(configFile, "utf8"));
 
 const ACCOUNTS = {
   alice: { preferred_username: "alice", name: "Alice Liddell", email: "alice@example.org", groups: ["lab", "lab-admins"] },
-  dora: { preferred_username: "dora", name: "Dora Unknown", email: "dora@example.org", groups: ["lab"] },
+  quentin: { preferred_username: "quentin", name: "Quentin Unknown", email: "quentin@example.org", groups: ["lab"] },
 };
 
 const provider = new Provider(conf.issuer, {
