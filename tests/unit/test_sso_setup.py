@@ -1,0 +1,189 @@
+"""`applctl sso setup` (issue 29 item 1): it checks the options, the provider's
+discovery document (a real HTTP server on loopback) and the secret before it writes
+anything, and then writes the secret file (root, 0600) and [auth] + [oidc] into
+appliance.toml, keeping its comments. Bad input changes nothing. The same command
+against a real OpenID provider in a booted system: tests/system/test_9_sso_setup.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from appliance import config
+from appliance.cli import sso as sso_cli
+from appliance.revproxy import setup_record
+
+from .cli_run import run
+from .test_sso import provider  # noqa: F401 (a discovery document served on loopback)
+
+CONFIG = '[hub]\nport = 8000  # public\n\n[oidc]\n# issuer = ""\nclient_secret_file = "{secret}"\n'
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch):
+    """A configuration and a place for the secret, as root would run applctl."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.setattr(setup_record, "STATE", tmp_path / "reverse-proxy.json")  # no proxy set up
+    etc = tmp_path / "etc"
+    etc.mkdir(mode=0o755)
+    path = etc / "appliance.toml"
+    secret = etc / "oidc-client-secret"
+    path.write_text(CONFIG.format(secret=secret))
+    monkeypatch.setattr(config, "DEFAULT_PATH", path)
+    return path, secret
+
+
+def stdin(monkeypatch, text: str) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+
+
+def setup(capsys, issuer, *more):
+    return run(capsys, "sso", "setup", "--issuer", issuer, "--client-id", "jupyterhub", *more)
+
+
+def test_setup_writes_the_secret_and_the_section_and_prints_the_redirect_uri(box, provider, capsys,  # noqa: F811
+                                                                             monkeypatch):
+    path, secret = box
+    stdin(monkeypatch, "s3cret-from-the-provider\n")
+    code, out, err = setup(capsys, provider.issuer, "--username-claim", "sub", "--scopes", "openid,profile,groups")
+    assert (code, err) == (0, "")
+    assert secret.read_text() == "s3cret-from-the-provider\n"
+    st = secret.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)
+    assert config.read_client_secret(str(secret)) == "s3cret-from-the-provider"  # as reload and the generator read it
+    cfg = config.load(path)
+    assert cfg["auth"]["type"] == "oidc"
+    assert (cfg["oidc"]["issuer"], cfg["oidc"]["client_id"]) == (provider.issuer, "jupyterhub")
+    assert (cfg["oidc"]["username_claim"], cfg["oidc"]["scopes"]) == ("sub", ["openid", "profile", "groups"])
+    text = path.read_text()
+    assert "port = 8000  # public" in text and f'# issuer = ""\nissuer = "{provider.issuer}"' in text
+    assert "s3cret" not in out + text
+    assert "register this redirect URI at the provider: https://HOST/hub/oauth_callback" in out
+    assert "HOST: the name people reach this hub by" in out
+    assert out.rstrip().endswith("apply it with: sudo applctl reload")
+
+
+def test_the_redirect_uri_names_the_host_applctl_proxy_set_up(box, provider, capsys, monkeypatch):  # noqa: F811
+    setup_record.STATE.write_text(json.dumps({"site": {
+        "kind": "nginx", "server_name": "hub.example.org", "cert": "/etc/ssl/certs/hub.pem",
+        "key": "/etc/ssl/private/hub.key", "https_port": 8443}}))
+    stdin(monkeypatch, "x\n")
+    code, out, _ = setup(capsys, provider.issuer, "--json")
+    assert code == 0
+    reply = json.loads(out)
+    assert (reply["redirect_uri"], reply["host_known"]) == ("https://hub.example.org:8443/hub/oauth_callback", True)
+
+
+def unchanged(box, before: str) -> None:
+    path, secret = box
+    assert path.read_text() == before
+    assert not os.path.lexists(secret)
+
+
+@pytest.mark.parametrize("options, secret, says", [
+    (["--issuer", "http://login.example.org"], "x", "--issuer: 'http://login.example.org' is not accepted: "
+     '"" (none), or the provider\'s issuer URL'),
+    (["--issuer", ""], "x", "--issuer is empty: give"),
+    (["--client-id", "two words"], "x", "--client-id: 'two words' is not accepted: \"\" (none), or the client id"),
+    (["--scopes", "profile,email"], "x", "--scopes: 'profile,email' is not accepted: a list of scopes with "
+     '"openid"'),
+    (["--scopes", ","], "x", "--scopes is empty: give scopes the hub asks for"),
+    (["--username-claim", "a b"], "x", "--username-claim: 'a b' is not accepted: the name of a claim"),
+    (["--issuer", "{issuer}/"], "x", "names the issuer 'http://127.0.0.1:"),   # discovery names another issuer
+    (["--issuer", "http://127.0.0.1:9"], "x", "--issuer: cannot read the provider's discovery document "
+     "http://127.0.0.1:9/.well-known/openid-configuration"),
+    ([], "", "no client secret on standard input"),
+    ([], "\n", "no client secret on standard input"),
+    ([], "one\ntwo\n", "the client secret must be one line"),
+    ([], "with space\n", "the client secret is not accepted: 1 to 4000 printable ASCII characters, no spaces"),
+])
+def test_bad_input_is_one_line_naming_it_and_changes_nothing(box, provider, capsys, monkeypatch,  # noqa: F811
+                                                             options, secret, says):
+    before = box[0].read_text()
+    stdin(monkeypatch, secret)
+    argv = ["--issuer", provider.issuer, "--client-id", "jupyterhub"]
+    for i in range(0, len(options), 2):
+        argv[argv.index(options[i]) + 1 if options[i] in argv else len(argv):] = (
+            [options[i + 1].format(issuer=provider.issuer)] + argv[argv.index(options[i]) + 2:]
+            if options[i] in argv else [options[i], options[i + 1]])
+    code, out, err = run(capsys, "sso", "setup", *argv)
+    assert (code, out) == (1, "")
+    assert len(err.strip().splitlines()) == 1 and says in err and err.rstrip().endswith("nothing changed"), err
+    unchanged(box, before)
+
+
+def test_a_provider_without_the_code_flow_endpoints_is_refused(box, provider, capsys, monkeypatch):  # noqa: F811
+    del provider.doc["userinfo_endpoint"]
+    before = box[0].read_text()
+    stdin(monkeypatch, "x\n")
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1 and "gives no userinfo_endpoint" in err
+    unchanged(box, before)
+
+
+def test_a_jupyterhub_admin_through_sudo_is_refused_before_reading_anything(box, provider, capsys,  # noqa: F811
+                                                                           monkeypatch):
+    monkeypatch.setenv("SUDO_UID", "1000")
+    before = box[0].read_text()
+    stdin(monkeypatch, "x\n")
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1
+    assert "only root may run it (a root login, not sudo applctl); nothing changed" in err
+    assert sys.stdin.read() == "x\n"  # the secret was not even read
+    unchanged(box, before)
+
+
+def test_an_unprivileged_user_is_told_to_use_root(box, provider, capsys, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1 and "sso setup needs root" in err
+
+
+def test_root_writes_no_secret_where_another_user_could_redirect_it(box, provider, capsys,  # noqa: F811
+                                                                    monkeypatch, tmp_path):
+    path, _ = box
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may rename or link in here
+    path.write_text(CONFIG.format(secret=shared / "secret"))
+    before = path.read_text()
+    stdin(monkeypatch, "x\n")
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1 and f"{shared} above it is writable by others" in err
+    assert path.read_text() == before and not os.listdir(shared)
+
+
+def test_a_link_in_the_secrets_place_is_refused_not_followed(box, provider, capsys, monkeypatch,  # noqa: F811
+                                                             tmp_path):
+    path, secret = box
+    target = tmp_path / "elsewhere"
+    target.write_text("kept\n")
+    secret.symlink_to(target)
+    before = path.read_text()
+    stdin(monkeypatch, "x\n")
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1 and "is not a regular file (a link or other)" in err
+    assert target.read_text() == "kept\n" and secret.is_symlink() and path.read_text() == before
+
+
+def test_if_the_configuration_cannot_be_written_the_old_secret_comes_back(box, provider, capsys,  # noqa: F811
+                                                                          monkeypatch):
+    path, secret = box
+    secret.write_text("old\n")
+    secret.chmod(0o600)
+    before = path.read_text()
+
+    def refuse(*a, **kw):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(sso_cli.config_edit, "write_atomic", refuse)
+    stdin(monkeypatch, "new\n")
+    code, _, err = setup(capsys, provider.issuer)
+    assert code == 1 and "No space left on device); nothing changed" in err
+    assert secret.read_text() == "old\n" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert path.read_text() == before
