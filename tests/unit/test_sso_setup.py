@@ -19,6 +19,7 @@ from appliance.cli import sso as sso_cli
 from appliance.revproxy import setup_record
 
 from .cli_run import run
+from .test_applctl_parts import accounts  # noqa: F401 (alice and bob, as adduser sees them)
 from .test_sso import provider  # noqa: F401 (a discovery document served on loopback)
 
 CONFIG = '[hub]\nport = 8000  # public\n\n[oidc]\n# issuer = ""\nclient_secret_file = "{secret}"\n'
@@ -187,3 +188,19 @@ def test_if_the_configuration_cannot_be_written_the_old_secret_comes_back(box, p
     assert code == 1 and "No space left on device); nothing changed" in err
     assert secret.read_text() == "old\n" and stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert path.read_text() == before
+
+
+# --- applctl adduser under single sign-on (issue 29 item 4) ----------------------------
+
+def test_adduser_under_sso_says_what_it_allows(capsys, accounts):  # noqa: F811
+    accounts["path"].write_text(accounts["path"].read_text() + (
+        '[auth]\ntype = "oidc"\n[oidc]\nissuer = "https://login.example.org/realms/lab"\nclient_id = "hub"\n'
+        'allowed_groups = ["lab"]\n'))
+    code, out, err = run(capsys, "adduser", "bob")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "bob can now log in to JupyterHub",
+        "single sign-on is on: bob logs in at https://login.example.org/realms/lab, whose preferred_username claim "
+        "must be bob, and be in one of oidc.allowed_groups (lab) there; jupyterhub-users membership is what allows "
+        "the local account bob"]
+    assert accounts["ran"] == [["gpasswd", "-a", "bob", "jupyterhub-users"]]
