@@ -3,16 +3,19 @@ test_9_sso.py (oidc_provider.py): it writes root's 0600 secret file and [auth] +
 [oidc] into appliance.toml, prints the redirect URI, and after `applctl reload` a
 person logs in through the provider. Bad input changes nothing, and a
 jupyterhub-admin (sudo applctl) cannot point the hub at a provider of their own.
+With single sign-on so set up, a code the provider issued to another of its clients
+is refused at the hub's callback (issue 29's forged callbacks).
 The configuration and the secret file are put back when the module ends.
 """
 
 from __future__ import annotations
 
 import shlex
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from browser import Browser
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, OTHER_CLIENT_ID, Provider
 from visitor_client import hub_api
 
 CONFIG = "/etc/jupyterhub/appliance.toml"
@@ -111,3 +114,26 @@ def test_setup_writes_the_secret_and_config_and_a_login_works_after_reload(setup
     page = b.s.get(back.headers["location"], timeout=120)
     assert page.status_code < 400, (page.status_code, page.text[:300])
     assert hub_api(app, "GET", "/users/alice")["name"] == "alice"
+
+
+def test_a_code_issued_to_another_client_logs_nobody_in(setup):
+    """The hub's own login (its state and PKCE challenge), but the code is asked for
+    by another client of the same provider: only the client differs, and the hub's
+    exchange of that code, as its own client, must fail."""
+    app, provider = setup
+    assert app.sh("applctl config get auth.type").stdout.strip() == "oidc", "runs after the setup test"
+    b = Browser(app.url)
+    r = b.s.get(app.url + "/hub/oauth_login", allow_redirects=False, timeout=30)
+    to = urlsplit(r.headers["location"])
+    q = parse_qs(to.query)
+    assert q["client_id"] == [CLIENT_ID]
+    q["client_id"] = [OTHER_CLIENT_ID]
+    r = b.s.get(f"{provider.issuer}{to.path}?{urlencode(q, doseq=True)}", allow_redirects=False, timeout=30)
+    back = provider.sign_in(b.s, r, "alice")
+    assert back.headers["location"].startswith(f"{app.url}/hub/oauth_callback?code=")  # a real code, for the other
+    page = b.s.get(back.headers["location"], allow_redirects=False, timeout=60)
+    assert page.status_code >= 400, (page.status_code, page.headers.get("location"), page.text[:300])
+    assert b.get("/hub/home").url.startswith(f"{app.url}/hub/login")  # not logged in
+    said = app.sh("journalctl -u appliance-test-oidc.service -n 50 --no-pager", check=False).stdout
+    said += app.sh("journalctl -u jupyterhub.service -n 50 --no-pager", check=False).stdout
+    assert "invalid_grant" in said or "client mismatch" in said.lower(), said[-2000:]
