@@ -23,6 +23,7 @@ from pathlib import Path
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
+from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Integer, Unicode
 
 from .. import users
@@ -82,7 +83,14 @@ class ApplianceOIDCAuthenticator(GenericOAuthenticator):
 
     async def authenticate(self, handler, data=None):
         self.check_iss(handler.get_argument("iss", None))
-        return await super().authenticate(handler, data)
+        try:
+            return await super().authenticate(handler, data)
+        except HTTPClientError as e:
+            # The provider refused the code (another client's, used, expired) or the
+            # token: a refused login, not a fault of the hub (tornado would answer 500).
+            self.log.warning("single sign-on: the provider refused this login: HTTP %s", e.code)
+            raise web.HTTPError(400, "The identity provider did not accept this login. Please sign in again.") \
+                from None
 
     def check_iss(self, iss: str | None) -> None:
         """RFC 9207: a provider that says it sends `iss` must send its own; a code
