@@ -70,6 +70,18 @@ def test_setup_writes_the_secret_and_the_section_and_prints_the_redirect_uri(box
     assert out.rstrip().endswith("apply it with: sudo applctl reload")
 
 
+def test_on_a_terminal_the_secret_is_asked_for_without_echo(box, provider, capsys, monkeypatch):  # noqa: F811
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    asked = []
+    monkeypatch.setattr(sys, "stdin", Terminal(""))
+    monkeypatch.setattr(sso_cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "typed-secret")
+    code, _, err = setup(capsys, provider.issuer)
+    assert (code, err, asked) == (0, "", ["client secret (not shown): "])
+    assert box[1].read_text() == "typed-secret\n"
+
+
 def test_the_redirect_uri_names_the_host_applctl_proxy_set_up(box, provider, capsys, monkeypatch):  # noqa: F811
     setup_record.STATE.write_text(json.dumps({"site": {
         "kind": "nginx", "server_name": "hub.example.org", "cert": "/etc/ssl/certs/hub.pem",
@@ -204,3 +216,51 @@ def test_adduser_under_sso_says_what_it_allows(capsys, accounts):  # noqa: F811
         "must be bob, and be in one of oidc.allowed_groups (lab) there; jupyterhub-users membership is what allows "
         "the local account bob"]
     assert accounts["ran"] == [["gpasswd", "-a", "bob", "jupyterhub-users"]]
+
+
+# --- the hub's side: a code the provider refuses ----------------------------------------
+
+def test_a_code_the_provider_refuses_is_a_400_saying_so_not_a_500(provider):  # noqa: F811
+    """A real token endpoint on loopback answers invalid_grant, as oidc-provider does
+    for a code issued to another client (tests/system/test_9_sso_setup.py)."""
+    import asyncio
+    import http.server
+    import threading
+
+    from oauthenticator.oauth2 import _serialize_state
+    from tornado import web
+
+    from appliance.hub import sso
+
+    class Token(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"error": "invalid_grant", "error_description": "grant request is invalid"}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Handler:  # the callback's request, as the authenticator reads it
+        def get_argument(self, name, default=None):
+            return {"code": "a-code-of-another-client"}.get(name, default)
+
+        def get_state_cookie(self):
+            return _serialize_state({"state_id": "s", "code_verifier": "v" * 43})
+
+    a = sso.ApplianceOIDCAuthenticator(client_id="hub", client_secret="x", issuer=provider.issuer, enable_pkce=True,
+                                       token_url=f"http://127.0.0.1:{server.server_address[1]}/token",
+                                       oauth_callback_url="http://127.0.0.1/hub/oauth_callback")
+    try:
+        with pytest.raises(web.HTTPError) as e:
+            asyncio.run(a.authenticate(Handler()))
+    finally:
+        server.shutdown()
+    assert e.value.status_code == 400
+    assert e.value.log_message == "The identity provider did not accept this login. Please sign in again."
