@@ -52,8 +52,8 @@ def sso_group() -> None:
 @click.option("--groups-claim", metavar="CLAIM", help="the claim that lists the person's groups (default groups)")
 @json_option
 @example("printf '%s\\n' \"$SECRET\" | applctl sso setup --issuer https://login.example.org/realms/lab "
-         "--client-id jupyterhub\napplctl sso setup --issuer https://login.microsoftonline.com/TENANT/v2.0 "
-         "--client-id APP-ID --username-claim upn   # asks for the secret")
+         "--client-id jupyterhub\napplctl sso setup --issuer https://sso.example.org/realms/lab --client-id jupyterhub "
+         "--scopes openid,profile,groups   # asks for the secret")
 @_refusals
 def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str | None, groups_claim: str | None,
           as_json: bool) -> None:
