@@ -96,7 +96,9 @@ class Provider:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        self.app.sh(f"systemctl stop {UNIT}; rm -rf {IN_CT}", check=False)
+        # node stopped by SIGTERM leaves the transient unit failed, hence loaded: reset it,
+        # or the next module's provider cannot take the unit's name
+        self.app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}; rm -rf {IN_CT}", check=False)
 
     def sign_in(self, s: requests.Session, r: requests.Response, login: str) -> requests.Response:
         """From the hub's redirect to the provider (r), through its login form as
