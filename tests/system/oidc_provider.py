@@ -81,6 +81,8 @@ class Provider:
                                                       "client_secret": CLIENT_SECRET,
                                                       "redirect_uris": [redirect_uri],
                                                       "other_clients": [other_client(redirect_uri)]}))
+        # (a module whose teardown broke off may have left the unit behind: it goes first)
+        app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}", check=False)
         app.sh(f"chmod -R a+rX {IN_CT} && systemd-run --quiet --unit={UNIT} -p DynamicUser=yes "
                f"/usr/bin/node {IN_CT}/provider.mjs {self.port} {IN_CT}/config.json")
         deadline = time.monotonic() + 60
