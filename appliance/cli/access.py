@@ -12,7 +12,7 @@ import pwd
 
 import click
 
-from .. import config_edit, limits, users
+from .. import config, config_edit, limits, users
 from ..groups import ADMINS_GROUP, USERS_GROUP
 from . import daemon_calls as daemon
 from .common import CREATED_MARK, account, check_name, config_path, has_access, load_config, members, refuse_privileged
@@ -88,12 +88,26 @@ def adduser(name: str, admin: bool, create: bool, gpus: int | None, as_json: boo
     lines = [f"{name} can now log in to JupyterHub" + (" as an admin" if admin else "")]
     if not added and not quota_changed:
         lines = [f"{name} already had this access; nothing changed"]
-    if created:
+    if created and not config.sso_in_use(cfg):  # under single sign-on the provider checks who it is
         lines.append(f"created account {name}; set its password with: passwd {name}")
+    elif created:
+        lines.append(f"created account {name}")
     if quota_changed:
         lines.append(f"{name} may hold {gpus} GPU{'s' if gpus != 1 else ''} at once; "
                      "apply it with: sudo applctl reload")
+    if config.sso_in_use(cfg):
+        lines.append(sso_meaning(name, cfg))
     emit(as_json, {"user": name, "created": created, "added_to": added, "gpus": gpus}, "\n".join(lines))
+
+
+def sso_meaning(name: str, cfg) -> str:
+    """What adduser means under single sign-on (accounts = "existing"): membership of
+    jupyterhub-users is what allows the local account; the provider proves who it is."""
+    oidc = cfg["oidc"]
+    groups = (f", and be in one of oidc.allowed_groups ({', '.join(oidc['allowed_groups'])}) there"
+              if oidc["allowed_groups"] else "")
+    return (f"single sign-on is on: {name} logs in at {oidc['issuer']}, whose {oidc['username_claim']} claim must "
+            f"be {name}{groups}; {USERS_GROUP} membership is what allows the local account {name}")
 
 
 @click.command()

@@ -17,11 +17,12 @@ from .output import Failure
 from .proxy import proxy_group
 from .reload import reload
 from .servers import gpus, servers, stop
+from .sso import sso_group
 from .status import status
 from .token import token
 
 COMMANDS = (adduser, deluser, list_users, admin, stop, servers, status, gpus, config_group, reload, token,
-            kernels, logs, doctor, proxy_group, ephemeral_group)
+            kernels, logs, doctor, proxy_group, ephemeral_group, sso_group)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -10,7 +10,7 @@ admin_groups are the provider's groups, read from the userinfo claims at each lo
 The authorization code flow is oauthenticator's: state (a cookie bound to the
 login's redirect) and PKCE (S256) on. Its endpoints come from the provider's
 discovery document when the hub starts (`discover`), whose issuer must be the
-configured one; a callback naming another issuer (RFC 9207 `iss`) is refused.
+configured one (appliance/oidc_discovery.py); a callback naming another issuer (RFC 9207 `iss`) is refused.
 The client secret is root's file, handed to the hub by systemd (LoadCredential=,
 written by the generator, held_ports.py): the hub cannot read the file itself.
 """
@@ -18,61 +18,20 @@ written by the generator, held_ports.py): the hub cannot read the file itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import urllib.request
 from pathlib import Path
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
+from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Integer, Unicode
 
 from .. import users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
+from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
-DISCOVERY = "/.well-known/openid-configuration"
-DISCOVERY_TIMEOUT = 10  # s
-REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint")
-
-
-class SSOError(RuntimeError):
-    """Single sign-on cannot work; worded for the administrator (the hub's journal)."""
-
-
-def discovery_url(issuer: str) -> str:
-    return issuer.rstrip("/") + DISCOVERY
-
-
-def check_discovery(doc: object, issuer: str) -> dict:
-    """The provider's discovery document, checked: it must name the configured issuer
-    exactly (OpenID Connect Discovery 4.3: otherwise a document could send logins to
-    another provider) and give the endpoints the code flow needs."""
-    where = discovery_url(issuer)
-    if not isinstance(doc, dict):
-        raise SSOError(f"{where} is not an OpenID provider's discovery document (not a JSON object)")
-    if doc.get("issuer") != issuer:
-        raise SSOError(f"{where} names the issuer {doc.get('issuer')!r}, not {issuer!r}: set [oidc] issuer to "
-                       "exactly what the provider calls itself")
-    missing = [k for k in REQUIRED_ENDPOINTS if not isinstance(doc.get(k), str) or not doc[k].startswith("http")]
-    if missing:
-        raise SSOError(f"{where} gives no {', '.join(missing)}: single sign-on needs the authorization code flow "
-                       "with userinfo")
-    return doc
-
-
-def discover(issuer: str, timeout: float = DISCOVERY_TIMEOUT) -> dict:
-    """Fetch and check ISSUER/.well-known/openid-configuration (SSOError says why not)."""
-    where = discovery_url(issuer)
-    request = urllib.request.Request(where, headers={"Accept": "application/json", "User-Agent": "JupyterHub"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 (https, or http on loopback)
-            doc = json.loads(r.read(1024 * 1024))
-    except (OSError, ValueError) as e:
-        raise SSOError(f"cannot read the provider's discovery document {where}: {e}; check [oidc] issuer and that "
-                       "this machine reaches the provider") from None
-    return check_discovery(doc, issuer)
 
 
 def client_secret() -> str:
@@ -124,7 +83,14 @@ class ApplianceOIDCAuthenticator(GenericOAuthenticator):
 
     async def authenticate(self, handler, data=None):
         self.check_iss(handler.get_argument("iss", None))
-        return await super().authenticate(handler, data)
+        try:
+            return await super().authenticate(handler, data)
+        except HTTPClientError as e:
+            # The provider refused the code (another client's, used, expired) or the
+            # token: a refused login, not a fault of the hub (tornado would answer 500).
+            self.log.warning("single sign-on: the provider refused this login: HTTP %s", e.code)
+            raise web.HTTPError(400, "The identity provider did not accept this login. Please sign in again.") \
+                from None
 
     def check_iss(self, iss: str | None) -> None:
         """RFC 9207: a provider that says it sends `iss` must send its own; a code

@@ -30,6 +30,17 @@ UNIT = "appliance-test-oidc.service"
 CLIENT_ID, CLIENT_SECRET = "jupyterhub", "test-client-secret-Zq81"
 
 
+OTHER_CLIENT_ID = "another-app"  # a second client of the provider, with the hub's redirect URI too
+
+
+def other_client(redirect_uri: str) -> dict:
+    """Another application at the same provider: a code issued to it must not log
+    anyone into the hub."""
+    return {"client_id": OTHER_CLIENT_ID, "client_secret": "another-app-secret-7Hq", "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code"], "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_post"}
+
+
 def node_modules() -> Path:
     """oidc-provider and its dependencies, npm ci'd into the cache once per lock file."""
     lock = (HERE / "package-lock.json").read_bytes()
@@ -68,7 +79,10 @@ class Provider:
         shutil.copy2(HERE / "provider.mjs", dest / "provider.mjs")
         (dest / "config.json").write_text(json.dumps({"issuer": self.issuer, "client_id": CLIENT_ID,
                                                       "client_secret": CLIENT_SECRET,
-                                                      "redirect_uris": [redirect_uri]}))
+                                                      "redirect_uris": [redirect_uri],
+                                                      "other_clients": [other_client(redirect_uri)]}))
+        # (a module whose teardown broke off may have left the unit behind: it goes first)
+        app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}", check=False)
         app.sh(f"chmod -R a+rX {IN_CT} && systemd-run --quiet --unit={UNIT} -p DynamicUser=yes "
                f"/usr/bin/node {IN_CT}/provider.mjs {self.port} {IN_CT}/config.json")
         deadline = time.monotonic() + 60
@@ -84,7 +98,9 @@ class Provider:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        self.app.sh(f"systemctl stop {UNIT}; rm -rf {IN_CT}", check=False)
+        # node stopped by SIGTERM leaves the transient unit failed, hence loaded: reset it,
+        # or the next module's provider cannot take the unit's name
+        self.app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}; rm -rf {IN_CT}", check=False)
 
     def sign_in(self, s: requests.Session, r: requests.Response, login: str) -> requests.Response:
         """From the hub's redirect to the provider (r), through its login form as

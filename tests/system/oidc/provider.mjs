@@ -5,7 +5,7 @@
 //
 //   node provider.mjs PORT CONFIG.json
 //
-// CONFIG.json: {"issuer": ..., "client_id": ..., "client_secret": ..., "redirect_uris": [...]}.
+// CONFIG.json: {"issuer": ..., "client_id": ..., "client_secret": ..., "redirect_uris": [...], "other_clients": [...]}.
 // Accounts: alice (a local account of the test machine), in the groups "lab" and
 // "lab-admins"; quentin, in "lab", whom the machine does not know.
 import { readFileSync } from "node:fs";
@@ -27,7 +27,7 @@ const provider = new Provider(conf.issuer, {
     grant_types: ["authorization_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_post",
-  }],
+  }, ...(conf.other_clients ?? [])], // other_clients: whole client entries (a code issued to another client)
   claims: {
     openid: ["sub"],
     profile: ["preferred_username", "name"],
