@@ -112,6 +112,10 @@ class SessionChecks:
             raise
 
     async def refresh_user(self, user, handler=None, **kwargs):
+        if handler is not None and not hasattr(handler, "_token_authenticated"):
+            # JupyterHub 6.1.1 reads it after a failed refresh but sets it only for
+            # tokens: a cookie's request would fail with AttributeError.
+            handler._token_authenticated = False
         said: list[bool] = []
         token = _refresh_refused.set(said)
         try:
@@ -129,7 +133,7 @@ class SessionChecks:
         if refreshed is False and said == [True]:
             await self.end_disabled(user, handler)
             # JupyterHub lets a token's request go on after a failed refresh; this one must not.
-            if getattr(handler, "_token_authenticated", False):
+            if handler is not None and handler._token_authenticated:
                 raise web.HTTPError(403, DISABLED)
         return refreshed
 

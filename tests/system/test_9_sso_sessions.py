@@ -125,11 +125,13 @@ def test_a_refresh_token_keeps_the_session_past_the_access_tokens_life(sso):
     app, provider = sso
     b = log_in(app, provider)
     since = now(app)
-    time.sleep(ACCESS_TTL + 2)
+    deadline = time.monotonic() + 90  # the provider's clock may allow a token a little longer
+    while "Refreshing oauth access token for alice" not in (said := hub_log(app, since)):
+        assert time.monotonic() < deadline, said[-2000:]
+        time.sleep(REFRESH_AGE / 2)
+        assert logged_in(app, b)
     assert logged_in(app, b)  # the hub checked with the provider and traded the refresh token
-    said = hub_log(app, since)
-    assert "Refreshing oauth access token for alice" in said, said[-2000:]
-    assert "Requiring fresh login" not in said
+    assert "Requiring fresh login" not in hub_log(app, since)
     # the refreshed session still spawns (JupyterHub refreshes again before a spawn)
     start_server(app, b)
 
@@ -168,7 +170,10 @@ def test_a_person_disabled_at_the_provider_cannot_log_in_and_loses_the_server_wi
         other = Browser(app.url)
         r = other.s.get(app.url + "/hub/oauth_login", allow_redirects=False, timeout=30)
         r = try_to_sign_in(provider, other.s, r, "alice")
-        assert r.status_code == 200 and 'name="login"' in r.text, (r.status_code, r.headers, r.text[:300])
+        # (oidc-provider answers the resumed authorization of an account it no longer
+        # finds with an error page, or its login form again)
+        assert not (r.is_redirect and r.headers["location"].startswith(app.url)), r.headers
+        assert r.status_code in (200, 400, 500) and not logged_in(app, other)
     finally:
         provider.disable("alice", False)
     # enabled again: her home page says why her server stopped
