@@ -209,3 +209,12 @@ def test_an_unreachable_userinfo_leaves_the_session(endpoints):
                                        token_url=endpoints.url + "/token", userdata_url="http://127.0.0.1:9/me")
     handler = Handler()
     assert asyncio.run(a.refresh_user(User(), handler)) is True and handler.stopped == []
+
+
+def test_a_refused_refresh_on_a_cookies_request_sends_to_the_login(endpoints):
+    endpoints.answers["/me"] = (401, {"error": "invalid_token"})
+    endpoints.answers["/token"] = (400, {"error": "invalid_grant"})
+    handler = Handler()
+    del handler._token_authenticated  # as JupyterHub 6.1.1 leaves it on a cookie's request
+    refreshed, _, handler = refresh(endpoints, handler)
+    assert refreshed is False and handler._token_authenticated is False and handler.stopped == [""]
