@@ -127,8 +127,8 @@ class SessionChecks:
         finally:
             _refresh_refused.reset(token)
         if refreshed is False and said == [False]:
-            self.log.warning("single sign-on: the provider did not answer %s's refresh token; the session stands",
-                             user.name)
+            self.log.warning("single sign-on: the provider did not answer %s's refresh token, or failed without "
+                             "refusing it (invalid_grant); the session stands", user.name)
             return True
         if refreshed is False and said == [True]:
             await self.end_disabled(user, handler)

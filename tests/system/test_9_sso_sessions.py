@@ -16,6 +16,7 @@ import time
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
+import requests
 from booted import HUB_PY
 from browser import Browser
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, UNIT, Provider
@@ -93,6 +94,11 @@ def running(app) -> bool:
     return bool((hub_api(app, "GET", "/users/alice") or {}).get("servers"))
 
 
+def whose(app, token: str) -> int:
+    """The status of /hub/api/user with an API token."""
+    return requests.get(app.url + "/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=60).status_code
+
+
 def hub_log(app, since: str) -> str:
     return app.sh(f"journalctl -u jupyterhub --since '{since}' --no-pager -o cat", check=False).stdout
 
@@ -157,6 +163,8 @@ def test_a_person_disabled_at_the_provider_cannot_log_in_and_loses_the_server_wi
     b = log_in(app, provider)
     if not running(app):
         start_server(app, b)
+    token = hub_api(app, "POST", "/users/alice/tokens")["token"]  # an API token of hers
+    assert whose(app, token) == 200
     provider.disable("alice")
     try:
         time.sleep(REFRESH_AGE + 1)
@@ -166,6 +174,7 @@ def test_a_person_disabled_at_the_provider_cannot_log_in_and_loses_the_server_wi
             assert time.monotonic() < deadline, "alice's server was not stopped"
             time.sleep(1)
         assert app.unit_props("jupyter-alice.service", "ActiveState")["ActiveState"] != "active"
+        assert whose(app, token) == 403  # her API tokens ended with her session
         # her next login: the provider's form takes her back, never to the hub
         other = Browser(app.url)
         r = other.s.get(app.url + "/hub/oauth_login", allow_redirects=False, timeout=30)
