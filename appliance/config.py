@@ -617,6 +617,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                               root_only=_OIDC_ROOT_ONLY),
         "accounts": Field("existing", "how a login becomes a local account: existing", _accounts,
                           root_only=_OIDC_ROOT_ONLY),
+        "refresh_age": Field(300, "seconds after which the hub checks a person with the provider again (a person "
+                             "disabled there loses the session and server)", _int(10, 86400),
+                             root_only="decides how long a person the provider disabled keeps their server"),
     },
     "tokens": {
         "max_days_under_sudo": Field(90, "longest life in days of a token a jupyterhub-admin issues with "

@@ -105,6 +105,8 @@ def sso_dropin(cfg) -> tuple[str | None, str | None]:
     from urllib.parse import urlsplit
 
     from . import config
+    from .groups import SECRETS_DIR
+    from .state import CRYPT_CREDENTIAL, CRYPT_KEY
     if not config.sso_in_use(cfg):
         return None, None
     lines = ["# Written by the jupyterhub-appliance generator from /etc/jupyterhub/appliance.toml ([oidc]).",
@@ -113,6 +115,9 @@ def sso_dropin(cfg) -> tuple[str | None, str | None]:
     try:
         config.read_client_secret(cfg["oidc"]["client_secret_file"])
         lines.append(f"LoadCredential={config.OIDC_CREDENTIAL}:{cfg['oidc']['client_secret_file']}")
+        # The key of the people's tokens in the hub's database (auth_state): root's,
+        # made at install (state.py); the hub gets it only while it can use it.
+        lines.append(f"LoadCredential={CRYPT_CREDENTIAL}:{SECRETS_DIR}/{CRYPT_KEY}")
     except config.RootFileError as e:
         why = str(e)
     if urlsplit(cfg["oidc"]["issuer"]).hostname not in config.LOOPBACK_HOSTS:

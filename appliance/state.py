@@ -1,9 +1,9 @@
 """The appliance's secrets: created once, 0600, in two directories.
 
 The hub's own (cookie secret, applctl's service token) live in /var/lib/jupyterhub,
-owned by the hub user. The proxy token lives in root's SECRETS_DIR: systemd reads it
-for both the proxy and the hub (LoadCredential=), and PID 1 follows links, so it
-must never read from a directory the hub can write.
+owned by the hub user. The proxy token and the key of single sign-on's auth state
+live in root's SECRETS_DIR: systemd reads them for the units (LoadCredential=), and
+PID 1 follows links, so it must never read from a directory the hub can write.
 
 The hub's directory belongs to uid `jupyterhub`, so anything in it may have been planted
 by a compromised hub. Root works there only through a descriptor of the directory:
@@ -27,13 +27,19 @@ from .groups import HUB_USER, SECRETS_DIR, STATE_DIR
 
 COOKIE_SECRET = "jupyterhub_cookie_secret"
 PROXY_TOKEN = "proxy_token"
+# JupyterHub's key for auth_state (single sign-on's tokens, encrypted in the hub's
+# database): root's file, so the database alone, as a backup or a copy holds it,
+# gives away no person's refresh token.
+CRYPT_KEY = "jupyterhub_crypt_key"
+CRYPT_CREDENTIAL = "crypt-key"  # its name as systemd hands it to the hub (LoadCredential=)
 # The API token of the hub service `applctl` (configurer.register_applctl_service).
 APPLCTL_TOKEN = "applctl_token"
 # In STATE_DIR, the hub's; in SECRETS_DIR, root's (units get them as credentials).
 SECRETS = (COOKIE_SECRET, APPLCTL_TOKEN)
-ROOT_SECRETS = (PROXY_TOKEN,)
+ROOT_SECRETS = (PROXY_TOKEN, CRYPT_KEY)
 # Replaced on every upgrade and by `applctl doctor --fix`: a token that leaked once
-# stops working then. The cookie secret stays: replacing it logs everybody out.
+# stops working then. The cookie secret stays: replacing it logs everybody out; so
+# does the crypt key, whose loss leaves every single sign-on session to a new login.
 ROTATED = (PROXY_TOKEN, APPLCTL_TOKEN)
 MAX_SECRET = 4096
 

@@ -151,6 +151,10 @@ class ApplianceSpawner(SystemdSpawner):
             stop_reasons.log(self.log, self.user.name, why)
             metrics.STOPS.labels(why.reason).inc()
 
+    def record_stop(self, why: stop_reasons.StopReason) -> None:
+        """The reason of a stop the hub decides itself (sso_sessions.py), before it stops."""
+        self._record_stop(why)
+
     def get_env(self):
         env = super().get_env()
         # The server's activity reports, as often as the culler needs them.

@@ -30,6 +30,7 @@ from .. import users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
 from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
+from . import sso_sessions
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
 
@@ -72,9 +73,13 @@ def apply(c, cfg) -> None:
     a.allowed_groups = set(oidc["allowed_groups"])
     a.admin_groups = set(oidc["admin_groups"])
     a.allow_existing_users = False
+    try:  # logout at the provider, refresh tokens, a disabled person (sso_sessions.py)
+        sso_sessions.apply(c, cfg, doc, os.environ.get("CREDENTIALS_DIRECTORY"))
+    except sso_sessions.SessionError as e:
+        raise SSOError(str(e)) from None
 
 
-class ApplianceOIDCAuthenticator(GenericOAuthenticator):
+class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticator):
     issuer = Unicode(help="[oidc] issuer: the callback's iss, if any, must be it (RFC 9207)").tag(config=True)
     iss_in_response = Bool(False, help="the provider sends iss with every callback (its discovery document says "
                                        "so)").tag(config=True)

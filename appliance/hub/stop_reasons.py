@@ -18,7 +18,7 @@ RECLAIMER = "gpu-reclaimer"
 APPLCTL = "applctl"
 
 # The journal field `journalctl APPLIANCE_STOP_REASON=gpu-idle` filters on.
-REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed", "python-upgrade")
+REASONS = ("idle", "max-age", "gpu-idle", "oom", "admin", "crashed", "python-upgrade", "sso-disabled")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ def python_upgrade(ran: str, runs: str, now: float, restarted: bool = True) -> S
     then = "" if restarted else ", and it could not be started again: start it from this page"
     return StopReason("python-upgrade", f"the system was upgraded from Python {ran} to {runs}; your files "
                       f"are kept, but what your kernels held in memory was lost{then}", now, restarted)
+
+
+def disabled_at_provider(now: float) -> StopReason:
+    """Single sign-on: the provider refused the person's refresh token (sso_sessions.py)."""
+    return StopReason("sso-disabled", "your account was disabled at the identity provider", now)
 
 
 def log(log_: logging.Logger, user: str, why: StopReason) -> None:

@@ -67,7 +67,7 @@ def node_modules() -> Path:
 class Provider:
     """The running provider: its issuer, and a person's way through its login form."""
 
-    def __init__(self, app, redirect_uri: str):
+    def __init__(self, app, redirect_uri: str, access_token_ttl: int | None = None):
         self.app = app
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -80,7 +80,8 @@ class Provider:
         (dest / "config.json").write_text(json.dumps({"issuer": self.issuer, "client_id": CLIENT_ID,
                                                       "client_secret": CLIENT_SECRET,
                                                       "redirect_uris": [redirect_uri],
-                                                      "other_clients": [other_client(redirect_uri)]}))
+                                                      "other_clients": [other_client(redirect_uri)],
+                                                      "access_token_ttl": access_token_ttl}))
         # (a module whose teardown broke off may have left the unit behind: it goes first)
         app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}", check=False)
         app.sh(f"chmod -R a+rX {IN_CT} && systemd-run --quiet --unit={UNIT} -p DynamicUser=yes "
@@ -96,6 +97,14 @@ class Provider:
                 said = app.sh(f"journalctl -u {UNIT} -n 30 --no-pager", check=False).stdout
                 raise AssertionError(f"the OpenID provider did not answer in 60 s:\n{said}")
             time.sleep(0.3)
+
+    def disable(self, login: str, disabled: bool = True) -> None:
+        """Disable LOGIN at the provider (or enable again): provider.mjs reads the file
+        "disabled" at every lookup."""
+        path = self.app.ct.root / IN_CT.lstrip("/") / "disabled"
+        names = set(path.read_text().split()) if path.exists() else set()
+        path.write_text("".join(f"{n}\n" for n in sorted(names - {login} | ({login} if disabled else set()))))
+        path.chmod(0o644)
 
     def stop(self) -> None:
         # node stopped by SIGTERM leaves the transient unit failed, hence loaded: reset it,

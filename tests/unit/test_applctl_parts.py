@@ -180,7 +180,7 @@ def test_doctor_state_check_names_each_wrong_file_and_the_fix(tmp_path, monkeypa
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr(doctor, "HUB_USER", me.pw_name)
     state, secrets = tmp_path / "state", tmp_path / "secrets"
-    for d, names in ((state, ("jupyterhub_cookie_secret", APPLCTL_TOKEN)), (secrets, ("proxy_token",))):
+    for d, names in ((state, ("jupyterhub_cookie_secret", APPLCTL_TOKEN)), (secrets, ("proxy_token", "jupyterhub_crypt_key"))):
         d.mkdir(mode=0o700)
         for name in names:
             (d / name).write_text("x")

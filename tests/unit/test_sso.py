@@ -27,7 +27,8 @@ def test_pam_is_the_default_and_oidc_takes_the_documented_defaults():
     assert oidc == {"issuer": "https://login.example.org/realms/lab", "client_id": "hub",
                     "client_secret_file": "/etc/jupyterhub/oidc-client-secret",
                     "scopes": ["openid", "profile", "email"], "username_claim": "preferred_username",
-                    "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing"}
+                    "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing",
+                    "refresh_age": 300}
 
 
 @pytest.mark.parametrize("issuer", ["https://login.example.org", "https://login.example.org:8443/realms/lab/",
@@ -178,6 +179,7 @@ def apply_oidc(tmp_path, monkeypatch, issuer: str, extra: str = ""):
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / config.OIDC_CREDENTIAL).write_text("s3cret\n")
+    (creds / "crypt-key").write_text("ab" * 32 + "\n")
     (creds / "proxy-token").write_text("p\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     c = Config()

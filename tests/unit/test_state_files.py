@@ -54,7 +54,9 @@ def test_rotation_replaces_only_the_service_token(tmp_path):
 
 def test_roots_secrets_are_made_in_their_own_directory_owned_by_whoever_runs_it(tmp_path):
     d = tmp_path / "secrets"
-    assert state.ensure_secrets(str(d), owner=None, names=state.ROOT_SECRETS) == [f"{d}/{state.PROXY_TOKEN}"]
+    assert state.ensure_secrets(str(d), owner=None, names=state.ROOT_SECRETS) == [
+        f"{d}/{state.PROXY_TOKEN}", f"{d}/{state.CRYPT_KEY}"]
+    assert state.CRYPT_KEY not in state.ROTATED  # a new key would log every single sign-on person out
     st = os.stat(d / state.PROXY_TOKEN)
     assert (st.st_uid, stat.S_IMODE(st.st_mode), stat.S_IMODE(os.stat(d).st_mode)) == (os.getuid(), 0o600, 0o700)
     assert len(state.read_proxy_token(d) if os.getuid() == 0 else (d / state.PROXY_TOKEN).read_text().strip()) == 64

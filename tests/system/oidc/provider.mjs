@@ -9,10 +9,21 @@
 // Accounts: alice (a local account of the test machine), in the groups "lab" and
 // "lab-admins"; quentin, in "lab", whom the machine does not know.
 import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import Provider from "oidc-provider";
 
 const [port, configFile] = process.argv.slice(2);
 const conf = JSON.parse(readFileSync(configFile, "utf8"));
+
+// Sessions (test_9_sso_sessions.py): a person is disabled at runtime by naming them,
+// one a line, in the file "disabled" beside CONFIG.json, read at every lookup. A
+// disabled person is an unknown account to oidc-provider: userinfo refuses their
+// access token (401 invalid_token), the token endpoint their refresh token (400
+// invalid_grant), and the login form does not let them through.
+const DISABLED = `${dirname(configFile)}/disabled`;
+const disabled = (id) => {
+  try { return readFileSync(DISABLED, "utf8").split("\n").includes(id); } catch { return false; }
+};
 
 const ACCOUNTS = {
   alice: { preferred_username: "alice", name: "Alice Liddell", email: "alice@example.org", groups: ["lab", "lab-admins"] },
@@ -24,7 +35,7 @@ const provider = new Provider(conf.issuer, {
     client_id: conf.client_id,
     client_secret: conf.client_secret,
     redirect_uris: conf.redirect_uris,
-    grant_types: ["authorization_code"],
+    grant_types: ["authorization_code", "refresh_token"],  // sessions: refresh tokens
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_post",
   }, ...(conf.other_clients ?? [])], // other_clients: whole client entries (a code issued to another client)
@@ -37,10 +48,15 @@ const provider = new Provider(conf.issuer, {
   scopes: ["openid", "profile", "email", "groups"],
   async findAccount(ctx, id) {
     const account = ACCOUNTS[id];
-    if (!account) return undefined;
+    if (!account || disabled(id)) return undefined;
     return { accountId: id, async claims() { return { sub: id, ...account }; } };
   },
   features: { devInteractions: { enabled: true } },
+  // Sessions: a refresh token with every code, without the offline_access scope
+  // (oidc-provider's default asks for it); access tokens short enough
+  // (conf.access_token_ttl s, default an hour) that a test sees the hub refresh them.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed("refresh_token"),
+  ttl: { AccessToken: conf.access_token_ttl || 3600 },
   pkce: { required: () => true },
   cookies: { keys: ["appliance-test-provider-cookie-key"] },
   // A consent screen asks nothing the tests need: every scope of the client is granted.
