@@ -25,8 +25,9 @@ MAX_REQUEST = 256 * 1024  # bytes in a request line
 # Messages quote what the client sent: bound what goes back (and into the log).
 MAX_MESSAGE = 1000
 # Root (applctl) and the hub ask for the same things: the hub lists the servers
-# too (read-only), for its GPU dashboard. Other uids may ask nothing.
-OPS = ("spawn", "stop", "status", "gpus", "list")
+# too (read-only), for its GPU dashboard; "account" makes a single sign-on account
+# ([oidc] accounts = "create", daemon/accounts.py). Other uids may ask nothing.
+OPS = ("spawn", "stop", "status", "gpus", "list", "account")
 # What a spawn request may hold besides "op" (spawn_request builds them).
 SPAWN_FIELDS = ("user", "env", "options", "profile", "gpus", "cpu_fallback", "mem_limit", "cpu_limit",
                 "readonly_paths", "readwrite_paths", "extra")
@@ -52,6 +53,7 @@ ERROR_CODES = {
     "queue_timeout": "the wait in the GPU queue ended without a GPU",
     "start_failed": "the server's unit did not start",
     "config": "the daemon's own configuration does not allow it",
+    "account": "no single sign-on account for that name (not a name allowed here, taken, or the range is full)",
     "systemd": "systemd refused",
     "internal": "a bug in the daemon",
 }

@@ -27,7 +27,8 @@ def test_pam_is_the_default_and_oidc_takes_the_documented_defaults():
     assert oidc == {"issuer": "https://login.example.org/realms/lab", "client_id": "hub",
                     "client_secret_file": "/etc/jupyterhub/oidc-client-secret",
                     "scopes": ["openid", "profile", "email"], "username_claim": "preferred_username",
-                    "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing"}
+                    "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing",
+                    "uid_min": 70000, "uid_max": 70999, "group": "jupyterhub-sso"}
 
 
 @pytest.mark.parametrize("issuer", ["https://login.example.org", "https://login.example.org:8443/realms/lab/",
@@ -60,8 +61,14 @@ def test_an_issuer_is_https_or_a_provider_on_this_machine(issuer):
     ('[oidc]\nallowed_groups = "lab"', "oidc.allowed_groups", "a list of group names"),
     ('[oidc]\nadmin_groups = [""]', "oidc.admin_groups", "a list of group names"),
     ('[oidc]\nadmin_groups = ["a\\nb"]', "oidc.admin_groups", "a list of group names"),
-    ('[oidc]\naccounts = "create"', "oidc.accounts", 'accounts = "create" is not supported yet'),
-    ('[oidc]\naccounts = "auto"', "oidc.accounts", '"existing"'),
+    ('[oidc]\naccounts = "create"\nuid_min = 1000', "oidc.uid_min", "an integer from 65536 to 99999"),
+    ('[oidc]\naccounts = "create"\nuid_max = 100000', "oidc.uid_max", "below the subordinate uids"),
+    ('[oidc]\naccounts = "create"\nuid_min = 70010\nuid_max = 70000', "oidc.uid_max", "at least oidc.uid_min"),
+    ('[oidc]\naccounts = "create"\ngroup = "jupyterhub-users"', "oidc.group", "a group of its own"),
+    ('[oidc]\naccounts = "create"\ngroup = "sudo"', "oidc.group", "not one of daemon.privileged_groups"),
+    ('[oidc]\ngroup = "Lab Users"', "oidc.group", "a group name"),
+    ('[oidc]\naccounts = "auto"', "oidc.accounts", '"existing" (the provider\'s name must be an account this '
+                                                    'machine knows) or "create"'),
     ('[oidc]\nissuer_url = "https://a.b"', "oidc.issuer_url", "known keys in [oidc] are issuer, client_id"),
 ])
 def test_bad_sso_values_get_one_line_naming_the_key(text, key, accepted):
