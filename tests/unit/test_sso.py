@@ -314,6 +314,58 @@ def test_an_unknown_name_is_refused_even_in_an_allowed_group(monkeypatch):
     assert e.value.status_code == 403 and "there is no user nobody-here-xyz" in e.value.log_message
 
 
+@pytest.mark.parametrize("groups, asks", [(["lab"], True), (["other"], False)])
+def test_create_mode_asks_the_daemon_only_for_people_the_groups_let_in(monkeypatch, groups, asks):
+    import asyncio
+
+    from tornado import web
+
+    from appliance.hub import sso
+    asked = []
+
+    async def call(req, timeout):
+        asked.append(req)
+        return {"ok": True, "user": req["user"], "created": True}
+    monkeypatch.setattr(sso.daemon_client, "call", call)
+    monkeypatch.setattr(sso, "local_account_refusal", lambda name, min_uid: None)
+    a = authenticator(allowed_groups={"lab"}, accounts="create")
+    model = {"name": "rosa", "admin": None, "groups": groups, "auth_state": {}}
+    if asks:
+        assert asyncio.run(a.check_allowed("rosa", model)) is True
+        assert asked == [{"op": "account", "user": "rosa"}]
+    else:
+        with pytest.raises(web.HTTPError):
+            asyncio.run(a.check_allowed("rosa", model))
+        assert asked == []
+
+
+def test_create_mode_shows_the_daemons_refusal_in_words(monkeypatch):
+    import asyncio
+
+    from tornado import web
+
+    from appliance.hub import sso
+
+    async def call(req, timeout):
+        raise sso.daemon_client.DaemonError("account", "root is a name this machine keeps for itself", "user")
+    monkeypatch.setattr(sso.daemon_client, "call", call)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(authenticator(accounts="create").check_allowed("root", {"name": "root", "groups": []}))
+    assert e.value.status_code == 403 and e.value.log_message == (
+        "You signed in as root, but this machine makes no account for that name: root is a name this machine "
+        "keeps for itself. Ask the administrator of this JupyterHub.")
+
+
+@pytest.mark.parametrize("name", ["\u212aate", "\u0430lice", "ａlice"])
+def test_a_name_with_a_lookalike_letter_is_refused_before_jupyterhub_lowercases_it(name):
+    from tornado import web
+    a = authenticator(username_claim="preferred_username")
+    with pytest.raises(web.HTTPError) as e:
+        a.user_info_to_username({"preferred_username": name})
+    assert e.value.status_code == 403 and "only letters a-z" in e.value.log_message
+    assert a.user_info_to_username({"preferred_username": "Rosa"}) == "Rosa"
+
+
 # --- the hub's unit: the secret as a credential (the generator's drop-in) ----------------
 
 @pytest.mark.skipif(os.getuid() != 0, reason="the file must be root's")
