@@ -31,6 +31,7 @@ from traitlets import Bool, Integer, Unicode
 from .. import daemon_client, users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
+from . import provider_groups
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
 DISCOVERY = "/.well-known/openid-configuration"
@@ -168,6 +169,8 @@ class ApplianceOIDCAuthenticator(GenericOAuthenticator):
             self.log.warning("single sign-on: %s refused: %s", username[:64], refusal)
             raise web.HTTPError(403, refusal)
         if in_groups:
+            # The groups of this login count for the quota and [limits] (provider_groups.py).
+            await asyncio.to_thread(provider_groups.record, username, auth_model.get("groups") or [])
             return True
         raise web.HTTPError(403, f"You signed in as {username}, but none of your groups at the identity provider "
                                  "may use this JupyterHub. Ask its administrator.")

@@ -149,3 +149,28 @@ def test_over_the_socket_only_user_is_accepted_and_pam_refuses(tmp_path):
         assert r["error"]["code"] == "invalid" and "accepted: op, user" in r["error"]["message"]
         r = d.request({"op": "account", "user": "rosa"})
         assert r["error"]["code"] == "config", r
+
+
+# --- the provider's groups and the GPU quota ----------------------------------------------
+
+def test_provider_groups_count_for_the_quota_under_single_sign_on_only(monkeypatch, tmp_path):
+    from appliance.daemon import validate
+
+    from .daemon_fakes import USER, patch_users
+    patch_users(monkeypatch, tmp_path)
+    gpu = {"quota": 0, "quota_groups": {"gpu": 2}}
+    sso = config.validate({**CREATE, "daemon": {"min_uid": 1}, "gpu": gpu})
+    req = {"op": "spawn", "user": USER, "gpus": 2, "provider_groups": ["gpu", "/staff/other"]}
+    assert validate.check_spawn(req, sso).gpus == 2
+    for other in ({"provider_groups": ["lab"]}, {}):
+        with pytest.raises(RequestError) as e:
+            validate.check_spawn({**req, **other} if other else {k: v for k, v in req.items()
+                                                                  if k != "provider_groups"}, sso)
+        assert e.value.code == "quota"
+    with pytest.raises(RequestError) as e:  # a PAM hub cannot claim a group
+        validate.check_spawn(req, config.validate({"daemon": {"min_uid": 1}, "gpu": gpu}))
+    assert e.value.code == "config" and e.value.field == "provider_groups"
+    for bad in ("gpu", ["x" * 257], ["a\nb"], [""], [3], ["g"] * 257):
+        with pytest.raises(RequestError) as e:
+            validate.check_spawn({**req, "provider_groups": bad}, sso)
+        assert e.value.code == "invalid" and e.value.field == "provider_groups", bad

@@ -233,6 +233,13 @@ def test_pam_and_ephemeral_mode_never_load_single_sign_on(provider, tmp_path, mo
     assert c.JupyterHub.authenticator_class == "appliance.hub.visitors.VisitorAuthenticator"
 
 
+@pytest.fixture(autouse=True)
+def groups_file(tmp_path, monkeypatch):
+    from appliance.hub import provider_groups
+    monkeypatch.setattr(provider_groups, "FILE", tmp_path / "sso-groups.json")
+    return provider_groups.FILE
+
+
 def authenticator(**kw):
     from appliance.hub import sso
     return sso.ApplianceOIDCAuthenticator(client_id="hub", manage_groups=True, issuer="https://id.example.org",
@@ -364,6 +371,20 @@ def test_a_name_with_a_lookalike_letter_is_refused_before_jupyterhub_lowercases_
         a.user_info_to_username({"preferred_username": name})
     assert e.value.status_code == 403 and "only letters a-z" in e.value.log_message
     assert a.user_info_to_username({"preferred_username": "Rosa"}) == "Rosa"
+
+
+def test_the_provider_groups_of_the_last_login_are_kept_for_the_quota(monkeypatch, groups_file):
+    import asyncio
+
+    from appliance.hub import provider_groups, sso
+    monkeypatch.setattr(sso, "local_account_refusal", lambda name, min_uid: None)
+    a = authenticator()
+    asyncio.run(a.check_allowed("rosa", {"name": "rosa", "groups": ["gpu", "lab"], "auth_state": {}}))
+    assert provider_groups.of("rosa") == ["gpu", "lab"] and provider_groups.of("alice") == []
+    assert oct(groups_file.stat().st_mode & 0o777) == "0o600"
+    # the provider took rosa out of gpu: it counts from her next login
+    asyncio.run(a.check_allowed("rosa", {"name": "rosa", "groups": ["lab"], "auth_state": {}}))
+    assert provider_groups.of("rosa") == ["lab"]
 
 
 # --- the hub's unit: the secret as a credential (the generator's drop-in) ----------------
