@@ -404,6 +404,12 @@ def _visible_paths(v: Any) -> list[str]:
     return list(dict.fromkeys(v))
 
 
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
+        raise ValueError("a group name: 1 to 32 lowercase letters, digits, '_' and '-', starting with a letter or '_'")
+    return v
+
+
 def _groups(v: Any) -> list[str]:
     accepted = 'a list of group names, e.g. ["sudo", "docker"]'
     if not isinstance(v, list) or len(v) > 256 or not all(isinstance(g, str) and _NAME_RE.fullmatch(g) for g in v):
@@ -480,12 +486,26 @@ def _provider_groups(v: Any) -> list[str]:
 
 
 def _accounts(v: Any) -> str:
-    if v == "existing":
+    if v in ("existing", "create"):
         return v
-    if v == "create":
-        raise ValueError('"existing": accounts = "create" is not supported yet; create the local accounts first '
-                         "(useradd, or LDAP/AD through SSSD) and use \"existing\"")
-    raise ValueError('"existing" (the provider\'s name must be an account this machine knows)')
+    raise ValueError('"existing" (the provider\'s name must be an account this machine knows) or "create" (the '
+                     "daemon makes a local account at the first login, in [oidc] uid_min..uid_max)")
+
+
+# Where accounts = "create" puts its uids: above UID_MAX of login.defs (60000, people
+# useradd makes), systemd's dynamic users (61184-65519: the proxy, visitors) and
+# nobody (65534); below SUB_UID_MIN (100000), where the subordinate uids of rootless
+# containers begin, so no person's user namespace can map onto an account made here.
+# Above every daemon.min_uid (MIN_UID_MAX), so the daemon serves them.
+SSO_UIDS = (65536, 99999)
+
+
+def _sso_uid(v: Any) -> int:
+    try:
+        return int_in(v, *SSO_UIDS)
+    except ValueError:
+        raise ValueError(f"an integer from {SSO_UIDS[0]} to {SSO_UIDS[1]}: above the uids of people, systemd's "
+                         "dynamic users and nobody, below the subordinate uids of containers (100000)") from None
 
 
 SECRET_FILE_RULE = ("a file owned by root that nobody else may read or write (mode 0600), in directories only root "
@@ -615,8 +635,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                 root_only=_OIDC_ROOT_ONLY),
         "admin_groups": Field([], "provider groups whose members are hub admins", _provider_groups,
                               root_only=_OIDC_ROOT_ONLY),
-        "accounts": Field("existing", "how a login becomes a local account: existing", _accounts,
-                          root_only=_OIDC_ROOT_ONLY),
+        "accounts": Field("existing", "how a login becomes a local account: existing, or create (by the daemon, "
+                          "at the first login)", _accounts, root_only=_OIDC_ROOT_ONLY),
+        "uid_min": Field(70000, "accounts = \"create\": the first uid of the accounts it makes", _sso_uid,
+                         root_only=_OIDC_ROOT_ONLY),
+        "uid_max": Field(70999, "accounts = \"create\": the last uid; no more accounts once the range is full",
+                         _sso_uid, root_only=_OIDC_ROOT_ONLY),
+        "group": Field("jupyterhub-sso", "accounts = \"create\": the primary group of the accounts it makes, theirs "
+                       "alone", _name, root_only=_OIDC_ROOT_ONLY),
         "refresh_age": Field(300, "seconds after which the hub checks a person with the provider again (a person "
                              "disabled there loses the session and server)", _int(10, 86400),
                              root_only="decides how long a person the provider disabled keeps their server"),
@@ -728,12 +754,22 @@ def _check_device_group(values: dict[str, dict[str, Any]], path: Path | str) -> 
 
 
 def _check_oidc(values: dict[str, dict[str, Any]], path: Path | str) -> None:
-    """Single sign-on needs the provider and this hub's client id at it."""
+    """Single sign-on needs the provider and this hub's client id at it; accounts =
+    "create" a uid range and a group of its own."""
+    oidc = values["oidc"]
+    if oidc["accounts"] == "create":
+        if oidc["uid_max"] < oidc["uid_min"]:
+            raise ConfigError(path, "oidc.uid_max", oidc["uid_max"], f"at least oidc.uid_min ({oidc['uid_min']})")
+        group = oidc["group"]
+        if group in values["daemon"]["privileged_groups"] or group in (HUB_USER, USERS_GROUP, ADMINS_GROUP):
+            raise ConfigError(path, "oidc.group", group, "a group of its own for the accounts single sign-on makes, "
+                              f"e.g. \"jupyterhub-sso\": not one of daemon.privileged_groups, nor {HUB_USER}, "
+                              f"{USERS_GROUP} or {ADMINS_GROUP}")
     if values["auth"]["type"] != "oidc":
         return
     for key, what in (("issuer", 'the provider\'s issuer URL, e.g. "https://login.example.org/realms/lab"'),
                       ("client_id", "the client id the provider gave this hub")):
-        if not values["oidc"][key]:
+        if not oidc[key]:
             raise ConfigError(path, f"oidc.{key}", "", f'{what}: required with [auth] type = "oidc"')
 
 

@@ -25,11 +25,12 @@ MAX_REQUEST = 256 * 1024  # bytes in a request line
 # Messages quote what the client sent: bound what goes back (and into the log).
 MAX_MESSAGE = 1000
 # Root (applctl) and the hub ask for the same things: the hub lists the servers
-# too (read-only), for its GPU dashboard. Other uids may ask nothing.
-OPS = ("spawn", "stop", "status", "gpus", "list")
+# too (read-only), for its GPU dashboard; "account" makes a single sign-on account
+# ([oidc] accounts = "create", daemon/accounts.py). Other uids may ask nothing.
+OPS = ("spawn", "stop", "status", "gpus", "list", "account")
 # What a spawn request may hold besides "op" (spawn_request builds them).
 SPAWN_FIELDS = ("user", "env", "options", "profile", "gpus", "cpu_fallback", "mem_limit", "cpu_limit",
-                "readonly_paths", "readwrite_paths", "extra")
+                "readonly_paths", "readwrite_paths", "extra", "provider_groups")
 # The name a hub of release 0.x before this one sends for cpu_fallback. The package
 # restarts the daemon before the hub, so for a moment the old hub (a spawn waiting
 # in the GPU queue asks again every second) talks to the new daemon.
@@ -52,6 +53,7 @@ ERROR_CODES = {
     "queue_timeout": "the wait in the GPU queue ended without a GPU",
     "start_failed": "the server's unit did not start",
     "config": "the daemon's own configuration does not allow it",
+    "account": "no single sign-on account for that name (not a name allowed here, taken, or the range is full)",
     "systemd": "systemd refused",
     "internal": "a bug in the daemon",
 }
@@ -83,16 +85,21 @@ def read_error(reply: dict[str, Any]) -> tuple[str, str, str | None]:
 
 def spawn_request(user: str, *, env: dict[str, str], options: dict[str, bool | int], profile: str | None,
                   gpus: int, cpu_fallback: bool, mem_limit: int | None, cpu_limit: float | None,
-                  readonly_paths: list[str], readwrite_paths: list[str], extra: dict[str, int]) -> dict[str, Any]:
+                  readonly_paths: list[str], readwrite_paths: list[str], extra: dict[str, int],
+                  provider_groups: list[str] = ()) -> dict[str, Any]:
     """A spawn request. With a profile the daemon takes its GPUs, memory and CPU from
     its own appliance.toml, so `gpus` is not sent; without one, `gpus` is the count
     asked for, which the daemon bounds by the quota. mem_limit and cpu_limit
-    (Spawner.mem_limit, cpu_limit) can only make the daemon's limits tighter."""
+    (Spawner.mem_limit, cpu_limit) can only make the daemon's limits tighter.
+    provider_groups: single sign-on's groups of the person, sent only when there are
+    some (a daemon of the release before refuses unknown fields)."""
     req: dict[str, Any] = {"op": "spawn", "user": user, "env": env, "options": options, "profile": profile,
                            "cpu_fallback": cpu_fallback, "mem_limit": mem_limit, "cpu_limit": cpu_limit,
                            "readonly_paths": readonly_paths, "readwrite_paths": readwrite_paths, "extra": extra}
     if profile is None:
         req["gpus"] = gpus
+    if provider_groups:
+        req["provider_groups"] = list(provider_groups)
     return req
 
 

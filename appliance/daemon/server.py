@@ -25,6 +25,7 @@ from ..activation import hub_uid, listening_socket, peer_uid, run
 from ..groups import RUNTIME_DIR, UNIT_SLICE
 from ..protocol import MAX_MESSAGE, MAX_REQUEST, RequestError, error_reply
 from . import validate
+from .accounts import Accounts
 from .gpus import GpuManager
 from .sampler import sample_forever
 from .spawns import Spawns
@@ -70,6 +71,7 @@ class Daemon:
         self.hub_uid = hub_uid
         self.systemd = systemd or Systemd()
         self.spawns = Spawns(cfg, self.systemd, GpuManager(self.systemd, queue_path=queue_path), verdicts)
+        self.accounts = Accounts(cfg, self.systemd)
         self.max_connections = max_connections
         self.request_deadline = request_deadline
         self.connections = 0  # being served now
@@ -91,10 +93,12 @@ class Daemon:
             return await self.spawns.gpu_report()
         if op == "spawn":
             return await self.spawns.spawn(req)
-        # stop and status name a user only: no other field is accepted.
+        # account, stop and status name a user only: no other field is accepted.
         extra = sorted(set(req) - {"op", "user"})
         if extra:
             raise RequestError("invalid", f"unknown field {extra[0]!r} for {op}; accepted: op, user", extra[0])
+        if op == "account":
+            return await self.accounts.ensure(req)
         name = await self.spawns.known_user(req)
         if op == "status":
             return await self.spawns.status(name)

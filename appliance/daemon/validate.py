@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import ephemeral, limits, protocol, root_only, users
-from ..config import MAX_GPUS, Config, int_in, number_in
+from ..config import MAX_GPUS, Config, int_in, number_in, sso_in_use
 from ..gpu.allocator import QuotaError, quota_for
 from ..groups import USERS_GROUP
 from ..protocol import OLD_FALLBACK, OPS, SPAWN_FIELDS, RequestError
@@ -216,6 +216,20 @@ def _server_port(env: dict[str, str], cfg: Config) -> int | None:
     return port
 
 
+def _provider_groups(v: Any, cfg: Config) -> list[str]:
+    """Single sign-on: the person's groups at the provider, from their last login. The
+    hub is what checks a login there, so its word is the only one; they count for the
+    quota and [limits] like local groups of the same name, and for nothing else."""
+    if v and not sso_in_use(cfg):
+        raise RequestError("config", 'provider_groups are for single sign-on ([auth] type = "oidc"), which this '
+                           "appliance does not use", "provider_groups")
+    if not isinstance(v, list) or len(v) > 256 or not all(
+            isinstance(g, str) and 1 <= len(g) <= 256 and g.isprintable() for g in v):
+        raise RequestError("invalid", "provider_groups must be a list of at most 256 group names of 1 to 256 "
+                           "printable characters", "provider_groups")
+    return list(v)
+
+
 def _gpu_count(req: dict, spec: SpawnSpec, cfg: Config) -> int:
     """The GPUs the server gets: a profile's from appliance.toml as the daemon reads
     it, else the count asked for; either within the user's quota. The one check of a
@@ -251,6 +265,7 @@ def check_spawn(req: dict, cfg: Config) -> SpawnSpec:
             spec.groups = users.groups_of(spec.user)
         except KeyError:
             raise RequestError("invalid_user", f"there is no user {spec.user} on this machine", "user") from None
+    spec.groups += _provider_groups(req.get("provider_groups", []), cfg)
     spec.env = _env(req.get("env", {}), spec.user, frozenset(cfg["spawner"]["environment"]))
     spec.port = _server_port(spec.env, cfg)
     spec.options = _options(req.get("options", {}))

@@ -74,6 +74,7 @@ def apply(c, cfg: Config, state_dir: str = STATE_DIR) -> None:
     c.ApplianceSpawner.profiles = cfg["profiles"]
     c.ApplianceSpawner.culler = culler
     c.ApplianceSpawner.limits_config = cfg["limits"]  # the daemon applies them; the form shows them
+    c.ApplianceSpawner.sso_groups = sso_in_use(cfg)
 
     # The appliance's own services and roles; jupyterhub_config.d files may append.
     c.JupyterHub.services = []

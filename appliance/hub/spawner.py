@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import random_port
 from systemdspawner import SystemdSpawner
-from traitlets import Dict, Integer, Unicode, default
+from traitlets import Bool, Dict, Integer, Unicode, default
 
 from .. import daemon_client as client
 from .. import ephemeral, limits, protocol, users
 from ..gpu.allocator import quota_for
 from ..groups import PYTHON, UNIT_SLICE
-from . import metrics, spawn_form, stop_reasons
+from . import metrics, provider_groups, spawn_form, stop_reasons
 
 # SystemdSpawner's options that this appliance fixes, with the value it always
 # applies and why. Another value is refused at spawn time rather than ignored.
@@ -58,6 +58,8 @@ class ApplianceSpawner(SystemdSpawner):
     culler = Dict(help="appliance.toml [culler], to word its stops").tag(config=True)
     limits_config = Dict(help="appliance.toml [limits], to show them on the form (the daemon applies them)"
                          ).tag(config=True)
+    sso_groups = Bool(False, help="single sign-on: the provider's groups count for the quota and [limits]"
+                      ).tag(config=True)
     ephemeral_mode = Dict(help="appliance.toml [ephemeral] in ephemeral mode, else empty").tag(config=True)
     activity_interval = Integer(300, help="seconds between the server's activity reports to the hub").tag(config=True)
 
@@ -93,8 +95,13 @@ class ApplianceSpawner(SystemdSpawner):
     async def groups(self) -> list[str]:
         """The user's groups, looked up now (a group change counts at the next spawn)
         and in a thread: through sssd or LDAP a lookup can take seconds, which on
-        the event loop would hold up every other login and spawn."""
-        return await asyncio.to_thread(users.groups_of, self.user.name)
+        the event loop would hold up every other login and spawn. Under single
+        sign-on, with the provider's groups of the last login (provider_groups.py)."""
+        local = await asyncio.to_thread(users.groups_of, self.user.name)
+        return local + await asyncio.to_thread(self.provider_groups) if self.sso_groups else local
+
+    def provider_groups(self) -> list[str]:
+        return provider_groups.of(self.user.name) if self.sso_groups else []
 
     def quota(self, groups: list[str]) -> int:
         q = self.gpu_config
@@ -204,7 +211,8 @@ class ApplianceSpawner(SystemdSpawner):
             self.user.name, env=self.get_env(), options=options, profile=choice["profile"], gpus=choice["gpus"],
             cpu_fallback=choice["cpu_fallback"], mem_limit=self.mem_limit, cpu_limit=self.cpu_limit,
             readonly_paths=[self._expand_user_vars(p) for p in self.readonly_paths or []],
-            readwrite_paths=[self._expand_user_vars(p) for p in self.readwrite_paths or []], extra=extra)
+            readwrite_paths=[self._expand_user_vars(p) for p in self.readwrite_paths or []], extra=extra,
+            provider_groups=self.provider_groups())
 
     async def start(self):
         try:

@@ -1,5 +1,6 @@
 """Single sign-on: OpenID Connect login through oauthenticator's GenericOAuthenticator,
-mapped to the local accounts this machine already knows ([auth] type = "oidc").
+mapped to the local accounts this machine already knows ([auth] type = "oidc"), or,
+with [oidc] accounts = "create", to one the root daemon makes at the first login.
 
 The provider proves who a person is; this machine still decides who gets what. The
 name in the username claim must be an account NSS knows (passwd, or LDAP/AD through
@@ -26,11 +27,11 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Integer, Unicode
 
-from .. import users
+from .. import daemon_client, users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
 from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
-from . import sso_sessions
+from . import provider_groups, sso_sessions
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
 
@@ -65,6 +66,7 @@ def apply(c, cfg) -> None:
     a.username_claim = oidc["username_claim"]
     a.groups_claim = oidc["groups_claim"]
     a.min_uid = cfg["daemon"]["min_uid"]
+    a.accounts = oidc["accounts"]
     a.enable_pkce = True
     a.login_service = "single sign-on"
     # The provider's groups become the user's JupyterHub groups at each login, which
@@ -85,6 +87,7 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
                                        "so)").tag(config=True)
     groups_claim = Unicode("groups", help="[oidc] groups_claim").tag(config=True)
     min_uid = Integer(1000, help="[daemon] min_uid: lower uids are no person's").tag(config=True)
+    accounts = Unicode("existing", help="[oidc] accounts: existing, or create (the daemon makes them)").tag(config=True)
 
     async def authenticate(self, handler, data=None):
         self.check_iss(handler.get_argument("iss", None))
@@ -114,19 +117,51 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
             groups = [groups]
         return {g for g in groups if isinstance(g, str)} if isinstance(groups, list) else set()
 
+    def user_info_to_username(self, user_info):
+        """The claim as the provider wrote it must be ASCII: JupyterHub lowercases
+        names with Python's lower(), which makes the Kelvin sign a 'k', so a lookalike
+        would become another person's name (the daemon checks again, accounts.py)."""
+        name = super().user_info_to_username(user_info)
+        if not isinstance(name, str) or not name.isascii():
+            raise web.HTTPError(403, f"Your name at the identity provider ({str(name)[:64]!r}) cannot be an account "
+                                     "name here: only letters a-z, digits, '_' and '-'. Ask the administrator.")
+        return name
+
     async def check_allowed(self, username, auth_model=None):
         if auth_model is None:  # JupyterHub asks about users it already has
             return await super().check_allowed(username, auth_model)
+        in_groups = auth_model.get("admin") or not self.allowed_groups or \
+            await super().check_allowed(username, auth_model)
+        if self.accounts == "create" and in_groups:  # never an account for someone the groups keep out
+            await self.make_account(username)
         refusal = await asyncio.to_thread(local_account_refusal, username, self.min_uid)
         if refusal:
             self.log.warning("single sign-on: %s refused: %s", username[:64], refusal)
             raise web.HTTPError(403, refusal)
-        if auth_model.get("admin") or not self.allowed_groups:
-            return True
-        if await super().check_allowed(username, auth_model):
+        if in_groups:
+            # The groups of this login count for the quota and [limits] (provider_groups.py).
+            await asyncio.to_thread(provider_groups.record, username, auth_model.get("groups") or [])
             return True
         raise web.HTTPError(403, f"You signed in as {username}, but none of your groups at the identity provider "
                                  "may use this JupyterHub. Ask its administrator.")
+
+    async def make_account(self, username: str) -> None:
+        """accounts = "create": the root daemon makes the local account at the first
+        login (and finds it at the next); it decides whether the name may be one."""
+        try:
+            reply = await daemon_client.call({"op": "account", "user": username}, timeout=90)
+        except daemon_client.DaemonError as e:
+            self.log.warning("single sign-on: no account for %s: %s (%s)", username[:64], e, e.code)
+            if e.code not in ("account", "config"):
+                raise web.HTTPError(503, "This JupyterHub could not make your account just now; try again in a "
+                                         "minute, or ask its administrator.") from None
+            raise web.HTTPError(403, f"You signed in as {username[:64]}, but this machine makes no account for that "
+                                     f"name: {e}. Ask the administrator of this JupyterHub.") from None
+        if reply.get("user") != username:  # the daemon's normal form: JupyterHub's name must be it
+            raise web.HTTPError(403, f"You signed in as {username[:64]}, but this machine's account name for it "
+                                     f"would be {str(reply.get('user'))[:64]}. Ask the administrator.")
+        if reply.get("created"):
+            self.log.info("single sign-on: made the account %s", username)
 
 
 def local_account_refusal(name: str, min_uid: int) -> str | None:

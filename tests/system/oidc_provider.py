@@ -107,9 +107,9 @@ class Provider:
         path.chmod(0o644)
 
     def stop(self) -> None:
-        # node stopped by SIGTERM leaves the transient unit failed, hence loaded: reset it,
-        # or the next module's provider cannot take the unit's name
-        self.app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT}; rm -rf {IN_CT}", check=False)
+        # node ends on SIGTERM with a failure, which keeps the unit's name loaded: forget
+        # it, so the next module's provider can start under the same name.
+        self.app.sh(f"systemctl stop {UNIT}; systemctl reset-failed {UNIT} 2>/dev/null; rm -rf {IN_CT}", check=False)
 
     def sign_in(self, s: requests.Session, r: requests.Response, login: str) -> requests.Response:
         """From the hub's redirect to the provider (r), through its login form as

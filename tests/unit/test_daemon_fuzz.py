@@ -37,7 +37,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=30)
 # Close to valid, so validation gets deep: known fields, names and values of the right kinds.
 field_values = {
-    "op": st.sampled_from(["spawn", "stop", "status", "gpus", "list", "SPAWN", ""]) | json_values,
+    "op": st.sampled_from(["spawn", "stop", "status", "gpus", "list", "account", "SPAWN", ""]) | json_values,
     "user": st.sampled_from([USER, "root", "nosuchuser-xyz", "../etc", "a b", "x" * 40]) | json_values,
     "env": st.dictionaries(st.sampled_from(["A", "LD_PRELOAD", "PATH", "1X", "JUPYTERHUB_API_TOKEN"])
                            | st.text(max_size=10), st.text(max_size=20) | json_values, max_size=4) | json_values,
@@ -56,6 +56,9 @@ field_values = {
                              st.integers() | json_values, max_size=3) | json_values,
     "gpus": st.integers(-2, 10) | json_values,
     "cpu_fallback": st.booleans() | json_values,
+    # single sign-on's groups: refused ("config") by this PAM configuration unless empty
+    "provider_groups": st.lists(st.sampled_from(["gpu", "", "a\nb", "x" * 300]) | json_values, max_size=3)
+    | json_values,
     protocol.OLD_FALLBACK: st.booleans() | json_values,  # what a hub of the previous release sends
 }
 # Every field of the protocol, and only those (besides args, above), is fuzzed.
@@ -89,7 +92,7 @@ def test_check_spawn_returns_a_bounded_spec_or_refuses(monkeypatch, tmp_path):
         try:
             spec = validate.check_spawn(req, CFG)
         except protocol.RequestError as e:
-            assert e.code in ("invalid", "invalid_user", "privileged_user", "quota"), e
+            assert e.code in ("invalid", "invalid_user", "privileged_user", "quota", "config"), e
             assert e.code in protocol.ERROR_CODES
             # A refusal names what was wrong, a field the request has, in one line
             # (it goes into the journal as one).

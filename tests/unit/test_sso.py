@@ -28,7 +28,8 @@ def test_pam_is_the_default_and_oidc_takes_the_documented_defaults():
                     "client_secret_file": "/etc/jupyterhub/oidc-client-secret",
                     "scopes": ["openid", "profile", "email"], "username_claim": "preferred_username",
                     "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing",
-                    "refresh_age": 300}
+                    "refresh_age": 300,
+                    "uid_min": 70000, "uid_max": 70999, "group": "jupyterhub-sso"}
 
 
 @pytest.mark.parametrize("issuer", ["https://login.example.org", "https://login.example.org:8443/realms/lab/",
@@ -61,8 +62,14 @@ def test_an_issuer_is_https_or_a_provider_on_this_machine(issuer):
     ('[oidc]\nallowed_groups = "lab"', "oidc.allowed_groups", "a list of group names"),
     ('[oidc]\nadmin_groups = [""]', "oidc.admin_groups", "a list of group names"),
     ('[oidc]\nadmin_groups = ["a\\nb"]', "oidc.admin_groups", "a list of group names"),
-    ('[oidc]\naccounts = "create"', "oidc.accounts", 'accounts = "create" is not supported yet'),
-    ('[oidc]\naccounts = "auto"', "oidc.accounts", '"existing"'),
+    ('[oidc]\naccounts = "create"\nuid_min = 1000', "oidc.uid_min", "an integer from 65536 to 99999"),
+    ('[oidc]\naccounts = "create"\nuid_max = 100000', "oidc.uid_max", "below the subordinate uids"),
+    ('[oidc]\naccounts = "create"\nuid_min = 70010\nuid_max = 70000', "oidc.uid_max", "at least oidc.uid_min"),
+    ('[oidc]\naccounts = "create"\ngroup = "jupyterhub-users"', "oidc.group", "a group of its own"),
+    ('[oidc]\naccounts = "create"\ngroup = "sudo"', "oidc.group", "not one of daemon.privileged_groups"),
+    ('[oidc]\ngroup = "Lab Users"', "oidc.group", "a group name"),
+    ('[oidc]\naccounts = "auto"', "oidc.accounts", '"existing" (the provider\'s name must be an account this '
+                                                    'machine knows) or "create"'),
     ('[oidc]\nissuer_url = "https://a.b"', "oidc.issuer_url", "known keys in [oidc] are issuer, client_id"),
 ])
 def test_bad_sso_values_get_one_line_naming_the_key(text, key, accepted):
@@ -228,6 +235,13 @@ def test_pam_and_ephemeral_mode_never_load_single_sign_on(provider, tmp_path, mo
     assert c.JupyterHub.authenticator_class == "appliance.hub.visitors.VisitorAuthenticator"
 
 
+@pytest.fixture(autouse=True)
+def groups_file(tmp_path, monkeypatch):
+    from appliance.hub import provider_groups
+    monkeypatch.setattr(provider_groups, "FILE", tmp_path / "sso-groups.json")
+    return provider_groups.FILE
+
+
 def authenticator(**kw):
     from appliance.hub import sso
     return sso.ApplianceOIDCAuthenticator(client_id="hub", manage_groups=True, issuer="https://id.example.org",
@@ -307,6 +321,72 @@ def test_an_unknown_name_is_refused_even_in_an_allowed_group(monkeypatch):
         asyncio.run(a.check_allowed("nobody-here-xyz", {"name": "nobody-here-xyz", "admin": True,
                                                          "groups": ["lab"], "auth_state": {}}))
     assert e.value.status_code == 403 and "there is no user nobody-here-xyz" in e.value.log_message
+
+
+@pytest.mark.parametrize("groups, asks", [(["lab"], True), (["other"], False)])
+def test_create_mode_asks_the_daemon_only_for_people_the_groups_let_in(monkeypatch, groups, asks):
+    import asyncio
+
+    from tornado import web
+
+    from appliance.hub import sso
+    asked = []
+
+    async def call(req, timeout):
+        asked.append(req)
+        return {"ok": True, "user": req["user"], "created": True}
+    monkeypatch.setattr(sso.daemon_client, "call", call)
+    monkeypatch.setattr(sso, "local_account_refusal", lambda name, min_uid: None)
+    a = authenticator(allowed_groups={"lab"}, accounts="create")
+    model = {"name": "rosa", "admin": None, "groups": groups, "auth_state": {}}
+    if asks:
+        assert asyncio.run(a.check_allowed("rosa", model)) is True
+        assert asked == [{"op": "account", "user": "rosa"}]
+    else:
+        with pytest.raises(web.HTTPError):
+            asyncio.run(a.check_allowed("rosa", model))
+        assert asked == []
+
+
+def test_create_mode_shows_the_daemons_refusal_in_words(monkeypatch):
+    import asyncio
+
+    from tornado import web
+
+    from appliance.hub import sso
+
+    async def call(req, timeout):
+        raise sso.daemon_client.DaemonError("account", "root is a name this machine keeps for itself", "user")
+    monkeypatch.setattr(sso.daemon_client, "call", call)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(authenticator(accounts="create").check_allowed("root", {"name": "root", "groups": []}))
+    assert e.value.status_code == 403 and e.value.log_message == (
+        "You signed in as root, but this machine makes no account for that name: root is a name this machine "
+        "keeps for itself. Ask the administrator of this JupyterHub.")
+
+
+@pytest.mark.parametrize("name", ["\u212aate", "\u0430lice", "ａlice"])
+def test_a_name_with_a_lookalike_letter_is_refused_before_jupyterhub_lowercases_it(name):
+    from tornado import web
+    a = authenticator(username_claim="preferred_username")
+    with pytest.raises(web.HTTPError) as e:
+        a.user_info_to_username({"preferred_username": name})
+    assert e.value.status_code == 403 and "only letters a-z" in e.value.log_message
+    assert a.user_info_to_username({"preferred_username": "Rosa"}) == "Rosa"
+
+
+def test_the_provider_groups_of_the_last_login_are_kept_for_the_quota(monkeypatch, groups_file):
+    import asyncio
+
+    from appliance.hub import provider_groups, sso
+    monkeypatch.setattr(sso, "local_account_refusal", lambda name, min_uid: None)
+    a = authenticator()
+    asyncio.run(a.check_allowed("rosa", {"name": "rosa", "groups": ["gpu", "lab"], "auth_state": {}}))
+    assert provider_groups.of("rosa") == ["gpu", "lab"] and provider_groups.of("alice") == []
+    assert oct(groups_file.stat().st_mode & 0o777) == "0o600"
+    # the provider took rosa out of gpu: it counts from her next login
+    asyncio.run(a.check_allowed("rosa", {"name": "rosa", "groups": ["lab"], "auth_state": {}}))
+    assert provider_groups.of("rosa") == ["lab"]
 
 
 # --- the hub's unit: the secret as a credential (the generator's drop-in) ----------------

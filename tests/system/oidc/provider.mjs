@@ -28,6 +28,9 @@ const disabled = (id) => {
 const ACCOUNTS = {
   alice: { preferred_username: "alice", name: "Alice Liddell", email: "alice@example.org", groups: ["lab", "lab-admins"] },
   quentin: { preferred_username: "quentin", name: "Quentin Unknown", email: "quentin@example.org", groups: ["lab"] },
+  // accounts = "create" (test_9_sso_accounts.py): rosa has no account yet; mallory's name is root.
+  rosa: { preferred_username: "rosa", name: "Rosa Created", email: "rosa@example.org", groups: ["lab", "gpu"] },
+  mallory: { preferred_username: "root", name: "Mallory", email: "mallory@example.org", groups: ["lab"] },
 };
 
 const provider = new Provider(conf.issuer, {
