@@ -18,7 +18,9 @@ after it re-executed itself (36 lines). Issue 29's accounts = "create" raised it
 accounts.py: the name rule, never taking a name over, the range cap, useradd in a
 transient unit; 142 lines), the range and group checks in config (36), the
 "account" op (4), and the bounds of the provider's groups a hub sends for the quota
-and [limits] (20). Root must check these itself: the hub only names the person."""
+and [limits] (20). Root must check these itself: the hub only names the person.
+Single sign-on's sessions then added [oidc] refresh_age to config's schema (3 lines):
+3,805."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 3800
+LIMIT = 3805
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
