@@ -85,10 +85,26 @@ def pytest_runtest_makereport(item, call):
     """On a failure, show the appliance's journal: the why is usually there."""
     outcome = yield
     report = outcome.get_result()
-    app = item.funcargs.get("appliance") or item.funcargs.get("gpu") or item.funcargs.get("app")
-    if report.failed and app is not None:
+    if not report.failed:
+        return
+    app = _appliance_of(item)
+    if app is not None:
         journal = app.sh("journalctl -u 'jupyter*' -n 80 --no-pager", check=False).stdout
         report.sections.append(("appliance journal (last 80 lines)", journal))
+        # A server that crashed while starting says why in its own unit's lines, which the
+        # hub's polling of its spawn page pushes out of the 80 above.
+        servers = app.sh("journalctl -u 'jupyter-*' -n 40 --no-pager", check=False).stdout
+        report.sections.append(("users' servers' journal (last 40 lines)", servers))
+
+
+def _appliance_of(item):
+    """The booted appliance a test uses, whatever its fixture is called (some fixtures
+    give a tuple with it first)."""
+    for value in item.funcargs.values():
+        for v in value if isinstance(value, tuple) else (value,):
+            if hasattr(v, "sh") and hasattr(v, "ct"):
+                return v
+    return None
 
 
 def free_port() -> int:
