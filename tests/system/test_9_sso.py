@@ -76,6 +76,9 @@ def test_the_code_flow_with_pkce_and_state_lands_alice_in_her_server(sso):
     user = hub_api(app, "GET", "/users/alice")
     # lab-admins at the provider: a hub admin; its groups are the provider's
     assert user["admin"] is True and {"lab", "lab-admins"} <= set(user["groups"])
+    # and nothing more: not an applctl admin (jupyterhub-admins), no sudo at all
+    assert "jupyterhub-admins" not in app.sh("id -nG alice").stdout.split()
+    assert "is not allowed to run sudo" in app.sh("sudo -l -U alice", check=False).stdout
     # a real server of the local account alice, in its own unit
     uid = app.sh("id -u alice").stdout.strip()
     pid = app.unit_props("jupyter-alice.service", "MainPID")["MainPID"]
