@@ -184,10 +184,12 @@ def test_remove_stops_services_and_keeps_data(appliance):
         assert appliance.sh(f"systemctl is-active {unit}", check=False).stdout.strip() != "active", unit
     # The routes the proxy kept led to servers that are gone: a reinstall starts without them.
     assert appliance.sh("ls -d /run/jupyterhub-proxy /run/private/jupyterhub-proxy", check=False).stdout == ""
-    # (visitors-served: ephemeral mode's count, if test_8_ephemeral ran)
-    assert set(appliance.sh("ls /var/lib/jupyterhub").stdout.split()) - {"visitors-served"} == {
+    # (visitors-served: ephemeral mode's count, if test_8_ephemeral ran; sso-groups.json:
+    # the provider groups of single sign-on's last logins, if test_9_sso_accounts ran)
+    assert set(appliance.sh("ls /var/lib/jupyterhub").stdout.split()) - {"visitors-served", "sso-groups.json"} == {
         "applctl_token", "jupyterhub.sqlite", "jupyterhub_cookie_secret"}
-    assert appliance.sh("ls /var/lib/jupyterhub-appliance/secrets").stdout.split() == ["proxy_token"]
+    assert appliance.sh("ls /var/lib/jupyterhub-appliance/secrets").stdout.split() == [
+        "jupyterhub_crypt_key", "proxy_token"]
     assert appliance.sh("test -f /etc/jupyterhub/appliance.toml", check=False).returncode == 0
     # prerm deleted the byte-code postinst made: none is left (nor its directories,
     # which would keep dpkg from removing the package's).
