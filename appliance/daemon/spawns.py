@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 from dbus_fast import Variant
@@ -28,9 +29,18 @@ log = logging.getLogger("jupyterhub-appliance")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 UNLOAD_TIMEOUT = 10.0  # for a stopped unit to be unloaded before its name is used again
+PORT_TRIES = 3  # ports tried for a server whose port someone else took first
 INFINITY = 2**64 - 1  # systemd's "no limit" for MemoryMax and CPUQuotaPerSecUSec
 # ExecMainCode (a siginfo code): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}
+
+
+def free_loopback_port() -> int:
+    """A port free on 127.0.0.1 now, as the kernel picks one; the socket unit that
+    binds it next finds out whether it still is."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Spawns:
@@ -147,9 +157,10 @@ class Spawns:
             # replaced, never shared.
             log.warning("%s is %s before spawn; stopping it first", unit, state)
             await self.stop(unit)
-        await self.systemd.reset_failed(unit)
+        await self._reset(unit)
         # A stopped unit is unloaded asynchronously; starting a new one with the same
-        # name before that answers UnitExists.
+        # name before that answers UnitExists. Its socket unit goes with it (BindsTo=).
+        await self.systemd.wait_unloaded(units.socket_unit(unit), UNLOAD_TIMEOUT)
         if not await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT):
             # A unit started before systemd itself was upgraded and re-executed
             # (Debian 12 -> 13) stays loaded once stopped, its cgroup gone, until a
@@ -176,27 +187,50 @@ class Spawns:
             raise RequestError("queue_timeout", str(e), "gpus") from None
         spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
         spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
-        state = "inactive"
         try:
-            env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
-                                                                   secret_env))
-            try:
-                job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file))
-                state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
-            finally:
-                if state != "active":
-                    await self._roll_back(unit)
-                env_file.unlink(missing_ok=True)
+            for attempt in range(1, PORT_TRIES + 1):
+                state, port_taken = await self._run_unit(unit, spec, secret_env)
+                if not port_taken or attempt == PORT_TRIES:
+                    break
+                # Taken between the hub's choice and systemd's bind, by anyone: the
+                # daemon chooses another, and tells the hub which in its reply.
+                log.warning("%s: port %d was taken before systemd could hold it; trying another", unit, spec.port)
+                validate.move_to_port(spec, free_loopback_port())
         finally:
             # Active: its DeviceAllow= is the record from now on. Not active: rolled
             # back, so no queued start job can still take the GPUs.
             self.gpus.started(unit)
         if state != "active":
             log.error("%s did not start: %s", unit, state)
-            return error_reply("start_failed", f"the server unit {unit} did not start (state {state}); "
+            why = f"port {spec.port} and the {PORT_TRIES - 1} tried before it were taken by another program" \
+                if port_taken else f"state {state}"
+            return error_reply("start_failed", f"the server unit {unit} did not start ({why}); "
                                f"see: journalctl -u {unit}")
-        log.info("started %s for %s with GPUs [%s]", unit, spec.user, ", ".join(spec.gpu_uuids))
-        return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids)}
+        log.info("started %s for %s with GPUs [%s] on port %s", unit, spec.user, ", ".join(spec.gpu_uuids), spec.port)
+        return {"ok": True, "unit": unit, "state": state, "gpus": list(spec.gpu_uuids), "port": spec.port}
+
+    async def _run_unit(self, unit: str, spec: validate.SpawnSpec, secret_env: dict[str, str]) -> tuple[str, bool]:
+        """Start the server's unit, with the socket unit that holds its port; roll
+        both back unless the server runs. Its state, and whether the port was taken."""
+        state, port_taken = "inactive", False
+        env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
+                                                               secret_env))
+        sock = [(units.socket_unit(unit), units.socket_properties(unit, spec.port))] if spec.port else []
+        try:
+            job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file), sock)
+            state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
+        finally:
+            if state != "active":
+                port_taken = bool(sock) and await self.systemd.active_state(sock[0][0]) == "failed"
+                await self._roll_back(unit)
+            env_file.unlink(missing_ok=True)
+        return state, port_taken
+
+    async def _reset(self, unit: str) -> None:
+        """Let systemd forget a failed server unit and its socket unit (a port that
+        was taken leaves the socket failed), so that both names can be used again."""
+        await self.systemd.reset_failed(unit)
+        await self.systemd.reset_failed(units.socket_unit(unit))
 
     def secret_env(self) -> dict[str, str]:
         """[spawner] environment_file, read afresh at each spawn; only root reads it,
@@ -217,7 +251,7 @@ class Spawns:
         not gone in time, list_units still counts it while it runs or is queued)."""
         try:
             await self.systemd.stop(unit)
-            await self.systemd.reset_failed(unit)
+            await self._reset(unit)
             if not await self.systemd.wait_unloaded(unit, STOP_TIMEOUT):
                 log.error("%s is still loaded %d s after a failed start", unit, STOP_TIMEOUT)
             else:
@@ -264,7 +298,7 @@ class Spawns:
     async def stop(self, unit: str) -> dict:
         await self.systemd.stop(unit)
         state = await self.systemd.wait_for(unit, ("inactive", "failed"), STOP_TIMEOUT)
-        await self.systemd.reset_failed(unit)
+        await self._reset(unit)
         (units.ENV_DIR / f"{unit}.env").unlink(missing_ok=True)
         log.info("stopped %s", unit)
         if state in ("inactive", "failed"):

@@ -40,10 +40,12 @@ class Systemd:
             raise SystemdError(reply.error_name or "?", reply.body[0] if reply.body else "error")
         return reply.body
 
-    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]]) -> str:
-        """Queue the unit's start; returns the start job's object path."""
+    async def start_transient(self, unit: str, properties: list[tuple[str, Variant]],
+                              aux: list[tuple[str, list[tuple[str, Variant]]]] | None = None) -> str:
+        """Queue the unit's start; returns the start job's object path. `aux`: units
+        created with it (name, properties), which it may depend on."""
         (job,) = await self._call(MANAGER_PATH, MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))",
-                                  [unit, "fail", properties, []])
+                                  [unit, "fail", properties, aux or []])
         return job
 
     async def start_unit(self, unit: str) -> str:

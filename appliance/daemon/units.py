@@ -83,13 +83,43 @@ AF_UNSPEC, IPPROTO_TCP = 0, 6
 KERNELS_OVER_UNIX_SOCKETS = ["--KernelManager.transport=ipc"]
 
 
-def socket_bind(port: int | None) -> list[tuple[str, Variant]]:
-    """SocketBindAllow=tcp:PORT and SocketBindDeny=any, as systemd's D-Bus API takes
-    them: (address family, protocol, number of ports, first port); 0 ports is any."""
-    props = [("SocketBindDeny", Variant("a(iiqq)", [(AF_UNSPEC, 0, 0, 0)]))]
-    if port is not None:
-        props.append(("SocketBindAllow", Variant("a(iiqq)", [(AF_UNSPEC, IPPROTO_TCP, 1, port)])))
-    return props
+def no_socket_bind() -> list[tuple[str, Variant]]:
+    """SocketBindDeny=any, as systemd's D-Bus API takes it: (address family, protocol,
+    number of ports, first port); 0 ports is any. The server's own port is bound by
+    its socket unit (socket_properties), so nothing in the server binds one."""
+    return [("SocketBindDeny", Variant("a(iiqq)", [(AF_UNSPEC, 0, 0, 0)]))]
+
+
+def socket_unit(unit: str) -> str:
+    """jupyter-NAME.socket, which holds the port of jupyter-NAME.service."""
+    return unit.removesuffix(".service") + ".socket"
+
+
+def socket_properties(unit: str, port: int) -> list[tuple[str, Variant]]:
+    """The server's port, bound by systemd (as root) before the server starts and
+    handed to it (LISTEN_FDS; appliance/singleuser.py adopts it), held until the
+    server stops.
+
+    A port the server bound itself was free from the hub's choice until JupyterLab
+    had imported, a second or more, and any local account could read it from the
+    unit (SocketBindAllow=) and bind it first: the hub then sent the owner's browser
+    to the thief's listener. Now the hub's route goes only to a port systemd holds
+    for this unit; one taken in between fails the socket's start, and the daemon
+    tries another port (Spawns._start_unit).
+
+    BindsTo=: the socket stops with its server, never outliving it to start the
+    server again on a stray connection."""
+    return [
+        ("Description", Variant("s", f"The port of {unit}")),
+        ("Listen", Variant("a(ss)", [("Stream", f"127.0.0.1:{port}")])),
+        ("BindsTo", Variant("as", [unit])),
+    ]
+
+
+def held_port(unit: str) -> list[tuple[str, Variant]]:
+    """The server starts only once its socket unit listens, and stops with it."""
+    sock = socket_unit(unit)
+    return [("Requires", Variant("as", [sock])), ("After", Variant("as", [sock]))]
 
 
 MS_REC = 16384  # a recursive bind mount, as BindReadOnlyPaths= makes from the unit file
@@ -270,9 +300,10 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path,
         ("PrivateTmp", Variant("b", True)),
         ("RuntimeDirectory", Variant("as", [runtime_dir(spec)])),
         ("RuntimeDirectoryMode", Variant("u", 0o700)),
-        # It may listen on its own port and nowhere else: not on a port the hub or
-        # another user's server is about to take. Kernels talk over unix sockets.
-        *socket_bind(spec.port),
+        # It binds no port: its own comes from its socket unit, and kernels talk over
+        # unix sockets.
+        *no_socket_bind(),
+        *(held_port(unit) if spec.port is not None else []),
         ("KillMode", Variant("s", "mixed")),
         ("TimeoutStopUSec", Variant("t", 20_000_000)),
         # A unit that fails is kept until the next spawn resets it, so that the hub

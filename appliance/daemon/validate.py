@@ -40,8 +40,8 @@ class SpawnSpec:
     profile: str | None = None  # a [profiles.NAME] of appliance.toml
     groups: list[str] = field(default_factory=list)  # the user's, for the quota and [limits]
     tasks_max: int | None = None  # from [limits], set by the daemon
-    # The one TCP port the server may bind (SocketBindAllow=), from JUPYTERHUB_SERVICE_URL;
-    # None: it may bind none.
+    # The server's TCP port, from JUPYTERHUB_SERVICE_URL, which its socket unit holds
+    # for it (units.socket_properties); None: it gets none.
     port: int | None = None
     # Ephemeral mode: a visitor's server, run as a transient uid (DynamicUser=)
     visitor: bool = False
@@ -197,9 +197,17 @@ def _paths(name: str, v: Any) -> list[str]:
     return list(v)
 
 
+def move_to_port(spec: SpawnSpec, port: int) -> None:
+    """The server's port, where the daemon chose another than the hub's (its first
+    was taken): in the spec and in JUPYTERHUB_SERVICE_URL, which _server_port checked."""
+    parts = urlsplit(spec.env["JUPYTERHUB_SERVICE_URL"])
+    spec.env["JUPYTERHUB_SERVICE_URL"] = parts._replace(netloc=f"{parts.hostname}:{port}").geturl()
+    spec.port = port
+
+
 def _server_port(env: dict[str, str], cfg: Config) -> int | None:
-    """The port in JUPYTERHUB_SERVICE_URL, where the server listens: the only one its
-    unit may bind. It must be on loopback, unprivileged, and none of the appliance's."""
+    """The port in JUPYTERHUB_SERVICE_URL, where the server listens: systemd binds it
+    for the server. It must be on loopback, unprivileged, and none of the appliance's."""
     url = env.get("JUPYTERHUB_SERVICE_URL")
     if url is None:
         return None

@@ -253,6 +253,8 @@ class ApplianceSpawner(SystemdSpawner):
             self._event(f"Asking the appliance for your server with {choice['gpus']} GPU(s)", 10)
             reply = await self._ask_until_started(self._request(choice))
             self.unit_name = reply["unit"]
+            # The port systemd holds for the server: another than ours if ours was taken.
+            self.port = int(reply.get("port") or self.port)
             self.gpu_uuids = tuple(reply.get("gpus", ()))
             if self.gpu_uuids:
                 self._event(f"Assigned GPUs: {', '.join(self.gpu_uuids)}", 40)

@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 from browser import Browser
+from visitor_client import hub_api
 
 HUB_PY = "/usr/lib/jupyterhub-appliance/hub/bin/python"
 
@@ -247,10 +248,11 @@ def test_a_hub_in_a_crash_loop_never_lets_go_of_its_ports(ports):
         app.wait_hub()
 
 
-def test_a_users_server_may_listen_on_its_own_port_only(ports):
-    """From inside a user's server, where their code runs: binding any port but the
-    server's own (a free one, an ephemeral one, the hub's) is refused by the unit's
-    SocketBindDeny=; the kernel that runs this code talks over unix sockets."""
+def test_a_users_server_binds_no_port_and_its_own_is_held_by_systemd(ports):
+    """From inside a user's server, where their code runs: binding any port (a free
+    one, an ephemeral one, the hub's) is refused by the unit's SocketBindDeny=; the
+    kernel that runs this code talks over unix sockets. The server's own port is
+    bound by systemd in jupyter-NAME.socket and handed to the server."""
     app = ports
     name = "portia"
     app.sh(f"id {name} >/dev/null 2>&1 || (useradd -m {name} && echo {name}:{PASSWORD} | chpasswd "
@@ -258,7 +260,7 @@ def test_a_users_server_may_listen_on_its_own_port_only(ports):
     b = Browser(app.url)
     b.login_and_start(name, PASSWORD)
     b.wait_for_server(name)
-    own = app.unit_props(f"jupyter-{name}.service", "SocketBindAllow")["SocketBindAllow"]
+    assert app.unit_props(f"jupyter-{name}.service", "SocketBindAllow")["SocketBindAllow"] == ""
     kernel = b.start_kernel(name)
     out = b.execute(name, kernel, (
         "import errno, json, socket\n"
@@ -273,8 +275,85 @@ def test_a_users_server_may_listen_on_its_own_port_only(ports):
         "        s.close()\n"
         "print(json.dumps(res))"))
     got = json.loads(out)
-    assert got == {"0": "EPERM", str(app.dashboard_port + 3): "EPERM", str(app.hub_port): "EPERM"}, (got, own)
-    assert "tcp" in own.lower(), own
+    assert got == {"0": "EPERM", str(app.dashboard_port + 3): "EPERM", str(app.hub_port): "EPERM"}, got
+    assert route_port(app, name) in held_ports_of(app, name)
+
+
+# As a local account would: watch systemd (whose unit properties anyone may read)
+# for a user's server, and bind at once any port it names, keeping what it wins,
+# for the given seconds or until the file STOP exists. (systemctl shows
+# SocketBindAllow=tcp:PORT as "tcpPORT".)
+WATCHER = r"""
+import json, os, re, socket, subprocess, sys, time
+units = [f"jupyter-{sys.argv[1]}.service", f"jupyter-{sys.argv[1]}.socket"]
+until = time.monotonic() + float(sys.argv[2])
+won, seen, kept = [], set(), []
+while time.monotonic() < until and not os.path.exists(sys.argv[3]):
+    out = subprocess.run(["systemctl", "show", "-p", "SocketBindAllow", "-p", "Listen", *units],
+                         capture_output=True, text=True).stdout
+    for port in {int(p) for p in re.findall(r"(?:tcp:?|127\.0\.0\.1:)(\d+)", out)} - seen:
+        seen.add(port)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            won.append(port)
+            kept.append(s)
+        except OSError:
+            s.close()
+print(json.dumps({"won": won, "seen": sorted(seen)}))
+"""
+
+
+def route_port(app, name: str) -> int:
+    """The port the proxy sends /user/NAME/ to."""
+    token = app.sh("cat /var/lib/jupyterhub-appliance/secrets/proxy_token").stdout.strip()
+    routes = requests.get(f"http://127.0.0.1:{app.proxy_api_port}/api/routes",
+                          headers={"Authorization": f"token {token}"}, timeout=10).json()
+    return int(routes[f"/user/{name}"]["target"].rsplit(":", 1)[1].split("/")[0])
+
+
+def held_ports_of(app, name: str) -> set[int]:
+    listen = app.unit_props(f"jupyter-{name}.socket", "Listen")["Listen"]
+    return {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", listen)}
+
+
+def test_a_local_user_watching_systemd_cannot_take_a_servers_port(ports):
+    """The attack: a local account (alice) polls `systemctl show` for a new server's
+    unit and binds the port it names before JupyterLab does, so that the hub routes the
+    owner's browser to her listener (a fake login page gets their password). Before
+    the ports were held, the unit named its port (SocketBindAllow=tcp:PORT) a second
+    or more before the server bound it. Now systemd binds it as it creates the socket
+    unit: the watcher sees the port but cannot bind it, and the route goes only to a
+    port jupyter-NAME.socket holds."""
+    app = ports
+    name = "porter"
+    app.ct.write("/usr/local/lib/watcher.py", WATCHER)
+    app.sh(f"id {name} >/dev/null 2>&1 || (useradd -m {name} && echo {name}:{PASSWORD} | chpasswd "
+           f"&& applctl adduser {name} >/dev/null)")
+    out = "/tmp/watcher.out"
+    app.sh(f"rm -f {out} {STOP}; nohup runuser -u alice -- {HUB_PY} /usr/local/lib/watcher.py {name} 120 {STOP} "
+           f"> {out} 2>&1 &")
+    time.sleep(1)  # watching before the spawn
+    b = Browser(app.url)
+    b.login_and_start(name, PASSWORD)
+    b.wait_for_server(name)
+    app.sh(f"touch {STOP}")
+    deadline = time.monotonic() + 30
+    while not (text := app.sh(f"cat {out}", check=False).stdout.strip()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    got = json.loads(text)
+    port = route_port(app, name)
+    assert port in got["seen"], (port, got)  # the watcher did see it
+    assert port not in got["won"] and port in held_ports_of(app, name), (port, got)
+    assert b.get(f"/user/{name}/api/status").status_code == 200  # and the owner reaches their own server
+    # The port is held as long as the server runs, and no longer.
+    hub_api(app, "DELETE", f"/users/{name}/server")
+    deadline = time.monotonic() + 30
+    while app.sh(f"systemctl is-active jupyter-{name}.socket", check=False).stdout.strip() in ("active", "deactivating"):
+        assert time.monotonic() < deadline, "the socket outlived its server"
+        time.sleep(0.5)
 
 
 def test_an_admin_who_moves_the_proxy_api_to_their_listener_and_reloads_gets_no_token(ports, admin):

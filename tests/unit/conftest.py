@@ -49,6 +49,9 @@ class FakeManager(Systemd):
     # own upgrade from Debian 12 to 13), and how many reloads there were.
     stuck: set = field(default_factory=set)
     reloads: int = 0
+    # Ports someone else holds: a socket unit listening on one fails to start, and
+    # the unit that requires it is not started (systemd's "dependency" result).
+    taken_ports: set = field(default_factory=set)
     _jobs: int = 0
 
     def __post_init__(self):
@@ -58,10 +61,13 @@ class FakeManager(Systemd):
         await asyncio.sleep(0)  # a D-Bus round trip yields to other requests
         body = body or []
         if member == "StartTransientUnit":
-            name, _mode, props, _aux = body
-            if name in self.units:
-                raise SystemdError("org.freedesktop.systemd1.UnitExists", f"Unit {name} was already loaded")
+            name, _mode, props, aux = body
+            for n in [name] + [a for a, _ in aux]:
+                if n in self.units:
+                    raise SystemdError("org.freedesktop.systemd1.UnitExists", f"Unit {n} was already loaded")
             self._jobs += 1
+            for aux_name, aux_props in aux:
+                self.units[aux_name] = FakeUnit(dict(aux_props))
             unit = self.units[name] = FakeUnit(dict(props), job=self._jobs)
             asyncio.get_running_loop().create_task(self._run_job(name, unit, self._jobs))
             return [f"/org/freedesktop/systemd1/job/{self._jobs}"]
@@ -101,6 +107,9 @@ class FakeManager(Systemd):
             self.units[name].state = "inactive"
             if name not in self.stuck:
                 asyncio.get_running_loop().call_soon(self.units.pop, name, None)  # CollectMode=inactive-or-failed
+            for bound in [n for n, u in self.units.items() if name in u.props.get("BindsTo", Variant("as", [])).value]:
+                self.units[bound].state = "inactive"  # BindsTo=: stops with it
+                asyncio.get_running_loop().call_soon(self.units.pop, bound, None)
             return []
         if member == "Reload":
             self.reloads += 1
@@ -111,6 +120,8 @@ class FakeManager(Systemd):
         if member == "ResetFailedUnit":
             if body[0] not in self.units:
                 raise SystemdError(NO_SUCH_UNIT, f"Unit {body[0]} not loaded.")
+            if self.units[body[0]].state == "failed":
+                del self.units[body[0]]  # a failed transient unit is unloaded
             return []
         if member == "ListUnitsByPatterns":
             states, (pattern,) = body
@@ -125,6 +136,14 @@ class FakeManager(Systemd):
         if self.units.get(name) is not unit or unit.job != job:
             return  # cancelled by a stop
         unit.job = 0
+        for needed in unit.props.get("Requires", Variant("as", [])).value:
+            sock = self.units[needed]
+            (_, address), = sock.props["Listen"].value
+            if int(address.rsplit(":", 1)[1]) in self.taken_ports:
+                sock.state = "failed"
+                self.units.pop(name, None)  # not started, and collected
+                return
+            sock.state = "active"
         if self.start_mode == "start":
             unit.state = "active"
             unit.entered = int(time.time() * 1e6)
@@ -132,6 +151,8 @@ class FakeManager(Systemd):
             unit.state = "failed"
             await asyncio.sleep(0.01)
             self.units.pop(name, None)
+            for needed in unit.props.get("Requires", Variant("as", [])).value:
+                self.units.pop(needed, None)  # BindsTo=: it stops with the unit
 
     def add(self, name: str, rules: list[tuple[str, str]], state: str = "active") -> None:
         """A unit already running (or queued, with state "inactive" and a job) with these

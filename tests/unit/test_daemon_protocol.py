@@ -367,3 +367,50 @@ def test_list_and_gpus_take_no_other_field(daemon):
         r = daemon.request({"op": op, "user": "alice"})
         assert r["ok"] is False and r["error"]["field"] == "user", r
         assert f"unknown field 'user' for {op}; accepted: op" in r["error"]["message"]
+
+
+def spawn_on_port(port: int) -> dict:
+    return {**spawn_request(0), "env": {"JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}/user/{USER}/"}}
+
+
+def listens_on(sd: FakeManager) -> dict[str, str]:
+    return {n: u.props["Listen"].value[0][1] for n, u in sd.units.items() if n.endswith(".socket")}
+
+
+def test_a_servers_port_is_held_by_its_socket_unit_which_stops_with_it(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager()
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_on_port(43210))
+        assert r["ok"] and r["port"] == 43210, r
+        unit, sock = f"jupyter-{USER}.service", f"jupyter-{USER}.socket"
+        assert listens_on(sd) == {sock: "127.0.0.1:43210"} and sd.units[sock].state == "active"
+        assert sd.units[sock].props["BindsTo"].value == [unit]
+        assert sd.units[unit].props["Requires"].value == [sock] and "SocketBindAllow" not in sd.units[unit].props
+        assert d.request({"op": "stop", "user": USER})["ok"]
+        time.sleep(0.1)
+        assert unit not in sd.units and sock not in sd.units
+
+
+def test_a_port_taken_before_systemd_binds_it_gets_the_server_another_and_the_hub_told(tmp_path, monkeypatch):
+    """A local account that binds the hub's chosen port first makes only that socket
+    fail: the server starts on a port the daemon chose, and the reply says which, so
+    the hub routes to the port systemd holds and nowhere else."""
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager(taken_ports={43210})
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_on_port(43210))
+        assert r["ok"] and r["port"] != 43210, r
+        assert listens_on(sd) == {f"jupyter-{USER}.socket": f"127.0.0.1:{r['port']}"}
+        env = (tmp_path / "env").glob("*.env")
+        assert not list(env)  # deleted once started, as before
+
+
+def test_a_server_whose_ports_are_all_taken_does_not_start_and_says_so(tmp_path, monkeypatch):
+    patch_users(monkeypatch, tmp_path)
+    sd = FakeManager()
+    sd.taken_ports = type("Every", (), {"__contains__": lambda self, port: True})()
+    with DaemonThread(tmp_path, sd) as d:
+        r = d.request(spawn_on_port(43210))
+        assert not r["ok"] and r["error"]["code"] == "start_failed" and "were taken" in r["error"]["message"], r
+        assert not sd.units  # nothing left behind: no unit, no failed socket

@@ -208,14 +208,23 @@ def test_jupyterlab_news_is_off_unless_the_administrator_turns_it_on():
     assert units.server_env(spec, True)["JUPYTER_CONFIG_PATH"] == f"/opt/course/jupyter:{units.NEWS_ON_CONFIG}"
 
 
-def test_a_server_may_bind_its_own_port_and_nothing_else():
+def test_a_server_binds_no_port_and_starts_only_on_the_one_its_socket_unit_holds():
     spec = validate.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", port=43210)
     props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
-    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)]  # any family, protocol and port
-    assert props["SocketBindAllow"].value == [(0, 6, 1, 43210)]  # TCP, that one port
+    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)] and "SocketBindAllow" not in props  # any bind refused
+    assert props["Requires"].value == props["After"].value == ["jupyter-alice.socket"]
+    sock = dict(units.socket_properties("jupyter-alice.service", 43210))
+    assert sock["Listen"].value == [("Stream", "127.0.0.1:43210")] and sock["BindsTo"].value == ["jupyter-alice.service"]
     spec.port = None  # no service URL: no port at all
     props = dict(units.properties("jupyter-alice.service", spec, units.ENV_DIR / "x.env"))
-    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)] and "SocketBindAllow" not in props
+    assert props["SocketBindDeny"].value == [(0, 0, 0, 0)] and "Requires" not in props
+
+
+def test_a_server_moved_to_another_port_is_told_so_in_its_service_url():
+    spec = validate.SpawnSpec(user="alice", uid=1000, gid=1000, home="/home/alice", port=43210,
+                              env={"JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:43210/user/alice/"})
+    validate.move_to_port(spec, 50123)
+    assert spec.port == 50123 and spec.env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:50123/user/alice/"
 
 
 @pytest.mark.parametrize("url, port", [
