@@ -1,4 +1,4 @@
-"""A real OpenID provider in the booted appliance, for test_9_sso.py: npm's
+"""A real OpenID provider in the booted appliance, for the test_9_sso* modules: npm's
 oidc-provider (OpenID certified) under Debian's nodejs (the proxy's runtime, so
 already installed), configured by oidc/provider.mjs, listening on 127.0.0.1 of the
 network the container shares with the host.
@@ -17,17 +17,21 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
 from booted import free_port
 from container import CACHE
+from visitor_client import hub_api
 
 HERE = Path(__file__).parent / "oidc"
 IN_CT = "/opt/appliance-test-oidc"
 UNIT = "appliance-test-oidc.service"
 CLIENT_ID, CLIENT_SECRET = "jupyterhub", "test-client-secret-Zq81"
+CONFIG = "/etc/jupyterhub/appliance.toml"
+SECRET_FILE = "/etc/jupyterhub/oidc-client-secret"
 
 
 OTHER_CLIENT_ID = "another-app"  # a second client of the provider, with the hub's redirect URI too
@@ -123,3 +127,41 @@ class Provider:
                 r = s.post(urljoin(r.url, action), data=fields, allow_redirects=False, timeout=30)
         assert r.is_redirect, f"the provider did not send {login} back: {r.status_code} {r.text[:300]}"
         return r
+
+
+def oidc_toml(provider: Provider, oidc: str = "") -> str:
+    """appliance.toml's single sign-on through `provider`, with more [oidc] keys."""
+    return (f'[auth]\ntype = "oidc"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "{CLIENT_ID}"\n'
+            f'scopes = ["openid", "profile", "groups"]\nallowed_groups = ["lab"]\n{oidc}')
+
+
+def in_users_group(app, name: str) -> bool:
+    return name in app.sh("getent group jupyterhub-users").stdout.strip().split(":")[-1].split(",")
+
+
+@contextmanager
+def single_sign_on(app, oidc: str = "", more_toml: str = "", access_token_ttl: int | None = None,
+                   reload: str = "applctl reload", servers: tuple[str, ...] = ("alice",)):
+    """The appliance switched to single sign-on through a provider of its own (yielded),
+    with the client secret in place and alice in jupyterhub-users (the provider's
+    alice maps to her); and afterwards back to its own appliance.toml, with the
+    servers of `servers` stopped and alice as she was."""
+    provider = Provider(app, f"{app.url}/hub/oauth_callback", access_token_ttl=access_token_ttl)
+    added = not in_users_group(app, "alice")
+    try:
+        if added:
+            app.sh("applctl adduser alice")
+        app.sh(f"install -m 600 /dev/null {SECRET_FILE} && echo {CLIENT_SECRET} > {SECRET_FILE}")
+        app.ct.write(CONFIG, app.config_text(oidc_toml(provider, oidc) + more_toml))
+        app.sh(reload)
+        app.wait_hub()
+        yield provider
+    finally:
+        app.ct.write(CONFIG, app.config_text())
+        app.sh("applctl reload", check=False)
+        app.wait_hub()
+        for name in servers:
+            hub_api(app, "DELETE", f"/users/{name}/server")
+        provider.stop()
+        app.sh(f"rm -f {SECRET_FILE}" + ("; gpasswd -d alice jupyterhub-users >/dev/null" if added else ""),
+               check=False)

@@ -30,6 +30,25 @@ VIEWPORT = {"width": 1280, "height": 800}
 TIMEOUT_MS = 90_000  # JupyterLab's first load on 2 busy cores takes seconds, not minutes
 
 
+def run_in_a_new_notebook(page, name: str, code: str):
+    """In NAME's JupyterLab (the page is on its way there): a new Python 3 notebook
+    from the launcher, CODE typed into its first cell and run as a person does.
+    The cell's first output (a Playwright locator)."""
+    page.wait_for_url(re.compile(rf"/user/{name}/lab"))
+    launcher = page.locator(".jp-Launcher")
+    expect(launcher).to_be_visible()
+    launcher.locator('.jp-LauncherCard[data-category="Notebook"][title^="Python 3"]').click()
+    notebook = page.locator(".jp-NotebookPanel:visible")
+    expect(notebook).to_be_visible()
+    # A cell run before the kernel is connected is not run at all: wait, as a person
+    # does, until the status bar says the kernel is idle.
+    expect(page.get_by_role("contentinfo").get_by_text(re.compile(r"Python 3.*\| Idle"))).to_be_visible()
+    notebook.locator(".jp-Cell").first.locator(".cm-content").click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+    return notebook.locator(".jp-OutputArea-output").first
+
+
 @pytest.fixture(scope="module")
 def chromium():
     """One chromium for the module. Without it (not installed), the test fails saying

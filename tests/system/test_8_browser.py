@@ -18,7 +18,7 @@ pytest.register_assert_rewrite("real_browser")
 from gpus import fake_config, install_fake_gpus  # noqa: E402
 from holds import held_start  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
-from real_browser import docs_shot  # noqa: E402
+from real_browser import docs_shot, run_in_a_new_notebook  # noqa: E402
 
 pytest_plugins = ["real_browser"]  # the chromium and page fixtures, the screenshot on failure
 
@@ -80,19 +80,7 @@ def test_login_spawn_with_a_gpu_run_a_cell_and_log_out(lab, page):
         release()
 
     # JupyterLab, its launcher, and a new Python 3 notebook from it.
-    page.wait_for_url(re.compile(rf"/user/{NAME}/lab"))
-    launcher = page.locator(".jp-Launcher")
-    expect(launcher).to_be_visible()
-    launcher.locator('.jp-LauncherCard[data-category="Notebook"][title^="Python 3"]').click()
-    notebook = page.locator(".jp-NotebookPanel:visible")
-    expect(notebook).to_be_visible()
-    # A cell run before the kernel is connected is not run at all: wait, as a person
-    # does, until the status bar says the kernel is idle.
-    expect(page.get_by_role("contentinfo").get_by_text(re.compile(r"Python 3.*\| Idle"))).to_be_visible()
-    notebook.locator(".jp-Cell").first.locator(".cm-content").click()
-    page.keyboard.type("print(6*7)")
-    page.keyboard.press("Shift+Enter")
-    expect(notebook.locator(".jp-OutputArea-output").first).to_have_text(re.compile(r"^\s*42\s*$"))
+    expect(run_in_a_new_notebook(page, NAME, "print(6*7)")).to_have_text(re.compile(r"^\s*42\s*$"))
     docs_shot(page, "jupyterlab-notebook")
 
     # File -> Log Out: back to the login page.

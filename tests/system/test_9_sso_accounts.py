@@ -17,17 +17,14 @@ import json
 import pytest
 from browser import Browser
 from gpus import fake_config, holders, install_fake_gpus
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
+from oidc_provider import oidc_toml, single_sign_on
 from visitor_client import hub_api
 
-SECRET_FILE = "/etc/jupyterhub/oidc-client-secret"
 UID_MIN, UID_MAX = 70100, 70199
 
 
-def sso_config(provider, accounts: str = "create") -> str:
-    return (f'[auth]\ntype = "oidc"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "{CLIENT_ID}"\n'
-            'scopes = ["openid", "profile", "groups"]\nallowed_groups = ["lab"]\n'
-            f'accounts = "{accounts}"\nuid_min = {UID_MIN}\nuid_max = {UID_MAX}\n'
+def sso_config(accounts: str = "create") -> str:
+    return (f'accounts = "{accounts}"\nuid_min = {UID_MIN}\nuid_max = {UID_MAX}\n'
             # nobody gets a GPU but through a group: rosa's, at the provider
             "[gpu]\nquota = 0\nquota_groups = { gpu = 2 }\nqueue = false\n")
 
@@ -36,20 +33,14 @@ def sso_config(provider, accounts: str = "create") -> str:
 def sso(appliance, tmp_path_factory):
     app = appliance
     install_fake_gpus(app, tmp_path_factory, fake_config())
-    provider = Provider(app, f"{app.url}/hub/oauth_callback")
     try:
-        app.sh(f"install -m 600 /dev/null {SECRET_FILE} && echo {CLIENT_SECRET} > {SECRET_FILE}")
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(sso_config(provider)))
-        app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && applctl reload")
-        app.wait_hub()
-        yield app, provider
+        # the daemon restarts to load the fake NVML
+        with single_sign_on(app, sso_config(), servers=("alice", "rosa"),
+                            reload="systemctl daemon-reload && systemctl stop jupyterhub-appliance.service "
+                                   "&& applctl reload") as provider:
+            yield app, provider
     finally:
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
-        app.sh("applctl reload", check=False)
-        app.wait_hub()
-        hub_api(app, "DELETE", "/users/rosa/server")
-        provider.stop()
-        app.sh(f"rm -f {SECRET_FILE}; userdel -r rosa 2>/dev/null", check=False)
+        app.sh("userdel -r rosa 2>/dev/null", check=False)
 
 
 def sign_in(app, provider, login: str):
@@ -129,7 +120,7 @@ def test_the_hub_uid_cannot_have_accounts_made_unless_appliance_toml_says_create
     """Last: it switches the module to accounts = "existing"."""
     app, provider = sso
     ask = json.dumps({"op": "account", "user": "zed"})
-    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(sso_config(provider, "existing")))
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(oidc_toml(provider, sso_config("existing"))))
     app.sh("applctl reload")
     app.wait_hub()
     reply = json.loads(app.daemon_request(ask, user="jupyterhub").stdout)

@@ -19,37 +19,17 @@ import pytest
 import requests
 from booted import HUB_PY
 from browser import Browser
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, UNIT, Provider
+from oidc_provider import CLIENT_ID, UNIT, single_sign_on
 from visitor_client import hub_api
 
-SECRET_FILE = "/etc/jupyterhub/oidc-client-secret"
 KEY_FILE = "/var/lib/jupyterhub-appliance/secrets/jupyterhub_crypt_key"
 ACCESS_TTL, REFRESH_AGE = 12, 10
 
 
 @pytest.fixture(scope="module")
 def sso(appliance):
-    app = appliance
-    provider = Provider(app, f"{app.url}/hub/oauth_callback", access_token_ttl=ACCESS_TTL)
-    added = "alice" not in app.sh("getent group jupyterhub-users").stdout.split(":")[-1].strip().split(",")
-    try:
-        if added:
-            app.sh("applctl adduser alice")
-        app.sh(f"install -m 600 /dev/null {SECRET_FILE} && echo {CLIENT_SECRET} > {SECRET_FILE}")
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
-            f'[auth]\ntype = "oidc"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "{CLIENT_ID}"\n'
-            f'scopes = ["openid", "profile", "groups"]\nallowed_groups = ["lab"]\nrefresh_age = {REFRESH_AGE}\n'))
-        app.sh("applctl reload")
-        app.wait_hub()
-        yield app, provider
-    finally:
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
-        app.sh("applctl reload", check=False)
-        app.wait_hub()
-        hub_api(app, "DELETE", "/users/alice/server")
-        provider.stop()
-        app.sh(f"rm -f {SECRET_FILE}" + ("; gpasswd -d alice jupyterhub-users >/dev/null" if added else ""),
-               check=False)
+    with single_sign_on(appliance, f"refresh_age = {REFRESH_AGE}\n", access_token_ttl=ACCESS_TTL) as provider:
+        yield appliance, provider
 
 
 def log_in(app, provider, login: str = "alice") -> Browser:

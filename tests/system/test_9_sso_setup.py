@@ -20,14 +20,13 @@ import pytest
 
 pytest.register_assert_rewrite("real_browser")
 from browser import Browser  # noqa: E402
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, OTHER_CLIENT_ID, Provider  # noqa: E402
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, CONFIG, OTHER_CLIENT_ID, SECRET_FILE, Provider  # noqa: E402
 from playwright.sync_api import expect  # noqa: E402
+from real_browser import run_in_a_new_notebook  # noqa: E402
 from visitor_client import hub_api  # noqa: E402
 
 pytest_plugins = ["real_browser"]  # the chromium and page fixtures, the screenshot on failure
 
-CONFIG = "/etc/jupyterhub/appliance.toml"
-SECRET_FILE = "/etc/jupyterhub/oidc-client-secret"
 ADMIN, PASSWORD = "ines", "ines-pass-4"  # a jupyterhub-admin of this module
 
 
@@ -162,15 +161,6 @@ def test_a_person_in_a_real_browser_signs_in_at_the_provider_and_runs_a_cell(set
         if page.locator("select#gpus").count():
             page.locator("select#gpus").select_option("0")
         page.locator("#spawn_form").get_by_role("button", name="Start").click()
-    page.wait_for_url(re.compile(r"/user/alice/lab"))
-    launcher = page.locator(".jp-Launcher")
-    expect(launcher).to_be_visible()
-    launcher.locator('.jp-LauncherCard[data-category="Notebook"][title^="Python 3"]').click()
-    notebook = page.locator(".jp-NotebookPanel:visible")
-    expect(notebook).to_be_visible()
-    expect(page.get_by_role("contentinfo").get_by_text(re.compile(r"Python 3.*\| Idle"))).to_be_visible()
-    notebook.locator(".jp-Cell").first.locator(".cm-content").click()
-    page.keyboard.type("import os; print(os.getuid())")
-    page.keyboard.press("Shift+Enter")
     uid = app.sh("id -u alice").stdout.strip()
-    expect(notebook.locator(".jp-OutputArea-output").first).to_have_text(re.compile(rf"^\s*{uid}\s*$"))
+    expect(run_in_a_new_notebook(page, "alice", "import os; print(os.getuid())")).to_have_text(
+        re.compile(rf"^\s*{uid}\s*$"))

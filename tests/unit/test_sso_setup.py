@@ -19,6 +19,7 @@ from appliance.cli import sso as sso_cli
 from appliance.revproxy import setup_record
 
 from .cli_run import run
+from .stub_http import stub_http
 from .test_applctl_parts import accounts  # noqa: F401 (alice and bob, as adduser sees them)
 from .test_sso import provider  # noqa: F401 (a discovery document served on loopback)
 
@@ -224,28 +225,13 @@ def test_a_code_the_provider_refuses_is_a_400_saying_so_not_a_500(provider):  # 
     """A real token endpoint on loopback answers invalid_grant, as oidc-provider does
     for a code issued to another client (tests/system/test_9_sso_setup.py)."""
     import asyncio
-    import http.server
-    import threading
 
     from oauthenticator.oauth2 import _serialize_state
     from tornado import web
 
     from appliance.hub import sso
 
-    class Token(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = b'{"error": "invalid_grant", "error_description": "grant request is invalid"}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    refused = {"error": "invalid_grant", "error_description": "grant request is invalid"}
 
     class Handler:  # the callback's request, as the authenticator reads it
         def get_argument(self, name, default=None):
@@ -254,13 +240,11 @@ def test_a_code_the_provider_refuses_is_a_400_saying_so_not_a_500(provider):  # 
         def get_state_cookie(self):
             return _serialize_state({"state_id": "s", "code_verifier": "v" * 43})
 
-    a = sso.ApplianceOIDCAuthenticator(client_id="hub", client_secret="x", issuer=provider.issuer, enable_pkce=True,
-                                       token_url=f"http://127.0.0.1:{server.server_address[1]}/token",
-                                       oauth_callback_url="http://127.0.0.1/hub/oauth_callback")
-    try:
+    with stub_http(lambda method, path: (400, refused)) as server:
+        a = sso.ApplianceOIDCAuthenticator(client_id="hub", client_secret="x", issuer=provider.issuer,
+                                           enable_pkce=True, token_url=f"{server.url}/token",
+                                           oauth_callback_url="http://127.0.0.1/hub/oauth_callback")
         with pytest.raises(web.HTTPError) as e:
             asyncio.run(a.authenticate(Handler()))
-    finally:
-        server.shutdown()
     assert e.value.status_code == 400
     assert e.value.log_message == "The identity provider did not accept this login. Please sign in again."
