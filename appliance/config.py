@@ -643,6 +643,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          _sso_uid, root_only=_OIDC_ROOT_ONLY),
         "group": Field("jupyterhub-sso", "accounts = \"create\": the primary group of the accounts it makes, theirs "
                        "alone", _name, root_only=_OIDC_ROOT_ONLY),
+        "claims_from": Field("userinfo", "where the person's claims come from: userinfo (the provider's endpoint) or "
+                             "id_token (the ID token, its signature checked; Entra ID's groups are only there)",
+                             _one_of("userinfo", "id_token"), root_only=_OIDC_ROOT_ONLY),
         "refresh_age": Field(300, "seconds after which the hub checks a person with the provider again (a person "
                              "disabled there loses the session and server)", _int(10, 86400),
                              root_only="decides how long a person the provider disabled keeps their server"),

@@ -6,7 +6,9 @@ The provider proves who a person is; this machine still decides who gets what. T
 name in the username claim must be an account NSS knows (passwd, or LDAP/AD through
 SSSD), at or above daemon.min_uid, and a member of jupyterhub-users, as under PAM
 (the root daemon refuses a server to anyone else anyway). allowed_groups and
-admin_groups are the provider's groups, read from the userinfo claims at each login.
+admin_groups are the provider's groups, read from the userinfo claims at each login,
+or with [oidc] claims_from = "id_token" from the ID token, its signature checked
+against the provider's keys (id_tokens.py).
 
 The authorization code flow is oauthenticator's: state (a cookie bound to the
 login's redirect) and PKCE (S256) on. Its endpoints come from the provider's
@@ -31,7 +33,7 @@ from .. import daemon_client, users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
 from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
-from . import provider_groups, sso_sessions
+from . import id_tokens, provider_groups, sso_sessions
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
 
@@ -61,6 +63,12 @@ def apply(c, cfg) -> None:
     a.token_url = doc["token_endpoint"]
     a.userdata_url = doc["userinfo_endpoint"]
     a.issuer = oidc["issuer"]
+    a.claims_from = oidc["claims_from"]
+    if oidc["claims_from"] == "id_token":
+        if not str(doc.get("jwks_uri", "")).startswith("http"):
+            raise SSOError(f"[oidc] claims_from = \"id_token\": the provider's discovery document "
+                           f"({discovery_url(oidc['issuer'])}) names no jwks_uri to check ID tokens with")
+        a.jwks_uri = doc["jwks_uri"]
     a.iss_in_response = doc.get("authorization_response_iss_parameter_supported") is True
     a.scope = list(oidc["scopes"])
     a.username_claim = oidc["username_claim"]
@@ -88,6 +96,10 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
     groups_claim = Unicode("groups", help="[oidc] groups_claim").tag(config=True)
     min_uid = Integer(1000, help="[daemon] min_uid: lower uids are no person's").tag(config=True)
     accounts = Unicode("existing", help="[oidc] accounts: existing, or create (the daemon makes them)").tag(config=True)
+    claims_from = Unicode("userinfo", help="[oidc] claims_from: userinfo, or id_token (signature checked)").tag(
+        config=True)
+    jwks_uri = Unicode(help="the provider's keys, from its discovery document").tag(config=True)
+    _jwks = None
 
     async def authenticate(self, handler, data=None):
         self.check_iss(handler.get_argument("iss", None))
@@ -99,6 +111,22 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
             self.log.warning("single sign-on: the provider refused this login: HTTP %s", e.code)
             raise web.HTTPError(400, "The identity provider did not accept this login. Please sign in again.") \
                 from None
+
+    async def token_to_user(self, token_info):
+        """The person's claims: the userinfo's (oauthenticator's way), or the ID
+        token's once it checks out. Also at each refresh, where a refused token
+        leaves the session as it is (sso_sessions.py)."""
+        if self.claims_from != "id_token":
+            return await super().token_to_user(token_info)
+        if self._jwks is None:
+            self._jwks = id_tokens.keys(self.jwks_uri)
+        try:
+            return await asyncio.to_thread(id_tokens.verified_claims, token_info.get("id_token"), self._jwks,
+                                           self.issuer, self.client_id)
+        except id_tokens.IdTokenError as e:
+            self.log.warning("single sign-on: an ID token refused: %s", e)
+            raise web.HTTPError(403, "The identity provider's answer could not be verified. Please sign in again; "
+                                     "if this persists, tell the administrator.") from None
 
     def check_iss(self, iss: str | None) -> None:
         """RFC 9207: a provider that says it sends `iss` must send its own; a code

@@ -14,35 +14,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from browser import Browser
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, UNIT, Provider
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, CONFIG, SECRET_FILE, UNIT, oidc_toml, single_sign_on
 from visitor_client import hub_api
-
-SECRET_FILE = "/etc/jupyterhub/oidc-client-secret"
 
 
 @pytest.fixture(scope="module")
 def sso(appliance):
-    app = appliance
-    provider = Provider(app, f"{app.url}/hub/oauth_callback")
-    added = "alice" not in app.sh("getent group jupyterhub-users").stdout.split(":")[-1].strip().split(",")
-    try:
-        if added:
-            app.sh("applctl adduser alice")
-        app.sh(f"install -m 600 /dev/null {SECRET_FILE} && echo {CLIENT_SECRET} > {SECRET_FILE}")
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
-            f'[auth]\ntype = "oidc"\n[oidc]\nissuer = "{provider.issuer}"\nclient_id = "{CLIENT_ID}"\n'
-            'scopes = ["openid", "profile", "groups"]\nallowed_groups = ["lab"]\nadmin_groups = ["lab-admins"]\n'))
-        app.sh("applctl reload")
-        app.wait_hub()
-        yield app, provider
-    finally:
-        app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
-        app.sh("applctl reload", check=False)
-        app.wait_hub()
-        hub_api(app, "DELETE", "/users/alice/server")  # started through the provider
-        provider.stop()
-        app.sh(f"rm -f {SECRET_FILE}" + ("; gpasswd -d alice jupyterhub-users >/dev/null" if added else ""),
-               check=False)
+    with single_sign_on(appliance, 'admin_groups = ["lab-admins"]\n') as provider:
+        yield appliance, provider
 
 
 def start_login(app) -> tuple[Browser, object]:
@@ -155,6 +134,29 @@ def test_a_secret_file_others_can_read_is_refused_before_anything_restarts(sso):
     assert f"[oidc] client_secret_file = '{SECRET_FILE}': it has owner uid 0 and mode 0644" in r.stderr
     assert "nothing was restarted" in r.stderr
     assert app.unit_props("jupyterhub.service", "MainPID")["MainPID"] == pid
+
+
+def test_claims_from_the_id_token_let_in_a_person_whose_groups_only_it_carries(sso):
+    """Entra ID's case ([oidc] claims_from = "id_token"): ida's group "lab" is in her
+    ID token and not in her userinfo. From userinfo she is refused (not in
+    allowed_groups); from the ID token, whose signature the hub checks against the
+    provider's real keys (its jwks_uri), she gets in, with the group."""
+    app, provider = sso
+    app.sh("id ida >/dev/null 2>&1 || useradd -m ida; applctl adduser ida >/dev/null")
+
+    def sign_in_as_ida():
+        b, r = start_login(app)
+        back = provider.sign_in(b.s, r, "ida")
+        return b, b.s.get(back.headers["location"], allow_redirects=False, timeout=60)
+
+    b, page = sign_in_as_ida()
+    assert page.status_code == 403 and not logged_in(app, b), (page.status_code, page.text[:300])
+    app.ct.write(CONFIG, app.config_text(oidc_toml(provider, 'admin_groups = ["lab-admins"]\nclaims_from = "id_token"\n')))
+    app.sh("applctl reload")
+    app.wait_hub()
+    b, page = sign_in_as_ida()
+    assert page.status_code == 302 and logged_in(app, b), (page.status_code, page.text[:300])
+    assert hub_api(app, "GET", "/users/ida")["groups"] == ["lab"]
 
 
 def test_a_provider_that_does_not_answer_is_said_in_the_hub_s_journal(sso):

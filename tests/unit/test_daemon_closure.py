@@ -23,7 +23,9 @@ Single sign-on's sessions then added [oidc] refresh_age to config's schema (3 li
 3,805. Servers' ports held by systemd raised it to 3,880: each server's socket unit
 (units.socket_properties), its reset and roll-back with the server, and another port
 when one was taken before systemd bound it (spawns.py, validate.move_to_port); root
-must do this, since only root's systemd may bind a port for another uid's unit."""
+must do this, since only root's systemd may bind a port for another uid's unit.
+[oidc] claims_from (the ID token, signature checked) added 3 lines to config's
+schema: 3,885."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 3880
+LIMIT = 3885
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")

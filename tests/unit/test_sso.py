@@ -28,7 +28,7 @@ def test_pam_is_the_default_and_oidc_takes_the_documented_defaults():
                     "client_secret_file": "/etc/jupyterhub/oidc-client-secret",
                     "scopes": ["openid", "profile", "email"], "username_claim": "preferred_username",
                     "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing",
-                    "refresh_age": 300,
+                    "claims_from": "userinfo", "refresh_age": 300,
                     "uid_min": 70000, "uid_max": 70999, "group": "jupyterhub-sso"}
 
 
@@ -47,6 +47,7 @@ def test_an_issuer_is_https_or_a_provider_on_this_machine(issuer):
     ('[oidc]\nissuer = "login.example.org"', "oidc.issuer", "https:// with no query or fragment"),
     ('[oidc]\nissuer = "https://a.b/?x=1"', "oidc.issuer", "no query or fragment"),
     ('[oidc]\nissuer = "https://a.b/#f"', "oidc.issuer", "no query or fragment"),
+    ('[oidc]\nclaims_from = "access_token"', "oidc.claims_from", 'one of "userinfo", "id_token"'),
     ('[oidc]\nissuer = "https://me@a.b"', "oidc.issuer", "https://"),
     ('[oidc]\nissuer = "https://a.b:99999"', "oidc.issuer", "https://"),
     ('[oidc]\nissuer = "ftp://a.b"', "oidc.issuer", "https://"),
@@ -124,28 +125,17 @@ ISSUER = "http://127.0.0.1:{port}"
 @pytest.fixture
 def provider():
     """A discovery document served on loopback; .doc may be changed by the test."""
-    import http.server
-    import json
-    import threading
+    from .stub_http import stub_http
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps(server.doc).encode() if self.path == "/.well-known/openid-configuration" else b""
-            self.send_response(200 if body else 404)
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(method, path):
+        return (200, server.doc) if path == "/.well-known/openid-configuration" else (404, None)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.issuer = ISSUER.format(port=server.server_address[1])
-    server.doc = {"issuer": server.issuer, "authorization_endpoint": server.issuer + "/auth",
-                  "token_endpoint": server.issuer + "/token", "userinfo_endpoint": server.issuer + "/me",
-                  "authorization_response_iss_parameter_supported": True}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with stub_http(answer) as server:
+        server.issuer = server.url
+        server.doc = {"issuer": server.issuer, "authorization_endpoint": server.issuer + "/auth",
+                      "token_endpoint": server.issuer + "/token", "userinfo_endpoint": server.issuer + "/me",
+                      "authorization_response_iss_parameter_supported": True}
+        yield server
 
 
 def test_discovery_gives_the_endpoints_of_the_configured_issuer(provider):
@@ -184,7 +174,7 @@ def apply_oidc(tmp_path, monkeypatch, issuer: str, extra: str = ""):
     (tmp_path / PROXY_TOKEN).write_text("p\n")
     (tmp_path / APPLCTL_TOKEN).write_text("a\n")
     creds = tmp_path / "creds"
-    creds.mkdir()
+    creds.mkdir(exist_ok=True)
     (creds / config.OIDC_CREDENTIAL).write_text("s3cret\n")
     (creds / "crypt-key").write_text("ab" * 32 + "\n")
     (creds / "proxy-token").write_text("p\n")
@@ -205,6 +195,15 @@ def test_the_hub_uses_generic_oauth_with_pkce_and_the_discovered_endpoints(provi
     assert (a.client_id, a.client_secret, a.enable_pkce, a.manage_groups) == ("hub", "s3cret", True, True)
     assert (a.allowed_groups, a.admin_groups, a.scope) == ({"lab"}, {"lab-admins"}, ["openid", "groups"])
     assert a.iss_in_response is True and a.issuer == provider.issuer
+
+
+def test_claims_from_the_id_token_need_the_providers_keys(provider, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit) as e:  # a discovery document without jwks_uri
+        apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n')
+    assert "names no jwks_uri to check ID tokens with" in str(e.value.code)
+    provider.doc["jwks_uri"] = provider.issuer + "/jwks"
+    a = apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n').ApplianceOIDCAuthenticator
+    assert (a.claims_from, a.jwks_uri) == ("id_token", provider.issuer + "/jwks")
 
 
 def test_a_failed_discovery_stops_the_hub_saying_why(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@
 //
 // CONFIG.json: {"issuer": ..., "client_id": ..., "client_secret": ..., "redirect_uris": [...], "other_clients": [...]}.
 // Accounts: alice (a local account of the test machine), in the groups "lab" and
-// "lab-admins"; quentin, in "lab", whom the machine does not know.
+// "lab-admins"; quentin, in "lab", whom the machine does not know; and the others below.
 import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Provider from "oidc-provider";
@@ -31,6 +31,9 @@ const ACCOUNTS = {
   // accounts = "create" (test_9_sso_accounts.py): rosa has no account yet; mallory's name is root.
   rosa: { preferred_username: "rosa", name: "Rosa Created", email: "rosa@example.org", groups: ["lab", "gpu"] },
   mallory: { preferred_username: "root", name: "Mallory", email: "mallory@example.org", groups: ["lab"] },
+  // [oidc] claims_from = "id_token" (test_9_sso.py): like Entra ID, ida's groups are
+  // in her ID token only; her userinfo has none.
+  ida: { preferred_username: "ida", name: "Ida Token", email: "ida@example.org", groups: ["lab"], idTokenGroupsOnly: true },
 };
 
 const provider = new Provider(conf.issuer, {
@@ -52,9 +55,18 @@ const provider = new Provider(conf.issuer, {
   async findAccount(ctx, id) {
     const account = ACCOUNTS[id];
     if (!account || disabled(id)) return undefined;
-    return { accountId: id, async claims() { return { sub: id, ...account }; } };
+    const { idTokenGroupsOnly, ...claims } = account;
+    return {
+      accountId: id,
+      async claims(use) {
+        return idTokenGroupsOnly && use === "userinfo" ? { sub: id, ...claims, groups: [] } : { sub: id, ...claims };
+      },
+    };
   },
   features: { devInteractions: { enabled: true } },
+  // The ID token carries the scopes' claims too (oidc-provider leaves them to userinfo
+  // by default when there is an access token), as Entra ID's and Keycloak's do.
+  conformIdTokenClaims: false,
   // Sessions: a refresh token with every code, without the offline_access scope
   // (oidc-provider's default asks for it); access tokens short enough
   // (conf.access_token_ttl s, default an hour) that a test sees the hub refresh them.

@@ -1,0 +1,53 @@
+"""Claims from the provider's ID token ([oidc] claims_from = "id_token"), the token's
+signature checked against the provider's published keys (JWKS), with PyJWT.
+
+Why: some providers put what the hub needs only in the ID token. Entra ID's
+userinfo endpoint answers sub, name and email, never groups nor the UPN; its ID
+token carries both. oauthenticator can read an ID token (userdata_from_id_token)
+but checks no signature, trusting TLS to the token endpoint (OIDC Core 3.1.3.7).
+Here the claims decide who gets which local account and who is an admin, so the
+token must prove itself: signed by a key of the provider's jwks_uri with an
+asymmetric algorithm (never "none", nor HS256 keyed by a client secret another
+client of the provider might share), issued by the configured issuer, for this
+client (aud, and azp when several audiences), and not expired.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+
+# Asymmetric algorithms only: a provider signs, the hub verifies with the public key.
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+LEEWAY = 60  # seconds of clock difference between the provider and this machine
+JWKS_TIMEOUT = 10
+
+
+class IdTokenError(ValueError):
+    """An ID token that does not prove who the person is; the message says why."""
+
+
+def keys(jwks_uri: str) -> jwt.PyJWKClient:
+    """The provider's keys, fetched at first use and again when a token names a key
+    it does not know (the provider rotated its keys)."""
+    return jwt.PyJWKClient(jwks_uri, cache_keys=True, timeout=JWKS_TIMEOUT)
+
+
+def verified_claims(id_token: Any, jwks: jwt.PyJWKClient, issuer: str, client_id: str) -> dict:
+    """The ID token's claims, once its signature, issuer, audience and lifetime
+    check out; IdTokenError otherwise. Blocking (it may fetch the keys)."""
+    if not isinstance(id_token, str) or not id_token:
+        raise IdTokenError("the provider's token response has no ID token (is the scope openid asked for?)")
+    try:
+        key = jwks.get_signing_key_from_jwt(id_token)
+        claims = jwt.decode(id_token, key.key, algorithms=ALGORITHMS, audience=client_id, issuer=issuer,
+                            leeway=LEEWAY, options={"require": ["iss", "aud", "exp", "iat", "sub"]})
+    except jwt.PyJWKClientConnectionError as e:
+        raise IdTokenError(f"cannot read the provider's keys: {e}") from None
+    except jwt.PyJWTError as e:
+        raise IdTokenError(f"the ID token does not check out: {e}") from None
+    aud = claims["aud"]
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != client_id:
+        raise IdTokenError(f"the ID token is for several clients and azp {claims.get('azp')!r} is not this hub")
+    return claims
