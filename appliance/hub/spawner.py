@@ -329,30 +329,40 @@ class ApplianceSpawner(SystemdSpawner):
                     self.log.warning("could not take %s out of the GPU queue: %s", self.user.name, e)
 
     async def _wait_listening(self) -> None:
-        """Until the server accepts connections, checking every 50 ms.
+        """Until the server answers HTTP, checking its unit every second.
 
-        JupyterHub's own wait backs off to seconds between tries; a server is
-        listening only once it is ready, so this hands JupyterHub a server that
-        answers its first try. Gives up quietly (JupyterHub then waits its own way)
-        after http_timeout. A unit that ended is a failed spawn at once: JupyterHub
-        would wait out http_timeout for it and then say only that it did not answer.
+        Its port is held by systemd from before the server starts (its socket unit),
+        so the kernel accepts a connection at once: only an answer says JupyterLab
+        serves. A request waits in the socket's backlog and is answered the moment
+        the server accepts, so this hands JupyterHub a server that answers its
+        first try (JupyterHub's own wait backs off to seconds between tries). Gives
+        up quietly (JupyterHub then waits its own way) after http_timeout. A unit
+        that ended is a failed spawn at once: JupyterHub would wait out
+        http_timeout for it and then say only that it did not answer.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.http_timeout
-        tries = 0
         while loop.time() < deadline:
             try:
-                _reader, writer = await asyncio.open_connection(self.ip or "127.0.0.1", self.port)
-                writer.close()
-                return
-            except OSError:
+                if await asyncio.wait_for(self._answers(), timeout=1.0):
+                    return
+            except (asyncio.TimeoutError, OSError):
                 pass
-            tries += 1
-            if tries % 20 == 0 and await self.poll() is not None:
+            if await self.poll() is not None:
                 why = self.last_stop.text if self.last_stop is not None else "it exited"
                 raise spawn_error(f"Your server stopped while starting: {why}. An administrator can see "
                                  f"why with: sudo applctl logs --user {self.user.name}", reason="crashed")
-            await asyncio.sleep(0.05)
+
+    async def _answers(self) -> bool:
+        """Whether the server answers a request for its API with an HTTP status line."""
+        reader, writer = await asyncio.open_connection(self.ip or "127.0.0.1", self.port)
+        try:
+            writer.write(f"GET {self.server.base_url}api HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            await writer.drain()
+            return (await reader.readline()).startswith(b"HTTP/")
+        finally:
+            writer.close()
 
     async def stop(self, now=False):
         self._stop_asked = True  # ends a wait in the GPU queue (_ask_until_started)
