@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import debs
 import pytest
 
 from tests.ci import in_ci
@@ -32,6 +33,7 @@ PKGBUILD = ARCH / "PKGBUILD"
 INSTALL = ARCH / "jupyterhub-appliance.install"
 LIB = "usr/lib/jupyterhub-appliance"
 IN_CI = in_ci()
+ARCH_JOB = "arch-package"  # its build, in the background (debs.in_background)
 DEBIAN_PACKAGES = "makepkg pacman-package-manager libarchive-tools fakeroot zstd shellcheck"
 
 
@@ -105,6 +107,31 @@ class Package:
         return {n for n, m in self.members.items() if m.isfile()}
 
 
+def build() -> tuple[Path, str]:
+    """scripts/build-aur, as a build user would run it: the package's path and the
+    build's stderr. Started in the background at collection (tests/packaging/conftest.py)."""
+    # The build user must reach the build directory: not under pytest's 0700 tmp.
+    work = Path(tempfile.mkdtemp(prefix="appliance-arch-test-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    try:
+        proc = subprocess.run(
+            [str(TOP / "scripts" / "build-aur")],
+            env=dict(os.environ, APPLIANCE_ARCH_BUILDDIR=str(work / "build")),
+            capture_output=True, text=True, timeout=3600,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 0, f"scripts/build-aur failed:\n{proc.stderr[-6000:]}"
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.is_file(), f"scripts/build-aur printed {path}, which is not a file"
+    return path, proc.stderr
+
+
+def can_build() -> bool:
+    return bool(shutil.which("makepkg") and shutil.which("fakeroot") and shutil.which("bsdtar")
+                and shutil.which("pacman") and (os.geteuid() != 0 or shutil.which("runuser")))
+
+
 @pytest.fixture(scope="session")
 def package(tmp_path_factory) -> Package:
     given = os.environ.get("APPLIANCE_ARCH_PKG")
@@ -115,21 +142,7 @@ def package(tmp_path_factory) -> Package:
     else:
         require_tools("makepkg", "fakeroot", "bsdtar", "pacman")
         require("building as root needs runuser (util-linux)", os.geteuid() != 0 or shutil.which("runuser"))
-        # The build user must reach the build directory: not under pytest's 0700 tmp.
-        work = Path(tempfile.mkdtemp(prefix="appliance-arch-test-", dir="/var/tmp"))
-        os.chmod(work, 0o755)
-        try:
-            proc = subprocess.run(
-                [str(TOP / "scripts" / "build-aur")],
-                env=dict(os.environ, APPLIANCE_ARCH_BUILDDIR=str(work / "build")),
-                capture_output=True, text=True, timeout=3600,
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        assert proc.returncode == 0, f"scripts/build-aur failed:\n{proc.stderr[-6000:]}"
-        build_log = proc.stderr
-        path = Path(proc.stdout.strip().splitlines()[-1])
-        assert path.is_file(), f"scripts/build-aur printed {path}, which is not a file"
+        path, build_log = debs.in_background(ARCH_JOB, build).result()
     assert re.fullmatch(r"jupyterhub-appliance-.+-x86_64\.pkg\.tar\.(zst|gz)", path.name), path.name
     tar_path = path
     if path.name.endswith(".zst"):
