@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
@@ -65,9 +66,13 @@ def apply(c, cfg) -> None:
     a.issuer = oidc["issuer"]
     a.claims_from = oidc["claims_from"]
     if oidc["claims_from"] == "id_token":
-        if not str(doc.get("jwks_uri", "")).startswith("http"):
+        jwks = str(doc.get("jwks_uri", ""))
+        # The keys decide who logs in: fetched over https, or plain http only from this
+        # machine (as the issuer itself, config.py), never from where a network could answer.
+        if not (jwks.startswith("https://") or (jwks.startswith("http://")
+                                                and urlsplit(jwks).hostname in ("127.0.0.1", "localhost", "::1"))):
             raise SSOError(f"[oidc] claims_from = \"id_token\": the provider's discovery document "
-                           f"({discovery_url(oidc['issuer'])}) names no jwks_uri to check ID tokens with")
+                           f"({discovery_url(oidc['issuer'])}) names no https jwks_uri to check ID tokens with")
         a.jwks_uri = doc["jwks_uri"]
     a.iss_in_response = doc.get("authorization_response_iss_parameter_supported") is True
     a.scope = list(oidc["scopes"])

@@ -200,8 +200,12 @@ def test_the_hub_uses_generic_oauth_with_pkce_and_the_discovered_endpoints(provi
 def test_claims_from_the_id_token_need_the_providers_keys(provider, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:  # a discovery document without jwks_uri
         apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n')
-    assert "names no jwks_uri to check ID tokens with" in str(e.value.code)
-    provider.doc["jwks_uri"] = provider.issuer + "/jwks"
+    assert "names no https jwks_uri to check ID tokens with" in str(e.value.code)
+    provider.doc["jwks_uri"] = "http://keys.example.org/jwks"  # keys a network could answer for
+    with pytest.raises(SystemExit) as e:
+        apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n')
+    assert "names no https jwks_uri" in str(e.value.code)
+    provider.doc["jwks_uri"] = provider.issuer + "/jwks"  # http on this machine, as the issuer
     a = apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n').ApplianceOIDCAuthenticator
     assert (a.claims_from, a.jwks_uri) == ("id_token", provider.issuer + "/jwks")
 
