@@ -116,28 +116,45 @@ def listeners(proc: Path = Path("/proc")) -> dict[int, set[int]]:
     return out
 
 
-def socket_owners(inodes: set[int], proc: Path = Path("/proc")) -> list[tuple[int, str, str | None]]:
-    """(pid, command, systemd unit) of the processes holding these sockets."""
-    wanted = {f"socket:[{i}]" for i in inodes}
-    found = []
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
+def _open_files(procdir: Path) -> set[str]:
+    """What a process's descriptors point to. One closed while we look is skipped,
+    not the whole process: PID 1 opens and closes descriptors all the time."""
+    try:
+        fds = os.listdir(procdir / "fd")
+    except OSError:
+        return set()
+    out = set()
+    for fd in fds:
         try:
-            fds = os.listdir(d / "fd")
-            if any(os.readlink(d / "fd" / fd) in wanted for fd in fds):
-                found.append((int(d.name), (d / "comm").read_text().strip(), _unit_of(d)))
+            out.add(os.readlink(procdir / "fd" / fd))
         except OSError:
             continue
+    return out
+
+
+def _socket_names(inodes: set[int]) -> set[str]:
+    return {f"socket:[{i}]" for i in inodes}
+
+
+def socket_owners(inodes: set[int], proc: Path = Path("/proc")) -> list[tuple[int, str, str | None]]:
+    """(pid, command, systemd unit) of the processes holding these sockets."""
+    wanted = _socket_names(inodes)
+    found = []
+    for d in proc.iterdir():
+        if d.name.isdigit() and wanted & _open_files(d):
+            try:
+                found.append((int(d.name), (d / "comm").read_text().strip(), _unit_of(d)))
+            except OSError:
+                continue
     return found
 
 
-def held_by_systemd(port: int, listening: dict[int, set[int]] | None = None) -> bool:
+def held_by_systemd(port: int, listening: dict[int, set[int]] | None = None, proc: Path = Path("/proc")) -> bool:
     """Whether PID 1 holds a listening socket on this port: one of the sockets the
     appliance's generator writes (held_ports.py). Then no other process can listen
     there, and only the unit the socket was handed to accepts its connections."""
-    listening = listeners() if listening is None else listening
-    return any(pid == 1 for pid, _, _ in socket_owners(listening.get(port, set())))
+    listening = listeners(proc) if listening is None else listening
+    return bool(_socket_names(listening.get(port, set())) & _open_files(proc / "1"))
 
 
 def _unit_of(procdir: Path) -> str | None:

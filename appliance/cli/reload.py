@@ -17,10 +17,10 @@ from .host import (
     PROXY,
     SOCKET,
     active_state,
+    held_by_systemd,
     last_run_journal,
     listeners,
     main_pid_argv,
-    socket_owners,
     systemctl,
     unit_props,
 )
@@ -48,7 +48,7 @@ def move_held_ports(cfg: config.Config) -> list[str]:
     listening = listeners()
     moved = []
     for unit, addrs in held_ports.wanted(cfg).items():
-        if all(any(pid == 1 for pid, _, _ in socket_owners(listening.get(port, set()))) for _, port in addrs):
+        if all(held_by_systemd(port, listening) for _, port in addrs):
             continue
         service = HUB if unit == held_ports.HUB_SOCKET else PROXY
         systemctl("stop", service, held_ports.HOLDERS[unit])

@@ -251,6 +251,22 @@ def test_listeners_reads_listening_ports_from_proc(tmp_path):
     assert host.listeners(tmp_path) == {8001: {4242}, 8000: {4444}}  # 8000 over IPv4 is a connection, not a listener
 
 
+def test_a_port_is_held_by_systemd_while_pid_1_closes_other_descriptors(tmp_path):
+    """CI run 38: PID 1 closed one of its descriptors during the scan, so the hub's
+    port looked not held, and applctl admin remove sent no revocation."""
+    (tmp_path / "1/fd").mkdir(parents=True)
+    (tmp_path / "1/comm").write_text("systemd\n")
+    (tmp_path / "1/fd/3").write_text("")  # readlink fails on it, as on a descriptor just closed
+    (tmp_path / "1/fd/9").symlink_to("socket:[4242]")
+    (tmp_path / "77/fd").mkdir(parents=True)
+    (tmp_path / "77/fd/4").symlink_to("socket:[5555]")
+    listening = {8001: {4242}, 8002: {5555}}
+    assert host.held_by_systemd(8001, listening, proc=tmp_path)
+    assert not host.held_by_systemd(8002, listening, proc=tmp_path)  # another process's listener
+    assert not host.held_by_systemd(8003, listening, proc=tmp_path)  # nobody's
+    assert [pid for pid, _, _ in host.socket_owners({4242}, proc=tmp_path)] == [1]
+
+
 def test_int_props_and_uptime_from_systemd():
     assert host.int_prop({"MemoryCurrent": "1048576"}, "MemoryCurrent") == 1048576
     assert host.int_prop({"MemoryCurrent": "[not set]"}, "MemoryCurrent") is None
