@@ -27,6 +27,8 @@ typedef int nvmlReturn_t; /* an enum in nvml.h: int-sized in the ABI */
 #define MAX_GPUS 16
 #define MAX_PROCS 16
 #define MAX_FAILS 8
+#define MAX_MIGS 32
+#define MAX_MIG_PER_GPU 7 /* what an A100 or H100 reports as its maximum */
 #define STR_LEN 96
 
 /* Handles are addresses in this array; the index is the GPU's position. */
@@ -35,6 +37,8 @@ struct nvmlDevice_st {
 };
 typedef struct nvmlDevice_st *nvmlDevice_t;
 static struct nvmlDevice_st handles[MAX_GPUS];
+/* MIG devices' handles: addresses in another array, as real MIG handles differ from GPUs'. */
+static struct nvmlDevice_st mig_handles[MAX_MIGS];
 
 /* Layouts match pynvml's c_nvmlMemory_t, c_nvmlMemory_v2_t, c_nvmlUtilization_t,
  * nvmlPciInfo_t and c_nvmlProcessInfo_v3_t (= v2_t) exactly. */
@@ -82,11 +86,20 @@ struct fake_gpu {
     struct fake_fail fails[MAX_FAILS];
     unsigned int nfails;
 };
+/* A MIG device: one compute instance of one GPU instance on a parent GPU in MIG mode. */
+struct fake_mig {
+    unsigned int gpu; /* the parent's position */
+    char uuid[STR_LEN], profile[32];
+    unsigned long long mem_total, mem_used;
+    unsigned int gi, ci;
+};
 struct fake_config {
     int init_error;
     char driver[80];
     unsigned int count;
     struct fake_gpu gpus[MAX_GPUS];
+    unsigned int nmigs;
+    struct fake_mig migs[MAX_MIGS];
 };
 
 static int init_count; /* nvmlInit / nvmlShutdown reference count */
@@ -252,6 +265,42 @@ static int parse_gpu(struct fake_config *c, char **save, const char *path, int l
     return NVML_SUCCESS;
 }
 
+/* mig gpu=PARENT profile=1g.10gb gi=N ci=N uuid=MIG-... mem_total=BYTES mem_used=BYTES */
+static int parse_mig(struct fake_config *c, char **save, const char *path, int line)
+{
+    if (c->nmigs >= MAX_MIGS)
+        return bad(path, line, "too many MIG devices", "mig");
+    struct fake_mig *m = &c->migs[c->nmigs];
+    memset(m, 0, sizeof(*m));
+    m->gpu = 0xFFFFFFFFu;
+    strcpy(m->profile, "1g.10gb");
+    m->mem_total = 10737418240ull;
+    snprintf(m->uuid, sizeof(m->uuid), "MIG-fa4e0000-0000-0000-0000-%012x", c->nmigs);
+    for (char *tok = strtok_r(NULL, " \t\r\n", save); tok; tok = strtok_r(NULL, " \t\r\n", save)) {
+        char *eq = strchr(tok, '='), *v;
+        if (!eq)
+            return bad(path, line, "expected key=value", tok);
+        *eq = '\0';
+        v = eq + 1;
+        int ok = !strcmp(tok, "gpu")         ? parse_uint(v, &m->gpu)
+                 : !strcmp(tok, "uuid")      ? copy_str(m->uuid, sizeof(m->uuid), v)
+                 : !strcmp(tok, "profile")   ? copy_str(m->profile, sizeof(m->profile), v)
+                 : !strcmp(tok, "gi")        ? parse_uint(v, &m->gi)
+                 : !strcmp(tok, "ci")        ? parse_uint(v, &m->ci)
+                 : !strcmp(tok, "mem_total") ? parse_ull(v, &m->mem_total)
+                 : !strcmp(tok, "mem_used")  ? parse_ull(v, &m->mem_used)
+                                             : 0;
+        if (!ok)
+            return bad(path, line, "bad mig key or value", tok);
+    }
+    if (m->gpu >= c->count || c->gpus[m->gpu].mig != 1)
+        return bad(path, line, "gpu= must name an earlier gpu line with mig=1", "gpu");
+    if (m->mem_used > m->mem_total)
+        return bad(path, line, "mem_used > mem_total", m->uuid);
+    c->nmigs++;
+    return NVML_SUCCESS;
+}
+
 /* Missing file: the driver is "not loaded"; malformed file: loud NVML_ERROR_UNKNOWN. */
 static nvmlReturn_t load_config(struct fake_config *c)
 {
@@ -284,6 +333,8 @@ static nvmlReturn_t load_config(struct fake_config *c)
             c->init_error = (int)code;
         } else if (!strcmp(tok, "gpu")) {
             rc = parse_gpu(c, &save, path, line);
+        } else if (!strcmp(tok, "mig")) {
+            rc = parse_mig(c, &save, path, line);
         } else {
             rc = bad(path, line, "unknown line", tok);
         }
@@ -319,6 +370,20 @@ static nvmlReturn_t device(struct fake_config *c, nvmlDevice_t h, const char *wh
     if ((*g)->lost)
         return NVML_ERROR_GPU_IS_LOST;
     return failing(*g, what);
+}
+
+static int is_mig(nvmlDevice_t h) { return h >= mig_handles && h < mig_handles + MAX_MIGS; }
+
+/* The prologue of a query a MIG device answers too. */
+static nvmlReturn_t mig_device(struct fake_config *c, nvmlDevice_t h, struct fake_mig **m)
+{
+    nvmlReturn_t rc = begin(c);
+    if (rc)
+        return rc;
+    if ((unsigned int)(h - mig_handles) >= c->nmigs)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *m = &c->migs[h - mig_handles];
+    return c->gpus[(*m)->gpu].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS;
 }
 
 static nvmlReturn_t put_str(char *dst, unsigned int len, const char *src)
@@ -443,6 +508,15 @@ nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t h, char *name, unsigned int length)
 {
     struct fake_config c;
     struct fake_gpu *g;
+    if (is_mig(h)) { /* as the driver names them: "NVIDIA A100-SXM4-80GB MIG 1g.10gb" */
+        struct fake_mig *m;
+        char full[2 * STR_LEN];
+        nvmlReturn_t rc = mig_device(&c, h, &m);
+        if (rc)
+            return rc;
+        snprintf(full, sizeof(full), "%s MIG %s", c.gpus[m->gpu].name, m->profile);
+        return put_str(name, length, full);
+    }
     nvmlReturn_t rc = device(&c, h, "name", &g);
     return rc ? rc : put_str(name, length, g->name);
 }
@@ -451,6 +525,11 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t h, char *uuid, unsigned int length)
 {
     struct fake_config c;
     struct fake_gpu *g;
+    if (is_mig(h)) {
+        struct fake_mig *m;
+        nvmlReturn_t rc = mig_device(&c, h, &m);
+        return rc ? rc : put_str(uuid, length, m->uuid);
+    }
     nvmlReturn_t rc = device(&c, h, "uuid", &g);
     return rc ? rc : put_str(uuid, length, g->uuid);
 }
@@ -494,6 +573,16 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t *mem)
 {
     struct fake_config c;
     struct fake_gpu *g;
+    if (is_mig(h)) {
+        struct fake_mig *m;
+        nvmlReturn_t rc = mig_device(&c, h, &m);
+        if (rc || !mem)
+            return rc ? rc : NVML_ERROR_INVALID_ARGUMENT;
+        mem->total = m->mem_total;
+        mem->used = m->mem_used;
+        mem->free = m->mem_total - m->mem_used;
+        return NVML_SUCCESS;
+    }
     nvmlReturn_t rc = device(&c, h, "mem", &g);
     if (rc)
         return rc;
@@ -509,6 +598,19 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t *mem)
 {
     struct fake_config c;
     struct fake_gpu *g;
+    if (is_mig(h)) {
+        struct fake_mig *m;
+        nvmlReturn_t rc = mig_device(&c, h, &m);
+        if (rc || !mem)
+            return rc ? rc : NVML_ERROR_INVALID_ARGUMENT;
+        if (mem->version != nvmlMemory_v2)
+            return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+        mem->total = m->mem_total;
+        mem->reserved = 0;
+        mem->used = m->mem_used;
+        mem->free = m->mem_total - m->mem_used;
+        return NVML_SUCCESS;
+    }
     nvmlReturn_t rc = device(&c, h, "mem_v2", &g);
     if (rc)
         return rc;
@@ -528,6 +630,11 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, nvmlUtilization_t *ut
 {
     struct fake_config c;
     struct fake_gpu *g;
+    if (is_mig(h)) { /* nor for a MIG device (GPM metrics only) */
+        struct fake_mig *m;
+        nvmlReturn_t rc = mig_device(&c, h, &m);
+        return rc ? rc : NVML_ERROR_NOT_SUPPORTED;
+    }
     nvmlReturn_t rc = device(&c, h, "util", &g);
     if (rc)
         return rc;
@@ -604,3 +711,59 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int *current, unsigne
     *current = *pending = (unsigned int)g->mig;
     return NVML_SUCCESS;
 }
+
+nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t h, unsigned int *count)
+{
+    struct fake_config c;
+    struct fake_gpu *g;
+    nvmlReturn_t rc = device(&c, h, "mig", &g);
+    if (rc)
+        return rc;
+    if (!count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (g->mig < 0)
+        return NVML_ERROR_NOT_SUPPORTED;
+    *count = MAX_MIG_PER_GPU;
+    return NVML_SUCCESS;
+}
+
+/* The index-th MIG device of a parent; NOT_FOUND for a slot without one, as the driver. */
+nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t h, unsigned int index, nvmlDevice_t *mig)
+{
+    struct fake_config c;
+    struct fake_gpu *g;
+    nvmlReturn_t rc = device(&c, h, "mig", &g);
+    if (rc)
+        return rc;
+    if (!mig || index >= MAX_MIG_PER_GPU)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (g->mig != 1)
+        return NVML_ERROR_NOT_SUPPORTED;
+    unsigned int parent = (unsigned int)(h - handles), seen = 0;
+    for (unsigned int i = 0; i < c.nmigs; i++) {
+        if (c.migs[i].gpu != parent)
+            continue;
+        if (seen++ == index) {
+            *mig = &mig_handles[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+/* A MIG device's GPU instance id (gi) or compute instance id (ci). */
+static nvmlReturn_t mig_id(nvmlDevice_t h, unsigned int *id, int compute)
+{
+    struct fake_config c;
+    struct fake_mig *m;
+    if (!is_mig(h))
+        return NVML_ERROR_NOT_SUPPORTED;
+    nvmlReturn_t rc = mig_device(&c, h, &m);
+    if (rc || !id)
+        return rc ? rc : NVML_ERROR_INVALID_ARGUMENT;
+    *id = compute ? m->ci : m->gi;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t h, unsigned int *id) { return mig_id(h, id, 0); }
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t h, unsigned int *id) { return mig_id(h, id, 1); }

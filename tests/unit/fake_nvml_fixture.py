@@ -86,15 +86,33 @@ class FakeGPU:
         return " ".join(parts)
 
 
+@dataclass
+class FakeMig:
+    """One `mig` line: a MIG device of the GPU at position `gpu` (which needs mig="1")."""
+    gpu: int
+    gi: int
+    ci: int = 0
+    profile: str = "1g.10gb"
+    uuid: str | None = None
+    mem_total: int = 10 * 2**30
+    mem_used: int = 0
+
+    def line(self) -> str:
+        uuid = self.uuid or f"MIG-{self.gpu:04x}{self.gi:04x}-0000-0000-0000-{self.ci:012x}"
+        return (f"mig gpu={self.gpu} gi={self.gi} ci={self.ci} profile={self.profile} uuid={uuid} "
+                f"mem_total={self.mem_total} mem_used={self.mem_used}")
+
+
 class FakeNvml:
     def __init__(self, library: Path, config: Path, handle: ctypes.CDLL) -> None:
         self.library, self.config, self._handle = library, config, handle
 
-    def write(self, gpus: list[FakeGPU], driver: str = "550.54.14", init_error: int | None = None) -> None:
+    def write(self, gpus: list[FakeGPU], driver: str = "550.54.14", init_error: int | None = None,
+              migs: list[FakeMig] = ()) -> None:
         lines = [f"driver {driver}"]
         if init_error is not None:
             lines.append(f"init_error={init_error}")
-        lines += [g.line() for g in gpus]
+        lines += [g.line() for g in gpus] + [m.line() for m in migs]
         # write-then-rename: the library may re-read the file at any moment
         tmp = self.config.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
