@@ -97,6 +97,16 @@ def _bool(v: Any) -> bool:
 
 
 
+# NVIDIA's MIG profile names: 1g.10gb, 3g.40gb, 1g.10gb+me, 1c.7g.80gb (a compute instance)
+_MIG_PROFILE = re.compile(r"(?:[1-7]c\.)?[1-8]g\.[0-9]{1,4}gb(?:\+(?:me|gfx|me\.all))?")
+
+
+def _mig_profile(v: Any) -> str:
+    if not isinstance(v, str) or not (v == "" or _MIG_PROFILE.fullmatch(v)):
+        raise ValueError('a MIG profile as nvidia-smi names it, such as "1g.10gb" or "3g.40gb", or "" for any GPU')
+    return v
+
+
 def _size_or_empty(v: Any) -> int | None:
     accepted = 'a size such as "512M", "4G" or "1T" (at least 64M), or "" for no limit'
     if not isinstance(v, str):
@@ -683,6 +693,7 @@ PROFILE_FIELDS: dict[str, Field] = {
     "gpus": Field(0, "GPUs of this profile", _int(0, MAX_GPUS)),
     "mem_limit": Field("", "memory limit", _size_or_empty),
     "cpu_limit": Field(0, "CPU limit in cores (0: none)", _number(0, 1024)),
+    "mig": Field("", "the MIG profile its GPUs must be (\"\": any GPU)", _mig_profile),
 }
 
 
@@ -710,6 +721,9 @@ def _profiles(data: Any, path: Path | str) -> dict[str, dict[str, Any]]:
                     profile[k] = field.check(raw)
                 except ValueError as e:
                     raise ConfigError(path, f"{key}.{k}", raw, str(e)) from None
+        if profile["mig"] and not profile["gpus"]:
+            raise ConfigError(path, f"{key}.mig", profile["mig"],
+                              f"set only with gpus of 1 or more in [{key}], which has none")
         out[name] = profile
     return out
 

@@ -134,10 +134,6 @@ class GpuReport:
         """Spawns waiting for a GPU, in queue order (not those granted and starting)."""
         return [q for q in self.queue if not q.get("granted")]
 
-    def index(self) -> dict[str, int]:
-        """GPU UUID -> NVML index, to show GPUs as people know them."""
-        return {g["uuid"]: g["index"] for g in self.gpus}
-
 
 # --- A server's environment and options ----------------------------------------------
 

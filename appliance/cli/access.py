@@ -195,7 +195,7 @@ def list_users(as_json: bool) -> None:
     except (HubDown, HubError) as e:
         note(f"last activity unknown: {e}")
         seen = {}
-    index = daemon.gpus().index() if any(s.get("gpus") for s in running.values()) else {}
+    index = daemon.gpu_labels(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
     lim = load_config()["limits"]
     rows = [{"user": n, "admin": n in admins, "server": running.get(n, {}).get("state", "stopped"),
              "gpus": running.get(n, {}).get("gpus", []), "limits": user_limits(lim, n),

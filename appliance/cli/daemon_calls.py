@@ -30,8 +30,22 @@ def gpus() -> GpuReport:
     return GpuReport.read(call({"op": "gpus"}))
 
 
-def gpu_list(uuids: list[str], index: dict[str, int]) -> str:
-    """'#0,#2': the GPUs' indices, told apart from a count."""
+def gpu_labels(report: GpuReport) -> dict[str, str]:
+    """GPU UUID -> how people know it: its NVML index, or for a MIG device its
+    parent's index and its place among the parent's MIG devices (nvidia-smi -L's order)."""
+    out: dict[str, str] = {}
+    seen: dict[int, int] = {}
+    for g in report.gpus:
+        if g.get("parent"):
+            n = seen[g["index"]] = seen.get(g["index"], -1) + 1
+            out[g["uuid"]] = f"{g['index']}.{n}"
+        else:
+            out[g["uuid"]] = str(g["index"])
+    return out
+
+
+def gpu_list(uuids: list[str], index: dict[str, str]) -> str:
+    """'#0,#2' ('#3.1' a MIG device): the GPUs as people know them, told apart from a count."""
     return ",".join(f"#{index[u]}" if u in index else u for u in uuids)
 
 

@@ -72,7 +72,7 @@ def servers(as_json: bool) -> None:
     # A failed unit stays loaded until its owner's next start (so the hub can say why
     # it ended); it is listed below with the stops, not as running.
     running = {u: s for u, s in daemon.servers().items() if s["state"] != "failed"}
-    index = daemon.gpus().index() if any(s.get("gpus") for s in running.values()) else {}
+    index = daemon.gpu_labels(daemon.gpus()) if any(s.get("gpus") for s in running.values()) else {}
     rows = []
     for user, s in sorted(running.items()):
         props = unit_props(s["unit"], "ActiveEnterTimestampMonotonic", "MemoryCurrent", "MemoryMax",
@@ -130,8 +130,9 @@ def gpus(as_json: bool) -> None:
         emit(as_json, report.raw, daemon.summary(report))
         return
     lines = [daemon.summary(report), ""]
+    label = daemon.gpu_labels(report)
     lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "IDLE", "UUID"], [
-        [g["index"], g["name"], f"{human_size(g.get('memory_used'))} / {human_size(g.get('memory_total'))}",
+        [label[g["uuid"]], g["name"], f"{human_size(g.get('memory_used'))} / {human_size(g.get('memory_total'))}",
          "-" if g.get("utilization") is None else f"{g['utilization']}%",
          (g.get("holder") or "free") + (" (starting)" if g.get("starting") else ""),
          human_duration(g.get("idle_seconds")), g["uuid"]]

@@ -42,6 +42,7 @@ class Entry:
     since: float  # wall clock of arrival (shown to people, kept across daemon restarts)
     seen: float  # wall clock of the hub's last ask
     granted: tuple[str, ...] = ()  # GPU UUIDs set aside for it, not yet started
+    mig: str = ""  # a MIG profile its GPUs must be (its profile's `mig`); "": any
 
 
 class GpuQueue:
@@ -69,15 +70,15 @@ class GpuQueue:
 
     # --- changes -------------------------------------------------------------------
 
-    def join(self, user: str, unit: str, count: int, cpu_fallback: bool, now: float) -> Entry:
-        """The user's entry, keeping its place if it asks for the same number of GPUs
-        as before; asking for another number is a new request, at the end."""
+    def join(self, user: str, unit: str, count: int, cpu_fallback: bool, now: float, mig: str = "") -> Entry:
+        """The user's entry, keeping its place if it asks for the same GPUs as before;
+        asking for another number or kind is a new request, at the end."""
         entry = self.find(user)
-        if entry is not None and entry.count != count:
+        if entry is not None and (entry.count, entry.mig) != (count, mig):
             self.remove(user)
             entry = None
         if entry is None:
-            entry = Entry(user, unit, count, cpu_fallback, since=now, seen=now)
+            entry = Entry(user, unit, count, cpu_fallback, since=now, seen=now, mig=mig)
             self.entries.append(entry)
         entry.seen, entry.cpu_fallback = now, cpu_fallback
         self._save()
@@ -108,7 +109,7 @@ class GpuQueue:
         for e in self.waiting():
             others = {u: g for u, g in held.items() if u != e.unit}
             try:
-                e.granted = allocator.assign(others, e.count, gpus)
+                e.granted = allocator.assign(others, e.count, gpus, e.mig)
             except CapacityError:
                 continue
             held[e.unit] = e.granted
@@ -140,7 +141,8 @@ class GpuQueue:
             # "fallback": the name in a queue a daemon of the previous release saved
             # before the upgrade restarted it.
             self.entries = [Entry(d["user"], d["unit"], int(d["count"]), bool(d.get("cpu_fallback", d.get("fallback"))),
-                                  float(d["since"]), float(d["seen"]), tuple(d["granted"])) for d in data]
+                                  float(d["since"]), float(d["seen"]), tuple(d["granted"]), str(d.get("mig", "")))
+                            for d in data]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import users
 from ..gpu import allocator, reclaim
 from ..gpu.allocator import CapacityError
-from ..gpu.devices import minors_of
+from ..gpu.devices import held as held_gpus
 from ..gpu.inventory import Inventory, read_inventory
 from .gpu_queue import GpuQueue
 from .systemd import Systemd
@@ -71,21 +71,22 @@ class GpuManager:
 
     async def running(self, inv: Inventory) -> dict[str, tuple[str, ...]]:
         """unit -> GPU UUIDs, from what systemd runs, plus spawns in flight."""
-        by_minor = {g.minor: g.uuid for g in inv.gpus}
         held: dict[str, tuple[str, ...]] = {}
         # Queued starts too: such a unit shows "inactive" but will run with its DeviceAllow=.
         for unit, state in await self.systemd.list_units("jupyter-*.service", queued=True):
             if state == "failed":
                 continue  # ended: its device cgroup is gone with its processes
             props = await self.systemd.unit_properties(unit, ("DeviceAllow",))
-            uuids = tuple(by_minor[m] for m in minors_of(props["DeviceAllow"] if props else []) if m in by_minor)
+            uuids = tuple(u for u in held_gpus(props["DeviceAllow"] if props else [], inv.gpus)
+                          if not u.startswith("minor:"))
             if uuids:
                 held[unit] = uuids
         held.update(self.queue.reserved())
         held.update(self.pending)
         return held
 
-    async def assign(self, unit: str, count: int, cpu_fallback: bool) -> tuple[Inventory, tuple[str, ...]]:
+    async def assign(self, unit: str, count: int, cpu_fallback: bool,
+                     mig: str = "") -> tuple[Inventory, tuple[str, ...]]:
         """GPUs for a unit about to start; the caller must call `started(unit)` after."""
         inv = await self.inventory()
         if count == 0:
@@ -94,7 +95,7 @@ class GpuManager:
             held = await self.running(inv)
             held.pop(unit, None)  # a leftover unit of this user is being replaced
             try:
-                uuids = allocator.assign(held, count, inv.gpus)
+                uuids = allocator.assign(held, count, inv.gpus, mig)
             except CapacityError:
                 if cpu_fallback:
                     return inv, ()
@@ -103,7 +104,7 @@ class GpuManager:
             return inv, uuids
 
     async def request(self, user: str, unit: str, count: int, cpu_fallback: bool,
-                      queue_timeout: float) -> tuple[Inventory, tuple[str, ...]] | Queued:
+                      queue_timeout: float, mig: str = "") -> tuple[Inventory, tuple[str, ...]] | Queued:
         """GPUs for a unit about to start, or its place in the queue. Asked again
         with the same arguments until it is granted; the caller must call
         `started(unit)` after a grant. CapacityError when no wait could ever help
@@ -111,16 +112,17 @@ class GpuManager:
         inv = await self.inventory()
         if count == 0:
             return inv, ()
-        total = len({g.uuid for g in inv.gpus})
+        kind = {g.uuid for g in allocator.of_kind(inv.gpus, mig)}
+        total = len(kind)
         if count > total:
             self.queue.remove(user)
             if cpu_fallback:
                 return inv, ()
-            raise CapacityError(count, 0, total)
+            raise CapacityError(count, 0, total, mig)
         now = self.clock()
         async with self.lock:
             self.queue.expire(now)
-            entry = self.queue.join(user, unit, count, cpu_fallback, now)
+            entry = self.queue.join(user, unit, count, cpu_fallback, now, mig)
             held = await self.running(inv)  # grant() leaves out each entry's own unit
             self.queue.grant(held, inv.gpus)
             if entry.granted:
@@ -134,7 +136,7 @@ class GpuManager:
                 waited = int(now - entry.since) // 60
                 raise QueueTimeout(f"No GPU became free while you waited {waited} minutes in the queue "
                                    f"(all {total} are in use). Try again later, or start a CPU-only server.")
-            in_use = len({u for uuids in held.values() for u in uuids})
+            in_use = len(kind & {u for uuids in held.values() for u in uuids})
             return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since)
 
     def leave_queue(self, user: str) -> bool:

@@ -16,7 +16,7 @@ from dbus_fast import Variant
 
 from .. import config, ephemeral, limits, root_verdicts, users
 from ..gpu.allocator import CapacityError
-from ..gpu.devices import minors_of
+from ..gpu.devices import held
 from ..groups import UNIT_SLICE
 from ..protocol import RequestError, error_reply
 from . import units, validate
@@ -170,23 +170,25 @@ class Spawns:
             await self.systemd.reload()
             await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT)
         gpu = self.cfg["gpu"]
+        mig = self.cfg["profiles"][spec.profile]["mig"] if spec.profile else ""
         try:
             if gpu["queue"]:
-                got = await self.gpus.request(spec.user, unit, spec.gpus, spec.cpu_fallback, gpu["queue_timeout"])
+                got = await self.gpus.request(spec.user, unit, spec.gpus, spec.cpu_fallback, gpu["queue_timeout"],
+                                              mig)
                 if isinstance(got, Queued):
                     # Not started: the hub asks again with the same request until it is.
                     return {"ok": True, "unit": unit, "state": "queued", **got.to_dict()}
                 inv, spec.gpu_uuids = got
             else:
-                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.cpu_fallback)
+                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.cpu_fallback, mig)
         except CapacityError as e:
             log.info("no GPU for %s: %s", spec.user, e)
             raise RequestError("capacity", str(e), "gpus") from None
         except QueueTimeout as e:
             log.info("GPU queue: %s waited until queue_timeout", spec.user)
             raise RequestError("queue_timeout", str(e), "gpus") from None
-        spec.gpu_minors = tuple(inv.by_uuid(u).minor for u in spec.gpu_uuids)
-        spec.device_group = gpu["device_group"] if spec.gpu_minors else ""
+        spec.gpu_devices = tuple(inv.by_uuid(u) for u in spec.gpu_uuids)
+        spec.device_group = gpu["device_group"] if spec.gpu_devices else ""
         try:
             for attempt in range(1, PORT_TRIES + 1):
                 state, port_taken = await self._run_unit(unit, spec, secret_env)
@@ -292,8 +294,7 @@ class Spawns:
         if not props:
             return []
         inv = await self.gpus.inventory()
-        by_minor = {g.minor: g.uuid for g in inv.gpus}
-        return [by_minor.get(m, f"minor:{m}") for m in minors_of(props["DeviceAllow"])]
+        return held(props["DeviceAllow"], inv.gpus)
 
     async def stop(self, unit: str) -> dict:
         await self.systemd.stop(unit)

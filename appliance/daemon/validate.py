@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from .. import ephemeral, limits, protocol, root_only, users
 from ..config import MAX_GPUS, Config, int_in, number_in, sso_in_use
 from ..gpu.allocator import QuotaError, quota_for
+from ..gpu.inventory import GPU
 from ..groups import USERS_GROUP
 from ..protocol import OLD_FALLBACK, OPS, SPAWN_FIELDS, RequestError
 
@@ -50,7 +51,7 @@ class SpawnSpec:
     visible_paths: list[str] = field(default_factory=list)  # [ephemeral] visible_paths, read-only
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
-    gpu_minors: tuple[int, ...] = ()
+    gpu_devices: tuple[GPU, ...] = ()
     device_group: str = ""  # [gpu] device_group, for a server that holds GPUs
 
 

@@ -3,11 +3,18 @@
 read_inventory() never raises: a host without a driver runs CPU-only, and one GPU
 that fails (fell off the bus, a query error) is reported apart instead of hiding the
 others.
+
+A GPU in MIG mode is not allocatable itself: its MIG devices are, each confined by
+its parent's /dev/nvidiaN plus the two nvidia-caps files of its GPU and compute
+instance (NVIDIA's "MIG device nodes", minors listed in /proc/driver/nvidia-caps/mig-minors).
+The appliance never changes MIG mode or creates instances: that is nvidia-smi's.
 """
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 try:
@@ -15,7 +22,12 @@ try:
 except ImportError:  # nvidia-ml-py is a dependency, but never crash without it
     pynvml = None  # type: ignore[assignment]
 
-__all__ = ["GPU", "Inventory", "read_inventory"]
+__all__ = ["GPU", "Inventory", "MIG_MINORS", "read_inventory"]
+
+# What the driver lists as "gpu<minor>/gi<id>/access <minor>" and "…/ci<id>/access <minor>"
+MIG_MINORS = Path("/proc/driver/nvidia-caps/mig-minors")
+CAPS_DIR = "/dev/nvidia-caps"
+_PROFILE = re.compile(r" MIG (\S+)$")  # the driver's MIG device names end with their profile
 
 _T = TypeVar("_T")
 # pynvml's init/shutdown reference count is process-wide: serialise readers so one
@@ -37,10 +49,17 @@ class GPU:
     mig_enabled: bool
     temperature: int | None = None  # degrees Celsius; None where the driver does not report it
     power_watts: float | None = None  # power draw; None where the board does not report it
+    # A MIG device (uuid MIG-...): its parent GPU, its profile (1g.10gb) and the minors
+    # of its GPU and compute instance's access files under /dev/nvidia-caps.
+    parent: str | None = None
+    profile: str | None = None
+    caps: tuple[int, ...] = ()
 
     @property
-    def device_path(self) -> str:
-        return f"/dev/nvidia{self.minor}"
+    def device_nodes(self) -> tuple[str, ...]:
+        """The device files that are this GPU, and that no other allocatable GPU shares
+        all of: what DeviceAllow= grants and what tells who holds it."""
+        return (f"/dev/nvidia{self.minor}", *(f"{CAPS_DIR}/nvidia-cap{c}" for c in self.caps))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,8 +146,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _read_gpu(index: int) -> GPU:
-    handle = _query("handle", pynvml.nvmlDeviceGetHandleByIndex, index)
+def _read_gpu(index: int, handle: Any) -> GPU:
     total, free, used = _memory(handle)
     pci = _query("PCI info", pynvml.nvmlDeviceGetPciInfo_v3, handle)
     return GPU(
@@ -147,7 +165,66 @@ def _read_gpu(index: int) -> GPU:
     )
 
 
-def _read_all() -> Inventory:
+def read_mig_minors(path: Path = MIG_MINORS) -> dict[str, int]:
+    """"gpu0/gi1/access" -> its nvidia-caps minor; empty without the file."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return {f[0]: int(f[1]) for line in text.splitlines() if len(f := line.split()) == 2 and f[1].isdigit()}
+
+
+def _mig_device(parent: GPU, handle: Any, minors: dict[str, int], caps_dir: Path) -> GPU:
+    uuid = _text(_query("MIG device UUID", pynvml.nvmlDeviceGetUUID, handle))
+    name = _text(_query(f"{uuid} name", pynvml.nvmlDeviceGetName, handle))
+    gi = int(_query(f"{uuid} GPU instance id", pynvml.nvmlDeviceGetGpuInstanceId, handle))
+    ci = int(_query(f"{uuid} compute instance id", pynvml.nvmlDeviceGetComputeInstanceId, handle))
+    files = (f"gpu{parent.minor}/gi{gi}/access", f"gpu{parent.minor}/gi{gi}/ci{ci}/access")
+    caps = tuple(minors.get(f, -1) for f in files)
+    if -1 in caps:
+        missing = files[caps.index(-1)]
+        raise _QueryFailed(f"MIG device {uuid}: {missing} is not in {MIG_MINORS}, so it cannot be confined "
+                           "to its own instance")
+    for c in caps:
+        if not (caps_dir / f"nvidia-cap{c}").exists():
+            raise _QueryFailed(f"MIG device {uuid}: no {caps_dir}/nvidia-cap{c}; create it with "
+                               f"nvidia-modprobe -f /proc/driver/nvidia/capabilities/{files[caps.index(c)]}")
+    total, free, used = _memory(handle)
+    m = _PROFILE.search(name)
+    return GPU(index=parent.index, minor=parent.minor, uuid=uuid, name=name, memory_total=total,
+               memory_free=free, memory_used=used, pci_bus_id=parent.pci_bus_id, utilization=_utilization(handle),
+               mig_enabled=True, temperature=parent.temperature, power_watts=parent.power_watts,
+               parent=parent.uuid, profile=m.group(1) if m else None, caps=caps)
+
+
+def _read_devices(index: int, minors: dict[str, int], caps_dir: Path) -> tuple[list[GPU], list[str]]:
+    """The allocatable devices of one GPU (itself, or its MIG devices), and what
+    keeps any of them out of allocation."""
+    handle = _query("handle", pynvml.nvmlDeviceGetHandleByIndex, index)
+    gpu = _read_gpu(index, handle)
+    if not gpu.mig_enabled:
+        return [gpu], []
+    devices: list[GPU] = []
+    problems: list[str] = []
+    for slot in range(int(_query("MIG device count", pynvml.nvmlDeviceGetMaxMigDeviceCount, handle))):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except pynvml.NVMLError_NotFound:
+            continue  # an empty slot
+        except pynvml.NVMLError as e:
+            problems.append(f"{e} (reading MIG device {slot})")
+            continue
+        try:
+            devices.append(_mig_device(gpu, mig, minors, caps_dir))
+        except _QueryFailed as e:
+            problems.append(str(e))
+    if not devices and not problems:
+        problems.append("in MIG mode with no MIG devices: create them with nvidia-smi mig -cgi PROFILES -C, "
+                        "or turn MIG mode off (nvidia-smi -mig 0)")
+    return devices, problems
+
+
+def _read_all(mig_minors: Path, caps_dir: Path) -> Inventory:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError_LibraryNotFound:
@@ -159,9 +236,12 @@ def _read_all() -> Inventory:
         count = pynvml.nvmlDeviceGetCount()
         gpus: list[GPU] = []
         unusable: list[tuple[int, str]] = []
+        minors = read_mig_minors(mig_minors)
         for index in range(count):
             try:
-                gpus.append(_read_gpu(index))
+                devices, problems = _read_devices(index, minors, caps_dir)
+                gpus += devices
+                unusable += [(index, p) for p in problems]
             except _QueryFailed as e:
                 unusable.append((index, str(e)))
         return Inventory(True, driver, tuple(gpus), tuple(unusable))
@@ -174,12 +254,12 @@ def _read_all() -> Inventory:
             pass
 
 
-def read_inventory() -> Inventory:
-    """The driver version and GPUs as NVML sees them now. Never raises."""
+def read_inventory(mig_minors: Path = MIG_MINORS, caps_dir: Path = Path(CAPS_DIR)) -> Inventory:
+    """The driver version and allocatable GPUs as NVML sees them now. Never raises."""
     if pynvml is None:
         return _cpu_only("the nvidia-ml-py package is not installed")
     with _LOCK:
         try:
-            return _read_all()
+            return _read_all(mig_minors, caps_dir)
         except Exception as e:  # a broken library must not take the daemon down
             return _cpu_only(f"unexpected error: {type(e).__name__}: {e}")

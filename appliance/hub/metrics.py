@@ -2,8 +2,8 @@
 
 Per GPU, under the names of NVIDIA's DCGM exporter where the meaning is the same
 (DCGM_FI_DEV_GPU_UTIL, _FB_USED, _FB_FREE, _FB_TOTAL, _GPU_TEMP, _POWER_USAGE) with
-its labels (gpu, UUID, device, modelName, pci_bus_id, Hostname) and the holder as
-`user`; the rest with an `appliance_` prefix. GPU values come from the hub's copy
+its labels (gpu, UUID, device, modelName, pci_bus_id, Hostname, and a MIG device's
+GPU_I_PROFILE) and the holder as `user`; the rest with an `appliance_` prefix. GPU values come from the hub's copy
 of the daemon's report (gpu_report.py), so a scrape never waits on NVML.
 
 Where they are served is [metrics] access: "loopback" (a listener on 127.0.0.1,
@@ -35,7 +35,7 @@ for _reason in REASONS:
     STOPS.labels(_reason)  # every series exists from the start, at 0
 
 MiB = 2**20
-DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "pci_bus_id", "Hostname", "user"]
+DCGM_LABELS = ["gpu", "UUID", "device", "modelName", "pci_bus_id", "Hostname", "GPU_I_PROFILE", "user"]
 
 
 class GpuCollector:
@@ -72,7 +72,7 @@ class GpuCollector:
         }
         for g in report.gpus:
             labels = [str(g["index"]), g["uuid"], f"nvidia{g['minor']}", g["name"], g["pci_bus_id"], self.hostname,
-                      g.get("holder") or ""]
+                      g.get("profile") or "", g.get("holder") or ""]
             for key, value in (("util", g.get("utilization")), ("used", g["memory_used"] / MiB),
                                ("free", g["memory_free"] / MiB), ("total", g["memory_total"] / MiB),
                                ("temp", g.get("temperature")), ("power", g.get("power_watts")),

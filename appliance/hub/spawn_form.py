@@ -54,7 +54,9 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_min
     if profiles:
         choices = []
         for i, (name, p) in enumerate(profiles.items()):
-            detail = f"{limits_of(p).describe()}, {_gpus(p['gpus'])}"
+            devices = _gpus(p["gpus"]) if not p.get("mig") else \
+                f"{_gpus(p['gpus'])}, each a {p['mig']} MIG slice of one (its own memory and compute)"
+            detail = f"{limits_of(p).describe()}, {devices}"
             choices.append(
                 f'<div class="radio"><label><input type="radio" name="profile" value="{escape(name)}"'
                 f'{" checked" if i == 0 else ""}> {escape(p["display_name"])} <small>({escape(detail)})</small>'

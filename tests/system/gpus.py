@@ -70,20 +70,26 @@ def spawn(app, name: str, fields: dict[str, str] | None) -> tuple[Browser, bool,
     return b, ready, messages
 
 
-def device_access(b: Browser, name: str) -> dict[int, str]:
-    """From inside the user's server: what opening each GPU node gives."""
+def opens(b: Browser, name: str, paths: list[str]) -> dict:
+    """From inside the user's server: what opening each path gives ("OPEN" or the
+    errno's name), and the server's CUDA settings."""
     b.wait_for_server(name)
     kernel = b.start_kernel(name)
     out = b.execute(name, kernel, (
         "import errno, os, json\n"
         "res = {}\n"
-        f"for m in {[minor for _, minor in GPUS]}:\n"
+        f"for p in {paths!r}:\n"
         "    try:\n"
-        "        os.close(os.open(f'/dev/nvidia{m}', os.O_RDWR)); res[m] = 'OPEN'\n"
+        "        os.close(os.open(p, os.O_RDONLY if 'caps' in p else os.O_RDWR)); res[p] = 'OPEN'\n"
         "    except OSError as e:\n"
-        "        res[m] = errno.errorcode[e.errno]\n"
+        "        res[p] = errno.errorcode[e.errno]\n"
         "print(json.dumps({'dev': res, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'),"
         " 'order': os.environ.get('CUDA_DEVICE_ORDER')}))"))
-    data = json.loads(out)
-    data["dev"] = {int(k): v for k, v in data["dev"].items()}
+    return json.loads(out)
+
+
+def device_access(b: Browser, name: str) -> dict:
+    """What opening each GPU node gives, by minor number."""
+    data = opens(b, name, [f"/dev/nvidia{minor}" for _, minor in GPUS])
+    data["dev"] = {int(p.removeprefix("/dev/nvidia")): v for p, v in data["dev"].items()}
     return data

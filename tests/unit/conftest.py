@@ -26,6 +26,12 @@ GPUS = tuple(GPU(index=i, minor=m, uuid=f"GPU-{i}", name="A100", memory_total=80
              for i, m in enumerate([2, 0, 3, 1]))
 
 
+def gpu_rules(*minors: int) -> list[tuple[str, str]]:
+    """The DeviceAllow= the daemon gives a unit holding the GPUs with these minors."""
+    from appliance.gpu.devices import device_allow
+    return device_allow([next(g for g in GPUS if g.minor == m) for m in minors])
+
+
 @dataclass
 class FakeUnit:
     props: dict

@@ -312,3 +312,14 @@ def test_completion_offers_configuration_keys():
 def test_the_console_entry_point_is_kept():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'applctl = "appliance.applctl:main"' in text
+
+
+def test_mig_devices_are_shown_by_their_parents_index_and_their_place():
+    from appliance.cli.daemon_calls import gpu_labels, gpu_list
+    from appliance.protocol import GpuReport
+    report = GpuReport.read({"ok": True, "available": True, "gpus": [
+        {"uuid": "GPU-a", "index": 0}, {"uuid": "MIG-x", "index": 1, "parent": "GPU-b"},
+        {"uuid": "MIG-y", "index": 1, "parent": "GPU-b"}, {"uuid": "GPU-c", "index": 2}], "queue": []})
+    labels = gpu_labels(report)
+    assert labels == {"GPU-a": "0", "MIG-x": "1.0", "MIG-y": "1.1", "GPU-c": "2"}
+    assert gpu_list(["MIG-y", "GPU-c", "GPU-gone"], labels) == "#1.1,#2,GPU-gone"

@@ -104,12 +104,14 @@ def test_a_service_exits_with_EX_CONFIG_on_an_invalid_file(tmp_path, capsys):
 
 def test_gpu_quotas_and_profiles():
     cfg = config.loads('[gpu]\nquota = 2\nquota_groups = { ml = 3 }\nquota_users = { alice = 4 }\n'
-                       '[profiles.big]\ndisplay_name = "2 GPUs, 64 GB"\ngpus = 2\nmem_limit = "64G"\n')
+                       '[profiles.big]\ndisplay_name = "2 GPUs, 64 GB"\ngpus = 2\nmem_limit = "64G"\n'
+                       '[profiles.slice]\ndisplay_name = "A 1g.10gb MIG slice"\ngpus = 1\nmig = "1g.10gb"\n')
     assert {k: cfg["gpu"][k] for k in ("quota", "quota_groups", "quota_users")} == {
         "quota": 2, "quota_groups": {"ml": 3}, "quota_users": {"alice": 4}}
     assert (cfg["gpu"]["queue"], cfg["gpu"]["queue_timeout"], cfg["gpu"]["reclaim"]) == (True, 1800, "when-needed")
     assert cfg["profiles"]["big"] == {"display_name": "2 GPUs, 64 GB", "gpus": 2,
-                                      "mem_limit": 64 * 1024**3, "cpu_limit": 0.0}
+                                      "mem_limit": 64 * 1024**3, "cpu_limit": 0.0, "mig": ""}
+    assert cfg["profiles"]["slice"]["mig"] == "1g.10gb"
 
 
 @pytest.mark.parametrize("text, key", [
@@ -120,6 +122,9 @@ def test_gpu_quotas_and_profiles():
     ("[profiles.x]\ndisplay_name = 'x'\ngpu = 1", "profiles.x.gpu"),
     ("[profiles.x]\ndisplay_name = 'x'\ngpus = 65", "profiles.x.gpus"),
     ("[profiles.X]\ndisplay_name = 'x'", "profiles.X"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\nmig = '10gb'", "profiles.x.mig"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\nmig = 1", "profiles.x.mig"),
+    ("[profiles.x]\ndisplay_name = 'x'\nmig = '1g.10gb'", "profiles.x.mig"),  # no gpus
     ("[gpu]\nqueue = 'yes'", "gpu.queue"),
     ("[gpu]\nqueue_timeout = 5", "gpu.queue_timeout"),
     ("[gpu]\nsample_interval = 0", "gpu.sample_interval"),

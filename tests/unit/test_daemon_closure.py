@@ -25,7 +25,10 @@ Single sign-on's sessions then added [oidc] refresh_age to config's schema (3 li
 when one was taken before systemd bound it (spawns.py, validate.move_to_port); root
 must do this, since only root's systemd may bind a port for another uid's unit.
 [oidc] claims_from (the ID token, signature checked) added 3 lines to config's
-schema: 3,885."""
+schema: 3,885. Issue 30's MIG devices raised it to 4,002: root reads the inventory
+and grants devices, so the MIG devices' listing and their nvidia-caps minors
+(gpu/inventory.py, 82 lines), the rules that tell them apart by those files
+(gpu/devices.py), a profile's `mig` in config, and the kind a queue entry waits for."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 3885
+LIMIT = 4002
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")

@@ -7,10 +7,10 @@ import pytest
 
 from appliance.daemon.gpus import GpuManager
 from appliance.gpu.allocator import CapacityError
-from appliance.gpu.devices import device_allow, minors_of
+from appliance.gpu.devices import device_allow, held
 from appliance.gpu.inventory import Inventory
 
-from .conftest import GPUS
+from .conftest import GPUS, gpu_rules
 
 
 def manager(systemd):
@@ -18,14 +18,15 @@ def manager(systemd):
 
 
 def test_device_rules_use_minor_numbers_and_control_devices():
-    rules = device_allow([3])
+    rules = gpu_rules(3)
     assert rules[0] == ("/dev/nvidia3", "rw") and ("/dev/nvidiactl", "rw") in rules
-    assert minors_of(rules) == [3] and device_allow([]) == []
+    assert held(rules, GPUS) == ["GPU-2"] and device_allow([]) == []
+    assert held(rules + [("/dev/nvidia9", "rw")], GPUS) == ["GPU-2", "minor:9"]  # a GPU gone from NVML
 
 
 def test_holdings_come_from_running_units(systemd):
     sd = systemd  # the fake of conftest.py
-    sd.add("jupyter-alice.service", device_allow([3]))
+    sd.add("jupyter-alice.service", gpu_rules(3))
     sd.add("jupyter-bob.service", [])
     m = manager(sd)
     report = asyncio.run(m.report())
@@ -43,7 +44,7 @@ def test_concurrent_spawns_get_distinct_gpus_and_capacity_errors(systemd):
             inv, uuids = await m.assign(unit, 1, cpu_fallback=False)
         except CapacityError as e:
             return str(e)
-        sd.add(unit, device_allow([inv.by_uuid(u).minor for u in uuids]))
+        sd.add(unit, device_allow([inv.by_uuid(u) for u in uuids]))
         m.started(unit)
         return uuids
 
@@ -60,7 +61,7 @@ def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only(systemd):
     sd = systemd  # the fake of conftest.py
     m = manager(sd)
     for i in range(4):
-        sd.add(f"jupyter-u{i}.service", device_allow([GPUS[i].minor]))
+        sd.add(f"jupyter-u{i}.service", device_allow([GPUS[i]]))
     with pytest.raises(CapacityError):
         asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=False))
     assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=True))[1] == ()

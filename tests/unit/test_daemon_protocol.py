@@ -15,6 +15,7 @@ import pytest
 from appliance import config, daemon_client, protocol
 from appliance.daemon import spawns
 
+from .conftest import GPUS, gpu_rules
 from .daemon_fakes import USER, DaemonThread, FakeManager, FakeUnit, patch_users, read_all
 
 GPUS_OK = {"op": "gpus"}
@@ -260,10 +261,9 @@ def test_a_unit_with_a_queued_start_job_holds_its_gpus(tmp_path, monkeypatch):
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.gpu.devices import device_allow
-    sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([2]))},
+    sd.units["jupyter-bob.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", gpu_rules(2))},
                                                state="inactive", job=7)
-    sd.units["jupyter-old.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([0]))},
+    sd.units["jupyter-old.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", gpu_rules(0))},
                                                state="inactive", job=0)  # stopped, not yet collected
     with DaemonThread(tmp_path, sd) as d:
         assert holders(d) == {"GPU-0": "bob", "GPU-1": None, "GPU-2": None, "GPU-3": None}
@@ -315,9 +315,8 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
     sd = FakeManager()
     from dbus_fast import Variant
 
-    from appliance.gpu.devices import device_allow
     for i, name in enumerate(("h0", "h1", "h2", "h3")):
-        sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([i]))}, state="active")
+        sd.units[f"jupyter-{name}.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", gpu_rules(i))}, state="active")
     with DaemonThread(tmp_path, sd) as d:
         r = d.request(spawn_request())
         assert r["ok"] and r["state"] == "queued" and (r["position"], r["in_use"], r["total"]) == (1, 4, 4), r
@@ -331,7 +330,7 @@ def test_with_every_gpu_busy_a_spawn_waits_in_the_queue_and_stop_cancels_it(tmp_
         assert r["ok"] and r["state"] == "active" and len(r["gpus"]) == 1, r
         d.daemon.spawns.cfg = config.validate({"daemon": {"min_uid": 1}, "gpu": {"quota": 4, "queue": False}})
         assert d.request({"op": "stop", "user": USER})["left_queue"] is False
-        sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([1]))}, state="active")
+        sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", gpu_rules(1))}, state="active")
         assert d.request(spawn_request())["error"]["code"] == "capacity"  # queue off: refused as before
 
 
@@ -414,3 +413,45 @@ def test_a_server_whose_ports_are_all_taken_does_not_start_and_says_so(tmp_path,
         r = d.request(spawn_on_port(43210))
         assert not r["ok"] and r["error"]["code"] == "start_failed" and "were taken" in r["error"]["message"], r
         assert not sd.units  # nothing left behind: no unit, no failed socket
+
+
+def test_a_mig_profile_gets_a_mig_device_of_its_kind_confined_to_its_own_instance(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from dbus_fast import Variant
+
+    from appliance.daemon.gpus import GpuManager
+    from appliance.gpu.devices import device_allow
+    from appliance.gpu.inventory import Inventory
+    patch_users(monkeypatch, tmp_path)
+    # GPU minor 4 in MIG mode: two 1g.10gb devices and a 3g.40gb; a whole GPU beside it.
+    parent = replace(GPUS[0], minor=4, uuid="GPU-p", mig_enabled=True, utilization=None, memory_free=10)
+    small = [replace(parent, uuid=f"MIG-{i}", parent="GPU-p", profile="1g.10gb", caps=(39 + 9 * i, 40 + 9 * i))
+             for i in range(2)]
+    big = replace(parent, uuid="MIG-big", parent="GPU-p", profile="3g.40gb", caps=(66, 67), memory_free=40)
+    inv = Inventory(True, "550", (*small, big, GPUS[1]))
+    sd = FakeManager()
+    sd.units["jupyter-h0.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([small[0]]))},
+                                              state="active")
+    with DaemonThread(tmp_path, sd) as d:
+        d.daemon.spawns.gpus = GpuManager(sd, inventory=lambda: inv)
+        d.daemon.spawns.cfg = config.validate({
+            "daemon": {"min_uid": 1}, "gpu": {"quota": 4},
+            "profiles": {"slice": {"display_name": "A slice", "gpus": 1, "mig": "1g.10gb"}}})
+        holders = {g["uuid"]: g["holder"] for g in d.request(GPUS_OK)["gpus"]}
+        assert holders == {"MIG-0": "h0", "MIG-1": None, "MIG-big": None, GPUS[1].uuid: None}
+        r = d.request({"op": "spawn", "user": USER, "profile": "slice"})
+        # Not h0's, not the bigger one with more free memory; CUDA_VISIBLE_DEVICES is this UUID.
+        assert r["ok"] and r["gpus"] == ["MIG-1"], r
+        props = sd.units[f"jupyter-{USER}.service"].props
+        assert [p for p, _ in props["DeviceAllow"].value] == [
+            "/dev/nvidia4", "/dev/nvidia-caps/nvidia-cap48", "/dev/nvidia-caps/nvidia-cap49",
+            "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+        assert d.request({"op": "stop", "user": USER})["ok"]
+        sd.units["jupyter-h1.service"] = FakeUnit({"DeviceAllow": Variant("a(ss)", device_allow([small[1]]))},
+                                                  state="active")
+        r = d.request({"op": "spawn", "user": USER, "profile": "slice"})  # the 3g.40gb is free, but not its kind
+        assert r["ok"] and r["state"] == "queued" and (r["in_use"], r["total"]) == (2, 2), r
+        assert d.request({"op": "stop", "user": USER})["left_queue"] is True
+        r = d.request(spawn_request())  # no profile: any free device, the most free memory first
+        assert r["ok"] and r["gpus"] == [GPUS[1].uuid], r

@@ -23,6 +23,11 @@ REPORT = {
          "memory_used": 0, "memory_free": 80 * GiB, "pci_bus_id": "00000000:02:00.0", "utilization": None,
          "mig_enabled": True, "temperature": None, "power_watts": None, "holder": None, "starting": False,
          "held_since": None, "idle_seconds": None},
+        {"index": 1, "minor": 0, "uuid": "MIG-0002", "name": "NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+         "memory_total": 10 * GiB, "memory_used": 0, "memory_free": 10 * GiB, "pci_bus_id": "00000000:02:00.0",
+         "utilization": None, "mig_enabled": True, "temperature": None, "power_watts": None, "holder": None,
+         "starting": False, "held_since": None, "idle_seconds": None, "parent": "GPU-0001",
+         "profile": "1g.10gb", "caps": [39, 40]},
     ],
     "queue": [{"user": "bob", "gpus": 1, "since": 900.0, "granted": False},
               {"user": "carol", "gpus": 1, "since": 950.0, "granted": True}],
@@ -80,7 +85,8 @@ def test_gpu_metrics_use_dcgm_names_and_labels_and_leave_out_what_is_not_reporte
     report.update(REPORT, now=1000.0)
     samples = scrape(report)
     alice = tuple(sorted({"gpu": "0", "UUID": "GPU-0000", "device": "nvidia2", "modelName": "NVIDIA A100-SXM4-80GB",
-                          "pci_bus_id": "00000000:01:00.0", "Hostname": "lab1", "user": "alice"}.items()))
+                          "pci_bus_id": "00000000:01:00.0", "Hostname": "lab1", "GPU_I_PROFILE": "",
+                          "user": "alice"}.items()))
     assert samples[("DCGM_FI_DEV_GPU_UTIL", alice)] == 37
     assert samples[("DCGM_FI_DEV_FB_USED", alice)] == 40 * 1024
     assert samples[("DCGM_FI_DEV_FB_FREE", alice)] == 40 * 1024
@@ -93,6 +99,8 @@ def test_gpu_metrics_use_dcgm_names_and_labels_and_leave_out_what_is_not_reporte
     assert free == []  # MIG: no utilization reading, so no sample rather than a made-up 0
     held = [v for k, v in samples.items() if k[0] == "appliance_gpu_held" and ("UUID", "GPU-0001") in k[1]]
     assert held == [0]
+    mig = [dict(k[1]) for k in samples if k[0] == "DCGM_FI_DEV_FB_TOTAL" and ("UUID", "MIG-0002") in k[1]]
+    assert [(m["gpu"], m["device"], m["GPU_I_PROFILE"], m["user"]) for m in mig] == [("1", "nvidia0", "1g.10gb", "")]
 
 
 def test_without_a_report_only_up_is_said():

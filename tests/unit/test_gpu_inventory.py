@@ -10,7 +10,7 @@ import pytest
 
 from appliance.gpu.inventory import GPU, Inventory, read_inventory
 
-from .fake_nvml_fixture import FakeGPU, FakeNvml, fake_nvml, fake_nvml_library, run_in_subprocess  # noqa: F401
+from .fake_nvml_fixture import FakeGPU, FakeMig, FakeNvml, fake_nvml, fake_nvml_library, run_in_subprocess  # noqa: F401
 
 GiB = 2**30
 
@@ -43,7 +43,7 @@ def test_four_gpus_with_minor_numbers_different_from_indices(fake_nvml: FakeNvml
     # memory v2: driver-reserved memory is neither used nor free
     assert (inv.gpus[1].memory_used, inv.gpus[1].memory_free) == (0, 80 * GiB - GiB // 2)
     assert inv.gpus[2].name == "NVIDIA L4" and inv.gpus[2].utilization == 99
-    assert inv.gpus[2].device_path == "/dev/nvidia0"
+    assert inv.gpus[2].device_nodes == ("/dev/nvidia0",)
     assert inv.by_uuid("GPU-dddddddd-0000-0000-0000-000000000000") == inv.gpus[3]
     # Every nvmlInit was matched by an nvmlShutdown.
     assert fake_nvml.init_count() == 0
@@ -110,13 +110,70 @@ def test_utilization_change_is_seen_by_the_next_read(fake_nvml: FakeNvml) -> Non
     assert (second.utilization, second.memory_used) == (87, 3 * GiB)
 
 
-def test_mig_mode(fake_nvml: FakeNvml) -> None:
-    fake_nvml.write([FakeGPU(0, mig="1"), FakeGPU(1, mig="0"), FakeGPU(2, mig="na")])
-    inv = read_inventory()
-    assert [g.mig_enabled for g in inv.gpus] == [True, False, False]
-    # The driver reports no utilization in MIG mode: unknown, not "idle".
-    assert [g.utilization for g in inv.gpus] == [None, 0, 0]
+def mig_host(tmp_path, minors: dict[str, int], nodes: list[int]) -> tuple:
+    """/proc/driver/nvidia-caps/mig-minors and /dev/nvidia-caps as the driver makes them."""
+    (tmp_path / "mig-minors").write_text("".join(f"{k} {v}\n" for k, v in minors.items()))
+    caps = tmp_path / "nvidia-caps"
+    caps.mkdir()
+    for n in nodes:
+        (caps / f"nvidia-cap{n}").touch()
+    return tmp_path / "mig-minors", caps
+
+
+# GPU minor 4 in MIG mode: GPU instances 1 and 2, one compute instance each.
+MINORS = {"config": 1, "monitor": 2, "gpu4/gi1/access": 39, "gpu4/gi1/ci0/access": 40,
+          "gpu4/gi2/access": 48, "gpu4/gi2/ci0/access": 49}
+
+
+def test_a_gpu_in_mig_mode_is_allocatable_only_as_its_mig_devices(fake_nvml: FakeNvml, tmp_path) -> None:
+    fake_nvml.write([FakeGPU(0, minor=4, mig="1", name="NVIDIA H100 80GB HBM3"), FakeGPU(1, mig="0"),
+                     FakeGPU(2, mig="na")],
+                    migs=[FakeMig(0, gi=1, profile="1g.10gb", mem_used=GiB),
+                          FakeMig(0, gi=2, profile="3g.40gb", mem_total=40 * GiB)])
+    inv = read_inventory(*mig_host(tmp_path, MINORS, [39, 40, 48, 49]))
     assert inv.unusable == ()
+    parent = "GPU-00000000-1111-2222-3333-444455556666"
+    assert [(g.uuid, g.parent, g.profile, g.caps) for g in inv.gpus] == [
+        ("MIG-00000001-0000-0000-0000-000000000000", parent, "1g.10gb", (39, 40)),
+        ("MIG-00000002-0000-0000-0000-000000000000", parent, "3g.40gb", (48, 49)),
+        ("GPU-00000001-1111-2222-3333-444455556666", None, None, ()),
+        ("GPU-00000002-1111-2222-3333-444455556666", None, None, ())]
+    small, big = inv.gpus[:2]
+    assert small.name == "NVIDIA H100 80GB HBM3 MIG 1g.10gb" and small.mig_enabled and small.minor == 4
+    assert (small.memory_total, small.memory_used, big.memory_total) == (10 * GiB, GiB, 40 * GiB)
+    assert small.device_nodes == ("/dev/nvidia4", "/dev/nvidia-caps/nvidia-cap39", "/dev/nvidia-caps/nvidia-cap40")
+    # The driver reports no utilization for MIG devices: unknown, not "idle".
+    assert [g.utilization for g in inv.gpus] == [None, None, 0, 0]
+    assert fake_nvml.init_count() == 0
+
+
+def test_a_mig_device_that_cannot_be_confined_is_left_out_and_said_why(fake_nvml: FakeNvml, tmp_path) -> None:
+    fake_nvml.write([FakeGPU(0, minor=4, mig="1"), FakeGPU(1, mig="1")],
+                    migs=[FakeMig(0, gi=1), FakeMig(0, gi=2), FakeMig(0, gi=3)])
+    minors = {**MINORS, "gpu4/gi3/access": 57}  # gi3's compute instance is not listed
+    inv = read_inventory(*mig_host(tmp_path, minors, [39, 40, 57]))  # gi2's nodes were never made
+    assert [g.uuid for g in inv.gpus] == ["MIG-00000001-0000-0000-0000-000000000000"]
+    assert inv.unusable == (
+        (0, "MIG device MIG-00000002-0000-0000-0000-000000000000: no /dev/nvidia-caps/nvidia-cap48; "
+            "create it with nvidia-modprobe -f /proc/driver/nvidia/capabilities/gpu4/gi2/access"
+            .replace("/dev/nvidia-caps", str(tmp_path / "nvidia-caps"))),
+        (0, "MIG device MIG-00000003-0000-0000-0000-000000000000: gpu4/gi3/ci0/access is not in "
+            "/proc/driver/nvidia-caps/mig-minors, so it cannot be confined to its own instance"),
+        (1, "in MIG mode with no MIG devices: create them with nvidia-smi mig -cgi PROFILES -C, "
+            "or turn MIG mode off (nvidia-smi -mig 0)"))
+
+
+def test_two_mig_devices_of_one_gpu_are_told_apart_by_their_caps(fake_nvml: FakeNvml, tmp_path) -> None:
+    from appliance.gpu.devices import device_allow, held
+    fake_nvml.write([FakeGPU(0, minor=4, mig="1"), FakeGPU(1, minor=0)],
+                    migs=[FakeMig(0, gi=1), FakeMig(0, gi=2)])
+    a, b, whole = read_inventory(*mig_host(tmp_path, MINORS, [39, 40, 48, 49])).gpus
+    assert held(device_allow([a]), [a, b, whole]) == [a.uuid]
+    assert held(device_allow([b]), [a, b, whole]) == [b.uuid]
+    both = device_allow([a, b])
+    assert [p for p, _ in both].count("/dev/nvidia4") == 1 and held(both, [a, b, whole]) == [a.uuid, b.uuid]
+    # The parent's node alone (what a whole-GPU grant of it was) gives no instance.
+    assert held([("/dev/nvidia4", "rw")], [a, b, whole]) == []
 
 
 def test_no_config_means_no_driver(fake_nvml: FakeNvml) -> None:

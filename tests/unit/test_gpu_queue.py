@@ -35,7 +35,7 @@ def ask(m, sd, name, count=1, fallback=False, timeout=1800):
         return got
     inv, uuids = got
     if uuids:
-        sd.add(unit, device_allow([inv.by_uuid(u).minor for u in uuids]))
+        sd.add(unit, device_allow([inv.by_uuid(u) for u in uuids]))
     m.started(unit)
     return uuids
 

@@ -1,0 +1,128 @@
+"""MIG devices as allocatable GPUs, on the booted appliance with the fake NVML.
+
+The fake puts one GPU (NVML index 3, minor 1) in MIG mode with two 1g.10gb MIG
+devices. What the driver would add is made by hand, as TESTING.md does for GPUs:
+the nvidia-caps device nodes (fake majors, so an open that the device cgroup lets
+through answers ENXIO, and one it refuses answers EPERM), and the driver's
+/proc/driver/nvidia-caps/mig-minors, bound into the daemon's view of /proc by a
+drop-in (the appliance itself reads the real path).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from browser import Browser, login
+from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, opens, report, spawn
+
+MIG_GPU = 3  # NVML index; its minor is 1
+MINOR = dict(GPUS)[MIG_GPU]
+MIGS = {"MIG-00000000-0000-0000-0000-0000000000a1": (1, 39, 40),  # uuid: GPU instance, its caps minors
+        "MIG-00000000-0000-0000-0000-0000000000a2": (2, 48, 49)}
+PEOPLE = ["mig1", "mig2", "mig3"]
+CAPS_MAJOR = 508  # none of the fake majors of gpus.py
+
+
+def nvml() -> str:
+    lines = ["driver 550.54.14"]
+    for index, minor in GPUS:
+        lines.append(f"gpu index={index} minor={minor} uuid={UUID.format(index)} name=NVIDIA_A100-SXM4-80GB "
+                     f"mem_total={80 * 2**30} pci=00000000:0{index + 1}:00.0 mig={int(index == MIG_GPU)}")
+    lines += [f"mig gpu={MIG_GPU} gi={gi} ci=0 profile=1g.10gb uuid={uuid} mem_total={10 * 2**30}"
+              for uuid, (gi, _, _) in MIGS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def mig_minors() -> str:
+    lines = ["config 1", "monitor 2"]
+    for gi, gi_cap, ci_cap in MIGS.values():
+        lines += [f"gpu{MINOR}/gi{gi}/access {gi_cap}", f"gpu{MINOR}/gi{gi}/ci0/access {ci_cap}"]
+    return "\n".join(lines) + "\n"
+
+
+def caps_access(b: Browser, name: str) -> dict:
+    """From inside the user's server: what opening each nvidia-caps file gives, by minor."""
+    caps = sorted(c for _, g, ci in MIGS.values() for c in (g, ci)) + [1, 2]
+    data = opens(b, name, [f"/dev/nvidia-caps/nvidia-cap{c}" for c in caps])
+    data["caps"] = {int(p.rsplit("nvidia-cap", 1)[1]): v for p, v in data.pop("dev").items()}
+    return data
+
+
+@pytest.fixture(scope="module")
+def mig(appliance, tmp_path_factory):
+    app = appliance
+    app.sh("applctl stop --all >/dev/null")
+    install_fake_gpus(app, tmp_path_factory, nvml())
+    app.ct.write("/etc/fake-nvidia-caps/mig-minors", mig_minors())
+    minors = sorted({1, 2} | {c for _, g, ci in MIGS.values() for c in (g, ci)})
+    app.sh("mkdir -p -m 755 /dev/nvidia-caps; " + "".join(
+        f"[ -e /dev/nvidia-caps/nvidia-cap{m} ] || mknod -m 444 /dev/nvidia-caps/nvidia-cap{m} c {CAPS_MAJOR} {m}; "
+        for m in minors))
+    app.ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-mig.conf",
+                 "[Service]\nTemporaryFileSystem=/proc/driver\n"
+                 "BindReadOnlyPaths=/etc/fake-nvidia-caps:/proc/driver/nvidia-caps\n")
+    app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:{PASSWORD} | chpasswd; "
+                   f"applctl adduser {n} >/dev/null\n" for n in PEOPLE))
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
+        "[gpu]\nquota = 1\n"
+        "[profiles.slice]\ndisplay_name = \"A MIG slice\"\ngpus = 1\nmig = \"1g.10gb\"\n"
+        "[profiles.whole]\ndisplay_name = \"A whole GPU\"\ngpus = 1\n"))
+    app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && applctl reload >/dev/null")
+    app.wait_hub()
+    yield app
+    app.sh("applctl stop --all >/dev/null", check=False)
+    app.sh("rm -f /etc/systemd/system/jupyterhub-appliance.service.d/fake-mig.conf", check=False)
+    app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
+    app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && applctl reload", check=False)
+    app.wait_hub()
+
+
+def test_a_gpu_in_mig_mode_is_listed_as_its_mig_devices(mig):
+    gpus = {g["uuid"]: g for g in report(mig)["gpus"]}
+    assert UUID.format(MIG_GPU) not in gpus  # the parent is not allocatable itself
+    assert report(mig)["unusable"] == []
+    for uuid, (_, gi_cap, ci_cap) in MIGS.items():
+        g = gpus[uuid]
+        assert (g["profile"], g["parent"], g["caps"], g["minor"]) == ("1g.10gb", UUID.format(MIG_GPU),
+                                                                      [gi_cap, ci_cap], MINOR)
+        assert g["name"] == "NVIDIA A100-SXM4-80GB MIG 1g.10gb" and g["memory_total"] == 10 * 2**30
+    out = mig.sh("applctl gpus").stdout
+    assert {line.split()[0] for line in out.splitlines() if "MIG 1g.10gb" in line} == {"3.0", "3.1"}, out
+
+
+def test_two_people_get_different_mig_devices_and_cannot_open_each_others(mig):
+    b1, ready, messages = spawn(mig, "mig1", {"profile": "slice"})
+    assert ready, messages
+    b2, ready, messages = spawn(mig, "mig2", {"profile": "slice"})
+    assert ready, messages
+    held = holders(mig)
+    mine = {name: next(u for u, h in held.items() if h == name) for name in ("mig1", "mig2")}
+    assert sorted(mine.values()) == sorted(MIGS), held  # one each, both MIG devices, no whole GPU
+    allow = mig.unit_props("jupyter-mig1.service", "DeviceAllow")["DeviceAllow"]
+    _, gi_cap, ci_cap = MIGS[mine["mig1"]]
+    assert f"/dev/nvidia{MINOR} rw" in allow and f"/dev/nvidia-caps/nvidia-cap{gi_cap} rw" in allow, allow
+
+    for name, b in (("mig1", b1), ("mig2", b2)):
+        _, gi_cap, ci_cap = MIGS[mine[name]]
+        got = caps_access(b, name)
+        assert got["cuda"] == mine[name]
+        # Its own instance's two files pass the device cgroup (ENXIO: no driver behind
+        # the fake node); the other's, and the config and monitor files, do not.
+        assert {c for c, r in got["caps"].items() if r == "ENXIO"} == {gi_cap, ci_cap}, got
+        assert all(r == "EPERM" for c, r in got["caps"].items() if c not in (gi_cap, ci_cap)), got
+
+
+def test_a_slice_profile_waits_for_a_slice_while_whole_gpus_are_free(mig):
+    freed = next(u for u, h in holders(mig).items() if h == "mig1")
+    b = login(mig, "mig3", PASSWORD)
+    threading.Thread(target=b.spawn_with_form, args=("mig3", {"profile": "slice"}), daemon=True).start()
+    deadline = time.monotonic() + 60
+    while "mig3" not in [q["user"] for q in report(mig)["queue"]]:
+        assert time.monotonic() < deadline, report(mig)["queue"]
+        time.sleep(0.3)
+    assert [u for u, h in holders(mig).items() if h is None] == [UUID.format(i) for i in (0, 1, 2)]
+    mig.sh("applctl stop mig1 >/dev/null")
+    b.wait_for_server("mig3")
+    assert holders(mig)[freed] == "mig3"
