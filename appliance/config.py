@@ -107,6 +107,31 @@ def _mig_profile(v: Any) -> str:
     return v
 
 
+_SHARED_GPU = re.compile(r"[0-9]{1,2}|GPU-[0-9A-Fa-f-]{8,80}")
+MAX_SEATS = 64
+
+
+def _shared(v: Any) -> dict[str, int]:
+    accepted = (f'a table of GPUs and how many servers share each, such as {{ "0" = 4, "GPU-8f3c…" = 2 }}: '
+                f'a GPU\'s NVML index or UUID = 2 to {MAX_SEATS}')
+    if not isinstance(v, dict):
+        raise ValueError(accepted)
+    for k, n in v.items():
+        if not _SHARED_GPU.fullmatch(k) or isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_SEATS:
+            raise ValueError(f"{k!r} = {n!r} is not accepted: {accepted}")
+    return dict(v)
+
+
+def _gpu_share(v: Any) -> int:
+    """A profile's gpu_share "1/N": a seat on a GPU [gpu] shared N ways; "": none. As N."""
+    if v == "":
+        return 0
+    if isinstance(v, str) and (m := re.fullmatch(r"1/([0-9]{1,2})", v)) and 2 <= int(m.group(1)) <= MAX_SEATS:
+        return int(m.group(1))
+    raise ValueError(f'"1/N", a seat on a GPU that [gpu] shared gives N seats (N from 2 to {MAX_SEATS}), '
+                     'or "" for a GPU of its own')
+
+
 def _size_or_empty(v: Any) -> int | None:
     accepted = 'a size such as "512M", "4G" or "1T" (at least 64M), or "" for no limit'
     if not isinstance(v, str):
@@ -577,6 +602,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                                        "to files"),
         "reclaim": Field("when-needed", "stop servers whose GPUs are idle: when someone waits, always, never",
                          _one_of("when-needed", "always", "never")),
+        "shared": Field({}, "GPUs several servers hold at once: a GPU's NVML index or UUID = its seats", _shared),
+        "share_grace": Field(120, "seconds a server may stay over its GPU memory share before its largest GPU "
+                             "process is killed", _int(10, 86400)),
     },
     "limits": {
         "mem_limit": Field("", "memory limit per server", _size_or_empty),
@@ -694,6 +722,7 @@ PROFILE_FIELDS: dict[str, Field] = {
     "mem_limit": Field("", "memory limit", _size_or_empty),
     "cpu_limit": Field(0, "CPU limit in cores (0: none)", _number(0, 1024)),
     "mig": Field("", "the MIG profile its GPUs must be (\"\": any GPU)", _mig_profile),
+    "gpu_share": Field("", "a seat on a shared GPU: \"1/N\" for a GPU [gpu] shared gives N seats", _gpu_share),
 }
 
 
@@ -724,6 +753,9 @@ def _profiles(data: Any, path: Path | str) -> dict[str, dict[str, Any]]:
         if profile["mig"] and not profile["gpus"]:
             raise ConfigError(path, f"{key}.mig", profile["mig"],
                               f"set only with gpus of 1 or more in [{key}], which has none")
+        if profile["gpu_share"] and (profile["gpus"] != 1 or profile["mig"]):
+            raise ConfigError(path, f"{key}.gpu_share", table["gpu_share"],
+                              f"set only with gpus = 1 and no mig in [{key}]: a seat is on one whole GPU")
         out[name] = profile
     return out
 

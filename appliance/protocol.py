@@ -126,8 +126,9 @@ class GpuReport:
 
     @property
     def free(self) -> int:
-        """GPUs nobody holds."""
-        return sum(1 for g in self.gpus if not g.get("holder"))
+        """Places free: GPUs nobody holds, and the seats left on shared ones."""
+        return sum(max(0, g.get("seats", 1) - len(g.get("holders") or ([g["holder"]] if g.get("holder") else [])))
+                   for g in self.gpus)
 
     @property
     def waiting(self) -> list[dict]:

@@ -118,6 +118,15 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
+def holder_text(g: dict) -> str:
+    """Who holds a GPU; a shared one's holders and its seats."""
+    names = g.get("holders") or ([g["holder"]] if g.get("holder") else [])
+    text = ", ".join(names) or "free"
+    if g.get("seats", 1) > 1:
+        text += f" ({len(names)}/{g['seats']} seats)"
+    return text + (" (starting)" if g.get("starting") else "")
+
+
 @click.command()
 @json_option
 @example("sudo applctl gpus")
@@ -134,7 +143,7 @@ def gpus(as_json: bool) -> None:
     lines.append(table(["GPU", "NAME", "MEMORY USED", "UTIL", "HOLDER", "IDLE", "UUID"], [
         [label[g["uuid"]], g["name"], f"{human_size(g.get('memory_used'))} / {human_size(g.get('memory_total'))}",
          "-" if g.get("utilization") is None else f"{g['utilization']}%",
-         (g.get("holder") or "free") + (" (starting)" if g.get("starting") else ""),
+         holder_text(g),
          human_duration(g.get("idle_seconds")), g["uuid"]]
         for g in report.gpus]))
     lines += [f"GPU {u['index']} is not used: {u['reason']}" for u in report.unusable]

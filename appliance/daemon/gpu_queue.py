@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..files import write_atomic
 from ..gpu import allocator
-from ..gpu.allocator import CapacityError
+from ..gpu.allocator import ANY, CapacityError, Kind
 from ..gpu.inventory import GPU
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -43,6 +43,11 @@ class Entry:
     seen: float  # wall clock of the hub's last ask
     granted: tuple[str, ...] = ()  # GPU UUIDs set aside for it, not yet started
     mig: str = ""  # a MIG profile its GPUs must be (its profile's `mig`); "": any
+    share: int = 0  # N: a seat on a GPU shared N ways (its profile's gpu_share); 0: any
+
+    @property
+    def kind(self) -> Kind:
+        return Kind(self.mig, self.share)
 
 
 class GpuQueue:
@@ -70,15 +75,15 @@ class GpuQueue:
 
     # --- changes -------------------------------------------------------------------
 
-    def join(self, user: str, unit: str, count: int, cpu_fallback: bool, now: float, mig: str = "") -> Entry:
+    def join(self, user: str, unit: str, count: int, cpu_fallback: bool, now: float, kind: Kind = ANY) -> Entry:
         """The user's entry, keeping its place if it asks for the same GPUs as before;
         asking for another number or kind is a new request, at the end."""
         entry = self.find(user)
-        if entry is not None and (entry.count, entry.mig) != (count, mig):
+        if entry is not None and (entry.count, entry.kind) != (count, kind):
             self.remove(user)
             entry = None
         if entry is None:
-            entry = Entry(user, unit, count, cpu_fallback, since=now, seen=now, mig=mig)
+            entry = Entry(user, unit, count, cpu_fallback, since=now, seen=now, mig=kind.mig, share=kind.share)
             self.entries.append(entry)
         entry.seen, entry.cpu_fallback = now, cpu_fallback
         self._save()
@@ -101,15 +106,17 @@ class GpuQueue:
             self._save()
         return gone
 
-    def grant(self, held: Mapping[str, Iterable[str]], gpus: Sequence[GPU]) -> list[Entry]:
+    def grant(self, held: Mapping[str, Iterable[str]], gpus: Sequence[GPU],
+              seats: Mapping[str, int] | None = None) -> list[Entry]:
         """Give free GPUs to waiting entries in arrival order. `held` (unit -> UUIDs)
-        must include what is running and what is already granted."""
+        must include what is running and what is already granted; `seats`: the
+        shared GPUs (allocator.seats_of)."""
         held = {u: tuple(g) for u, g in held.items()}
         granted = []
         for e in self.waiting():
             others = {u: g for u, g in held.items() if u != e.unit}
             try:
-                e.granted = allocator.assign(others, e.count, gpus, e.mig)
+                e.granted = allocator.assign(others, e.count, gpus, e.kind, seats)
             except CapacityError:
                 continue
             held[e.unit] = e.granted
@@ -141,7 +148,8 @@ class GpuQueue:
             # "fallback": the name in a queue a daemon of the previous release saved
             # before the upgrade restarted it.
             self.entries = [Entry(d["user"], d["unit"], int(d["count"]), bool(d.get("cpu_fallback", d.get("fallback"))),
-                                  float(d["since"]), float(d["seen"]), tuple(d["granted"]), str(d.get("mig", "")))
+                                  float(d["since"]), float(d["seen"]), tuple(d["granted"]), str(d.get("mig", "")),
+                                  int(d.get("share", 0)))
                             for d in data]
         except FileNotFoundError:
             return

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import users
 from ..gpu import allocator, reclaim
-from ..gpu.allocator import CapacityError
+from ..gpu.allocator import ANY, CapacityError, Kind
 from ..gpu.devices import held as held_gpus
 from ..gpu.inventory import Inventory, read_inventory
 from .gpu_queue import GpuQueue
+from .gpu_share import ShareGuard
 from .systemd import Systemd
 
 log = logging.getLogger("jupyterhub-appliance")
@@ -57,12 +59,16 @@ class GpuManager:
         # unit -> wall clock since when all its GPUs have sampled idle (started units only)
         self.idle_since: dict[str, float] = {}
         self._reported: set[str] = set()
+        self.shares = ShareGuard(systemd, clock)
 
-    async def inventory(self) -> Inventory:
+    async def inventory(self, shared: dict[str, int] | None = None) -> Inventory:
         inv = await asyncio.to_thread(self._read_inventory)
         # Say each problem once in the log, not on every request.
         news = [] if inv.available else [inv.reason or "NVML not available: running CPU-only"]
         news += [f"GPU {i} taken out of allocation: {why}" for i, why in inv.unusable]
+        whole = {g.uuid for g in inv.gpus if not g.parent} | {str(g.index) for g in inv.gpus if not g.parent}
+        news += [f"gpu.shared names GPU {k}, which is not a whole GPU here (absent, or in MIG mode: its MIG "
+                 "devices are given out instead, never shared)" for k in shared or {} if k not in whole]
         for line in news:
             if line not in self._reported:
                 self._reported.add(line)
@@ -85,9 +91,10 @@ class GpuManager:
         held.update(self.pending)
         return held
 
-    async def assign(self, unit: str, count: int, cpu_fallback: bool,
-                     mig: str = "") -> tuple[Inventory, tuple[str, ...]]:
-        """GPUs for a unit about to start; the caller must call `started(unit)` after."""
+    async def assign(self, unit: str, count: int, cpu_fallback: bool, kind: Kind = ANY,
+                     shared: dict[str, int] | None = None) -> tuple[Inventory, tuple[str, ...]]:
+        """GPUs for a unit about to start; the caller must call `started(unit)` after.
+        `shared`: [gpu] shared, the GPUs several servers may hold at once."""
         inv = await self.inventory()
         if count == 0:
             return inv, ()
@@ -95,7 +102,7 @@ class GpuManager:
             held = await self.running(inv)
             held.pop(unit, None)  # a leftover unit of this user is being replaced
             try:
-                uuids = allocator.assign(held, count, inv.gpus, mig)
+                uuids = allocator.assign(held, count, inv.gpus, kind, allocator.seats_of(inv.gpus, shared or {}))
             except CapacityError:
                 if cpu_fallback:
                     return inv, ()
@@ -103,8 +110,9 @@ class GpuManager:
             self.pending[unit] = uuids
             return inv, uuids
 
-    async def request(self, user: str, unit: str, count: int, cpu_fallback: bool,
-                      queue_timeout: float, mig: str = "") -> tuple[Inventory, tuple[str, ...]] | Queued:
+    async def request(self, user: str, unit: str, count: int, cpu_fallback: bool, queue_timeout: float,
+                      kind: Kind = ANY, shared: dict[str, int] | None = None
+                      ) -> tuple[Inventory, tuple[str, ...]] | Queued:
         """GPUs for a unit about to start, or its place in the queue. Asked again
         with the same arguments until it is granted; the caller must call
         `started(unit)` after a grant. CapacityError when no wait could ever help
@@ -112,19 +120,20 @@ class GpuManager:
         inv = await self.inventory()
         if count == 0:
             return inv, ()
-        kind = {g.uuid for g in allocator.of_kind(inv.gpus, mig)}
-        total = len(kind)
-        if count > total:
+        seats = allocator.seats_of(inv.gpus, shared or {})
+        mine = allocator.of_kind(inv.gpus, kind, seats)
+        if count > len(mine):
             self.queue.remove(user)
             if cpu_fallback:
                 return inv, ()
-            raise CapacityError(count, 0, total, mig)
+            raise CapacityError(count, 0, len(mine), kind)
+        total = allocator.places(mine, seats)
         now = self.clock()
         async with self.lock:
             self.queue.expire(now)
-            entry = self.queue.join(user, unit, count, cpu_fallback, now, mig)
+            entry = self.queue.join(user, unit, count, cpu_fallback, now, kind)
             held = await self.running(inv)  # grant() leaves out each entry's own unit
-            self.queue.grant(held, inv.gpus)
+            self.queue.grant(held, inv.gpus, seats)
             if entry.granted:
                 self.queue.remove(user)
                 self.pending[unit] = entry.granted
@@ -136,7 +145,8 @@ class GpuManager:
                 waited = int(now - entry.since) // 60
                 raise QueueTimeout(f"No GPU became free while you waited {waited} minutes in the queue "
                                    f"(all {total} are in use). Try again later, or start a CPU-only server.")
-            in_use = len(kind & {u for uuids in held.values() for u in uuids})
+            taken = Counter(u for uuids in held.values() for u in uuids)
+            in_use = sum(min(taken[g.uuid], seats.get(g.uuid, 1)) for g in mine)
             return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since)
 
     def leave_queue(self, user: str) -> bool:
@@ -171,6 +181,13 @@ class GpuManager:
         for unit in set(self.idle_since) - set(held):
             del self.idle_since[unit]
 
+    async def check_shares(self, gpu_cfg: dict) -> None:
+        """The memory budgets of shared GPUs' seats (gpu_share.py)."""
+        inv = await self.inventory(gpu_cfg["shared"])
+        seats = allocator.seats_of(inv.gpus, gpu_cfg["shared"])
+        if seats or self.shares.shares:
+            await self.shares.check(list(inv.gpus), seats, gpu_cfg["share_grace"])
+
     async def started_at(self, unit: str) -> float | None:
         """Epoch seconds since the unit has been active; None if not (yet) known."""
         props = await self.systemd.unit_properties(unit, ("ActiveEnterTimestamp",))
@@ -183,22 +200,32 @@ class GpuManager:
         inv = await self.inventory()
         self.queue.expire(self.clock())
         held = await self.running(inv)
-        holder = {uuid: unit for unit, uuids in held.items() for uuid in uuids}
+        holders: dict[str, list[str]] = {}
+        for unit, uuids in sorted(held.items()):
+            for uuid in uuids:
+                holders.setdefault(uuid, []).append(unit)
+        seats = allocator.seats_of(inv.gpus, (gpu_cfg or {}).get("shared", {}))
+        shares = self.shares.report((gpu_cfg or {}).get("share_grace", 0))
         reserved = set(self.pending) | set(self.queue.reserved())
         now = self.clock()
         data = inv.to_dict()
         started = {unit: await self.started_at(unit) for unit in held if unit not in reserved}
         for g in data["gpus"]:
-            unit = holder.get(g["uuid"])
-            g["holder"] = users.user_of_unit(unit) if unit else None
+            units = holders.get(g["uuid"], [])
+            unit = units[0] if units else None  # a shared GPU's: all say the same of it
+            g["holders"] = [users.user_of_unit(u) for u in units]
+            g["holder"] = g["holders"][0] if units else None
+            g["seats"] = seats.get(g["uuid"], 1)
+            g["shares"] = shares.get(g["uuid"], {})
             g["starting"] = unit in reserved
             g["held_since"] = started.get(unit)
             since = self.idle_since.get(unit) if unit else None
             g["idle_seconds"] = round(now - since) if since is not None else None
         idle = {users.user_of_unit(u): (now - since, len(held.get(u, ()))) for u, since in self.idle_since.items()}
+        free = sum(max(0, g["seats"] - len(g["holders"])) for g in data["gpus"])
         data["reclaim"] = [] if gpu_cfg is None else reclaim.victims(
-            gpu_cfg["reclaim"], idle, gpu_cfg["idle_timeout"], sum(1 for g in data["gpus"] if not g["holder"]),
-            [e.count for e in self.queue.waiting()])
+            gpu_cfg["reclaim"], idle, gpu_cfg["idle_timeout"], free, [e.count for e in self.queue.waiting()])
+        data["share_kills"] = self.shares.kills_total
         data["queue"] = [{"user": e.user, "gpus": e.count, "since": e.since, "granted": bool(e.granted)}
                          for e in self.queue.entries]
         return data

@@ -1,4 +1,5 @@
-"""GPU utilization samples for the reclaim rule, taken by the daemon as long as it runs."""
+"""GPU samples taken by the daemon as long as it runs: utilization for the reclaim
+rule, and the memory of shared GPUs' seats (gpu_share.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ log = logging.getLogger("jupyterhub-appliance")
 
 
 async def sample_forever(gpus: GpuManager, gpu_cfg: dict) -> None:
-    """One sample every [gpu] sample_interval."""
+    """One sample every [gpu] sample_interval: utilization, and shared GPUs' memory."""
     while True:
         try:
             await gpus.sample(gpu_cfg["idle_threshold"])
         except Exception:  # a failing sample must not end the sampling
             log.exception("GPU utilization sample failed")
+        try:
+            await gpus.check_shares(gpu_cfg)
+        except Exception:
+            log.exception("GPU memory share check failed")
         await asyncio.sleep(gpu_cfg["sample_interval"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from dbus_fast import Variant
 
 from .. import config, ephemeral, limits, root_verdicts, users
-from ..gpu.allocator import CapacityError
+from ..gpu.allocator import CapacityError, Kind
 from ..gpu.devices import held
 from ..groups import UNIT_SLICE
 from ..protocol import RequestError, error_reply
@@ -170,17 +170,18 @@ class Spawns:
             await self.systemd.reload()
             await self.systemd.wait_unloaded(unit, UNLOAD_TIMEOUT)
         gpu = self.cfg["gpu"]
-        mig = self.cfg["profiles"][spec.profile]["mig"] if spec.profile else ""
+        profile = self.cfg["profiles"][spec.profile] if spec.profile else {}
+        kind = Kind(profile.get("mig", ""), profile.get("gpu_share", 0))
         try:
             if gpu["queue"]:
                 got = await self.gpus.request(spec.user, unit, spec.gpus, spec.cpu_fallback, gpu["queue_timeout"],
-                                              mig)
+                                              kind, gpu["shared"])
                 if isinstance(got, Queued):
                     # Not started: the hub asks again with the same request until it is.
                     return {"ok": True, "unit": unit, "state": "queued", **got.to_dict()}
                 inv, spec.gpu_uuids = got
             else:
-                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.cpu_fallback, mig)
+                inv, spec.gpu_uuids = await self.gpus.assign(unit, spec.gpus, spec.cpu_fallback, kind, gpu["shared"])
         except CapacityError as e:
             log.info("no GPU for %s: %s", spec.user, e)
             raise RequestError("capacity", str(e), "gpus") from None

@@ -53,6 +53,16 @@ class Systemd:
         (job,) = await self._call(MANAGER_PATH, MANAGER, "StartUnit", "ss", [unit, "replace"])
         return job
 
+    async def unit_of_pid(self, pid: int) -> str | None:
+        """The unit systemd placed a process in (by its cgroup); None when none or gone."""
+        try:
+            (path,) = await self._call(MANAGER_PATH, MANAGER, "GetUnitByPID", "u", [pid])
+            (name,) = await self._call(path, "org.freedesktop.DBus.Properties", "Get", "ss",
+                                       ["org.freedesktop.systemd1.Unit", "Id"])
+        except SystemdError:
+            return None
+        return name.value
+
     async def set_properties(self, unit: str, properties: list[tuple[str, Variant]]) -> None:
         """Change a unit's properties until reboot (systemd keeps them in
         /run/systemd/system.control), applied to its cgroup at once."""

@@ -5,35 +5,63 @@ daemon (daemon/gpus.py) for every assignment and handed in here.
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ..limits import pick
 from .inventory import GPU
 
-__all__ = ["CapacityError", "QuotaError", "assign", "choose_gpus", "of_kind", "quota_for"]
+__all__ = ["ANY", "CapacityError", "Kind", "QuotaError", "assign", "choose_gpus", "of_kind", "places", "quota_for",
+           "seats_of"]
 
 
 def _gpus(n: int, noun: str = "GPU") -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def of_kind(gpus: Sequence[GPU], mig: str = "") -> list[GPU]:
-    """The devices a request may get: with a MIG profile (a profile's `mig`), only
-    MIG devices of that profile; without, any allocatable one."""
-    return [g for g in gpus if not mig or g.profile == mig]
+@dataclass(frozen=True)
+class Kind:
+    """What a request may get: with `mig` (a profile's), only MIG devices of that
+    profile; with `share` N (a profile's gpu_share "1/N"), only a seat on a GPU
+    shared N ways; else any allocatable GPU, MIG device or seat."""
+    mig: str = ""
+    share: int = 0
+
+    @property
+    def noun(self) -> str:
+        return f"{self.mig} MIG device" if self.mig else f"1/{self.share} GPU seat" if self.share else "GPU"
 
 
-def choose_gpus(free: Sequence[GPU], count: int) -> list[GPU]:
-    """The policy: most free memory first, ties by lowest index."""
-    return sorted(free, key=lambda g: (-g.memory_free, g.index))[:max(count, 0)]
+ANY = Kind()
+
+
+def seats_of(gpus: Sequence[GPU], shared: Mapping[str, int]) -> dict[str, int]:
+    """UUID -> seats of the GPUs [gpu] shared names (by UUID or NVML index). A GPU
+    in MIG mode is split already: its MIG devices are never shared."""
+    return {g.uuid: n for g in gpus if not g.parent and (n := shared.get(g.uuid) or shared.get(str(g.index)))}
+
+
+def of_kind(gpus: Sequence[GPU], kind: Kind = ANY, seats: Mapping[str, int] | None = None) -> list[GPU]:
+    seats = seats or {}
+    return [g for g in gpus if (not kind.mig or g.profile == kind.mig)
+            and (not kind.share or seats.get(g.uuid) == kind.share)]
+
+
+def choose_gpus(free: Sequence[GPU], count: int, seats: Mapping[str, int] | None = None,
+                taken: Mapping[str, int] | None = None) -> list[GPU]:
+    """The policy: a GPU of one's own before a seat on a shared one, then the
+    fewest people on it, then most free memory, ties by lowest index."""
+    seats, taken = seats or {}, taken or {}
+    return sorted(free, key=lambda g: (g.uuid in seats, taken.get(g.uuid, 0), -g.memory_free, g.index))[:max(count, 0)]
 
 
 class CapacityError(Exception):
     """Not enough free GPUs right now. The message is for the user."""
 
-    def __init__(self, requested: int, free: int, total: int | None = None, mig: str = "") -> None:
+    def __init__(self, requested: int, free: int, total: int | None = None, kind: Kind = ANY) -> None:
         self.requested, self.free, self.total = requested, free, total
-        noun = f"{mig} MIG device" if mig else "GPU"
+        noun = kind.noun
         if total == 0:
             msg = (f"This server has no usable {noun}: you asked for {_gpus(requested, noun)}. "
                    "Start a CPU-only server.")
@@ -64,15 +92,23 @@ def quota_for(username: str, groups: Iterable[str], default: int,
     return pick(username, groups, default, per_group, per_user)
 
 
-def assign(held: Mapping[str, Iterable[str]], count: int, gpus: Sequence[GPU], mig: str = "") -> tuple[str, ...]:
-    """`count` GPUs of the kind asked for (of_kind) that nobody in `held` (owner ->
-    UUIDs, as systemd runs them) holds, chosen by the policy; CapacityError when
-    there are not enough. `count` was checked by the daemon (validate.py)."""
+def places(gpus: Sequence[GPU], seats: Mapping[str, int]) -> int:
+    """Servers these GPUs can serve at once: one each, a shared one its seats."""
+    return sum(seats.get(g.uuid, 1) for g in {g.uuid: g for g in gpus}.values())
+
+
+def assign(held: Mapping[str, Iterable[str]], count: int, gpus: Sequence[GPU], kind: Kind = ANY,
+           seats: Mapping[str, int] | None = None) -> tuple[str, ...]:
+    """`count` different GPUs of the kind asked for (of_kind) with a free place: one
+    nobody in `held` (owner -> UUIDs, as systemd runs them) holds, or a shared one
+    with a seat left; chosen by the policy. CapacityError when there are not enough.
+    `count` was checked by the daemon (validate.py)."""
     if count <= 0:
         return ()
-    gpus = of_kind(gpus, mig)
-    taken = {u for uuids in held.values() for u in uuids}
-    free = list({g.uuid: g for g in gpus if g.uuid not in taken}.values())
+    seats = seats or {}
+    gpus = list({g.uuid: g for g in of_kind(gpus, kind, seats)}.values())
+    taken = Counter(u for uuids in held.values() for u in uuids)
+    free = [g for g in gpus if taken[g.uuid] < seats.get(g.uuid, 1)]
     if len(free) < count:
-        raise CapacityError(count, len(free), len({g.uuid for g in gpus}), mig)
-    return tuple(g.uuid for g in choose_gpus(free, count))
+        raise CapacityError(count, len(free), len(gpus), kind)
+    return tuple(g.uuid for g in choose_gpus(free, count, seats, taken))

@@ -22,7 +22,7 @@ try:
 except ImportError:  # nvidia-ml-py is a dependency, but never crash without it
     pynvml = None  # type: ignore[assignment]
 
-__all__ = ["GPU", "Inventory", "MIG_MINORS", "read_inventory"]
+__all__ = ["GPU", "Inventory", "MIG_MINORS", "read_inventory", "read_processes"]
 
 # What the driver lists as "gpu<minor>/gi<id>/access <minor>" and "…/ci<id>/access <minor>"
 MIG_MINORS = Path("/proc/driver/nvidia-caps/mig-minors")
@@ -263,3 +263,34 @@ def read_inventory(mig_minors: Path = MIG_MINORS, caps_dir: Path = Path(CAPS_DIR
             return _read_all(mig_minors, caps_dir)
         except Exception as e:  # a broken library must not take the daemon down
             return _cpu_only(f"unexpected error: {type(e).__name__}: {e}")
+
+
+def read_processes(uuids: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """UUID -> (pid, bytes of GPU memory) of each compute process on that GPU, as
+    NVML counts them (the daemon's PID namespace is the host's). A GPU that cannot
+    be read is left out; never raises."""
+    if pynvml is None or not uuids:
+        return {}
+    out: dict[str, list[tuple[int, int]]] = {}
+    with _LOCK:
+        try:
+            pynvml.nvmlInit()
+        except Exception:
+            return {}
+        try:
+            for uuid in uuids:
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                    procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                except pynvml.NVMLError:
+                    continue
+                # usedGpuMemory is None where the driver cannot tell (Windows WDDM, some vGPUs)
+                out[uuid] = [(int(p.pid), int(p.usedGpuMemory or 0)) for p in procs]
+        except Exception:
+            return {}
+        finally:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
+    return out

@@ -95,7 +95,7 @@ def status(report: GpuReport, servers: list[dict], history: History, query: dict
             raise BadQuery(f"gpu={query['gpu']!r} is not accepted: no GPU on this machine has that UUID")
     start = now - query["history"] * 60
     keys = ("index", "uuid", "name", "memory_used", "memory_total", "utilization", "temperature", "power_watts",
-            "holder", "held_since", "idle_seconds", "starting", "mig_enabled")
+            "holder", "holders", "seats", "profile", "held_since", "idle_seconds", "starting", "mig_enabled")
     return {
         "time": now,
         "available": report.available,

@@ -39,7 +39,7 @@ class LastGpuReport:
         """The GPUs `user` holds, as the report last said (empty: none, or no report)."""
         if not self.data:
             return []
-        return [g for g in self.data.gpus if g.get("holder") == user and not g.get("starting")]
+        return [g for g in self.data.gpus if user in (g.get("holders") or [g.get("holder")]) and not g.get("starting")]
 
 
 REPORT = LastGpuReport()
@@ -52,5 +52,20 @@ def my_gpus(user) -> list[dict]:
         return []
     return [{"name": g["name"], "uuid": g["uuid"], "utilization": g.get("utilization"),
              "memory_used_gib": g["memory_used"] / 2**30, "memory_total_gib": g["memory_total"] / 2**30,
-             "as_of": time.strftime("%H:%M:%S", time.localtime(REPORT.at))}
+             "as_of": _clock(REPORT.at), "share": _share(g, user.name)}
             for g in REPORT.held_by(user.name)]
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def _share(g: dict, user: str) -> dict | None:
+    """A seat's memory budget on a shared GPU, for its holder's home page: what
+    they use, by when to free some, and what was killed (daemon/gpu_share.py)."""
+    share = (g.get("shares") or {}).get(user)
+    if g.get("seats", 1) <= 1 or not share:
+        return None
+    return {"used_gib": share["used"] / 2**30, "budget_gib": share["budget"] / 2**30,
+            "kill_at": _clock(share["kill_at"]) if share.get("kill_at") else None,
+            "kills": [{"pid": k["pid"], "gib": k["bytes"] / 2**30, "at": _clock(k["time"])} for k in share["kills"]]}

@@ -17,7 +17,7 @@ import socket
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado import web
 from tornado.httpserver import HTTPServer
 
@@ -72,7 +72,7 @@ class GpuCollector:
         }
         for g in report.gpus:
             labels = [str(g["index"]), g["uuid"], f"nvidia{g['minor']}", g["name"], g["pci_bus_id"], self.hostname,
-                      g.get("profile") or "", g.get("holder") or ""]
+                      g.get("profile") or "", ",".join(g.get("holders") or [g.get("holder") or ""])]
             for key, value in (("util", g.get("utilization")), ("used", g["memory_used"] / MiB),
                                ("free", g["memory_free"] / MiB), ("total", g["memory_total"] / MiB),
                                ("temp", g.get("temperature")), ("power", g.get("power_watts")),
@@ -83,6 +83,10 @@ class GpuCollector:
         queue = GaugeMetricFamily("appliance_gpu_queue_length", "Spawns waiting in the GPU queue")
         queue.add_metric([], len(report.waiting))
         yield queue
+        kills = CounterMetricFamily("appliance_gpu_share_kills", "GPU processes killed for being over their "
+                                    "server's GPU memory share (a shared GPU's seat), since the daemon started")
+        kills.add_metric([], report.raw.get("share_kills", 0))
+        yield kills
 
 
 def register(registry=REGISTRY) -> None:

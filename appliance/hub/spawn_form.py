@@ -7,7 +7,7 @@ on the form, not for security.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Callable
 
@@ -27,10 +27,23 @@ class GpuSummary:
     free: int
     reason: str | None = None
     waiting: int = 0  # spawns in the GPU queue
+    seats: dict[int, str] = field(default_factory=dict)  # N -> what a seat of a GPU shared N ways is
 
     @classmethod
     def from_daemon(cls, report: GpuReport) -> "GpuSummary":
-        return cls(report.available, len(report.gpus), report.free, report.reason, len(report.waiting))
+        total = sum(g.get("seats", 1) for g in report.gpus)
+        seats = {g["seats"]: seat_text(g) for g in report.gpus if g.get("seats", 1) > 1}
+        return cls(report.available, total, report.free, report.reason, len(report.waiting), seats)
+
+
+_PARTS = {2: "a half", 3: "a third", 4: "a quarter"}
+
+
+def seat_text(g: dict) -> str:
+    """'a quarter of one NVIDIA H100 80GB HBM3: 20 GB, shared compute'"""
+    n = g["seats"]
+    return (f"{_PARTS.get(n, f'1/{n}')} of one {g['name']}: {g['memory_total'] / n / 2**30:.0f} GB, "
+            "shared compute")
 
 
 def _gpus(n: int) -> str:
@@ -54,8 +67,12 @@ def render(summary: GpuSummary, quota: int, profiles: dict[str, dict], queue_min
     if profiles:
         choices = []
         for i, (name, p) in enumerate(profiles.items()):
-            devices = _gpus(p["gpus"]) if not p.get("mig") else \
-                f"{_gpus(p['gpus'])}, each a {p['mig']} MIG slice of one (its own memory and compute)"
+            if p.get("gpu_share"):
+                devices = summary.seats.get(p["gpu_share"]) or f"1/{p['gpu_share']} of a shared GPU (none is set up)"
+            elif p.get("mig"):
+                devices = f"{_gpus(p['gpus'])}, each a {p['mig']} MIG slice of one (its own memory and compute)"
+            else:
+                devices = _gpus(p["gpus"])
             detail = f"{limits_of(p).describe()}, {devices}"
             choices.append(
                 f'<div class="radio"><label><input type="radio" name="profile" value="{escape(name)}"'

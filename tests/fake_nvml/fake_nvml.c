@@ -27,7 +27,7 @@ typedef int nvmlReturn_t; /* an enum in nvml.h: int-sized in the ABI */
 #define MAX_GPUS 16
 #define MAX_PROCS 16
 #define MAX_FAILS 8
-#define MAX_MIGS 32
+#define MAX_MIGS 64
 #define MAX_MIG_PER_GPU 7 /* what an A100 or H100 reports as its maximum */
 #define STR_LEN 96
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import sys
+import time
 from pathlib import Path
 
 from browser import Browser, login
@@ -23,12 +24,15 @@ MEM_USED = {0: 40, 1: 10, 2: 0, 3: 20}  # GiB; the policy picks the most free me
 PASSWORD = "gpu-pass-1"
 
 
-def fake_config(lost: int | None = None) -> str:
+def fake_config(lost: int | None = None, procs: dict[int, dict[int, int]] | None = None) -> str:
+    """The four GPUs; `procs`: NVML index -> {pid: bytes} of its compute processes."""
     lines = ["driver 550.54.14"]
     for index, minor in GPUS:
+        on = (procs or {}).get(index)
         lines.append(f"gpu index={index} minor={minor} uuid={UUID.format(index)} name=NVIDIA_A100-SXM4-80GB "
                      f"mem_total={80 * 2**30} mem_used={MEM_USED[index] * 2**30} util_gpu={10 * index} "
-                     f"pci=00000000:0{index + 1}:00.0 lost={int(index == lost)}")
+                     f"pci=00000000:0{index + 1}:00.0 lost={int(index == lost)}"
+                     + (" procs=" + ",".join(f"{p}:{b}" for p, b in on.items()) if on else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -93,3 +97,13 @@ def device_access(b: Browser, name: str) -> dict:
     data = opens(b, name, [f"/dev/nvidia{minor}" for _, minor in GPUS])
     data["dev"] = {int(p.removeprefix("/dev/nvidia")): v for p, v in data["dev"].items()}
     return data
+
+
+def wait_until(what: str, check, timeout: float = 90):
+    """check()'s first true answer, asked every 0.3 s; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not in {timeout} s")
+        time.sleep(0.3)
+    return result

@@ -11,11 +11,10 @@ drop-in (the appliance itself reads the real path).
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from browser import Browser, login
-from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, opens, report, spawn
+from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, opens, report, spawn, wait_until
 
 MIG_GPU = 3  # NVML index; its minor is 1
 MINOR = dict(GPUS)[MIG_GPU]
@@ -118,10 +117,7 @@ def test_a_slice_profile_waits_for_a_slice_while_whole_gpus_are_free(mig):
     freed = next(u for u, h in holders(mig).items() if h == "mig1")
     b = login(mig, "mig3", PASSWORD)
     threading.Thread(target=b.spawn_with_form, args=("mig3", {"profile": "slice"}), daemon=True).start()
-    deadline = time.monotonic() + 60
-    while "mig3" not in [q["user"] for q in report(mig)["queue"]]:
-        assert time.monotonic() < deadline, report(mig)["queue"]
-        time.sleep(0.3)
+    wait_until("mig3 in the queue", lambda: "mig3" in [q["user"] for q in report(mig)["queue"]])
     assert [u for u, h in holders(mig).items() if h is None] == [UUID.format(i) for i in (0, 1, 2)]
     mig.sh("applctl stop mig1 >/dev/null")
     b.wait_for_server("mig3")

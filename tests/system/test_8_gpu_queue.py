@@ -15,7 +15,7 @@ import time
 
 import pytest
 from browser import login
-from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, report, spawn
+from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, report, spawn, wait_until
 from holds import held_start
 
 HOLDERS = ["gq1", "gq2", "gq3", "gq4"]
@@ -40,15 +40,6 @@ def configure(app, extra: str) -> None:
 
 def queue(app) -> list[str]:
     return [q["user"] for q in report(app)["queue"] if not q["granted"]]
-
-
-def wait_until(what, check, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not in {timeout} s")
-        time.sleep(0.3)
-    return result
 
 
 def join_queue(app, name: str, fields: dict[str, str]):

@@ -110,8 +110,12 @@ def test_gpu_quotas_and_profiles():
         "quota": 2, "quota_groups": {"ml": 3}, "quota_users": {"alice": 4}}
     assert (cfg["gpu"]["queue"], cfg["gpu"]["queue_timeout"], cfg["gpu"]["reclaim"]) == (True, 1800, "when-needed")
     assert cfg["profiles"]["big"] == {"display_name": "2 GPUs, 64 GB", "gpus": 2,
-                                      "mem_limit": 64 * 1024**3, "cpu_limit": 0.0, "mig": ""}
+                                      "mem_limit": 64 * 1024**3, "cpu_limit": 0.0, "mig": "",
+                                      "gpu_share": 0}
     assert cfg["profiles"]["slice"]["mig"] == "1g.10gb"
+    shared = config.loads('[gpu]\nshared = { "0" = 4, "GPU-8f3c0000-1111" = 2 }\n'
+                          '[profiles.q]\ndisplay_name = "A quarter"\ngpus = 1\ngpu_share = "1/4"\n')
+    assert shared["gpu"]["shared"] == {"0": 4, "GPU-8f3c0000-1111": 2} and shared["profiles"]["q"]["gpu_share"] == 4
 
 
 @pytest.mark.parametrize("text, key", [
@@ -125,6 +129,14 @@ def test_gpu_quotas_and_profiles():
     ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\nmig = '10gb'", "profiles.x.mig"),
     ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\nmig = 1", "profiles.x.mig"),
     ("[profiles.x]\ndisplay_name = 'x'\nmig = '1g.10gb'", "profiles.x.mig"),  # no gpus
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\ngpu_share = '1/1'", "profiles.x.gpu_share"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 1\ngpu_share = '2/4'", "profiles.x.gpu_share"),
+    ("[profiles.x]\ndisplay_name = 'x'\ngpus = 2\ngpu_share = '1/4'", "profiles.x.gpu_share"),
+    ("[gpu]\nshared = { '0' = 1 }", "gpu.shared"),
+    ("[gpu]\nshared = { 'first' = 4 }", "gpu.shared"),
+    ("[gpu]\nshared = { '0' = 65 }", "gpu.shared"),
+    ("[gpu]\nshared = 4", "gpu.shared"),
+    ("[gpu]\nshare_grace = 5", "gpu.share_grace"),
     ("[gpu]\nqueue = 'yes'", "gpu.queue"),
     ("[gpu]\nqueue_timeout = 5", "gpu.queue_timeout"),
     ("[gpu]\nsample_interval = 0", "gpu.sample_interval"),

@@ -67,3 +67,29 @@ def test_a_stopped_unit_frees_its_gpu_and_fallback_gives_cpu_only(systemd):
     assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=True))[1] == ()
     del sd.units["jupyter-u2.service"]  # killed: systemd forgot it
     assert asyncio.run(m.assign("jupyter-x.service", 1, cpu_fallback=False))[1] == ("GPU-2",)
+
+
+def test_four_servers_share_a_gpu_with_four_seats_and_a_fifth_waits(systemd, tmp_path):
+    from appliance.daemon.gpus import Queued
+    sd = systemd
+    one = (GPUS[0],)
+    m = GpuManager(sd, inventory=lambda: Inventory(True, "550", one), queue_path=tmp_path / "q.json")
+    shared = {str(GPUS[0].index): 4}
+
+    def ask(name):
+        unit = f"jupyter-{name}.service"
+        got = asyncio.run(m.request(name, unit, 1, False, 1800, shared=shared))
+        if isinstance(got, Queued):
+            return got
+        sd.add(unit, device_allow([GPUS[0]]))
+        m.started(unit)
+        return got[1]
+
+    assert [ask(f"s{i}") for i in range(4)] == [(GPUS[0].uuid,)] * 4
+    waiting = ask("s4")
+    assert isinstance(waiting, Queued) and (waiting.position, waiting.in_use, waiting.total) == (1, 4, 4)
+    report = asyncio.run(m.report({"shared": shared, "reclaim": "never", "idle_timeout": 60}))
+    g = report["gpus"][0]
+    assert (g["holders"], g["seats"], g["holder"]) == (["s0", "s1", "s2", "s3"], 4, "s0")
+    del sd.units["jupyter-s2.service"]  # one leaves: the one who waits gets the seat
+    assert ask("s4") == (GPUS[0].uuid,)

@@ -120,3 +120,28 @@ def test_the_home_page_shows_a_user_only_their_own_gpus(monkeypatch):
     mine = my_gpus(U("alice"))
     assert [(g["uuid"], g["utilization"], g["memory_used_gib"]) for g in mine] == [("GPU-0000", 37, 40.0)]
     assert my_gpus(U("bob")) == [] and my_gpus(None) == []
+    assert mine[0]["share"] is None  # a GPU of her own: no share to keep
+
+
+def test_a_seat_holder_sees_their_share_the_deadline_and_what_was_killed_and_metrics_count_kills(monkeypatch):
+    shared = {"index": 2, "minor": 1, "uuid": "GPU-0002", "name": "NVIDIA H100", "memory_total": 80 * GiB,
+              "memory_used": 50 * GiB, "memory_free": 30 * GiB, "pci_bus_id": "00000000:03:00.0", "utilization": 90,
+              "holder": "ann", "holders": ["ann", "bob"], "seats": 4, "starting": False, "shares": {
+                  "ann": {"used": 22 * GiB, "budget": 20 * GiB, "over_since": 1000.0, "kill_at": 1060.0,
+                          "kills": [{"pid": 4242, "bytes": 12 * GiB, "time": 900.0}]},
+                  "bob": {"used": 5 * GiB, "budget": 20 * GiB, "over_since": None, "kill_at": None, "kills": []}}}
+    report = LastGpuReport()
+    report.update({**REPORT, "gpus": [shared], "share_kills": 1}, now=1000.0)
+    monkeypatch.setattr("appliance.hub.gpu_report.REPORT", report)
+    monkeypatch.setattr("appliance.hub.gpu_report._clock", lambda t: f"t{t:.0f}")
+
+    class U:
+        kind = "user"
+
+        def __init__(self, name):
+            self.name = name
+    (ann,) = my_gpus(U("ann"))
+    assert ann["share"] == {"used_gib": 22.0, "budget_gib": 20.0, "kill_at": "t1060",
+                            "kills": [{"pid": 4242, "gib": 12.0, "at": "t900"}]}
+    assert my_gpus(U("bob"))[0]["share"]["kill_at"] is None
+    assert scrape(report)[("appliance_gpu_share_kills_total", ())] == 1

@@ -8,7 +8,7 @@ import shutil
 import pynvml
 import pytest
 
-from appliance.gpu.inventory import GPU, Inventory, read_inventory
+from appliance.gpu.inventory import GPU, Inventory, read_inventory, read_processes
 
 from .fake_nvml_fixture import FakeGPU, FakeMig, FakeNvml, fake_nvml, fake_nvml_library, run_in_subprocess  # noqa: F401
 
@@ -241,3 +241,10 @@ def test_malformed_fake_config_fails_loudly(fake_nvml: FakeNvml, capfd: pytest.C
     inv = read_inventory()
     assert not inv.available and "Unknown Error" in inv.reason
     assert "fake_nvml.conf:2: bad gpu key or value: mem_totl" in capfd.readouterr().err
+
+
+def test_each_gpus_compute_processes_with_their_memory(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write([FakeGPU(0, procs=[(4242, 3 * GiB), (4343, GiB)]), FakeGPU(1), FakeGPU(2, lost=True)])
+    uuids = [f"GPU-{i:08x}-1111-2222-3333-444455556666" for i in range(3)]
+    assert read_processes(uuids + ["GPU-gone"]) == {uuids[0]: [(4242, 3 * GiB), (4343, GiB)], uuids[1]: []}
+    assert read_processes([]) == {} and fake_nvml.init_count() == 0

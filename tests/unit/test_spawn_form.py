@@ -33,6 +33,19 @@ def test_summary_from_daemon_counts_free():
     assert sf.GpuSummary.from_daemon(GpuReport.read(reply)) == sf.GpuSummary(True, 2, 1, None)
 
 
+def test_a_seat_on_a_shared_gpu_is_counted_and_said_for_what_it_is():
+    reply = {"available": True, "gpus": [
+        {"holder": None, "holders": []},
+        {"holder": "ann", "holders": ["ann", "bob"], "seats": 4, "name": "NVIDIA H100 80GB HBM3",
+         "memory_total": 80 * 2**30}]}
+    summary = sf.GpuSummary.from_daemon(GpuReport.read(reply))
+    assert (summary.total, summary.free) == (5, 3)  # 1 GPU + 4 seats; 1 + 2 free
+    assert summary.seats == {4: "a quarter of one NVIDIA H100 80GB HBM3: 20 GB, shared compute"}
+    html = sf.render(summary, 1, {"q": {"display_name": "Quarter", "gpus": 1, "mem_limit": None, "cpu_limit": 0,
+                                        "gpu_share": 4, "mig": ""}})
+    assert "a quarter of one NVIDIA H100 80GB HBM3: 20 GB, shared compute" in html
+
+
 @pytest.mark.parametrize("form, says", [
     ({"gpus": ["x"]}, "must be a whole number"),
     ({"gpus": ["1"], "image": ["evil"]}, "Unexpected form field 'image'"),

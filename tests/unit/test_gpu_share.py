@@ -1,0 +1,93 @@
+"""Memory budgets of shared GPUs' seats (daemon/gpu_share.py): who is over, the
+warning, the grace, and the kill of the largest process of that server only."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from dataclasses import replace
+
+from appliance.daemon import gpu_share
+from appliance.daemon.gpu_share import ShareGuard
+
+from .conftest import GPUS
+
+GiB = 2**30
+GPU = replace(GPUS[0], uuid="GPU-s", memory_total=80 * GiB)  # shared 4 ways: 20 GiB a seat
+SEATS = {"GPU-s": 4}
+
+
+class Units:
+    """systemd's answer to GetUnitByPID."""
+    def __init__(self, of: dict[int, str]):
+        self.of = of
+
+    async def unit_of_pid(self, pid: int) -> str | None:
+        return self.of.get(pid)
+
+
+def guard(procs: dict[int, int], units: dict[int, str], now: list[float], killed: list):
+    async def kill(systemd, pid, unit):
+        killed.append((pid, unit))
+        return True
+    return ShareGuard(Units(units), clock=lambda: now[0], processes=lambda uuids: {"GPU-s": list(procs.items())},
+                      kill=kill)
+
+
+def test_a_server_over_its_share_is_warned_then_loses_its_largest_process_after_the_grace(monkeypatch):
+    told = []
+    monkeypatch.setattr(gpu_share.journal, "send", lambda text, **f: told.append((text, f["OBJECT_SYSTEMD_UNIT"])))
+    now, killed = [1000.0], []
+    # ann: two kernels, 12 + 10 GiB = 22 GiB, over 20; bob: 15 GiB, under; pid 9 is no server's.
+    procs = {101: 12 * GiB, 102: 10 * GiB, 201: 15 * GiB, 9: 30 * GiB}
+    units = {101: "jupyter-ann.service", 102: "jupyter-ann.service", 201: "jupyter-bob.service", 9: "cron.service"}
+    g = guard(procs, units, now, killed)
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    report = g.report(60)["GPU-s"]
+    assert set(report) == {"ann", "bob"}
+    assert report["ann"] == {"used": 22 * GiB, "budget": 20 * GiB, "over_since": 1000.0, "kill_at": 1060.0,
+                             "kills": []}
+    assert report["bob"]["over_since"] is None
+    assert [u for _, u in told] == ["jupyter-ann.service"] and "stopped in 60 s" in told[0][0]
+    now[0] = 1059.0
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    assert killed == [] and len(told) == 1  # within the grace, told once
+    now[0] = 1060.0
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    assert killed == [(101, "jupyter-ann.service")]  # the largest, and only it
+    assert g.kills_total == 1 and "over its GPU memory share" in told[-1][0]
+    del procs[101]
+    now[0] = 1070.0
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    ann = g.report(60)["GPU-s"]["ann"]
+    assert (ann["used"], ann["over_since"], ann["kills"]) == (10 * GiB, None, [{"pid": 101, "bytes": 12 * GiB,
+                                                                               "time": 1060.0}])
+
+
+def test_going_back_under_the_share_ends_the_countdown():
+    now, killed = [0.0], []
+    procs = {101: 25 * GiB}
+    g = guard(procs, {101: "jupyter-ann.service"}, now, killed)
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    procs[101] = 5 * GiB
+    now[0] = 30.0
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    procs[101] = 25 * GiB
+    now[0] = 61.0
+    asyncio.run(g.check([GPU], SEATS, grace=60))
+    assert killed == [] and g.report(60)["GPU-s"]["ann"]["over_since"] == 61.0
+
+
+def test_the_kill_hits_only_a_process_systemd_still_puts_in_that_unit():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not asyncio.run(gpu_share.kill_in_unit(Units({child.pid: "jupyter-bob.service"}), child.pid,
+                                                      "jupyter-ann.service"))
+        assert child.poll() is None  # another unit's: alive
+        assert asyncio.run(gpu_share.kill_in_unit(Units({child.pid: "jupyter-ann.service"}), child.pid,
+                                                  "jupyter-ann.service"))
+        assert child.wait(10) == -9
+    finally:
+        child.kill()
+    assert not asyncio.run(gpu_share.kill_in_unit(Units({}), child.pid, "jupyter-ann.service"))  # gone: no error
