@@ -1,6 +1,8 @@
 """The GPU-sharing benchmark behind scripts/bench-gpu-sharing: a compressed working
-day on the fake NVML, run twice in the same container: today's behaviour (no queue,
-no reclaim: a refused person tries again later) and the queue with reclaim.
+day on the fake NVML, run in the same container under each setup asked for:
+"today" (no queue, no reclaim: a refused person tries again later), "queue" (whole
+GPUs, the queue with reclaim), "seats" (the queue, each GPU shared 4 ways) and
+"mig" (the queue, each GPU in MIG mode as seven 1g.10gb devices).
 
 Every person has the same script in both runs (seeded): they arrive, then alternate
 busy periods (their GPU at 90 % in the fake NVML) and idle ones (0 %), and stop
@@ -31,8 +33,11 @@ from container import Container
 sys.path.insert(0, str(TOP / "tests" / "fake_nvml"))
 from build import build  # noqa: E402
 
-GPUS = 4
 UUID = "GPU-be000000-0000-0000-0000-00000000000{}"
+MIG_UUID = "MIG-be000000-0000-0000-0000-0000000000{}{}"
+SEATS = 4
+MIGS = 7  # 1g.10gb devices of an 80 GB A100, GPU instances 1..7
+CAP_MINOR = 100  # nvidia-caps minors of the fake MIG devices start here
 RETRY = 10.0  # seconds a refused person waits before asking again (no queue)
 
 
@@ -60,11 +65,32 @@ def workload(users: int, seed: int, scale: float) -> list[Person]:
     return people
 
 
+def caps(gpu: int, gi: int) -> tuple[int, int]:
+    base = CAP_MINOR + 2 * (gpu * MIGS + gi)
+    return base, base + 1
+
+
+def nvml(gpus: int, util: dict[str, int], mig: bool) -> str:
+    """The fake NVML's configuration: each GPU's utilization from its holders'."""
+    text = "driver 550.54.14\n" + "".join(
+        f"gpu index={i} minor={i} uuid={UUID.format(i)} name=NVIDIA_A100-SXM4-80GB mem_total={80 * 2**30} "
+        f"util_gpu={util.get(UUID.format(i), 0)} pci=00000000:0{i + 1}:00.0 mig={int(mig)}\n" for i in range(gpus))
+    if mig:
+        text += "".join(f"mig gpu={i} gi={gi} ci=0 profile=1g.10gb uuid={MIG_UUID.format(i, gi)} "
+                        f"mem_total={10 * 2**30}\n" for i in range(gpus) for gi in range(1, MIGS + 1))
+    return text
+
+
+def mig_minors(gpus: int) -> str:
+    return "".join(f"gpu{i}/gi{gi}/access {caps(i, gi)[0]}\ngpu{i}/gi{gi}/ci0/access {caps(i, gi)[1]}\n"
+                   for i in range(gpus) for gi in range(1, MIGS + 1))
+
+
 class Day:
     """One run of the workload against the booted appliance, through the hub's REST API."""
 
-    def __init__(self, app: Appliance, token: str, people: list[Person]):
-        self.app, self.people = app, people
+    def __init__(self, app: Appliance, token: str, people: list[Person], gpus: int, mig: bool):
+        self.app, self.people, self.gpus, self.mig = app, people, gpus, mig
         self.api = f"{app.url}/hub/api"
         self.s = requests.Session()
         self.s.headers["Authorization"] = f"token {token}"
@@ -104,31 +130,30 @@ class Day:
 
     # --- the fake NVML and the measurement -------------------------------------------
 
-    def holders(self) -> dict[str, str | None]:
+    def holders(self) -> dict[str, list[str]]:
+        """GPU (or MIG device) UUID -> who holds it: one each, or a shared GPU's seats."""
         report = json.loads(self.app.sh("applctl gpus --json").stdout)
-        return {g["uuid"]: g["holder"] for g in report["gpus"]}
+        return {g["uuid"]: g.get("holders") or ([g["holder"]] if g["holder"] else []) for g in report["gpus"]}
 
     def sample_forever(self, every: float = 1.0) -> None:
-        """Set each holder's utilization from their phase, and add up GPU time."""
+        """Set each GPU's utilization from its holders' phase (busy if one is), and
+        add up the time of places held (a seat, a MIG device or a GPU), and idle."""
         phase = {p.name: p for p in self.people}
         last = time.monotonic()
         while not self.stop_sampling.is_set():
             held = self.holders()
-            util = {u: 90 if h and phase.get(h) and phase[h].phase == "busy" else 0 for u, h in held.items()}
-            text = "driver 550.54.14\n" + "".join(
-                f"gpu index={i} minor={i} uuid={UUID.format(i)} name=NVIDIA_A100-SXM4-80GB "
-                f"mem_total={80 * 2**30} util_gpu={util.get(UUID.format(i), 0)} pci=00000000:0{i + 1}:00.0\n"
-                for i in range(GPUS))
+            busy = {h for hs in held.values() for h in hs if phase.get(h) and phase[h].phase == "busy"}
+            util = {u: 90 if set(hs) & busy else 0 for u, hs in held.items()}
+            text = nvml(self.gpus, util, self.mig)
             if text != self.written:
                 self.app.ct.write("/etc/fake-nvml.conf", text)
                 self.written = text
             now = time.monotonic()
             dt, last = now - last, now
             with self.lock:
-                for u, h in held.items():
-                    if h:
-                        self.assigned += dt
-                        self.idle += dt if util[u] == 0 else 0
+                for hs in held.values():
+                    self.assigned += dt * len(hs)
+                    self.idle += dt * sum(h not in busy for h in hs)
             self.stop_sampling.wait(every)
 
     # --- a person's day -------------------------------------------------------------
@@ -173,18 +198,24 @@ def pct(values: list[float], q: float) -> float | None:
     return ok[min(len(ok) - 1, int(round(q * (len(ok) - 1))))] if ok else None
 
 
-def run_mode(app: Appliance, token: str, people: list[Person], gpu_toml: str) -> dict:
+def run_mode(app: Appliance, token: str, people: list[Person], gpu_toml: str, gpus: int, mig: bool) -> dict:
+    app.ct.write("/etc/fake-nvml.conf", nvml(gpus, {}, mig))
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text("[culler]\nenabled = false\n" + gpu_toml))
     app.sh("applctl reload >/dev/null")
     app.wait_hub()
-    day = Day(app, token, people)
+    day = Day(app, token, people, gpus, mig)
     makespan = day.run()
     waits = [w for p in people for w in p.waits]
-    return {"refused_spawns": sum(p.refused for p in people), "waits": len(waits),
+    return {"served": sum(p.done is not None for p in people), "refused_spawns": sum(p.refused for p in people),
+            "waits": len(waits),
             "wait_median_s": statistics.median(waits) if waits else None, "wait_p95_s": pct(waits, 0.95),
             "gpu_seconds_assigned": round(day.assigned, 1), "gpu_seconds_idle": round(day.idle, 1),
             "idle_share": round(day.idle / day.assigned, 3) if day.assigned else None,
             "everyone_done_s": round(makespan, 1)}
+
+
+SETUPS = {"today": "today (no queue, no reclaim)", "queue": "whole GPUs: queue + reclaim",
+          "seats": f"{SEATS} seats per GPU: queue + reclaim", "mig": f"MIG 1g.10gb x{MIGS}: queue + reclaim"}
 
 
 def main() -> int:
@@ -194,15 +225,20 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", type=Path, default=Path("bench-gpu-sharing.json"))
     ap.add_argument("--deb", type=Path)
+    ap.add_argument("--gpus", type=int, default=4, help="fake GPUs (1 to 8)")
+    ap.add_argument("--setups", default="today,queue", help="comma-separated: " + ", ".join(SETUPS))
     args = ap.parse_args()
-    if not 1 <= args.users <= 100 or not 0.1 <= args.scale <= 100:
-        sys.exit("bench-gpu-sharing: --users takes 1 to 100, --scale 0.1 to 100")
+    setups = args.setups.split(",")
+    if not 1 <= args.users <= 100 or not 0.1 <= args.scale <= 100 or not 1 <= args.gpus <= 8 \
+            or not setups or set(setups) - set(SETUPS):
+        sys.exit("bench-gpu-sharing: --users takes 1 to 100, --scale 0.1 to 100, --gpus 1 to 8, --setups some of "
+                 + ", ".join(SETUPS))
     deb = built_deb(args.deb)
-    modes = {
-        "today (no queue, no reclaim)": "[gpu]\nqueue = false\nreclaim = \"never\"\n",
-        "queue + reclaim when needed": "[gpu]\nqueue = true\nreclaim = \"when-needed\"\nsample_interval = 1\n"
-                                       f"idle_timeout = {max(10, round(10 * args.scale))}\n",
-    }
+    queue = ("[gpu]\nqueue = true\nreclaim = \"when-needed\"\nsample_interval = 1\n"
+             f"idle_timeout = {max(10, round(10 * args.scale))}\nqueue_timeout = 7200\n")
+    shared = ", ".join(f'"{i}" = {SEATS}' for i in range(args.gpus))
+    toml = {"today": "[gpu]\nqueue = false\nreclaim = \"never\"\n", "queue": queue, "mig": queue,
+            "seats": queue.replace("[gpu]\n", f"[gpu]\nshared = {{ {shared} }}\n")}
     results: dict[str, dict] = {}
     ct = Container("gpubench")
     try:
@@ -210,13 +246,17 @@ def main() -> int:
         ct.install_deb(deb)
         app = Appliance(ct, free_port(), free_port(), free_port())
         ct.copy_in(build(Path(tempfile.mkdtemp(prefix="bench-nvml-"))), "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
-        ct.write("/etc/fake-nvml.conf", "driver 550.54.14\n" + "".join(
-            f"gpu index={i} minor={i} uuid={UUID.format(i)}\n" for i in range(GPUS)))
-        ct.run("".join(f"mknod -m 666 /dev/nvidia{i} c 195 {i}; " for i in range(GPUS))
+        ct.write("/etc/fake-nvml.conf", nvml(args.gpus, {}, False))
+        ct.run("".join(f"mknod -m 666 /dev/nvidia{i} c 195 {i}; " for i in range(args.gpus))
                + "mknod -m 666 /dev/nvidiactl c 195 255; mknod -m 666 /dev/nvidia-uvm c 509 0; "
-                 "mknod -m 666 /dev/nvidia-uvm-tools c 509 1")
+                 "mknod -m 666 /dev/nvidia-uvm-tools c 509 1; mkdir -p /dev/nvidia-caps; "
+               + "".join(f"mknod -m 444 /dev/nvidia-caps/nvidia-cap{c} c 508 {c}; "
+                         for i in range(args.gpus) for gi in range(1, MIGS + 1) for c in caps(i, gi)))
+        # The driver's MIG minors, where the daemon reads them (as tests/system/test_5_gpu_mig.py does).
+        ct.write("/etc/fake-nvidia-caps/mig-minors", mig_minors(args.gpus))
         ct.write("/etc/systemd/system/jupyterhub-appliance.service.d/fake-nvml.conf",
-                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\n")
+                 "[Service]\nEnvironment=FAKE_NVML_CONFIG=/etc/fake-nvml.conf\nTemporaryFileSystem=/proc/driver\n"
+                 "BindReadOnlyPaths=/etc/fake-nvidia-caps:/proc/driver/nvidia-caps\n")
         names = [p.name for p in workload(args.users, args.seed, args.scale)]
         ct.run("".join(f"useradd -m {u} && gpasswd -a {u} jupyterhub-users >/dev/null\n" for u in names))
         ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
@@ -228,17 +268,18 @@ def main() -> int:
                           headers={"Authorization": f"token {token}"}, timeout=60)
         if r.status_code not in (201, 409):
             raise SystemExit(f"bench-gpu-sharing: could not create the hub's users: {r.status_code} {r.text[:200]}")
-        for label, toml in modes.items():
-            print(f"running: {label} ...", flush=True)
-            results[label] = run_mode(app, token, workload(args.users, args.seed, args.scale), toml)
+        for setup in setups:
+            print(f"running: {SETUPS[setup]} ...", flush=True)
+            results[SETUPS[setup]] = run_mode(app, token, workload(args.users, args.seed, args.scale), toml[setup],
+                                              args.gpus, setup == "mig")
     finally:
         ct.destroy()
-    print(f"\n{args.users} people on {GPUS} GPUs, seed {args.seed}, scale {args.scale}")
-    cols = ("refused_spawns", "wait_median_s", "wait_p95_s", "idle_share", "everyone_done_s")
-    print(f"{'':<32}" + "".join(f"{c:>17}" for c in cols))
+    print(f"\n{args.users} people on {args.gpus} GPUs, seed {args.seed}, scale {args.scale}")
+    cols = ("served", "refused_spawns", "wait_median_s", "wait_p95_s", "idle_share", "everyone_done_s")
+    print(f"{'':<36}" + "".join(f"{c:>16}" for c in cols))
     for label, r in results.items():
-        print(f"{label:<32}" + "".join(f"{'-' if r[c] is None else round(r[c], 2):>17}" for c in cols))
-    args.json.write_text(json.dumps({"users": args.users, "gpus": GPUS, "seed": args.seed, "scale": args.scale,
+        print(f"{label:<36}" + "".join(f"{'-' if r[c] is None else round(r[c], 2):>16}" for c in cols))
+    args.json.write_text(json.dumps({"users": args.users, "gpus": args.gpus, "seed": args.seed, "scale": args.scale,
                                      "modes": results}, indent=2))
     print(f"written: {args.json}")
     return 0
