@@ -122,6 +122,22 @@ def _shared(v: Any) -> dict[str, int]:
     return dict(v)
 
 
+def _share_memory(v: Any) -> dict[str, int]:
+    accepted = ('a table of shared GPUs and the GPU memory of each seat, such as { "0" = "16G" }: '
+                'a GPU\'s NVML index or UUID, as in [gpu] shared = a size')
+    if not isinstance(v, dict):
+        raise ValueError(accepted)
+    out = {}
+    for k, size in v.items():
+        try:
+            out[k] = parse_size(size) if _SHARED_GPU.fullmatch(k) and isinstance(size, str) else None
+        except ValueError:
+            out[k] = None
+        if not out[k] or out[k] < 64 * 2**20:
+            raise ValueError(f"{k!r} = {size!r} is not accepted: {accepted} of at least 64M")
+    return out
+
+
 def _gpu_share(v: Any) -> int:
     """A profile's gpu_share "1/N": a seat on a GPU [gpu] shared N ways; "": none. As N."""
     if v == "":
@@ -603,6 +619,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "reclaim": Field("when-needed", "stop servers whose GPUs are idle: when someone waits, always, never",
                          _one_of("when-needed", "always", "never")),
         "shared": Field({}, "GPUs several servers hold at once: a GPU's NVML index or UUID = its seats", _shared),
+        "share_memory": Field({}, "a seat's GPU memory budget per shared GPU (default: its memory / its seats)",
+                              _share_memory),
         "share_grace": Field(120, "seconds a server may stay over its GPU memory share before its largest GPU "
                              "process is killed", _int(10, 86400)),
     },

@@ -110,7 +110,7 @@ class GpuQueue:
               seats: Mapping[str, int] | None = None) -> list[Entry]:
         """Give free GPUs to waiting entries in arrival order. `held` (unit -> UUIDs)
         must include what is running and what is already granted; `seats`: the
-        shared GPUs (allocator.seats_of)."""
+        shared GPUs (allocator.per_gpu)."""
         held = {u: tuple(g) for u, g in held.items()}
         granted = []
         for e in self.waiting():

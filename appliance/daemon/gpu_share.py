@@ -70,8 +70,10 @@ class ShareGuard:
         self.shares: dict[tuple[str, str], Share] = {}  # (unit, GPU UUID) -> its share
         self.kills_total = 0
 
-    async def check(self, gpus: list[GPU], seats: Mapping[str, int], grace: float) -> None:
-        """One look at every shared GPU: warn who went over, kill past the grace."""
+    async def check(self, gpus: list[GPU], seats: Mapping[str, int], grace: float,
+                    budgets: Mapping[str, int] | None = None) -> None:
+        """One look at every shared GPU: warn who went over, kill past the grace.
+        A seat's budget: `budgets` ([gpu] share_memory), else the GPU's memory / seats."""
         now = self.clock()
         by_uuid = {g.uuid: g for g in gpus if g.uuid in seats}
         procs = await asyncio.to_thread(self._processes, sorted(by_uuid))
@@ -83,7 +85,7 @@ class ShareGuard:
                     seen.setdefault((unit, uuid), []).append((pid, used))
         for key, plist in seen.items():
             unit, uuid = key
-            budget = by_uuid[uuid].memory_total // seats[uuid]
+            budget = (budgets or {}).get(uuid) or by_uuid[uuid].memory_total // seats[uuid]
             share = self.shares.setdefault(key, Share(0, budget))
             share.used, share.budget = sum(b for _, b in plist), budget
             if share.used <= budget:

@@ -102,7 +102,7 @@ class GpuManager:
             held = await self.running(inv)
             held.pop(unit, None)  # a leftover unit of this user is being replaced
             try:
-                uuids = allocator.assign(held, count, inv.gpus, kind, allocator.seats_of(inv.gpus, shared or {}))
+                uuids = allocator.assign(held, count, inv.gpus, kind, allocator.per_gpu(inv.gpus, shared or {}))
             except CapacityError:
                 if cpu_fallback:
                     return inv, ()
@@ -120,7 +120,7 @@ class GpuManager:
         inv = await self.inventory()
         if count == 0:
             return inv, ()
-        seats = allocator.seats_of(inv.gpus, shared or {})
+        seats = allocator.per_gpu(inv.gpus, shared or {})
         mine = allocator.of_kind(inv.gpus, kind, seats)
         if count > len(mine):
             self.queue.remove(user)
@@ -184,9 +184,10 @@ class GpuManager:
     async def check_shares(self, gpu_cfg: dict) -> None:
         """The memory budgets of shared GPUs' seats (gpu_share.py)."""
         inv = await self.inventory(gpu_cfg["shared"])
-        seats = allocator.seats_of(inv.gpus, gpu_cfg["shared"])
+        seats = allocator.per_gpu(inv.gpus, gpu_cfg["shared"])
         if seats or self.shares.shares:
-            await self.shares.check(list(inv.gpus), seats, gpu_cfg["share_grace"])
+            await self.shares.check(list(inv.gpus), seats, gpu_cfg["share_grace"],
+                                    allocator.per_gpu(inv.gpus, gpu_cfg["share_memory"]))
 
     async def started_at(self, unit: str) -> float | None:
         """Epoch seconds since the unit has been active; None if not (yet) known."""
@@ -204,7 +205,8 @@ class GpuManager:
         for unit, uuids in sorted(held.items()):
             for uuid in uuids:
                 holders.setdefault(uuid, []).append(unit)
-        seats = allocator.seats_of(inv.gpus, (gpu_cfg or {}).get("shared", {}))
+        seats = allocator.per_gpu(inv.gpus, (gpu_cfg or {}).get("shared", {}))
+        budgets = allocator.per_gpu(inv.gpus, (gpu_cfg or {}).get("share_memory", {}))
         shares = self.shares.report((gpu_cfg or {}).get("share_grace", 0))
         reserved = set(self.pending) | set(self.queue.reserved())
         now = self.clock()
@@ -216,6 +218,8 @@ class GpuManager:
             g["holders"] = [users.user_of_unit(u) for u in units]
             g["holder"] = g["holders"][0] if units else None
             g["seats"] = seats.get(g["uuid"], 1)
+            if g["seats"] > 1:
+                g["seat_memory"] = budgets.get(g["uuid"]) or g["memory_total"] // g["seats"]
             g["shares"] = shares.get(g["uuid"], {})
             g["starting"] = unit in reserved
             g["held_since"] = started.get(unit)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..limits import pick
 from .inventory import GPU
 
 __all__ = ["ANY", "CapacityError", "Kind", "QuotaError", "assign", "choose_gpus", "of_kind", "places", "quota_for",
-           "seats_of"]
+           "per_gpu"]
 
 
 def _gpus(n: int, noun: str = "GPU") -> str:
@@ -36,10 +36,11 @@ class Kind:
 ANY = Kind()
 
 
-def seats_of(gpus: Sequence[GPU], shared: Mapping[str, int]) -> dict[str, int]:
-    """UUID -> seats of the GPUs [gpu] shared names (by UUID or NVML index). A GPU
-    in MIG mode is split already: its MIG devices are never shared."""
-    return {g.uuid: n for g in gpus if not g.parent and (n := shared.get(g.uuid) or shared.get(str(g.index)))}
+def per_gpu(gpus: Sequence[GPU], table: Mapping[str, Any]) -> dict[str, Any]:
+    """UUID -> value, for a [gpu] table keyed by a GPU's UUID or NVML index (shared:
+    seats; share_memory: a seat's budget). Whole GPUs only: a GPU in MIG mode is
+    split already, and its MIG devices are never shared."""
+    return {g.uuid: v for g in gpus if not g.parent and (v := table.get(g.uuid) or table.get(str(g.index)))}
 
 
 def of_kind(gpus: Sequence[GPU], kind: Kind = ANY, seats: Mapping[str, int] | None = None) -> list[GPU]:

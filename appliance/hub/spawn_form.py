@@ -42,8 +42,8 @@ _PARTS = {2: "a half", 3: "a third", 4: "a quarter"}
 def seat_text(g: dict) -> str:
     """'a quarter of one NVIDIA H100 80GB HBM3: 20 GB, shared compute'"""
     n = g["seats"]
-    return (f"{_PARTS.get(n, f'1/{n}')} of one {g['name']}: {g['memory_total'] / n / 2**30:.0f} GB, "
-            "shared compute")
+    memory = g.get("seat_memory") or g["memory_total"] / n
+    return f"{_PARTS.get(n, f'1/{n}')} of one {g['name']}: {memory / 2**30:.0f} GB, shared compute"
 
 
 def _gpus(n: int) -> str:

@@ -116,6 +116,7 @@ def test_gpu_quotas_and_profiles():
     shared = config.loads('[gpu]\nshared = { "0" = 4, "GPU-8f3c0000-1111" = 2 }\n'
                           '[profiles.q]\ndisplay_name = "A quarter"\ngpus = 1\ngpu_share = "1/4"\n')
     assert shared["gpu"]["shared"] == {"0": 4, "GPU-8f3c0000-1111": 2} and shared["profiles"]["q"]["gpu_share"] == 4
+    assert config.loads('[gpu]\nshare_memory = { "0" = "16G" }\n')["gpu"]["share_memory"] == {"0": 16 * 2**30}
 
 
 @pytest.mark.parametrize("text, key", [
@@ -137,6 +138,8 @@ def test_gpu_quotas_and_profiles():
     ("[gpu]\nshared = { '0' = 65 }", "gpu.shared"),
     ("[gpu]\nshared = 4", "gpu.shared"),
     ("[gpu]\nshare_grace = 5", "gpu.share_grace"),
+    ("[gpu]\nshare_memory = { '0' = '1M' }", "gpu.share_memory"),
+    ("[gpu]\nshare_memory = { 'x' = '16G' }", "gpu.share_memory"),
     ("[gpu]\nqueue = 'yes'", "gpu.queue"),
     ("[gpu]\nqueue_timeout = 5", "gpu.queue_timeout"),
     ("[gpu]\nsample_interval = 0", "gpu.sample_interval"),

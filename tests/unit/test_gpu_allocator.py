@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.gpu.allocator import CapacityError, Kind, QuotaError, assign, choose_gpus, quota_for, seats_of
+from appliance.gpu.allocator import CapacityError, Kind, QuotaError, assign, choose_gpus, per_gpu, quota_for
 from appliance.gpu.inventory import GPU
 
 GiB = 2**30
@@ -41,8 +41,8 @@ def test_assign_follows_policy_and_skips_held_gpus() -> None:
 
 def test_a_shared_gpu_takes_as_many_servers_as_its_seats_and_a_whole_gpu_goes_first() -> None:
     gpus = [gpu(0, 80), gpu(1, 10)]
-    seats = seats_of(gpus, {"0": 4})  # by NVML index; a UUID works the same
-    assert seats == {"GPU-0": 4} and seats_of(gpus, {"GPU-1": 2}) == {"GPU-1": 2}
+    seats = per_gpu(gpus, {"0": 4})  # by NVML index; a UUID works the same
+    assert seats == {"GPU-0": 4} and per_gpu(gpus, {"GPU-1": 2}) == {"GPU-1": 2}
     held: dict[str, tuple[str, ...]] = {}
     held["jupyter-u0"] = assign(held, 1, gpus, seats=seats)
     assert held["jupyter-u0"] == ("GPU-1",)  # a GPU of one's own first, though it has less free memory
@@ -58,14 +58,14 @@ def test_a_shared_gpu_takes_as_many_servers_as_its_seats_and_a_whole_gpu_goes_fi
 
 def test_a_share_profile_gets_only_a_seat_of_its_size_and_a_mig_gpu_is_never_shared() -> None:
     gpus = [gpu(0), gpu(1), gpu(2)]
-    seats = seats_of(gpus, {"1": 4, "2": 2})
+    seats = per_gpu(gpus, {"1": 4, "2": 2})
     assert assign({}, 1, gpus, Kind(share=4), seats) == ("GPU-1",)
     assert assign({}, 1, gpus, Kind(share=2), seats) == ("GPU-2",)
     with pytest.raises(CapacityError, match="This server has no usable 1/8 GPU seat"):
         assign({}, 1, gpus, Kind(share=8), seats)
     from dataclasses import replace
     mig = replace(gpu(3), uuid="MIG-3", parent="GPU-3", profile="1g.10gb")
-    assert seats_of([mig], {"3": 4, "MIG-3": 4}) == {}
+    assert per_gpu([mig], {"3": 4, "MIG-3": 4}) == {}
 
 
 def test_count_zero_takes_nothing() -> None:

@@ -91,3 +91,10 @@ def test_the_kill_hits_only_a_process_systemd_still_puts_in_that_unit():
     finally:
         child.kill()
     assert not asyncio.run(gpu_share.kill_in_unit(Units({}), child.pid, "jupyter-ann.service"))  # gone: no error
+
+
+def test_a_configured_seat_budget_wins_over_the_gpus_memory_divided_by_its_seats():
+    now, killed = [0.0], []
+    g = guard({101: 18 * GiB}, {101: "jupyter-ann.service"}, now, killed)
+    asyncio.run(g.check([GPU], SEATS, grace=60, budgets={"GPU-s": 16 * GiB}))
+    assert g.report(60)["GPU-s"]["ann"]["budget"] == 16 * GiB and g.report(60)["GPU-s"]["ann"]["over_since"] == 0.0
