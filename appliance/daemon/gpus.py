@@ -40,10 +40,11 @@ class Queued:
     in_use: int
     total: int
     since: float
+    what: str = "GPUs"  # what in_use and total count: "GPUs", "1/4 GPU seats", "GPUs and seats"...
 
     def to_dict(self) -> dict:
         return {"queued": True, "position": self.position, "waiting": self.waiting, "in_use": self.in_use,
-                "total": self.total, "since": self.since}
+                "total": self.total, "since": self.since, "what": self.what}
 
 
 class GpuManager:
@@ -147,7 +148,9 @@ class GpuManager:
                                    f"(all {total} are in use). Try again later, or start a CPU-only server.")
             taken = Counter(u for uuids in held.values() for u in uuids)
             in_use = sum(min(taken[g.uuid], seats.get(g.uuid, 1)) for g in mine)
-            return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since)
+            what = f"{kind.noun}s" if kind != ANY else "GPUs and seats" if seats.keys() & {g.uuid for g in mine} \
+                else "GPUs"
+            return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since, what)
 
     def leave_queue(self, user: str) -> bool:
         """A cancelled spawn (the stop button, applctl stop) leaves the queue at once."""

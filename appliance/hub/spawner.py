@@ -305,7 +305,7 @@ class ApplianceSpawner(SystemdSpawner):
                 if self._stop_asked:
                     raise spawn_error("You left the GPU queue.", reason="cancelled")
                 place = (f"Waiting for a GPU: you are number {reply['position']} in the queue "
-                         f"({reply['in_use']} of {reply['total']} GPUs in use)")
+                         f"({reply['in_use']} of {reply['total']} {reply.get('what', 'GPUs')} in use)")
                 if place != shown:
                     self._event(place, 20)
                     shown = place

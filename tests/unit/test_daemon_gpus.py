@@ -88,6 +88,7 @@ def test_four_servers_share_a_gpu_with_four_seats_and_a_fifth_waits(systemd, tmp
     assert [ask(f"s{i}") for i in range(4)] == [(GPUS[0].uuid,)] * 4
     waiting = ask("s4")
     assert isinstance(waiting, Queued) and (waiting.position, waiting.in_use, waiting.total) == (1, 4, 4)
+    assert waiting.what == "GPUs and seats"  # for "(4 of 4 GPUs and seats in use)"
     report = asyncio.run(m.report({"shared": shared, "reclaim": "never", "idle_timeout": 60}))
     g = report["gpus"][0]
     assert (g["holders"], g["seats"], g["holder"]) == (["s0", "s1", "s2", "s3"], 4, "s0")
