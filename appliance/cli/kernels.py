@@ -2,9 +2,12 @@
 
 A kernel is a kernelspec in /usr/local/share/jupyter/kernels, which is on every
 server's Jupyter data path; its argv is the environment's own python, so the
-notebook imports that environment's packages. Before it is registered, the
-interpreter is tried as an ordinary user (nobody), because every user's kernel
-runs it: a path in a private home would work for root and fail for everyone else.
+notebook imports that environment's packages. A conda environment's kernel first
+runs the environment's activation scripts (etc/conda/activate.d/*.sh), as `conda
+activate` would, so that CUDA libraries and the like from conda packages are found.
+Before it is registered, the interpreter is tried as an ordinary user (nobody),
+because every user's kernel runs it: a path in a private home would work for root
+and fail for everyone else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -47,15 +51,22 @@ def find_kernels(dirs: tuple[Path, ...] | None = None) -> list[dict]:
                 continue
             try:
                 spec = json.loads(spec_file.read_text())
-                python = spec["argv"][0]
-            except (OSError, ValueError, KeyError, IndexError, TypeError):
-                spec, python = {}, None
-            source = ("applctl" if MARK in spec.get("metadata", {}) else
-                      "built-in" if d == OTHER_DIRS[0] else "other")
+                mine = spec.get("metadata", {}).get(MARK) or {}
+                python = mine.get("python") or spec["argv"][0]  # a conda kernel's argv[0] is bash
+            except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+                spec, mine, python = {}, {}, None
+            source = "applctl" if mine else "built-in" if d == OTHER_DIRS[0] else "other"
             usable = python is not None and (os.sep not in python or os.access(python, os.X_OK))
+            kind = mine.get("kind") or (env_kind(Path(python).parent.parent) if python and os.sep in python else None)
             seen[name] = {"name": name, "display_name": spec.get("display_name"), "python": python,
+                          "kind": kind, "python_version": mine.get("version"),
                           "source": source, "location": str(spec_file.parent), "usable": usable}
     return list(seen.values())
+
+
+def env_kind(prefix: Path) -> str:
+    """"conda" (a conda-meta/ directory), "venv" (a pyvenv.cfg), or "python"."""
+    return "conda" if (prefix / "conda-meta").is_dir() else "venv" if (prefix / "pyvenv.cfg").is_file() else "python"
 
 
 def check_name(name: str) -> str:
@@ -90,13 +101,19 @@ def probe(python: str) -> dict:
         raise Failure(f"--python {python} is not a Python interpreter (it did not run Python code)") from None
 
 
-def kernel_spec(python: str, display_name: str, info: dict) -> dict:
+def kernel_spec(python: str, display_name: str, info: dict, prefix: str, kind: str) -> dict:
     env = {"PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin"}  # its pip, its tools
-    if (Path(info["prefix"]) / "conda-meta").is_dir():
-        env["CONDA_PREFIX"] = info["prefix"]
-    return {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": display_name, "language": "python", "env": env,
-            "metadata": {"debugger": True, MARK: {"python": python, "prefix": info["prefix"]}}}
+    argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if kind == "conda":
+        env |= {"CONDA_PREFIX": prefix, "CONDA_DEFAULT_ENV": os.path.basename(prefix)}
+        # What `conda activate` runs, in bash as conda does; then the kernel itself.
+        # Jupyter fills in {connection_file}; bash gets it as $0.
+        scripts = shlex.quote(f"{prefix}/etc/conda/activate.d") + "/*.sh"
+        argv = ["/bin/bash", "-c", f'for f in {scripts}; do [ -r "$f" ] && . "$f"; done; '
+                f'exec {shlex.quote(python)} -m ipykernel_launcher -f "$0"', "{connection_file}"]
+    return {"argv": argv, "display_name": display_name, "language": "python", "env": env,
+            "metadata": {"debugger": True, MARK: {"python": python, "prefix": prefix, "kind": kind,
+                                                  "version": info["version"]}}}
 
 
 def write_kernel(name: str, spec: dict) -> Path:
@@ -120,7 +137,7 @@ def kernels() -> None:
 
     \b
     Example:
-      sudo applctl kernels add --name py312 --python /opt/conda/envs/py312/bin/python
+      sudo applctl kernels add torch --env /opt/conda/envs/torch
     """
 
 
@@ -130,30 +147,55 @@ def kernels() -> None:
 def list_kernels(as_json: bool) -> None:
     """The kernels every user sees, and where each comes from."""
     rows = find_kernels()
-    emit(as_json, rows, table(["NAME", "DISPLAY NAME", "PYTHON", "SOURCE", "STATUS"],
-                              [[k["name"], k["display_name"], k["python"], k["source"],
-                                "ok" if k["usable"] else "failed"] for k in rows], painted=(4,)))
+    emit(as_json, rows, table(["NAME", "DISPLAY NAME", "KIND", "VERSION", "PYTHON", "SOURCE", "STATUS"],
+                              [[k["name"], k["display_name"], k["kind"] or "-", k["python_version"] or "-",
+                                k["python"], k["source"], "ok" if k["usable"] else "failed"] for k in rows],
+                              painted=(6,)))
 
 
 @kernels.command()
-@click.option("--name", required=True, help=f"the kernel's name: {NAME_RULE}")
-@click.option("--python", "python", required=True, metavar="PATH",
-              help="the environment's python, e.g. /opt/conda/envs/py312/bin/python or /opt/venv/bin/python")
+@click.argument("name_arg", metavar="[NAME]", required=False)
+@click.option("--name", help=f"the kernel's name (or give it as NAME): {NAME_RULE}")
+@click.option("--env", "prefix", metavar="PREFIX",
+              help="the environment's directory: a conda environment (e.g. /opt/conda/envs/torch) or a venv")
+@click.option("--python", "python", metavar="PATH",
+              help="or the environment's python, e.g. /opt/venvs/torch/bin/python")
 @click.option("--display-name", help='what the launcher shows (default: "Python X.Y.Z (NAME)")')
 @json_option
-@example("sudo applctl kernels add --name py312 --python /opt/conda/envs/py312/bin/python\n"
-         'sudo applctl kernels add --name torch --python /opt/venvs/torch/bin/python --display-name "PyTorch"')
-def add(name: str, python: str, display_name: str | None, as_json: bool) -> None:
-    """Register the Python environment of PATH as a kernel for every user.
+@example("sudo applctl kernels add torch --env /opt/conda/envs/torch\n"
+         'sudo applctl kernels add py312 --python /opt/venvs/py312/bin/python --display-name "Python 3.12"')
+def add(name_arg: str | None, name: str | None, prefix: str | None, python: str | None, display_name: str | None,
+        as_json: bool) -> None:
+    """Register a Python environment as a kernel for every user.
 
-    PATH must be a working interpreter with ipykernel, runnable by every user.
+    PREFIX is a conda environment (its activation scripts run before the kernel)
+    or a venv; its bin/python must have ipykernel and be runnable by every user.
     Running servers show the new kernel after a page reload.
     """
+    if name_arg and name and name_arg != name:
+        raise Failure(f"the kernel is named twice ({name_arg!r} and --name {name!r}); give NAME or --name")
+    name = name_arg or name
+    if not name:
+        raise Failure("give the kernel a name: applctl kernels add NAME --env PREFIX")
     check_name(name)
-    if not python.startswith("/") or os.path.normpath(python) != python:
-        raise Failure(f"--python {python[:100]!r}: give the absolute path of the interpreter, "
-                      "e.g. /opt/conda/envs/py312/bin/python")
+    if bool(prefix) == bool(python):
+        raise Failure("say which environment, once: --env PREFIX (a conda environment or a venv) "
+                      "or --python PATH (its interpreter)")
+    given = "--env" if prefix else "--python"
+    path = prefix or python or ""
+    if not path.startswith("/") or os.path.normpath(path) != path:
+        raise Failure(f"{given} {path[:100]!r}: give the absolute path of the "
+                      f"{'environment' if prefix else 'interpreter'}, without '..' or a trailing '/', "
+                      f"e.g. {'/opt/conda/envs/torch' if prefix else '/opt/venvs/torch/bin/python'}")
     need_root("kernels add")
+    if prefix:
+        if not os.path.isdir(prefix):
+            raise Failure(f"--env {prefix}: no such directory")
+        python = f"{prefix}/bin/python"
+        if not os.path.exists(python):
+            raise Failure(f"--env {prefix} has no bin/python: give a conda environment's or a venv's directory")
+    assert python is not None
+    prefix = prefix or os.path.dirname(os.path.dirname(python))
     if not os.path.exists(python):
         raise Failure(f"--python {python}: no such file")
     if not os.path.isfile(python) or not os.access(python, os.X_OK):
@@ -161,7 +203,7 @@ def add(name: str, python: str, display_name: str | None, as_json: bool) -> None
     try:  # before anything runs it
         privilege.check_executable(python)
     except privilege.PrivilegeError as e:
-        raise Failure(f"--python {e}") from None
+        raise Failure(f"{given} {e}") from None
     existing = next((k for k in find_kernels() if k["name"] == name), None)
     if existing and existing["python"] == python and existing["source"] == "applctl":
         emit(as_json, {**existing, "changed": False}, f"kernel {name} already runs {python}; nothing changed")
@@ -170,14 +212,15 @@ def add(name: str, python: str, display_name: str | None, as_json: bool) -> None
         hint = (f"; or remove it first: applctl kernels remove {name}"
                 if Path(existing["location"]).parent == KERNEL_DIR else "")
         raise Failure(f"a kernel named {name} already exists ({existing['location']}, python "
-                      f"{existing['python']}); choose another --name{hint}")
+                      f"{existing['python']}); choose another name{hint}")
     info = probe(python)
-    spec = kernel_spec(python, display_name or f"Python {info['version']} ({name})", info)
+    kind = env_kind(Path(prefix))
+    spec = kernel_spec(python, display_name or f"Python {info['version']} ({name})", info, prefix, kind)
     path = write_kernel(name, spec)
-    emit(as_json, {"name": name, "display_name": spec["display_name"], "python": python,
+    emit(as_json, {"name": name, "display_name": spec["display_name"], "python": python, "kind": kind,
                    "python_version": info["version"], "ipykernel": info["ipykernel"], "path": str(path),
                    "changed": True},
-         f"kernel {name} ({spec['display_name']}, ipykernel {info['ipykernel']}) is now offered to every user")
+         f"kernel {name} ({spec['display_name']}, {kind}, ipykernel {info['ipykernel']}) is now offered to every user")
 
 
 @kernels.command()

@@ -348,7 +348,7 @@ def test_kernels_add_an_existing_venv_for_every_user(app):
     app.sh(f"python3 -m venv --without-pip {VENV} && echo /usr/lib/jupyterhub-appliance/user/lib/python{pyver}/"
            f"site-packages > {VENV}/lib/python{pyver}/site-packages/userenv.pth")
     out = ok(app, f"kernels add --name py311 --python {VENV}/bin/python")
-    assert re.fullmatch(rf"kernel py311 \(Python {re.escape(pyver)}\.\d+ \(py311\), ipykernel [0-9.]+\) is now "
+    assert re.fullmatch(rf"kernel py311 \(Python {re.escape(pyver)}\.\d+ \(py311\), venv, ipykernel [0-9.]+\) is now "
                         r"offered to every user\n", out)
     assert ok(app, f"kernels add --name py311 --python {VENV}/bin/python") == \
         f"kernel py311 already runs {VENV}/bin/python; nothing changed\n"
@@ -381,6 +381,40 @@ def test_kernels_remove(app):
     assert ok(app, "kernels remove py311") == "kernel py311 removed\n"
     assert ok(app, "kernels remove py311") == "there is no kernel py311; nothing changed\n"
     assert "py311" not in ok(app, "kernels list")
+
+
+def test_a_conda_environment_kernel_runs_its_activation_and_a_users_own_kernel_works(app):
+    # A conda-shaped prefix: a venv (its ipykernel from the user environment, as in
+    # the test above) with conda-meta/ and an activation script, as conda makes them.
+    pyver = app.sh("python3 -c 'import sys; print(*sys.version_info[:2], sep=\".\")'").stdout.strip()
+    conda = "/opt/conda/envs/demo"
+    app.sh(f"python3 -m venv --without-pip {conda} && echo /usr/lib/jupyterhub-appliance/user/lib/python{pyver}/"
+           f"site-packages > {conda}/lib/python{pyver}/site-packages/userenv.pth && "
+           f"mkdir -p {conda}/conda-meta {conda}/etc/conda/activate.d && "
+           f"echo 'export DEMO_ACTIVATED=yes-$CONDA_DEFAULT_ENV' > {conda}/etc/conda/activate.d/demo.sh")
+    assert ", conda, ipykernel " in ok(app, f"kernels add demo --env {conda}")
+    listed = {k["name"]: k for k in json.loads(ok(app, "kernels list --json"))}
+    assert (listed["demo"]["kind"], listed["demo"]["python_version"].rsplit(".", 1)[0]) == ("conda", pyver)
+    assert re.search(r"demo\s+Python [0-9.]+ \(demo\)\s+conda\s+" + re.escape(pyver), ok(app, "kernels list"))
+    b = login(app, "nora", PASSWORD)
+    b.wait_for_server("nora")
+
+    def run_in(kernel: str, code: str) -> str:
+        r = b.s.post(f"{app.url}/user/nora/api/kernels", json={"name": kernel}, headers=b._xsrf_headers("nora"),
+                     timeout=60)
+        assert r.status_code == 201, r.text[:300]
+        return b.execute("nora", r.json()["id"], code).strip()
+
+    assert run_in("demo", "import os, sys; print(os.environ.get('DEMO_ACTIVATED'), sys.prefix)") == \
+        f"yes-demo {conda}"
+    # A user's own kernel, as README tells them: ipykernel install --user, from any environment of theirs.
+    run_in("python3", "import subprocess, sys; subprocess.run([sys.executable, '-m', 'ipykernel', 'install', "
+                      "'--user', '--name', 'mine', '--env', 'MINE', 'nora-own'], check=True)")
+    specs = b.s.get(f"{app.url}/user/nora/api/kernelspecs", timeout=30).json()["kernelspecs"]
+    assert {"mine", "demo", "python3"} <= set(specs)
+    assert run_in("mine", "import os; print(os.environ.get('MINE'))") == "nora-own"
+    assert "mine" not in ok(app, "kernels list")  # hers alone: not offered to everyone
+    assert ok(app, "kernels remove demo") == "kernel demo removed\n"
 
 
 def test_logs_of_the_hub_of_a_server_and_following(app):

@@ -108,7 +108,8 @@ def test_kernels_add_writes_a_kernelspec_every_server_finds(capsys, kernel_dirs,
     python.write_text("#!/bin/sh\n")
     python.chmod(0o755)
     code, out, _ = run(capsys, "kernels", "add", "--name", "py312", "--python", str(python))
-    assert (code, out) == (0, "kernel py312 (Python 3.12.1 (py312), ipykernel 6.29.0) is now offered to every user\n")
+    assert (code, out) == (0, "kernel py312 (Python 3.12.1 (py312), python, ipykernel 6.29.0) is now offered to "
+                              "every user\n")
     spec = json.loads((kernel_dirs / "py312/kernel.json").read_text())
     assert spec["argv"] == [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     assert spec["env"]["PATH"].startswith(f"{python.parent}:")
@@ -125,6 +126,49 @@ def test_kernels_add_writes_a_kernelspec_every_server_finds(capsys, kernel_dirs,
     assert run(capsys, "kernels", "remove", "py312")[1] == "there is no kernel py312; nothing changed\n"
     code, _, err = run(capsys, "kernels", "remove", "python3")
     assert code == 1 and "kernel python3 is not one applctl manages" in err
+
+
+def test_a_conda_environment_runs_its_activation_scripts_before_the_kernel(capsys, kernel_dirs, tmp_path):
+    env = tmp_path / "conda/envs/torch"
+    (env / "bin").mkdir(parents=True)
+    (env / "conda-meta").mkdir()
+    (env / "bin/python").write_text("#!/bin/sh\n")
+    (env / "bin/python").chmod(0o755)
+    code, out, _ = run(capsys, "kernels", "add", "torch", "--env", str(env))
+    assert (code, out) == (0, "kernel torch (Python 3.12.1 (torch), conda, ipykernel 6.29.0) is now offered to "
+                              "every user\n")
+    spec = json.loads((kernel_dirs / "torch/kernel.json").read_text())
+    assert spec["argv"][:2] == ["/bin/bash", "-c"] and spec["argv"][3] == "{connection_file}"
+    assert f"for f in {env}/etc/conda/activate.d/*.sh; do" in spec["argv"][2]
+    assert spec["argv"][2].endswith(f'exec {env}/bin/python -m ipykernel_launcher -f "$0"')
+    assert (spec["env"]["CONDA_PREFIX"], spec["env"]["CONDA_DEFAULT_ENV"]) == (str(env), "torch")
+    (row,) = [r for r in json.loads(run(capsys, "kernels", "list", "--json")[1]) if r["name"] == "torch"]
+    assert (row["kind"], row["python_version"], row["python"], row["usable"]) == ("conda", "3.12.1",
+                                                                                    f"{env}/bin/python", True)
+    assert "nothing changed" in run(capsys, "kernels", "add", "--name", "torch", "--env", str(env))[1]
+    # The activation really runs, with the kernel's connection file as "$0".
+    (env / "etc/conda/activate.d").mkdir(parents=True)
+    (env / "etc/conda/activate.d/x.sh").write_text("export FROM_ACTIVATE=yes\n")
+    (env / "bin/python").write_text('#!/bin/sh\necho "$FROM_ACTIVATE $*"\n')
+    import subprocess
+    argv = [a.replace("{connection_file}", "/tmp/k.json") for a in spec["argv"]]
+    assert subprocess.run(argv, capture_output=True, text=True).stdout == "yes -m ipykernel_launcher -f /tmp/k.json\n"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["torch", "--name", "other", "--env", "/opt/e"], "the kernel is named twice ('torch' and --name 'other')"),
+    (["--env", "/opt/e"], "give the kernel a name: applctl kernels add NAME --env PREFIX"),
+    (["torch"], "say which environment, once: --env PREFIX"),
+    (["torch", "--env", "/opt/e", "--python", "/opt/e/bin/python"], "say which environment, once"),
+    (["torch", "--env", "opt/e"], "give the absolute path of the environment"),
+    (["torch", "--env", "/nonexistent"], "--env /nonexistent: no such directory"),
+    (["torch", "--env", "EMPTY"], "has no bin/python: give a conda environment's or a venv's directory"),
+])
+def test_kernels_add_env_refuses_what_is_not_an_environment(capsys, kernel_dirs, tmp_path, args, says):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "kernels", "add", *[str(tmp_path / "empty") if a == "EMPTY" else a for a in args])
+    assert code == 1 and says in err and len(err.splitlines()) == 1, err
+    assert not kernel_dirs.exists()
 
 
 @pytest.mark.parametrize("args, says", [
