@@ -5,7 +5,7 @@ because sudo grants it a command (`sudo -l -U NAME` lists any), or because a pol
 rule names it or one of its groups (polkit actions manage units, disks, networks
 and packages). Both are judged here.
 
-The root daemon cannot run this check: it has no capability but CAP_KILL, and its seccomp filter
+The root daemon cannot run this check: it has no capabilities and its seccomp filter
 kills sudo (setgroups, setrlimit), and /etc/polkit-1/rules.d is polkitd's. So
 `python -m appliance.root_grants` (jupyterhub-appliance-rootcheck.service: root
 with the capabilities sudo needs) judges every member of jupyterhub-users and jupyterhub-admins and writes the

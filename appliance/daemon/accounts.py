@@ -9,7 +9,7 @@ is full: that range is the cap on what a hub's uid can make. The account has a
 locked password and a nologin shell (useradd's defaults, and -s), so only its
 servers run as it; it joins jupyterhub-users, like `applctl adduser`.
 
-The daemon itself cannot write /etc (ProtectSystem=strict, no capability but CAP_KILL): passwd's
+The daemon itself cannot write /etc (ProtectSystem=strict, no capabilities): passwd's
 useradd does it, in a transient unit of its own, one at a time.
 """
 

@@ -7,28 +7,31 @@ A server over its budget is told (its journal, and the home page through the GPU
 report); still over after [gpu] share_grace seconds, its largest GPU process is
 killed, and only that process: the server and its other kernels go on.
 
-Killing a process of another uid takes CAP_KILL, the one capability the daemon
-has. It signals only through a pidfd opened before systemd confirmed that the
-process is in that server's unit, so a PID reused meanwhile is never hit.
+The daemon has no capability to signal another uid's process, and needs none: the
+kill runs in a transient unit as the server's own user (User= of its unit), right
+after systemd confirmed the process is in that server's unit. So it can only ever
+hit a process of that same user, even if the PID were reused in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from dbus_fast import Variant
+
 from .. import journal, users
 from ..gpu.inventory import GPU, read_processes
-from .systemd import Systemd
+from .systemd import Systemd, SystemdError
 
 log = logging.getLogger("jupyterhub-appliance")
 
 REASON = "over its GPU memory share"
 KEEP_KILLS = 3600.0  # seconds a kill stays on its owner's home page
+KILL_TIMEOUT = 30.0
 
 
 @dataclass
@@ -45,21 +48,34 @@ class Share:
 
 
 async def kill_in_unit(systemd: Systemd, pid: int, unit: str) -> bool:
-    """SIGKILL the process if, once held by a pidfd, systemd still puts it in `unit`."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return False  # gone already
-    try:
-        if await systemd.unit_of_pid(pid) != unit:
-            return False
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-        return True
-    except OSError as e:
-        log.error("GPU share: cannot kill process %d of %s: %s", pid, unit, e)
+    """SIGKILL the process, if systemd puts it in `unit`, as that unit's user."""
+    if await systemd.unit_of_pid(pid) != unit:
         return False
-    finally:
-        os.close(fd)
+    props = await systemd.unit_properties(unit, ("User",))
+    user = (props or {}).get("User")
+    if not user:
+        return False
+    killer = f"jupyterhub-appliance-gpu-share-kill-{pid}.service"
+    argv = [sys.executable, "-I", "-c", f"import os; os.kill({int(pid)}, 9)"]
+    try:
+        await systemd.reset_failed(killer)
+        job = await systemd.start_transient(killer, [
+            ("Description", Variant("s", f"jupyterhub-appliance: stop process {pid} of {unit}, over its GPU share")),
+            ("Type", Variant("s", "oneshot")),
+            ("User", Variant("s", user)),
+            ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
+            ("NoNewPrivileges", Variant("b", True)),
+            ("PrivateNetwork", Variant("b", True)),
+            ("CollectMode", Variant("s", "inactive-or-failed")),
+        ])
+        state = await systemd.wait_for(killer, ("inactive", "failed"), KILL_TIMEOUT, job)
+    except SystemdError as e:
+        log.error("GPU share: cannot stop process %d of %s: %s", pid, unit, e)
+        return False
+    if state != "inactive":
+        log.error("GPU share: stopping process %d of %s failed (%s); see journalctl -u %s", pid, unit, state, killer)
+        return False
+    return True
 
 
 class ShareGuard:

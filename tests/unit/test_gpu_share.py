@@ -79,18 +79,44 @@ def test_going_back_under_the_share_ends_the_countdown():
     assert killed == [] and g.report(60)["GPU-s"]["ann"]["over_since"] == 61.0
 
 
-def test_the_kill_hits_only_a_process_systemd_still_puts_in_that_unit():
+class KillerSystemd(Units):
+    """What kill_in_unit asks of systemd; a started unit's command is run here."""
+    def __init__(self, of: dict[int, str]):
+        super().__init__(of)
+        self.started: list[tuple[str, dict]] = []
+
+    async def unit_properties(self, unit, names):
+        return {"User": "ann"} if unit == "jupyter-ann.service" else None
+
+    async def reset_failed(self, unit):
+        pass
+
+    async def start_transient(self, unit, props):
+        props = {k: v.value for k, v in props}
+        self.started.append((unit, props))
+        (_, argv, _), = props["ExecStart"]
+        subprocess.run(argv, check=True)
+        return "/job/1"
+
+    async def wait_for(self, unit, done, timeout, job=None):
+        return "inactive"
+
+
+def test_the_kill_runs_as_the_servers_user_and_only_on_a_process_systemd_puts_in_that_unit():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert not asyncio.run(gpu_share.kill_in_unit(Units({child.pid: "jupyter-bob.service"}), child.pid,
-                                                      "jupyter-ann.service"))
-        assert child.poll() is None  # another unit's: alive
-        assert asyncio.run(gpu_share.kill_in_unit(Units({child.pid: "jupyter-ann.service"}), child.pid,
-                                                  "jupyter-ann.service"))
+        sd = KillerSystemd({child.pid: "jupyter-bob.service"})
+        assert not asyncio.run(gpu_share.kill_in_unit(sd, child.pid, "jupyter-ann.service"))
+        assert sd.started == [] and child.poll() is None  # another unit's: nothing started, alive
+        sd.of[child.pid] = "jupyter-ann.service"
+        assert asyncio.run(gpu_share.kill_in_unit(sd, child.pid, "jupyter-ann.service"))
         assert child.wait(10) == -9
+        (unit, props), = sd.started
+        assert unit == f"jupyterhub-appliance-gpu-share-kill-{child.pid}.service"
+        assert (props["User"], props["NoNewPrivileges"], props["Type"]) == ("ann", True, "oneshot")
     finally:
         child.kill()
-    assert not asyncio.run(gpu_share.kill_in_unit(Units({}), child.pid, "jupyter-ann.service"))  # gone: no error
+    assert not asyncio.run(gpu_share.kill_in_unit(KillerSystemd({}), child.pid, "jupyter-ann.service"))  # gone
 
 
 def test_a_configured_seat_budget_wins_over_the_gpus_memory_divided_by_its_seats():
