@@ -14,7 +14,7 @@ import time
 from urllib.parse import urljoin, urlparse
 
 import requests
-from booted import USERS, free_port
+from booted import TOP, USERS, free_port
 from browser import Browser, login
 from holds import held_start
 
@@ -331,6 +331,11 @@ def test_without_nvml_the_appliance_runs_cpu_only_and_says_so(appliance):
     environ = appliance.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout
     assert "CUDA_VISIBLE_DEVICES=\n" in environ + "\n"
     assert "nvidia" not in appliance.unit_props("jupyter-alice.service", "DeviceAllow")["DeviceAllow"]
+    # scripts/real-gpu-check, for hosts with a real GPU, says there is none here and changes nothing.
+    for name in ("real-gpu-check", "real_gpu_check.py"):
+        appliance.ct.copy_in(TOP / "scripts" / name, f"/root/rgc/scripts/{name}")
+    r = appliance.sh("/root/rgc/scripts/real-gpu-check --user alice", check=False)
+    assert r.returncode == 2 and "no usable NVIDIA GPU here" in r.stdout and "CPU-only" in r.stdout, r
 
 
 def test_no_environment_compiles_the_unused_iri_grammar_at_start(appliance):
