@@ -107,3 +107,11 @@ def wait_until(what: str, check, timeout: float = 90):
             raise AssertionError(f"{what}: not in {timeout} s")
         time.sleep(0.3)
     return result
+
+
+def api_status(b: Browser, query: str = ""):
+    """The GPU dashboard's API; after a reload its service takes a moment to start (503)."""
+    deadline = time.monotonic() + 30
+    while (r := b.get("/services/gpus/api/status" + query)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return r

@@ -10,11 +10,13 @@ drop-in (the appliance itself reads the real path).
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
+import requests
 from browser import Browser, login
-from gpus import GPUS, PASSWORD, UUID, holders, install_fake_gpus, opens, report, spawn, wait_until
+from gpus import GPUS, PASSWORD, UUID, api_status, holders, install_fake_gpus, opens, report, spawn, wait_until
 
 MIG_GPU = 3  # NVML index; its minor is 1
 MINOR = dict(GPUS)[MIG_GPU]
@@ -63,15 +65,15 @@ def mig(appliance, tmp_path_factory):
                  "[Service]\nTemporaryFileSystem=/proc/driver\n"
                  "BindReadOnlyPaths=/etc/fake-nvidia-caps:/proc/driver/nvidia-caps\n")
     app.sh("".join(f"id {n} >/dev/null 2>&1 || useradd -m {n}; echo {n}:{PASSWORD} | chpasswd; "
-                   f"applctl adduser {n} >/dev/null\n" for n in PEOPLE))
+                   f"applctl adduser {n} >/dev/null\n" for n in PEOPLE) + "applctl admin add mig3 >/dev/null")
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(
-        "[gpu]\nquota = 1\n"
+        "[gpu]\nquota = 1\nsample_interval = 1\n"
         "[profiles.slice]\ndisplay_name = \"A MIG slice\"\ngpus = 1\nmig = \"1g.10gb\"\n"
         "[profiles.whole]\ndisplay_name = \"A whole GPU\"\ngpus = 1\n"))
     app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && applctl reload >/dev/null")
     app.wait_hub()
     yield app
-    app.sh("applctl stop --all >/dev/null", check=False)
+    app.sh("applctl stop --all >/dev/null; applctl admin remove mig3 >/dev/null", check=False)
     app.sh("rm -f /etc/systemd/system/jupyterhub-appliance.service.d/fake-mig.conf", check=False)
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text())
     app.sh("systemctl daemon-reload && systemctl stop jupyterhub-appliance.service && applctl reload", check=False)
@@ -111,6 +113,17 @@ def test_two_people_get_different_mig_devices_and_cannot_open_each_others(mig):
         # the fake node); the other's, and the config and monitor files, do not.
         assert {c for c, r in got["caps"].items() if r == "ENXIO"} == {gi_cap, ci_cap}, got
         assert all(r == "EPERM" for c, r in got["caps"].items() if c not in (gi_cap, ci_cap)), got
+
+    # The admins' dashboard and the metrics show each MIG device with its holder.
+    shown = {g["uuid"]: g for g in api_status(login(mig, "mig3", PASSWORD)).json()["gpus"]}
+    assert {u: (shown[u]["holder"], shown[u]["profile"]) for u in MIGS} == {
+        u: (name, "1g.10gb") for name, u in mine.items()}
+
+    def both_held_in_metrics() -> bool:
+        text = requests.get(f"http://127.0.0.1:{mig.metrics_port}/metrics", timeout=30).text
+        return all(re.search(rf'appliance_gpu_held{{[^}}]*UUID="{u}"[^}}]*GPU_I_PROFILE="1g\.10gb"[^}}]*'
+                             rf'user="{name}"}} 1\.0', text) for name, u in mine.items())
+    wait_until("both MIG devices held, in the metrics", both_held_in_metrics)
 
 
 def test_a_slice_profile_waits_for_a_slice_while_whole_gpus_are_free(mig):

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 from browser import login
-from gpus import PASSWORD, UUID, fake_config, holders, install_fake_gpus, report, spawn, wait_until
+from gpus import PASSWORD, UUID, api_status, fake_config, holders, install_fake_gpus, report, spawn, wait_until
 
 SHARED = 2  # NVML index of the GPU made shared: the one with the most free memory, so the first whole grant
 PEOPLE = ["sh0", "sh1", "sh2", "sh3", "sh4"]
@@ -69,6 +69,10 @@ def test_a_gpu_made_shared_by_reload_keeps_its_running_server_and_takes_three_mo
     assert gpu(app, SHARED)["holders"] == ["sh0", "sh1", "sh2", "sh3"]
     out = app.sh("applctl gpus").stdout
     assert "sh0, sh1, sh2, sh3 (4/4 seats)" in out, out
+    app.sh("applctl admin add sh4 >/dev/null")
+    shown = next(g for g in api_status(login(app, "sh4", PASSWORD)).json()["gpus"] if g["uuid"] == UUID.format(SHARED))
+    assert (shown["holders"], shown["seats"]) == (["sh0", "sh1", "sh2", "sh3"], 4)
+    app.sh("applctl admin remove sh4 >/dev/null")
 
 
 def test_a_fifth_person_waits_for_a_seat_while_whole_gpus_are_free(shared):

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 from browser import Browser
-from gpus import GPUS, MEM_USED, UUID, install_fake_gpus
+from gpus import GPUS, MEM_USED, UUID, api_status, install_fake_gpus
 from prometheus_client.parser import text_string_to_metric_families
 
 PASSWORD = "dash-pass-1"
@@ -56,14 +56,6 @@ def dash(appliance, tmp_path_factory):
     yield app, admin, user
     app.sh(f"applctl stop {USER} >/dev/null 2>&1 || true")
     app.ct.write("/etc/fake-nvml.conf", nvml())
-
-
-def api_status(b: Browser, query: str = "") -> requests.Response:
-    """The dashboard's API; after a reload its service takes a moment to start (503)."""
-    deadline = time.monotonic() + 30
-    while (r := b.get("/services/gpus/api/status" + query)).status_code == 503 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return r
 
 
 def held_uuid(app) -> str:
