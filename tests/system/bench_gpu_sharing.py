@@ -113,6 +113,11 @@ class Day:
             r = self.s.post(f"{self.api}/users/{p.name}/server", json={"gpus": 1}, timeout=120)
             if r.status_code in (401, 403, 404):  # the benchmark's own mistake, not a refusal
                 raise RuntimeError(f"POST {r.url}: {r.status_code} {r.text[:200]}")
+            if r.status_code == 400 and "pending stop" in r.text:
+                # Their own server is being stopped (reclaimed): ask again once it is, not a refusal.
+                while self.server(p.name).get("pending"):
+                    time.sleep(0.25)
+                continue
             if r.status_code in (201, 202) or (r.status_code == 400 and "pending" in r.text):
                 while (srv := self.server(p.name)).get("pending"):
                     time.sleep(0.25)
