@@ -40,7 +40,7 @@ class Queued:
     in_use: int
     total: int
     since: float
-    what: str = "GPUs"  # what in_use and total count: "GPUs", "1/4 GPU seats", "GPUs and seats"...
+    what: str = "GPUs"  # what in_use and total count: "GPUs", "seats on GPUs shared 4 ways", "GPUs and seats"...
 
     def to_dict(self) -> dict:
         return {"queued": True, "position": self.position, "waiting": self.waiting, "in_use": self.in_use,
@@ -148,7 +148,7 @@ class GpuManager:
                                    f"(all {total} are in use). Try again later, or start a CPU-only server.")
             taken = Counter(u for uuids in held.values() for u in uuids)
             in_use = sum(min(taken[g.uuid], seats.get(g.uuid, 1)) for g in mine)
-            what = f"{kind.noun}s" if kind != ANY else "GPUs and seats" if seats.keys() & {g.uuid for g in mine} \
+            what = kind.nouns[1] if kind != ANY else "GPUs and seats" if seats.keys() & {g.uuid for g in mine} \
                 else "GPUs"
             return Queued(self.queue.position(entry), len(self.queue.waiting()), in_use, total, entry.since, what)
 

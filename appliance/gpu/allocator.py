@@ -16,8 +16,8 @@ __all__ = ["ANY", "CapacityError", "Kind", "QuotaError", "assign", "choose_gpus"
            "per_gpu"]
 
 
-def _gpus(n: int, noun: str = "GPU") -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _gpus(n: int, nouns: tuple[str, str] = ("GPU", "GPUs")) -> str:
+    return f"{n} {nouns[0]}" if n == 1 else f"{n} {nouns[1]}"
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,13 @@ class Kind:
     share: int = 0
 
     @property
-    def noun(self) -> str:
-        return f"{self.mig} MIG device" if self.mig else f"1/{self.share} GPU seat" if self.share else "GPU"
+    def nouns(self) -> tuple[str, str]:
+        """What one and several of this kind are called, for people."""
+        if self.mig:
+            return f"{self.mig} MIG device", f"{self.mig} MIG devices"
+        if self.share:
+            return f"seat on a GPU shared {self.share} ways", f"seats on GPUs shared {self.share} ways"
+        return "GPU", "GPUs"
 
 
 ANY = Kind()
@@ -62,18 +67,18 @@ class CapacityError(Exception):
 
     def __init__(self, requested: int, free: int, total: int | None = None, kind: Kind = ANY) -> None:
         self.requested, self.free, self.total = requested, free, total
-        noun = kind.noun
+        one, many = nouns = kind.nouns
         if total == 0:
-            msg = (f"This server has no usable {noun}: you asked for {_gpus(requested, noun)}. "
+            msg = (f"This server has no usable {one}: you asked for {_gpus(requested, nouns)}. "
                    "Start a CPU-only server.")
         elif total is not None and requested > total:
-            msg = (f"You asked for {_gpus(requested, noun)}; this server has only {_gpus(total, noun)}. "
-                   f"Ask for fewer {noun}s or start a CPU-only server.")
+            msg = (f"You asked for {_gpus(requested, nouns)}; this server has only {_gpus(total, nouns)}. "
+                   f"Ask for fewer {many} or start a CPU-only server.")
         elif free == 0:
-            msg = (f"All {noun}s are busy: you asked for {_gpus(requested, noun)}, none is free. "
+            msg = (f"All {many} are busy: you asked for {_gpus(requested, nouns)}, none is free. "
                    "Start a CPU-only server or try again later.")
         else:
-            msg = (f"Not enough free {noun}s: you asked for {_gpus(requested, noun)}, {free} "
+            msg = (f"Not enough free {many}: you asked for {_gpus(requested, nouns)}, {free} "
                    f"{'is' if free == 1 else 'are'} free. "
                    "Ask for fewer, start a CPU-only server or try again later.")
         super().__init__(msg)

@@ -29,7 +29,7 @@ schema: 3,885. Issue 30's MIG devices raised it to 4,002: root reads the invento
 and grants devices, so the MIG devices' listing and their nvidia-caps minors
 (gpu/inventory.py, 82 lines), the rules that tell them apart by those files
 (gpu/devices.py), a profile's `mig` in config, and the kind a queue entry waits for.
-Its shared GPUs raised it to 4,359: seats in the allocator and the queue, [gpu]
+Its shared GPUs raised it to 4,364: seats in the allocator and the queue, [gpu]
 shared, share_memory and a profile's gpu_share in config, and the seats' memory budgets, which
 only root can enforce (daemon/gpu_share.py: per-process memory through NVML, the
 unit of each process from systemd, the warning in the server's journal, the kill
@@ -41,7 +41,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4359
+LIMIT = 4364
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")

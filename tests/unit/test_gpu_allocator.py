@@ -61,7 +61,8 @@ def test_a_share_profile_gets_only_a_seat_of_its_size_and_a_mig_gpu_is_never_sha
     seats = per_gpu(gpus, {"1": 4, "2": 2})
     assert assign({}, 1, gpus, Kind(share=4), seats) == ("GPU-1",)
     assert assign({}, 1, gpus, Kind(share=2), seats) == ("GPU-2",)
-    with pytest.raises(CapacityError, match="This server has no usable 1/8 GPU seat"):
+    with pytest.raises(CapacityError, match="This server has no usable seat on a GPU shared 8 ways: you asked for "
+                                            "1 seat on a GPU shared 8 ways"):
         assign({}, 1, gpus, Kind(share=8), seats)
     from dataclasses import replace
     mig = replace(gpu(3), uuid="MIG-3", parent="GPU-3", profile="1g.10gb")
