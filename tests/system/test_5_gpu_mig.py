@@ -10,7 +10,6 @@ drop-in (the appliance itself reads the real path).
 
 from __future__ import annotations
 
-import re
 import threading
 
 import pytest
@@ -120,9 +119,11 @@ def test_two_people_get_different_mig_devices_and_cannot_open_each_others(mig):
         u: (name, "1g.10gb") for name, u in mine.items()}
 
     def both_held_in_metrics() -> bool:
-        text = requests.get(f"http://127.0.0.1:{mig.metrics_port}/metrics", timeout=30).text
-        return all(re.search(rf'appliance_gpu_held{{[^}}]*UUID="{u}"[^}}]*GPU_I_PROFILE="1g\.10gb"[^}}]*'
-                             rf'user="{name}"}} 1\.0', text) for name, u in mine.items())
+        held = [line for line in requests.get(f"http://127.0.0.1:{mig.metrics_port}/metrics", timeout=30)
+                .text.splitlines() if line.startswith("appliance_gpu_held{") and line.endswith("} 1.0")]
+        return all(any(all(f'{k}="{v}"' in line for k, v in (("UUID", u), ("GPU_I_PROFILE", "1g.10gb"),
+                                                               ("user", name))) for line in held)
+                   for name, u in mine.items())
     wait_until("both MIG devices held, in the metrics", both_held_in_metrics)
 
 
