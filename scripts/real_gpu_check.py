@@ -16,9 +16,9 @@ compute mode, no nvidia-smi write).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -26,46 +26,54 @@ import urllib.error
 import urllib.request
 
 KERNEL_CODE = r'''
-import ctypes, errno, json, os, time
-out = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
-opens = {}
-for path in OTHER_FILES:
+import ctypes, errno, json, os
+def check():
+    out = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    opens = {}
+    for path in OTHER_FILES:
+        try:
+            os.close(os.open(path, os.O_RDONLY)); opens[path] = "OPEN"
+        except OSError as e:
+            opens[path] = errno.errorcode.get(e.errno, str(e.errno))
+    out["other_files"] = opens
     try:
-        os.close(os.open(path, os.O_RDONLY)); opens[path] = "OPEN"
+        cuda = ctypes.CDLL("libcuda.so.1")
     except OSError as e:
-        opens[path] = errno.errorcode.get(e.errno, str(e.errno))
-out["other_files"] = opens
-try:
-    cuda = ctypes.CDLL("libcuda.so.1")
-except OSError as e:
-    out["cuda"] = f"libcuda.so.1 not loadable: {e}"
-    print(json.dumps(out)); raise SystemExit
-def ok(rc, what):
-    if rc != 0:
-        raise RuntimeError(f"{what} returned CUDA error {rc}")
-ok(cuda.cuInit(0), "cuInit")
-n = ctypes.c_int(); ok(cuda.cuDeviceGetCount(ctypes.byref(n)), "cuDeviceGetCount")
-names = []
-for i in range(n.value):
-    dev = ctypes.c_int(); ok(cuda.cuDeviceGet(ctypes.byref(dev), i), "cuDeviceGet")
-    buf = ctypes.create_string_buffer(256); cuda.cuDeviceGetName(buf, 256, dev); names.append(buf.value.decode())
-out["devices"] = names
-if names:
-    dev = ctypes.c_int(); cuda.cuDeviceGet(ctypes.byref(dev), 0)
-    ctx = ctypes.c_void_p(); ok(cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev), "cuCtxCreate")
-    free, total = ctypes.c_size_t(), ctypes.c_size_t()
-    ok(cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
-    out["memory_total"], out["memory_free"] = total.value, free.value
-    held, err = [], None
-    while len(held) * 2**30 < TARGET:
-        p = ctypes.c_void_p()
-        rc = cuda.cuMemAlloc_v2(ctypes.byref(p), ctypes.c_size_t(2**30))
+        out["cuda"] = f"libcuda.so.1 not loadable: {e}"
+        return out, []
+    def ok(rc, what):
         if rc != 0:
-            err = rc; break
-        held.append(p)
-    out["allocated_gib"], out["allocation_error"] = len(held), err  # `held` stays: the daemon sees it
-print(json.dumps(out))
+            raise RuntimeError(f"{what} returned CUDA error {rc}")
+    ok(cuda.cuInit(0), "cuInit")
+    n = ctypes.c_int(); ok(cuda.cuDeviceGetCount(ctypes.byref(n)), "cuDeviceGetCount")
+    names = []
+    for i in range(n.value):
+        dev = ctypes.c_int(); ok(cuda.cuDeviceGet(ctypes.byref(dev), i), "cuDeviceGet")
+        buf = ctypes.create_string_buffer(256); cuda.cuDeviceGetName(buf, 256, dev); names.append(buf.value.decode())
+    out["devices"] = names
+    held = []
+    if names:
+        dev = ctypes.c_int(); cuda.cuDeviceGet(ctypes.byref(dev), 0)
+        ctx = ctypes.c_void_p(); ok(cuda.cuCtxCreate_v2(ctypes.byref(ctx), 0, dev), "cuCtxCreate")
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        ok(cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
+        out["memory_total"], out["memory_free"] = total.value, free.value
+        err = None
+        while len(held) * 2**30 < TARGET:
+            p = ctypes.c_void_p()
+            rc = cuda.cuMemAlloc_v2(ctypes.byref(p), ctypes.c_size_t(2**30))
+            if rc != 0:
+                err = rc; break
+            held.append(p)
+        out["allocated_gib"], out["allocation_error"] = len(held), err
+    return out, held
+result, held = check()  # `held` stays in the kernel: the daemon sees its memory
+print(json.dumps(result))
 '''
+
+
+APPLCTL = "/usr/bin/applctl"  # by path: this runs as root
+JOURNALCTL = "/usr/bin/journalctl"
 
 
 def sh(*argv: str) -> str:
@@ -73,7 +81,7 @@ def sh(*argv: str) -> str:
 
 
 def applctl_json(*args: str) -> dict:
-    return json.loads(sh("applctl", *args, "--json"))
+    return json.loads(sh(APPLCTL, *args, "--json"))
 
 
 def call(method: str, url: str, token: str, body: dict | None = None) -> dict | None:
@@ -84,26 +92,42 @@ def call(method: str, url: str, token: str, body: dict | None = None) -> dict | 
     return json.loads(raw) if raw else None
 
 
-def run_in_kernel(connection_file: str, code: str, timeout: float) -> tuple[str, str | None]:
-    """(what the code printed, the kernel's error if any); as root, over the
-    kernel's own sockets, as JupyterLab's kernel connection does."""
-    from jupyter_client import BlockingKernelClient
-    kc = BlockingKernelClient(connection_file=connection_file)
-    kc.load_connection_file()
-    kc.start_channels()
-    printed, error = [], None
+# Run as the server's user (run_in_kernel): the code on stdin, what it printed and
+# its error out, as JSON.
+CLIENT = r'''
+import json, sys
+from jupyter_client import BlockingKernelClient
+kc = BlockingKernelClient(connection_file=sys.argv[1])
+kc.load_connection_file()
+kc.start_channels()
+printed, error = [], None
+def on_output(msg):
+    global error
+    if msg["msg_type"] == "stream":
+        printed.append(msg["content"]["text"])
+    elif msg["msg_type"] == "error":
+        error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
+try:
+    kc.execute_interactive(sys.stdin.read(), timeout=float(sys.argv[2]), output_hook=on_output)
+finally:
+    kc.stop_channels()
+print(json.dumps(["".join(printed), error]))
+'''
 
-    def on_output(msg: dict) -> None:
-        nonlocal error
-        if msg["msg_type"] == "stream":
-            printed.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
-    try:
-        kc.execute_interactive(code, timeout=timeout, output_hook=on_output)
-    finally:
-        kc.stop_channels()
-    return "".join(printed), error
+
+def run_in_kernel(user: str, kernel: str, code: str, timeout: float) -> tuple[str, str | None]:
+    """(what the code printed, the kernel's error if any), over the kernel's own
+    sockets as JupyterLab's connection does. Done as the server's user, not root:
+    the connection file and the sockets are in their runtime directory, where they
+    could put links."""
+    pw = pwd.getpwnam(user)
+    proc = subprocess.run([sys.executable, "-I", "-c", CLIENT, f"/run/jupyter-{user}/kernel-{kernel}.json",
+                           str(timeout)], input=code, capture_output=True, text=True, user=pw.pw_uid,
+                          group=pw.pw_gid, extra_groups=[], cwd="/", timeout=timeout + 60)
+    if proc.returncode != 0:
+        sys.exit(f"real-gpu-check: could not run code in {user}'s kernel: {proc.stderr.strip()[-500:]}")
+    printed, error = json.loads(proc.stdout)
+    return printed, error
 
 
 def main() -> int:
@@ -129,7 +153,7 @@ def main() -> int:
 
     port = applctl_json("config", "get", "hub.port")["value"]
     base = f"http://127.0.0.1:{port}"
-    token = sh("applctl", "token", args.user).strip()
+    token = sh(APPLCTL, "token", args.user).strip()
     user = args.user
     try:
         call("POST", f"{base}/hub/api/users/{user}/server", token, {"profile": args.profile} if args.profile
@@ -157,11 +181,8 @@ def main() -> int:
     others = sorted(set(others) - held_files)
 
     kernel = call("POST", f"{base}/user/{user}/api/kernels", token, {"name": "python3"})["id"]
-    connection = glob.glob(f"/run/jupyter-{user}/kernel-{kernel}.json")
-    if not connection:
-        sys.exit(f"real-gpu-check: no connection file for kernel {kernel} under /run/jupyter-{user}")
     code = KERNEL_CODE.replace("OTHER_FILES", repr(others)).replace("TARGET", str(budget + 2 * 2**30))
-    printed, error = run_in_kernel(connection[0], code, timeout=600)
+    printed, error = run_in_kernel(user, kernel, code, timeout=600)
     if error:
         print(f"the kernel's code failed: {error}")
     result = json.loads(printed.strip().splitlines()[-1]) if printed.strip() else {}
@@ -187,7 +208,7 @@ def main() -> int:
                 break
             time.sleep(2)
         print(f"  the kernel: {state}; the daemon's log says:")
-        print("    " + sh("journalctl", "-u", f"jupyter-{user}.service", "-n", "5", "--no-pager", "-o", "cat"
+        print("    " + sh(JOURNALCTL, "-u", f"jupyter-{user}.service", "-n", "5", "--no-pager", "-o", "cat"
                           ).strip().replace("\n", "\n    "))
     call("DELETE", f"{base}/hub/api/users/{user}/server", token)
     print(f"\n{user}'s server stopped. Nothing of the GPU's settings was changed.")

@@ -10,10 +10,12 @@ drop-in (the appliance itself reads the real path).
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
 import requests
+from booted import TOP
 from browser import Browser, login
 from gpus import GPUS, PASSWORD, UUID, api_status, holders, install_fake_gpus, opens, report, spawn, wait_until
 
@@ -136,3 +138,16 @@ def test_a_slice_profile_waits_for_a_slice_while_whole_gpus_are_free(mig):
     mig.sh("applctl stop mig1 >/dev/null")
     b.wait_for_server("mig3")
     assert holders(mig)[freed] == "mig3"
+
+
+def test_real_gpu_check_runs_through_a_kernel_and_finds_other_devices_refused(mig):
+    # scripts/real-gpu-check is for a real GPU; with the fake one it still shows its
+    # own part: the server, a kernel run as its user, the other devices' files refused.
+    for name in ("real-gpu-check", "real_gpu_check.py"):
+        mig.ct.copy_in(TOP / "scripts" / name, f"/root/rgc/scripts/{name}")
+    r = mig.sh("/root/rgc/scripts/real-gpu-check --user mig2 --profile slice", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mig2's server holds: MIG-" in r.stdout and "CUDA_VISIBLE_DEVICES=MIG-" in r.stdout, r.stdout
+    assert re.search(r"other GPUs' files: \d+ tried, all refused \(EPERM\)", r.stdout), r.stdout
+    assert "libcuda.so.1 not loadable" in r.stdout  # no driver here: no CUDA
+    assert "mig2's server stopped" in r.stdout and not holders(mig).get("mig2")
