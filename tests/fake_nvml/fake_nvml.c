@@ -92,6 +92,7 @@ struct fake_mig {
     char uuid[STR_LEN], profile[32];
     unsigned long long mem_total, mem_used;
     unsigned int gi, ci;
+    int util; /* -1: not reported (what drivers do for MIG devices) */
 };
 struct fake_config {
     int init_error;
@@ -273,11 +274,13 @@ static int parse_mig(struct fake_config *c, char **save, const char *path, int l
     struct fake_mig *m = &c->migs[c->nmigs];
     memset(m, 0, sizeof(*m));
     m->gpu = 0xFFFFFFFFu;
+    m->util = -1;
     strcpy(m->profile, "1g.10gb");
     m->mem_total = 10737418240ull;
     snprintf(m->uuid, sizeof(m->uuid), "MIG-fa4e0000-0000-0000-0000-%012x", c->nmigs);
     for (char *tok = strtok_r(NULL, " \t\r\n", save); tok; tok = strtok_r(NULL, " \t\r\n", save)) {
         char *eq = strchr(tok, '='), *v;
+        unsigned int u;
         if (!eq)
             return bad(path, line, "expected key=value", tok);
         *eq = '\0';
@@ -289,6 +292,7 @@ static int parse_mig(struct fake_config *c, char **save, const char *path, int l
                  : !strcmp(tok, "ci")        ? parse_uint(v, &m->ci)
                  : !strcmp(tok, "mem_total") ? parse_ull(v, &m->mem_total)
                  : !strcmp(tok, "mem_used")  ? parse_ull(v, &m->mem_used)
+                 : !strcmp(tok, "util_gpu")  ? parse_uint(v, &u) && u <= 100 && (m->util = (int)u, 1)
                                              : 0;
         if (!ok)
             return bad(path, line, "bad mig key or value", tok);
@@ -630,10 +634,16 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, nvmlUtilization_t *ut
 {
     struct fake_config c;
     struct fake_gpu *g;
-    if (is_mig(h)) { /* nor for a MIG device (GPM metrics only) */
+    if (is_mig(h)) { /* nor for a MIG device, unless the line says util_gpu= */
         struct fake_mig *m;
         nvmlReturn_t rc = mig_device(&c, h, &m);
-        return rc ? rc : NVML_ERROR_NOT_SUPPORTED;
+        if (rc || m->util < 0)
+            return rc ? rc : NVML_ERROR_NOT_SUPPORTED;
+        if (!util)
+            return NVML_ERROR_INVALID_ARGUMENT;
+        util->gpu = (unsigned int)m->util;
+        util->memory = 0;
+        return NVML_SUCCESS;
     }
     nvmlReturn_t rc = device(&c, h, "util", &g);
     if (rc)

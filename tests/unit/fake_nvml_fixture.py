@@ -96,11 +96,13 @@ class FakeMig:
     uuid: str | None = None
     mem_total: int = 10 * 2**30
     mem_used: int = 0
+    util_gpu: int | None = None  # None: not reported, as drivers do for MIG devices
 
     def line(self) -> str:
         uuid = self.uuid or f"MIG-{self.gpu:04x}{self.gi:04x}-0000-0000-0000-{self.ci:012x}"
         return (f"mig gpu={self.gpu} gi={self.gi} ci={self.ci} profile={self.profile} uuid={uuid} "
-                f"mem_total={self.mem_total} mem_used={self.mem_used}")
+                f"mem_total={self.mem_total} mem_used={self.mem_used}"
+                + ("" if self.util_gpu is None else f" util_gpu={self.util_gpu}"))
 
 
 class FakeNvml:

@@ -248,3 +248,24 @@ def test_each_gpus_compute_processes_with_their_memory(fake_nvml: FakeNvml) -> N
     uuids = [f"GPU-{i:08x}-1111-2222-3333-444455556666" for i in range(3)]
     assert read_processes(uuids + ["GPU-gone"]) == {uuids[0]: [(4242, 3 * GiB), (4343, GiB)], uuids[1]: []}
     assert read_processes([]) == {} and fake_nvml.init_count() == 0
+
+
+def test_a_mig_devices_utilization_is_read_where_the_driver_reports_it_and_the_reclaim_uses_it(
+        fake_nvml: FakeNvml, tmp_path) -> None:
+    import asyncio
+
+    from appliance.daemon.gpus import GpuManager
+    from appliance.gpu.devices import device_allow
+
+    from .conftest import FakeManager
+    fake_nvml.write([FakeGPU(0, minor=4, mig="1")],
+                    migs=[FakeMig(0, gi=1, util_gpu=0), FakeMig(0, gi=2)])  # gi2: not reported, as usual
+    minors, caps = mig_host(tmp_path, MINORS, [39, 40, 48, 49])
+    reported, silent = read_inventory(minors, caps).gpus
+    assert (reported.utilization, silent.utilization) == (0, None)
+    sd = FakeManager()
+    sd.add("jupyter-ann.service", device_allow([reported]))
+    sd.add("jupyter-bob.service", device_allow([silent]))
+    m = GpuManager(sd, inventory=lambda: read_inventory(minors, caps), clock=lambda: 100.0)
+    asyncio.run(m.sample(threshold=5))
+    assert set(m.idle_since) == {"jupyter-ann.service"}  # bob's device reports nothing: never idle
