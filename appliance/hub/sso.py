@@ -127,6 +127,7 @@ class IdTokenRefresh:
                               "a new login", user.name, e)
                 return False
             return True
+        self.log.info("single sign-on: refreshing %s's tokens for a new ID token", user.name)
         try:
             token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
         except Exception as e:  # SessionChecks.get_token_info has noted whether it was invalid_grant
