@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -119,14 +120,13 @@ class IdTokenRefresh:
         if not auth_state:
             return False
         refresh_token = auth_state.get("refresh_token")
-        if not refresh_token:
-            try:
-                await self.id_token_claims(auth_state.get("id_token"))
-            except id_tokens.IdTokenError as e:
-                self.log.info("single sign-on: %s's ID token no longer holds (%s) and there is no refresh token: "
-                              "a new login", user.name, e)
-                return False
-            return True
+        if not refresh_token:  # the claims of the ID token checked at the login, until it expires
+            exp = (auth_state.get(self.user_auth_state_key) or {}).get("exp")
+            if isinstance(exp, (int, float)) and time.time() < exp:
+                return True
+            self.log.info("single sign-on: %s's ID token has expired and there is no refresh token (scope "
+                          "offline_access?): a new login", user.name)
+            return False
         self.log.info("single sign-on: refreshing %s's tokens for a new ID token", user.name)
         try:
             token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
@@ -138,9 +138,9 @@ class IdTokenRefresh:
         try:
             # oauthenticator 17's own step from tokens to the auth model (authenticate's too)
             return await self._token_to_auth_model(token_info)
-        except web.HTTPError as e:  # the new ID token does not check out, or its name is refused
+        except Exception as e:  # the new ID token does not check out, or its name is refused (as oauthenticator)
             self.log.warning("single sign-on: %s's refreshed tokens refused (%s): a new login", user.name,
-                             e.log_message)
+                             getattr(e, "log_message", None) or e)
             return False
 
 

@@ -225,8 +225,10 @@ def test_without_a_domain_the_claim_is_the_name_as_before(keys):
 class IdUser(User):
     def __init__(self, refresh_token="r1", id_token=None):
         super().__init__()
-        self.state = {"access_token": "old", "refresh_token": refresh_token, "id_token": id_token or token(),
-                      "token_response": {"access_token": "old", "token_type": "Bearer"}}
+        id_token = id_token or token()
+        self.state = {"access_token": "old", "refresh_token": refresh_token, "id_token": id_token,
+                      "token_response": {"access_token": "old", "token_type": "Bearer"},
+                      "oauth_user": jwt.decode(id_token, options={"verify_signature": False})}  # checked at login
 
     async def get_auth_state(self):
         return self.state
@@ -288,4 +290,4 @@ def test_without_a_refresh_token_the_login_holds_while_its_id_token_does(provide
     assert refresh_id(provider, IdUser(refresh_token=None))[0] is True
     expired = token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)
     assert refresh_id(provider, IdUser(refresh_token=None, id_token=expired))[0] is False
-    assert provider.asked == []
+    assert provider.asked == [] and provider.keys.fetched == 0  # nothing asked of the provider
