@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .. import config, config_edit, files, privilege, root_only
-from ..oidc_discovery import SSOError, discover
+from ..oidc_discovery import SSOError, discover, id_token_keys
 from ..revproxy import setup_record
 from ..revproxy.site import SiteError
 from .common import config_path, load_config
@@ -86,7 +86,9 @@ def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str |
 
     config_edit.change(path, edit, dry_run=True)  # the same check as the write below, before anything
     try:
-        discover(issuer)
+        doc = discover(issuer)
+        if keys.get("claims_from") == "id_token":
+            id_token_keys(doc, issuer)
     except SSOError as e:
         raise Failure(f"--issuer: {e}; nothing changed") from None
     check_secret_place(secret_file)

@@ -24,8 +24,8 @@ from typing import Any
 
 import jwt
 
-# Asymmetric algorithms only: a provider signs, the hub verifies with the public key.
-ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+from ..oidc_discovery import ID_TOKEN_ALGORITHMS as ALGORITHMS  # asymmetric ones only
+
 LEEWAY = 60  # seconds of clock difference between the provider and this machine
 JWKS_TIMEOUT = 10
 KEYS_LIFESPAN = 300  # s
@@ -34,16 +34,6 @@ KEYS_COOLDOWN = 10  # s
 
 class IdTokenError(ValueError):
     """An ID token that does not prove who the person is; the message says why."""
-
-
-def algorithms(doc: dict) -> list[str]:
-    """The algorithms an ID token of this provider may be signed with: those of its
-    discovery document's id_token_signing_alg_values_supported that are asymmetric
-    (RS256, the OpenID default, when it names none). [] if it names only others."""
-    named = doc.get("id_token_signing_alg_values_supported", ["RS256"])
-    if not isinstance(named, list):
-        return []
-    return [a for a in ALGORITHMS if a in named]
 
 
 def keys(jwks_uri: str) -> jwt.PyJWKClient:

@@ -24,7 +24,6 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
@@ -34,7 +33,7 @@ from traitlets import Bool, Integer, List, Unicode
 from .. import daemon_client, users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
-from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
+from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url, id_token_keys  # noqa: F401
 from . import id_tokens, provider_groups, sso_sessions
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
@@ -67,20 +66,7 @@ def apply(c, cfg) -> None:
     a.issuer = oidc["issuer"]
     a.claims_from = oidc["claims_from"]
     if oidc["claims_from"] == "id_token":
-        jwks = str(doc.get("jwks_uri", ""))
-        # The keys decide who logs in: fetched over https, or plain http only from this
-        # machine (as the issuer itself, config.py), never from where a network could answer.
-        if not (jwks.startswith("https://") or (jwks.startswith("http://")
-                                                and urlsplit(jwks).hostname in ("127.0.0.1", "localhost", "::1"))):
-            raise SSOError(f"[oidc] claims_from = \"id_token\": the provider's discovery document "
-                           f"({discovery_url(oidc['issuer'])}) names no https jwks_uri to check ID tokens with")
-        a.jwks_uri = doc["jwks_uri"]
-        a.id_token_algorithms = id_tokens.algorithms(doc)
-        if not a.id_token_algorithms:
-            raise SSOError(f"[oidc] claims_from = \"id_token\": the provider's discovery document "
-                           f"({discovery_url(oidc['issuer'])}) names no asymmetric algorithm in "
-                           "id_token_signing_alg_values_supported (e.g. RS256) that the hub could check ID tokens "
-                           "with")
+        a.jwks_uri, a.id_token_algorithms = id_token_keys(doc, oidc["issuer"])
     a.iss_in_response = doc.get("authorization_response_iss_parameter_supported") is True
     a.scope = list(oidc["scopes"])
     a.username_claim = oidc["username_claim"]

@@ -118,9 +118,14 @@ def test_a_forged_or_stale_token_is_refused_saying_why(keys, forged, says):
 
 
 def test_only_algorithms_the_provider_advertises_and_asymmetric_ones_count(keys):
-    assert id_tokens.algorithms({"id_token_signing_alg_values_supported": ["RS256", "HS256", "none"]}) == ["RS256"]
-    assert id_tokens.algorithms({}) == ["RS256"]  # OpenID's default
-    assert id_tokens.algorithms({"id_token_signing_alg_values_supported": ["HS256"]}) == []
+    from appliance.oidc_discovery import SSOError, id_token_keys
+
+    def algorithms(named):
+        return id_token_keys({"jwks_uri": "https://id.example.org/keys", **named}, ISSUER)[1]
+    assert algorithms({"id_token_signing_alg_values_supported": ["RS256", "HS256", "none"]}) == ["RS256"]
+    assert algorithms({}) == ["RS256"]  # OpenID's default
+    with pytest.raises(SSOError, match="names no asymmetric algorithm"):
+        algorithms({"id_token_signing_alg_values_supported": ["HS256", "none"]})
     keys.published = [jwk(KEY, "k1"), {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY.public_key())),
                                        "kid": "e1", "use": "sig"}]
     assert check(keys, token(key=EC_KEY, alg="ES256", kid="e1"))["sub"] == "s-1"

@@ -53,6 +53,7 @@ def test_setup_writes_the_secret_and_the_section_and_prints_the_redirect_uri(box
                                                                              monkeypatch):
     path, secret = box
     stdin(monkeypatch, "s3cret-from-the-provider\n")
+    provider.doc["jwks_uri"] = provider.issuer + "/jwks"  # claims_from = "id_token" needs the keys
     code, out, err = setup(capsys, provider.issuer, "--username-claim", "sub", "--scopes", "openid,profile,groups",
                            "--claims-from", "id_token", "--username-domain", "Contoso.edu")
     assert (code, err) == (0, "")
@@ -114,6 +115,8 @@ def unchanged(box, before: str) -> None:
     (["--username-domain", "@contoso.edu"], "x", "--username-domain: '@contoso.edu' is not accepted: \"\" (the claim "
      "is the account name), or the domain of names like alice@contoso.edu"),
     (["--username-domain", ""], "x", "--username-domain is empty: give the domain of a username claim"),
+    (["--claims-from", "id_token"], "x", '--issuer: [oidc] claims_from = "id_token": the provider\'s discovery '
+     "document (http://127.0.0.1:"),  # which names no jwks_uri
     (["--issuer", "{issuer}/"], "x", "names the issuer 'http://127.0.0.1:"),   # discovery names another issuer
     (["--issuer", "http://127.0.0.1:9"], "x", "--issuer: cannot read the provider's discovery document "
      "http://127.0.0.1:9/.well-known/openid-configuration"),
