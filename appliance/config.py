@@ -518,6 +518,14 @@ def _claim(v: Any) -> str:
     return v
 
 
+def _domain(v: Any) -> str:  # [oidc] username_domain: the DOMAIN of claims NAME@DOMAIN (a UPN)
+    if v == "" or (isinstance(v, str)
+                   and re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]+", v.lower())):
+        return v.lower()
+    raise ValueError('"" (the claim is the account name), or the domain of names like alice@contoso.edu, e.g. '
+                     '"contoso.edu": labels of letters, digits and -, joined by dots, no @')
+
+
 def _scopes(v: Any) -> list[str]:
     accepted = 'a list of scopes with "openid" among them, e.g. ["openid", "profile", "email", "groups"]'
     if (not isinstance(v, list) or not 1 <= len(v) <= 32 or "openid" not in v
@@ -685,6 +693,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "scopes": Field(["openid", "profile", "email"], "scopes the hub asks for", _scopes),
         "username_claim": Field("preferred_username", "the claim that names the local account", _claim,
                                 root_only=_OIDC_ROOT_ONLY),
+        "username_domain": Field("", "the domain of a username claim NAME@DOMAIN (a UPN): NAME is the local "
+                                 "account, other domains are refused (\"\": the claim is the account)", _domain,
+                                 root_only=_OIDC_ROOT_ONLY),
         "groups_claim": Field("groups", "the claim that lists the person's groups", _claim,
                               root_only=_OIDC_ROOT_ONLY),
         "allowed_groups": Field([], "provider groups whose members may log in ([]: any)", _provider_groups,

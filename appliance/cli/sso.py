@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .. import config, config_edit, files, privilege, root_only
-from ..oidc_discovery import SSOError, discover
+from ..oidc_discovery import SSOError, discover, id_token_keys
 from ..revproxy import setup_record
 from ..revproxy.site import SiteError
 from .common import config_path, load_config
@@ -49,14 +49,19 @@ def sso_group() -> None:
 @click.option("--scopes", metavar="LIST", help='scopes to ask for, comma-separated (default "openid,profile,email")')
 @click.option("--username-claim", metavar="CLAIM", help="the claim that names the local account "
                                                         "(default preferred_username)")
+@click.option("--username-domain", metavar="DOMAIN", help="a username claim NAME@DOMAIN (a UPN) is the local NAME; "
+                                                           "other domains are refused")
 @click.option("--groups-claim", metavar="CLAIM", help="the claim that lists the person's groups (default groups)")
+@click.option("--claims-from", type=click.Choice(["userinfo", "id_token"]),
+              help="where the claims come from (default userinfo; id_token: the ID token, its signature checked, "
+                   "as Entra ID needs)")
 @json_option
 @example("printf '%s\\n' \"$SECRET\" | applctl sso setup --issuer https://login.example.org/realms/lab "
          "--client-id jupyterhub\napplctl sso setup --issuer https://sso.example.org/realms/lab --client-id jupyterhub "
          "--scopes openid,profile,groups   # asks for the secret")
 @_refusals
-def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str | None, groups_claim: str | None,
-          as_json: bool) -> None:
+def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str | None, username_domain: str | None,
+          groups_claim: str | None, claims_from: str | None, as_json: bool) -> None:
     """Turn on single sign-on: check the provider, store the client secret, write
     [auth] type = "oidc" and [oidc] into appliance.toml.
 
@@ -69,7 +74,8 @@ def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str |
     if privilege.sudo_uid() is not None:
         raise Failure("sso setup decides who may log in, as which local account, so only root may run it "
                       "(a root login, not sudo applctl); nothing changed")
-    keys = oidc_settings(issuer, client_id, scopes, username_claim, groups_claim)
+    keys = oidc_settings(issuer, client_id, scopes, username_claim, groups_claim,
+                         {"--username-domain": username_domain, "--claims-from": claims_from})
     path = config_path()
     secret_file = Path(load_config()["oidc"]["client_secret_file"])
 
@@ -80,7 +86,9 @@ def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str |
 
     config_edit.change(path, edit, dry_run=True)  # the same check as the write below, before anything
     try:
-        discover(issuer)
+        doc = discover(issuer)
+        if keys.get("claims_from") == "id_token":
+            id_token_keys(doc, issuer)
     except SSOError as e:
         raise Failure(f"--issuer: {e}; nothing changed") from None
     check_secret_place(secret_file)
@@ -111,10 +119,14 @@ def setup(issuer: str, client_id: str, scopes: str | None, username_claim: str |
 
 
 def oidc_settings(issuer: str, client_id: str, scopes: str | None, username_claim: str | None,
-                  groups_claim: str | None) -> dict:
+                  groups_claim: str | None, more: dict[str, str | None] | None = None) -> dict:
     """The [oidc] keys to write, each checked by its own schema check (config.py),
-    the error naming the option."""
+    the error naming the option. MORE: other options given as they are, --key-name
+    for [oidc] key_name."""
     given = {"issuer": ("--issuer", issuer, issuer), "client_id": ("--client-id", client_id, client_id)}
+    for option, value in (more or {}).items():
+        if value is not None:
+            given[option[2:].replace("-", "_")] = (option, value, value)
     if scopes is not None:
         given["scopes"] = ("--scopes", scopes, [s.strip() for s in scopes.split(",") if s.strip()])
     if username_claim is not None:

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Integer, Unicode
+from traitlets import Bool, Integer, List, Unicode
 
 from .. import daemon_client, users
 from ..config import OIDC_CREDENTIAL
 from ..groups import USERS_GROUP
-from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url  # noqa: F401
+from ..oidc_discovery import DISCOVERY, SSOError, check_discovery, discover, discovery_url, id_token_keys  # noqa: F401
 from . import id_tokens, provider_groups, sso_sessions
 
 CREDENTIAL = OIDC_CREDENTIAL  # the generator's LoadCredential= (held_ports.py)
@@ -66,17 +66,11 @@ def apply(c, cfg) -> None:
     a.issuer = oidc["issuer"]
     a.claims_from = oidc["claims_from"]
     if oidc["claims_from"] == "id_token":
-        jwks = str(doc.get("jwks_uri", ""))
-        # The keys decide who logs in: fetched over https, or plain http only from this
-        # machine (as the issuer itself, config.py), never from where a network could answer.
-        if not (jwks.startswith("https://") or (jwks.startswith("http://")
-                                                and urlsplit(jwks).hostname in ("127.0.0.1", "localhost", "::1"))):
-            raise SSOError(f"[oidc] claims_from = \"id_token\": the provider's discovery document "
-                           f"({discovery_url(oidc['issuer'])}) names no https jwks_uri to check ID tokens with")
-        a.jwks_uri = doc["jwks_uri"]
+        a.jwks_uri, a.id_token_algorithms = id_token_keys(doc, oidc["issuer"])
     a.iss_in_response = doc.get("authorization_response_iss_parameter_supported") is True
     a.scope = list(oidc["scopes"])
     a.username_claim = oidc["username_claim"]
+    a.username_domain = oidc["username_domain"]
     a.groups_claim = oidc["groups_claim"]
     a.min_uid = cfg["daemon"]["min_uid"]
     a.accounts = oidc["accounts"]
@@ -94,7 +88,49 @@ def apply(c, cfg) -> None:
         raise SSOError(str(e)) from None
 
 
-class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticator):
+class IdTokenRefresh:
+    """claims_from = "id_token" at each refresh (sso_sessions.py): oauthenticator's
+    refresh_user would read the stored ID token again, which proves nothing new (and,
+    once expired, fails without a word to the provider). Instead the refresh token is
+    traded at the token endpoint every time, as userinfo is asked in the other mode:
+    the provider's answer is the check that the person is still enabled (its
+    invalid_grant ends the session, SessionChecks), and the new ID token, checked
+    like the first (token_to_user), brings the current groups. Without a refresh token
+    (Entra ID gives one only with the scope offline_access) the login stands while
+    its ID token is valid, and then asks for a new login."""
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        if self.claims_from != "id_token" or not self.enable_auth_state:
+            return await super().refresh_user(user, handler, **kwargs)
+        auth_state = await user.get_auth_state()
+        if not auth_state:
+            return False
+        refresh_token = auth_state.get("refresh_token")
+        if not refresh_token:  # the claims of the ID token checked at the login, until it expires
+            exp = (auth_state.get(self.user_auth_state_key) or {}).get("exp")
+            if isinstance(exp, (int, float)) and time.time() < exp:
+                return True
+            self.log.info("single sign-on: %s's ID token has expired and there is no refresh token (scope "
+                          "offline_access?): a new login", user.name)
+            return False
+        self.log.info("single sign-on: refreshing %s's tokens for a new ID token", user.name)
+        try:
+            token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
+        except Exception as e:  # SessionChecks.get_token_info has noted whether it was invalid_grant
+            self.log.info("single sign-on: the provider did not take %s's refresh token: %s", user.name, e)
+            return False
+        if not token_info.get("refresh_token"):  # a provider that does not rotate them: the same one again
+            token_info["refresh_token"] = refresh_token
+        try:
+            # oauthenticator 17's own step from tokens to the auth model (authenticate's too)
+            return await self._token_to_auth_model(token_info)
+        except Exception as e:  # the new ID token does not check out, or its name is refused (as oauthenticator)
+            self.log.warning("single sign-on: %s's refreshed tokens refused (%s): a new login", user.name,
+                             getattr(e, "log_message", None) or e)
+            return False
+
+
+class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, IdTokenRefresh, GenericOAuthenticator):
     issuer = Unicode(help="[oidc] issuer: the callback's iss, if any, must be it (RFC 9207)").tag(config=True)
     iss_in_response = Bool(False, help="the provider sends iss with every callback (its discovery document says "
                                        "so)").tag(config=True)
@@ -104,6 +140,9 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
     claims_from = Unicode("userinfo", help="[oidc] claims_from: userinfo, or id_token (signature checked)").tag(
         config=True)
     jwks_uri = Unicode(help="the provider's keys, from its discovery document").tag(config=True)
+    id_token_algorithms = List(Unicode(), list(id_tokens.ALGORITHMS),
+                               help="the asymmetric algorithms the provider signs ID tokens with").tag(config=True)
+    username_domain = Unicode("", help="[oidc] username_domain: NAME@it is the local NAME").tag(config=True)
     _jwks = None
 
     async def authenticate(self, handler, data=None):
@@ -123,15 +162,20 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
         leaves the session as it is (sso_sessions.py)."""
         if self.claims_from != "id_token":
             return await super().token_to_user(token_info)
-        if self._jwks is None:
-            self._jwks = id_tokens.keys(self.jwks_uri)
         try:
-            return await asyncio.to_thread(id_tokens.verified_claims, token_info.get("id_token"), self._jwks,
-                                           self.issuer, self.client_id)
+            return await self.id_token_claims(token_info.get("id_token"))
         except id_tokens.IdTokenError as e:
             self.log.warning("single sign-on: an ID token refused: %s", e)
             raise web.HTTPError(403, "The identity provider's answer could not be verified. Please sign in again; "
                                      "if this persists, tell the administrator.") from None
+
+    async def id_token_claims(self, id_token) -> dict:
+        """The ID token's claims once it checks out (IdTokenError); in a thread, since
+        it may fetch the provider's keys."""
+        if self._jwks is None:
+            self._jwks = id_tokens.keys(self.jwks_uri)
+        return await asyncio.to_thread(id_tokens.verified_claims, id_token, self._jwks, self.issuer, self.client_id,
+                                       self.id_token_algorithms)
 
     def check_iss(self, iss: str | None) -> None:
         """RFC 9207: a provider that says it sends `iss` must send its own; a code
@@ -158,7 +202,7 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
         if not isinstance(name, str) or not name.isascii():
             raise web.HTTPError(403, f"Your name at the identity provider ({str(name)[:64]!r}) cannot be an account "
                                      "name here: only letters a-z, digits, '_' and '-'. Ask the administrator.")
-        return name
+        return local_name(name, self.username_domain)
 
     async def check_allowed(self, username, auth_model=None):
         if auth_model is None:  # JupyterHub asks about users it already has
@@ -195,6 +239,25 @@ class ApplianceOIDCAuthenticator(sso_sessions.SessionChecks, GenericOAuthenticat
                                      f"would be {str(reply.get('user'))[:64]}. Ask the administrator.")
         if reply.get("created"):
             self.log.info("single sign-on: made the account %s", username)
+
+
+def local_name(name: str, domain: str) -> str:
+    """[oidc] username_domain: the claim NAME@DOMAIN (a UPN such as Entra ID's
+    preferred_username) is the local account NAME; a name of another domain, or of
+    none, is refused (403), so alice@elsewhere.org never becomes the local alice.
+    Without a domain the claim is the name as it is."""
+    if not domain:
+        return name
+    local, at, theirs = name.rpartition("@")
+    if at and local and theirs.lower() == domain.lower():
+        return local
+    shown = name[:64]
+    if not at:
+        raise web.HTTPError(403, f"You signed in as {shown}, but this JupyterHub takes only names of the form "
+                                 f"NAME@{domain}. Ask the administrator.")
+    raise web.HTTPError(403, f"You signed in as {shown}, but this JupyterHub takes only accounts of {domain}, "
+                             f"not of {theirs[:64] or 'no domain'}. Sign in with your {domain} account, or ask the "
+                             "administrator.")
 
 
 def local_account_refusal(name: str, min_uid: int) -> str | None:

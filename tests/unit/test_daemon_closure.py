@@ -33,7 +33,8 @@ Its shared GPUs raised it to 4,364: seats in the allocator and the queue, [gpu]
 shared, share_memory and a profile's gpu_share in config, and the seats' memory budgets, which
 only root can enforce (daemon/gpu_share.py: per-process memory through NVML, the
 unit of each process from systemd, the warning in the server's journal, the kill
-as the server's user; 150 lines, with journal.py)."""
+as the server's user; 150 lines, with journal.py). [oidc] username_domain (a UPN's
+domain, checked where the other [oidc] keys are) added 11: 4,375."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4364
+LIMIT = 4375
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")

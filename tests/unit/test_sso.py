@@ -28,7 +28,7 @@ def test_pam_is_the_default_and_oidc_takes_the_documented_defaults():
                     "client_secret_file": "/etc/jupyterhub/oidc-client-secret",
                     "scopes": ["openid", "profile", "email"], "username_claim": "preferred_username",
                     "groups_claim": "groups", "allowed_groups": [], "admin_groups": [], "accounts": "existing",
-                    "claims_from": "userinfo", "refresh_age": 300,
+                    "claims_from": "userinfo", "refresh_age": 300, "username_domain": "",
                     "uid_min": 70000, "uid_max": 70999, "group": "jupyterhub-sso"}
 
 
@@ -206,8 +206,15 @@ def test_claims_from_the_id_token_need_the_providers_keys(provider, tmp_path, mo
         apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n')
     assert "names no https jwks_uri" in str(e.value.code)
     provider.doc["jwks_uri"] = provider.issuer + "/jwks"  # http on this machine, as the issuer
-    a = apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n').ApplianceOIDCAuthenticator
+    provider.doc["id_token_signing_alg_values_supported"] = ["HS256", "none"]  # nothing a public key checks
+    with pytest.raises(SystemExit) as e:
+        apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\n')
+    assert "names no asymmetric algorithm in id_token_signing_alg_values_supported" in str(e.value.code)
+    provider.doc["id_token_signing_alg_values_supported"] = ["HS256", "RS256", "ES256"]
+    a = apply_oidc(tmp_path, monkeypatch, provider.issuer, 'claims_from = "id_token"\nusername_domain = "Example.org"\n'
+                   ).ApplianceOIDCAuthenticator
     assert (a.claims_from, a.jwks_uri) == ("id_token", provider.issuer + "/jwks")
+    assert (a.id_token_algorithms, a.username_domain) == (["RS256", "ES256"], "example.org")
 
 
 def test_a_failed_discovery_stops_the_hub_saying_why(tmp_path, monkeypatch):

@@ -53,7 +53,9 @@ def test_setup_writes_the_secret_and_the_section_and_prints_the_redirect_uri(box
                                                                              monkeypatch):
     path, secret = box
     stdin(monkeypatch, "s3cret-from-the-provider\n")
-    code, out, err = setup(capsys, provider.issuer, "--username-claim", "sub", "--scopes", "openid,profile,groups")
+    provider.doc["jwks_uri"] = provider.issuer + "/jwks"  # claims_from = "id_token" needs the keys
+    code, out, err = setup(capsys, provider.issuer, "--username-claim", "sub", "--scopes", "openid,profile,groups",
+                           "--claims-from", "id_token", "--username-domain", "Contoso.edu")
     assert (code, err) == (0, "")
     assert secret.read_text() == "s3cret-from-the-provider\n"
     st = secret.stat()
@@ -63,6 +65,7 @@ def test_setup_writes_the_secret_and_the_section_and_prints_the_redirect_uri(box
     assert cfg["auth"]["type"] == "oidc"
     assert (cfg["oidc"]["issuer"], cfg["oidc"]["client_id"]) == (provider.issuer, "jupyterhub")
     assert (cfg["oidc"]["username_claim"], cfg["oidc"]["scopes"]) == ("sub", ["openid", "profile", "groups"])
+    assert (cfg["oidc"]["claims_from"], cfg["oidc"]["username_domain"]) == ("id_token", "contoso.edu")
     text = path.read_text()
     assert "port = 8000  # public" in text and f'# issuer = ""\nissuer = "{provider.issuer}"' in text
     assert "s3cret" not in out + text
@@ -109,6 +112,11 @@ def unchanged(box, before: str) -> None:
      '"openid"'),
     (["--scopes", ","], "x", "--scopes is empty: give scopes the hub asks for"),
     (["--username-claim", "a b"], "x", "--username-claim: 'a b' is not accepted: the name of a claim"),
+    (["--username-domain", "@contoso.edu"], "x", "--username-domain: '@contoso.edu' is not accepted: \"\" (the claim "
+     "is the account name), or the domain of names like alice@contoso.edu"),
+    (["--username-domain", ""], "x", "--username-domain is empty: give the domain of a username claim"),
+    (["--claims-from", "id_token"], "x", '--issuer: [oidc] claims_from = "id_token": the provider\'s discovery '
+     "document (http://127.0.0.1:"),  # which names no jwks_uri
     (["--issuer", "{issuer}/"], "x", "names the issuer 'http://127.0.0.1:"),   # discovery names another issuer
     (["--issuer", "http://127.0.0.1:9"], "x", "--issuer: cannot read the provider's discovery document "
      "http://127.0.0.1:9/.well-known/openid-configuration"),

@@ -34,6 +34,10 @@ const ACCOUNTS = {
   // [oidc] claims_from = "id_token" (test_9_sso.py): like Entra ID, ida's groups are
   // in her ID token only; her userinfo has none.
   ida: { preferred_username: "ida", name: "Ida Token", email: "ida@example.org", groups: ["lab"], idTokenGroupsOnly: true },
+  // Entra ID's shape (test_9_sso_id_token.py): the user name is a UPN, and it and the
+  // groups are in the ID token only. ivan's UPN has ines's name in another domain.
+  ines: { preferred_username: "ines@example.org", name: "Ines Entra", email: "ines@example.org", groups: ["lab", "lab-admins"], entra: true },
+  ivan: { preferred_username: "ines@evil.example", name: "Ivan Other", email: "ines@evil.example", groups: ["lab"], entra: true },
 };
 
 const provider = new Provider(conf.issuer, {
@@ -55,10 +59,11 @@ const provider = new Provider(conf.issuer, {
   async findAccount(ctx, id) {
     const account = ACCOUNTS[id];
     if (!account || disabled(id)) return undefined;
-    const { idTokenGroupsOnly, ...claims } = account;
+    const { idTokenGroupsOnly, entra, ...claims } = account;
     return {
       accountId: id,
       async claims(use) {
+        if (entra && use === "userinfo") return { sub: id, name: claims.name, email: claims.email };
         return idTokenGroupsOnly && use === "userinfo" ? { sub: id, ...claims, groups: [] } : { sub: id, ...claims };
       },
     };
