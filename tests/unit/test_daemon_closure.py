@@ -33,7 +33,13 @@ Its shared GPUs raised it to 4,364: seats in the allocator and the queue, [gpu]
 shared, share_memory and a profile's gpu_share in config, and the seats' memory budgets, which
 only root can enforce (daemon/gpu_share.py: per-process memory through NVML, the
 unit of each process from systemd, the warning in the server's journal, the kill
-as the server's user; 150 lines, with journal.py)."""
+as the server's user; 150 lines, with journal.py).
+Content links (issue 32 item 4) raised it to 4,611: a visitor's server may reach
+[ephemeral] content_hosts, and only root may decide which addresses those are, so
+the daemon resolves the names in a unit of its own (it has no network itself),
+reads that answer strictly, allows the addresses but never cloud metadata, and pins
+them in the server's /etc/hosts (content.py 116 lines, which config also checks the
+key with; units.py, visitors.py, about 130). `applctl link` is not root's code."""
 
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4364
+LIMIT = 4611
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
