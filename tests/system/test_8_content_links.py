@@ -180,4 +180,12 @@ def test_a_visitor_fetches_from_a_content_host_and_from_no_other(workshop):
     assert got["fetch"][OTHER_HOST] != "fetched" and got["fetch"][OTHER_ADDR] != "fetched", got
     allow = app.unit_props(f"jupyter-{name}.service", "IPAddressAllow")["IPAddressAllow"]
     assert GIT_ADDR in allow and OTHER_ADDR not in allow, allow
+    # A crafted link that would clone into a folder whose code a kernel runs at start:
+    # the server refuses it, page and clone alike, and says why.
+    query = f"repo=http://{GIT_HOST}:{PORT}/course.git&targetpath=.ipython/profile_default/startup"
+    for path in ("git-pull", "git-pull/api"):
+        r = b.get(f"/user/{name}/{path}?{query}")
+        assert r.status_code == 400 and "targetpath must be a folder in your home" in r.text, (r.status_code, r.text)
+    home = app.sh(f"ls -A /var/lib/private/jupyter-{name}").stdout
+    assert ".ipython" not in home, home
     app.sh(f"applctl stop {name}")

@@ -196,3 +196,31 @@ def test_a_link_says_what_visitors_cannot_reach_and_when_git_is_missing(capsys, 
     code, out, err = run(capsys, "link", "--repo", "https://github.com/org/course", "--json")
     got = json.loads(out)
     assert got["visitors_reach_repo"] is True and got["git_installed"] is False
+
+
+# --- what the server itself accepts from a link (appliance/singleuser.py) -------------
+
+@pytest.mark.parametrize("repo, targetpath, says", [
+    ("https://h/org/course.git", None, None),
+    ("git://h/course", "course", None),
+    ("https://h/course", "work/course", None),
+    ("https://h/course", ".ipython/profile_default/startup", "targetpath must be a folder in your home"),
+    ("https://h/course", ".local/lib/python3.13/site-packages", "no hidden"),
+    ("https://h/course", "/var/lib/x", "no leading /"),
+    ("https://h/course", "../x", "no .."),
+    ("https://h/course", "a/../../x", "no .."),
+    ("file:///home/ann/repo", None, "repo must be an https://"),
+    ("ext::sh -c touch% /tmp/x", None, "repo must be"),
+    ("", None, "repo must be"),
+])
+def test_the_server_refuses_links_that_would_clone_outside_a_visible_folder_of_the_home(repo, targetpath, says):
+    from appliance.singleuser import content_link_refusal
+
+    why = content_link_refusal(repo, targetpath)
+    assert (why is None) if says is None else (says in why), why
+
+
+def test_the_server_says_to_install_git_when_it_is_missing():
+    from appliance.singleuser import content_link_refusal
+
+    assert "install git" in content_link_refusal("https://h/course", None, git_found=False)
