@@ -8,7 +8,7 @@ In ephemeral mode a visitor's server may reach only `[ephemeral] content_hosts`
 beyond what `[ephemeral] network` allows: the root daemon resolves those names at
 each spawn, in a unit of their own (the daemon itself has no network), allows the
 addresses it found and pins them in the server's /etc/hosts, so the server's
-lookups find exactly the addresses its firewall lets through (docs/content-links.md).
+lookups find exactly the addresses its firewall lets through (docs/ephemeral.md, "Content links").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`applctl link`: a content link (nbgitpuller) that puts a git repository's files
 into the person's home and opens them in JupyterLab; in ephemeral mode it lands a
-new visitor straight in the workshop's notebook (docs/content-links.md).
+new visitor straight in the workshop's notebook (docs/ephemeral.md, "Content links").
 
 The link is https://HOST/hub/user-redirect/git-pull?repo=...&targetpath=...&urlpath=...:
 JupyterHub sends the person (after login, or as a new visitor) to their own server's
