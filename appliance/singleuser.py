@@ -135,7 +135,8 @@ def guard_content_links() -> None:
             why = content_link_refusal(self.get_argument("repo", ""), targetpath, shutil.which("git") is not None)
             if why:
                 raise web.HTTPError(400, "%s", why)
-            return await get(self, *args, **kwargs)
+            result = get(self, *args, **kwargs)  # None when tornado's @authenticated redirected
+            return await result if result is not None else None
         return get_checked
 
     def load_checked(app):

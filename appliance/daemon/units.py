@@ -241,7 +241,7 @@ def resolver_properties(names: list[str], out: Path) -> list[tuple[str, Variant]
         ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
         ("Type", Variant("s", "oneshot")),
         ("CollectMode", Variant("s", "inactive-or-failed")),
-        ("StandardOutput", Variant("s", f"truncate:{out}")),
+        ("StandardOutputFileToTruncate", Variant("s", str(out))),
         ("DynamicUser", Variant("b", True)),
         ("ProtectSystem", Variant("s", "strict")),
         ("ProtectHome", Variant("s", "yes")),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -173,7 +174,9 @@ print(json.dumps({{"fetch": {{h: ls_remote(h) for h in hosts}}, "address": addre
 def test_a_visitor_fetches_from_a_content_host_and_from_no_other(workshop):
     app = workshop
     b, name, _ = arrive(app)
-    got = json.loads(b.execute(name, b.start_kernel(name), REACH, timeout=90))
+    # Browser.execute runs its own asyncio loop: not in the thread of Playwright's.
+    with ThreadPoolExecutor(1) as pool:
+        got = json.loads(pool.submit(b.execute, name, b.start_kernel(name), REACH, 90).result())
     assert got["fetch"][GIT_HOST] == "fetched", got
     assert got["address"] == GIT_ADDR and got["pinned"] is True, got  # the name the daemon resolved
     # The same repository, which root fetches from (the fixture), by name or by address: refused.

@@ -93,7 +93,7 @@ def test_the_resolver_runs_as_a_transient_uid_and_its_answer_is_read_strictly():
     (_, argv, _), = props["ExecStart"]
     assert argv[-4:] == ["-m", "appliance.content", "resolve", "github.com"]
     assert props["DynamicUser"] is True and props["CapabilityBoundingSet"] == 0
-    assert props["StandardOutput"] == f"truncate:{units.RESOLVED_DIR}/x.json"
+    assert props["StandardOutputFileToTruncate"] == f"{units.RESOLVED_DIR}/x.json"
     text = json.dumps({"a.org": ["192.0.2.1", "not an address", 7], "other.org": ["192.0.2.2"]})
     assert content.parse_resolved(text, ["a.org", "b.org"]) == {"a.org": ["192.0.2.1"], "b.org": []}
     assert content.parse_resolved("garbage", ["a.org"]) == {"a.org": []}
@@ -115,7 +115,7 @@ class FakeSystemd:
 
     async def start_transient(self, unit, props):
         self.started.append(unit)
-        out = dict((k, v.value) for k, v in props)["StandardOutput"].removeprefix("truncate:")
+        out = dict((k, v.value) for k, v in props)["StandardOutputFileToTruncate"]
         with open(out, "w") as f:
             f.write(self.answer)
         return "/job/1"
