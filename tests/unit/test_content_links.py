@@ -224,3 +224,14 @@ def test_the_server_says_to_install_git_when_it_is_missing():
     from appliance.singleuser import content_link_refusal
 
     assert "install git" in content_link_refusal("https://h/course", None, git_found=False)
+
+
+def test_doctor_says_to_install_git_when_visitors_links_are_set_up_and_git_is_missing(monkeypatch):
+    from appliance.cli import doctor
+
+    assert doctor.check_content_links(config.validate({})) is None  # no content hosts: nothing to say
+    monkeypatch.setattr(link_cmd, "git_missing", lambda: True)
+    c = doctor.check_content_links(cfg(content_hosts=["github.com"]))
+    assert not c.ok and "git is not installed" in c.detail and "apt install git" in c.fix
+    monkeypatch.setattr(link_cmd, "git_missing", lambda: False)
+    assert doctor.check_content_links(cfg(content_hosts=["github.com"])).ok
