@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ephemeral, protocol, root_only, users
+from . import content, ephemeral, protocol, root_only, users
 from .groups import ADMINS_GROUP, HUB_USER, USERS_GROUP
 
 DEFAULT_PATH = Path("/etc/jupyterhub/appliance.toml")
@@ -659,6 +659,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "network": Field("loopback", "what a visitor's server may reach: none (the hub and proxy's 127.0.0.1), "
                          "loopback (this machine) or internet (all but cloud metadata)",
                          _one_of(*ephemeral.NETWORKS)),
+        "content_hosts": Field([], "git servers a visitor's server may also reach, for content links "
+                               "(host names, resolved by the daemon at each spawn, or IP addresses)",
+                               content.check_hosts),
         "visible_paths": Field([], "folders below " + ", ".join(ephemeral.HIDDEN) + " that visitors see read-only "
                                "(root only)", _visible_paths,
                                root_only="shows anonymous visitors folders of this machine"),

@@ -12,7 +12,8 @@ they trigger cost about a seventh of that CPU time on Debian 12's Python 3.11
 that CPU is the wait.
 
 It also keeps JupyterLab from running Node.js at every start (without_yarn_config),
-and serves on the port systemd holds for the server (serve_on_held_port).
+serves on the port systemd holds for the server (serve_on_held_port), and checks
+what a content link asks nbgitpuller to do (guard_content_links).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import socket
 import sys
 import threading
+from urllib.parse import urlsplit
 
 # If the server never ran this loop (a future Jupyter Server making its own), turn
 # collection on anyway rather than run without it for the server's life.
@@ -86,10 +89,71 @@ def serve_on_held_port() -> None:
     ServerApp._bind_http_server_tcp = bind
 
 
+CONTENT_SCHEMES = ("https", "http", "git")
+NO_GIT = ("git is not installed on this machine, so this link cannot fetch its repository: ask the person who "
+          "runs it to install git (Debian and Ubuntu: apt install git; Arch: pacman -S git)")
+
+
+def content_link_refusal(repo: str, targetpath: str | None, git_found: bool = True) -> str | None:
+    """Why a content link (nbgitpuller's /git-pull) is refused, or None. Anyone can send
+    a person a link, and nbgitpuller clones wherever targetpath says: into
+    ~/.ipython/profile_default/startup or a site-packages folder, the next kernel
+    would run the sender's code. So only a folder of the home, not hidden, and only
+    a repository over https, http or git (no file:// nor a remote helper)."""
+    if not git_found:
+        return NO_GIT
+    try:
+        scheme, host = urlsplit(repo).scheme, urlsplit(repo).hostname
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in CONTENT_SCHEMES or not host or any(c.isspace() or ord(c) < 32 for c in repo):
+        return f"repo must be an https://, http:// or git:// URL of a git repository, not {repo[:200]!r}"
+    if targetpath is not None:
+        parts = targetpath.split("/")
+        if (targetpath.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+                or "\\" in targetpath or any(ord(c) < 32 for c in targetpath)):
+            return (f"targetpath must be a folder in your home, with no leading /, no .. and no hidden "
+                    f"(.name) parts, not {targetpath[:200]!r}")
+    return None
+
+
+def guard_content_links() -> None:
+    """nbgitpuller's page and its clone both check content_link_refusal first, and
+    answer 400 with the reason (installed when its extension loads, so a server
+    that never loads it pays nothing)."""
+    try:
+        import nbgitpuller
+    except ImportError:
+        return
+    load = nbgitpuller._load_jupyter_server_extension
+
+    def checked(get):
+        async def get_checked(self, *args, **kwargs):
+            from tornado import web
+
+            targetpath = self.get_argument("targetpath", None) or self.get_argument("targetPath", None)
+            why = content_link_refusal(self.get_argument("repo", ""), targetpath, shutil.which("git") is not None)
+            if why:
+                raise web.HTTPError(400, "%s", why)
+            result = get(self, *args, **kwargs)  # None when tornado's @authenticated redirected
+            return await result if result is not None else None
+        return get_checked
+
+    def load_checked(app):
+        load(app)
+        from nbgitpuller import handlers
+
+        for handler in (handlers.UIHandler, handlers.SyncHandler):
+            handler.get = checked(handler.get)
+
+    nbgitpuller._load_jupyter_server_extension = load_checked
+
+
 def main() -> int:
     gc.disable()
     without_yarn_config()
     serve_on_held_port()
+    guard_content_links()
     # Jupyter Server runs on the current asyncio loop (tornado's IOLoop.current()),
     # and starts it only once it listens: the first thing that loop runs marks the
     # end of the start.

@@ -338,6 +338,20 @@ def check_gpu_devices(cfg: config.Config, params: dict[str, int] | None = None,
     return Check(name, True, f"0660 to group {group}, which only servers holding GPUs get")
 
 
+def check_content_links(cfg: config.Config) -> Check | None:
+    """Content links need git on the machine; said when visitors' links are set up
+    ([ephemeral] content_hosts), which is when an administrator means to use them."""
+    from .link import INSTALL_GIT, git_missing
+
+    hosts = cfg["ephemeral"]["content_hosts"]
+    if not hosts:
+        return None
+    if git_missing():
+        return Check("content links", False, "[ephemeral] content_hosts is set, but git is not installed: servers "
+                     "cannot fetch a link's repository", INSTALL_GIT.removeprefix("install git (").rstrip(")"))
+    return Check("content links", True, f"git is installed; visitors' servers may reach {', '.join(hosts)}")
+
+
 def check_ports(cfg: config.Config) -> Check:
     hub = cfg["hub"]
     owners = port_owners(cfg)
@@ -402,6 +416,7 @@ def doctor(fix: bool, as_json: bool) -> None:
     checks = [first, check_password(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:
         checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg), check_root_equivalent(cfg)]
+        checks += [c for c in [check_content_links(cfg)] if c]
     checks.append(check_gpus())
     if cfg is not None:
         checks.append(check_gpu_devices(cfg))

@@ -21,7 +21,6 @@ import click
 from .. import config, config_edit, files, privilege, root_only
 from ..oidc_discovery import SSOError, discover, id_token_keys
 from ..revproxy import setup_record
-from ..revproxy.site import SiteError
 from .common import config_path, load_config
 from .output import Failure, emit, example, json_option, need_root, wraps_failure
 
@@ -214,12 +213,4 @@ def restore_secret(path: Path, before: bytes | None) -> None:
 def redirect_uri() -> tuple[str, bool]:
     """(the redirect URI, whether its host is known). The public name is the one
     `applctl proxy setup` put TLS on; without it, HOST is for the administrator."""
-    try:
-        found = setup_record.load(setup_record.STATE)  # by name, so a test can point elsewhere
-    except SiteError:
-        found = None
-    if not found:
-        return f"https://HOST{CALLBACK}", False
-    site = found[0]
-    port = "" if site.https_port == 443 else f":{site.https_port}"
-    return f"https://{site.server_name}{port}{CALLBACK}", True
+    return setup_record.public_url(CALLBACK)

@@ -142,6 +142,8 @@ class Spawns:
         await self.visitors.check_cap(unit, self.cfg["ephemeral"])
         self.visitors.starting.add(unit)  # counted by the cap until it runs or fails
         try:
+            if spec.content_hosts:
+                spec.content = await self.visitors.content_addresses(spec.user, spec.content_hosts)
             return await self._start_unit(unit, spec)
         finally:
             self.visitors.starting.discard(unit)
@@ -219,6 +221,8 @@ class Spawns:
         env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
                                                                secret_env))
         sock = [(units.socket_unit(unit), units.socket_properties(unit, spec.port))] if spec.port else []
+        hosts = units.write_hosts_file(unit, spec.content) if spec.content else None
+        spec.hosts_file = str(hosts) if hosts else None
         try:
             job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file), sock)
             state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
@@ -227,6 +231,8 @@ class Spawns:
                 port_taken = bool(sock) and await self.systemd.active_state(sock[0][0]) == "failed"
                 await self._roll_back(unit)
             env_file.unlink(missing_ok=True)
+            if hosts:  # bound into the server already: its mount keeps the file
+                hosts.unlink(missing_ok=True)
         return state, port_taken
 
     async def _reset(self, unit: str) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from dbus_fast import Variant
 
-from .. import ephemeral, protocol
+from .. import content, ephemeral, protocol
 from ..files import write_atomic
 from ..gpu.devices import device_allow
-from ..groups import PYTHON, RUNTIME_DIR, UNIT_SLICE, USER_ENV
+from ..groups import LIB_DIR, PYTHON, RUNTIME_DIR, UNIT_SLICE, USER_ENV
 from .validate import SpawnSpec
 
 ENV_DIR = Path(RUNTIME_DIR) / "env"
@@ -174,14 +174,85 @@ def ip_prefixes(cidrs) -> Variant:
                                for n in nets])
 
 
-def visitor_network(network: str) -> list[tuple[str, Variant]]:
-    """What a visitor's server may reach. systemd filters by address, not by port:
-    "loopback" and "none" still let it connect to another service of this machine
-    that listens on 127.0.0.1 (README, Security model)."""
+def content_addresses(found: dict[str, list[str]]) -> list[str]:
+    """The addresses of [ephemeral] content_hosts a visitor's server may reach, each
+    one alone (/32, /128): never cloud metadata, an unspecified or a multicast
+    address, whatever a resolver answered."""
+    metadata = [ipaddress.ip_network(c) for c in CLOUD_METADATA]
+    out = []
+    for addrs in found.values():
+        for a in addrs:
+            ip = ipaddress.ip_address(a)
+            if ip.is_unspecified or ip.is_multicast or ip.is_link_local \
+                    or any(ip.version == n.version and ip in n for n in metadata):
+                continue
+            out.append(f"{ip}/{ip.max_prefixlen}")
+    return list(dict.fromkeys(out))
+
+
+def visitor_network(network: str, found: dict[str, list[str]] | None = None) -> list[tuple[str, Variant]]:
+    """What a visitor's server may reach, and the addresses of content hosts besides.
+    systemd filters by address, not by port: "loopback" and "none" still let it
+    connect to another service of this machine that listens on 127.0.0.1 (README,
+    Security model)."""
     allow = VISITOR_NETWORKS[network]
     if allow is None:
         return [("IPAddressDeny", ip_prefixes(CLOUD_METADATA))]
+    allow = (*allow, *content_addresses(found or {}))
     return [("IPAddressAllow", ip_prefixes(allow)), ("IPAddressDeny", ip_prefixes(("0.0.0.0/0", "::/0")))]
+
+
+HOSTS_DIR = Path(RUNTIME_DIR) / "hosts"
+RESOLVED_DIR = Path(RUNTIME_DIR) / "resolved"
+RESOLVER_SECONDS = 10  # for all of [ephemeral] content_hosts, at one spawn
+
+
+def write_hosts_file(unit: str, found: dict[str, list[str]], etc_hosts: Path = Path("/etc/hosts"),
+                     hosts_dir: Path = HOSTS_DIR) -> Path | None:
+    """The server's /etc/hosts when content hosts are names: the machine's own, and the
+    addresses the daemon allowed, so the server's lookups need no DNS (which its
+    network may not reach) and find exactly what its firewall lets through."""
+    pinned = {name: [cidr.split("/")[0] for cidr in content_addresses({name: addrs})]
+              for name, addrs in found.items() if not content.is_address(name)}
+    if not any(pinned.values()):
+        return None
+    try:
+        base = etc_hosts.read_text(encoding="utf-8", errors="replace")[:256 * 1024]
+    except OSError:
+        base = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+    hosts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = hosts_dir / f"{unit}.hosts"
+    write_atomic(path, content.hosts_text(base, pinned), 0o644)
+    return path
+
+
+def resolver_unit(name: str) -> str:
+    """The one-shot unit that resolves content hosts for visitor NAME's spawn."""
+    return f"appliance-resolve-{ephemeral.state_name(name)}.service"
+
+
+def resolver_properties(names: list[str], out: Path) -> list[tuple[str, Variant]]:
+    """The daemon has no network (PrivateNetwork=): a unit of its own resolves the
+    content hosts, as a transient uid with nothing else, and writes JSON to `out`,
+    which systemd opens as root for it."""
+    argv = [f"{LIB_DIR}/hub/bin/python", "-I", "-m", "appliance.content", "resolve", *names]
+    return [
+        ("Description", Variant("s", "Resolve [ephemeral] content_hosts for a visitor's server")),
+        ("ExecStart", Variant("a(sasb)", [(argv[0], argv, False)])),
+        ("Type", Variant("s", "oneshot")),
+        ("CollectMode", Variant("s", "inactive-or-failed")),
+        ("StandardOutputFileToTruncate", Variant("s", str(out))),
+        ("DynamicUser", Variant("b", True)),
+        ("ProtectSystem", Variant("s", "strict")),
+        ("ProtectHome", Variant("s", "yes")),
+        ("PrivateTmp", Variant("b", True)),
+        ("PrivateDevices", Variant("b", True)),
+        ("NoNewPrivileges", Variant("b", True)),
+        ("CapabilityBoundingSet", Variant("t", 0)),
+        ("RestrictAddressFamilies", Variant("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]))),
+        ("IPAddressDeny", ip_prefixes(CLOUD_METADATA)),
+        ("RuntimeMaxUSec", Variant("t", RESOLVER_SECONDS * 1_000_000)),
+    ]
 
 
 EPERM = 1
@@ -233,7 +304,7 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
         ("SystemCallErrorNumber", Variant("i", EPERM)),
         # No AF_VSOCK (the hypervisor), AF_PACKET, Bluetooth...; netlink for getaddrinfo.
         ("RestrictAddressFamilies", Variant("(bas)", (True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]))),
-        *visitor_network(spec.network),
+        *visitor_network(spec.network, spec.content),
         # Nothing of a visitor is kept: no core dump of theirs; their server's log
         # lines (not what a cell prints) go to the journal, at most 500 in 30 s.
         ("LimitCORE", Variant("t", 0)),
@@ -244,6 +315,8 @@ def visitor_sandbox(spec: SpawnSpec) -> list[tuple[str, Variant]]:
     shown = [(p, p, False, MS_REC) for p in spec.visible_paths]
     if spec.shared_dir:
         shown.append((spec.shared_dir, f"{spec.home}/shared", False, MS_REC))
+    if spec.hosts_file:
+        shown.append((spec.hosts_file, "/etc/hosts", False, 0))
     if shown:
         props.append(("BindReadOnlyPaths", Variant("a(ssbt)", shown)))
     return props

@@ -49,6 +49,11 @@ class SpawnSpec:
     shared_dir: str | None = None  # [ephemeral] shared_dir, read-only at ~/shared
     network: str = "loopback"  # [ephemeral] network: what a visitor's server may reach
     visible_paths: list[str] = field(default_factory=list)  # [ephemeral] visible_paths, read-only
+    # [ephemeral] content_hosts (none with network "internet", which reaches them anyway)
+    # and what the daemon resolved them to at this spawn: name or address -> addresses.
+    content_hosts: list[str] = field(default_factory=list)
+    content: dict[str, list[str]] = field(default_factory=dict)
+    hosts_file: str | None = None  # the server's /etc/hosts, pinning content hosts' names
     # Filled in by the daemon once GPUs are assigned:
     gpu_uuids: tuple[str, ...] = ()
     gpu_devices: tuple[GPU, ...] = ()
@@ -136,7 +141,8 @@ def check_visitor(req: dict, cfg: Config) -> SpawnSpec | None:
         check_visible_path(path)
     return SpawnSpec(user=name, uid=-1, gid=-1, home=ephemeral.home(name), visitor=True,
                      shared_dir=eph["shared_dir"] or None, network=eph["network"],
-                     visible_paths=list(eph["visible_paths"]))
+                     visible_paths=list(eph["visible_paths"]),
+                     content_hosts=list(eph["content_hosts"]) if eph["network"] != "internet" else [])
 
 
 def check_visible_path(path: str) -> None:

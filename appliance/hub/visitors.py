@@ -112,8 +112,11 @@ class VisitorLoginHandler(BaseHandler):
                              len(visitors), auth.max_visitors)
             raise web.HTTPError(503, ephemeral.FULL_MESSAGE)
         user = self._from_pool(pool)
-        if user is not None:
-            next_url = user.url
+        pooled = user is not None
+        if pooled:
+            # A content link (/hub/user-redirect/git-pull?...) or any page of the hub
+            # the visitor was sent to login from: there, now in the pooled server.
+            next_url = self.get_next_url(user) if self.get_argument("next", "") else user.url
         else:
             user = await self.login_user(None)
             if user is None:
@@ -123,7 +126,7 @@ class VisitorLoginHandler(BaseHandler):
         self.set_hub_cookie(user)
         served = auth.served.add()
         self.log.info("ephemeral: visitor %s admitted%s; %d visitors served", user.name,
-                      " to a server from the warm pool" if next_url == user.url else "", served)
+                      " to a server from the warm pool" if pooled else "", served)
         self.redirect(next_url)
 
     def _from_pool(self, pool: orm.Group):

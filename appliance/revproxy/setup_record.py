@@ -31,3 +31,17 @@ def save(site: Site, rest: dict, path: Path = STATE) -> None:
 
 def forget(path: Path = STATE) -> None:
     path.unlink(missing_ok=True)
+
+
+def public_url(path: str, state: Path | None = None) -> tuple[str, bool]:
+    """(https://NAME[:PORT]PATH, True), NAME being what `applctl proxy setup` put TLS
+    on; (https://HOSTPATH, False) when it was not run (or its record is damaged)."""
+    try:
+        found = load(state or STATE)
+    except SiteError:
+        found = None
+    if not found:
+        return f"https://HOST{path}", False
+    site = found[0]
+    port = "" if site.https_port == 443 else f":{site.https_port}"
+    return f"https://{site.server_name}{port}{path}", True

@@ -77,7 +77,7 @@ def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
 
 REPORTING = {"adduser", "deluser", "users", "admin add", "admin remove", "stop", "servers", "status", "gpus",
              "config show", "config get", "config set", "config unset", "config validate", "reload", "token",
-             "kernels list", "kernels add", "kernels remove", "doctor",
+             "kernels list", "kernels add", "kernels remove", "link", "doctor",
              "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off",
              "ephemeral password set", "ephemeral password off", "sso setup"}
 

@@ -34,7 +34,14 @@ shared, share_memory and a profile's gpu_share in config, and the seats' memory 
 only root can enforce (daemon/gpu_share.py: per-process memory through NVML, the
 unit of each process from systemd, the warning in the server's journal, the kill
 as the server's user; 150 lines, with journal.py). [oidc] username_domain (a UPN's
-domain, checked where the other [oidc] keys are) added 11: 4,375."""
+domain, checked where the other [oidc] keys are) added 11: 4,375.
+Content links (issue 32 item 4) raised it by 247: a visitor's server may reach
+[ephemeral] content_hosts, and only root may decide which addresses those are, so
+the daemon resolves the names in a unit of its own (it has no network itself),
+reads that answer strictly, allows the addresses but never cloud metadata, and pins
+them in the server's /etc/hosts (content.py 116 lines, which config also checks the
+key with; units.py, visitors.py, about 130): 4,622 with username_domain. `applctl link`
+is not root's code."""
 
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4375
+LIMIT = 4622
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
