@@ -52,6 +52,8 @@ def field_of(parts: tuple[str, ...]) -> config.Field | None:
         return config.SCHEMA.get(parts[0], {}).get(parts[1])
     if len(parts) == 3 and parts[0] == "profiles":
         return getattr(config, "PROFILE_FIELDS", {}).get(parts[2])
+    if len(parts) == 3 and parts[0] == "apps":
+        return config.APP_FIELDS.get(parts[2])
     return None
 
 

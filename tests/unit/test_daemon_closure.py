@@ -33,7 +33,10 @@ Its shared GPUs raised it to 4,364: seats in the allocator and the queue, [gpu]
 shared, share_memory and a profile's gpu_share in config, and the seats' memory budgets, which
 only root can enforce (daemon/gpu_share.py: per-process memory through NVML, the
 unit of each process from systemd, the warning in the server's journal, the kill
-as the server's user; 150 lines, with journal.py)."""
+as the server's user; 150 lines, with journal.py).
+Issue 32's web apps raised it to 4,500: [apps.NAME] in config's schema (every reader
+validates it; the daemon passes the apps to each server from its own reading), and
+the server unit's one allowed port for an app in its own network (daemon/units.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4364
+LIMIT = 4500
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
