@@ -32,6 +32,8 @@ INTERPRETER = f"{USER_ENV}/bin/python{PYTHON}"
 # put ahead of it on JUPYTER_CONFIG_PATH, enables them again ([spawner] jupyterlab_news).
 NEWS_ON_CONFIG = USER_ENV + "/etc/jupyterhub-appliance/news-on"
 _SHELL_ESCAPE = '\\"`$'
+# A server's PATH: the user environment's tools first, so `pip`, `jupyter` and the kernel agree.
+SERVER_PATH = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -88,7 +90,7 @@ def server_env(spec: SpawnSpec, lab_news: bool = False, secret_env: dict[str, st
     if lab_news:
         env["JUPYTER_CONFIG_PATH"] = ":".join(filter(None, [env.get("JUPYTER_CONFIG_PATH"), NEWS_ON_CONFIG]))
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
-    env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
+    env["PATH"] = SERVER_PATH
     env.setdefault("SHELL", "/bin/bash")
     # Kernels' unix sockets live here (KERNELS_OVER_UNIX_SOCKETS): a path under a
     # home such as /var/lib/private/jupyter-visitor-…/.local/share/jupyter/runtime/
