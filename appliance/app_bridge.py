@@ -7,9 +7,11 @@ nothing but the standard library.
 
     appliance-app --socket PATH --port N -- COMMAND...
 
-It takes a user and network namespace of its own (the same uid and gid inside), in
-which only a loopback interface exists, and starts COMMAND there, which listens on
-127.0.0.1:N of that namespace: no process outside it can connect there. Once the
+It takes a user and network namespace of its own, in which only a loopback interface
+exists, and starts COMMAND there, which listens on 127.0.0.1:N of that namespace: no
+process outside it can connect there. Inside, the app's uid shows as 0 (root of that
+namespace only: outside it is still the user's uid, with nothing more), so that it
+may bind N below 1024 there. Once the
 app answers, it listens on the unix socket PATH (jupyter-server-proxy's, in a 0700
 directory of the server's private /tmp) and carries each connection to the app. The
 app has no network beyond its own loopback.
@@ -45,8 +47,8 @@ def say(text: str) -> None:
 
 
 def own_network() -> None:
-    """A user namespace mapping only this uid and gid to themselves, and a network
-    namespace with its loopback up, where any port may be bound by this uid."""
+    """A user namespace mapping only this uid and gid (to 0 inside), and a network
+    namespace with its loopback up."""
     uid, gid = os.getuid(), os.getgid()
     if hasattr(os, "unshare"):
         os.unshare(CLONE_NEWUSER | CLONE_NEWNET)
@@ -55,16 +57,13 @@ def own_network() -> None:
         if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req + bytes(22))[:18])[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + bytes(22))
-    # This namespace's own setting: the app (no capabilities once it runs) may bind N.
-    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
-        f.write("0")
 
 
 def die_with_parent() -> None:
