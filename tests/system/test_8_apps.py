@@ -59,11 +59,13 @@ def wheels_for(python: str) -> Path:
 def apps(appliance):
     app = appliance
     python = app.sh("python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip()
-    for wheel in wheels_for(python).glob("*.whl"):
+    wheels = list(wheels_for(python).glob("*.whl"))
+    for wheel in wheels:
         app.ct.copy_in(wheel, f"/root/tb-wheels/{wheel.name}")
+    pip = next(w.name for w in wheels if w.name.startswith("pip-"))
     # A system environment of its own, made by the system's python3, and pip run
     # from its wheel (Debian's python3 has no ensurepip without python3-venv).
-    app.sh(f"python3 -m venv --without-pip {TB} && {TB}/bin/python /root/tb-wheels/pip-*.whl/pip install -q "
+    app.sh(f"python3 -m venv --without-pip {TB} && {TB}/bin/python /root/tb-wheels/{pip}/pip install -q "
            "--no-index --find-links /root/tb-wheels tensorboard")
     for name, password in (OWNER, OTHER):
         app.sh(f"useradd -m {name} && echo {name}:{password} | chpasswd && applctl adduser {name} >/dev/null")
