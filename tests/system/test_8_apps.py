@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_another_user_reaches_nothing_of_it(apps):
     probe = ("import socket, sys\nfor p in sys.argv[1:]:\n    s = socket.socket(socket.AF_UNIX)\n"
              "    try:\n        s.connect(p); print('connected', p)\n"
              "    except OSError as e:\n        print('refused', p, e.errno)\n")
-    out = app.sh(f"python3 -c {json.dumps(probe)} {' '.join(sockets)}", user=OTHER[0]).stdout
+    out = app.sh(f"python3 -c {shlex.quote(probe)} {' '.join(sockets)}", user=OTHER[0]).stdout
     assert "connected" not in out and "refused" in out, out
     # ...and no TCP port of the machine leads to it: TensorBoard listens only in its
     # own network namespace (port 80 there), nothing of it on the machine's.
