@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from browser import login
+from browser import Browser
 
 pytest.register_assert_rewrite("real_browser")
 from playwright.sync_api import expect  # noqa: E402
@@ -76,7 +76,9 @@ def apps(appliance):
     app.ct.write("/etc/jupyterhub/appliance.toml", app.config_text(APPS))
     app.sh("applctl reload >/dev/null")
     app.wait_hub()
-    owner = login(app, *OWNER)
+    # Without a GPU: earlier modules may leave fake GPUs behind, and the spawn form.
+    owner = Browser(app.url)
+    owner.login_and_start(*OWNER)
     owner.wait_for_server(OWNER[0])
     yield app, owner
     app.sh(f"applctl stop {OWNER[0]} {OTHER[0]} >/dev/null", check=False)
@@ -110,7 +112,8 @@ def test_another_user_reaches_nothing_of_it(apps):
     app, owner = apps
     name = OWNER[0]
     # Through the proxy, logged in as themselves: refused, never TensorBoard's page.
-    other = login(app, *OTHER)
+    other = Browser(app.url)
+    other.login_and_start(*OTHER)
     theirs = other.get(f"/user/{name}/tensorboard/", timeout=120)
     assert "<title>TensorBoard</title>" not in theirs.text
     assert theirs.status_code in (403, 404) or "/hub/login" in theirs.url or f"/user/{OTHER[0]}/" in theirs.url, \
