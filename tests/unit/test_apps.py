@@ -206,3 +206,17 @@ def test_apps_check_runs_each_app_as_a_throwaway_user_sandboxed_as_a_server():
     code = apps_cli.check_argv("code", APPS["code"], "/usr/bin/code-server", "/run/appliance-app-check-code")
     assert "--property=SocketBindAllow=tcp:80" not in code
     assert code[code.index("--") + 1:] == ["/usr/bin/code-server", "--socket", "/run/appliance-app-check-code/socket"]
+
+
+def test_apps_list_says_which_program_is_missing_and_check_refuses_an_unknown_name(cfgfile, capsys, as_root):  # noqa: F811
+    cfgfile.write_text('[apps.tb]\ncommand = ["/nonexistent/tensorboard", "{port}"]\ntitle = "TensorBoard"\n')
+    code, out, err = run(capsys, "apps", "list")
+    assert code == 0 and err == "", err
+    assert out.splitlines()[1].split() == ["tb", "TensorBoard", "yes", "/nonexistent/tensorboard", "no:", "left",
+                                           "off", "every", "server", "port"]
+    code, out, err = run(capsys, "apps", "check", "nope")
+    assert (code, out, err) == (1, "", "applctl: there is no app 'nope' in [apps]: tb\n")
+    code, out, err = run(capsys, "apps", "check", "--json")
+    assert code == 1 and json.loads(out) == [
+        {"name": "tb", "ok": False, "why": "its program /nonexistent/tensorboard is not installed (not on the "
+                                           "servers' PATH)"}]
