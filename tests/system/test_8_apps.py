@@ -37,9 +37,33 @@ command = ["{TB}/bin/tensorboard", "--logdir", "tensorboard-logs", "--load_fast"
 title = "TensorBoard"
 timeout = 90
 
+[apps.sockapp]
+command = ["/opt/apps/sockapp/serve", "{{unix_socket}}", "{{base_url}}"]
+title = "Socket app"
+
 [apps.notinstalled]
 command = ["/opt/apps/nothing/bin/nothing", "--socket", "{{unix_socket}}"]
 title = "Not installed"
+"""
+
+# An app that listens on {unix_socket} itself, as code-server does: it says whose it
+# is and what {base_url} was.
+SOCKAPP = """#!/usr/bin/python3
+import os, socketserver, sys
+from http.server import BaseHTTPRequestHandler
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"sockapp of uid {os.getuid()} at {self.path} under {sys.argv[2]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self):
+        return "unix"
+
+socketserver.UnixStreamServer(sys.argv[1], Hello).serve_forever()
 """
 
 
@@ -68,6 +92,7 @@ def apps(appliance):
     # from its wheel (Debian's python3 has no ensurepip without python3-venv).
     app.sh(f"python3 -m venv --without-pip {TB} && {TB}/bin/python /root/tb-wheels/{pip}/pip install -q "
            "--no-index --find-links /root/tb-wheels tensorboard")
+    app.ct.write("/opt/apps/sockapp/serve", SOCKAPP, mode=0o755)
     for name, password in (OWNER, OTHER):
         app.sh(f"useradd -m {name} && echo {name}:{password} | chpasswd && applctl adduser {name} >/dev/null")
     # The owner's own log directory, with one run in it (TensorBoard's own writer).
@@ -97,7 +122,16 @@ def test_the_owner_opens_tensorboard_through_the_proxy_and_it_reads_their_logs(a
     info = owner.get(f"/user/{name}/server-proxy/servers-info")
     assert info.status_code == 200, info.text[:300]
     titles = {s["name"]: s["launcher_entry"]["title"] for s in info.json()["server_processes"]}
-    assert titles == {"tensorboard": "TensorBoard"}
+    assert titles == {"tensorboard": "TensorBoard", "sockapp": "Socket app"}
+
+
+def test_an_app_on_its_own_unix_socket_is_served_with_the_base_url_filled_in(apps):
+    app, owner = apps
+    name = OWNER[0]
+    uid = app.sh(f"id -u {name}").stdout.strip()
+    page = owner.get(f"/user/{name}/sockapp/some/path")
+    assert page.status_code == 200, page.text[:300]
+    assert page.text == f"sockapp of uid {uid} at /some/path under /user/{name}/"
 
 
 def test_a_missing_program_leaves_the_app_off_with_one_line_in_the_servers_log(apps):
@@ -149,10 +183,11 @@ def test_applctl_apps_list_and_check(apps):
         (ok.stdout, ok.stderr)
     every = app.sh("applctl apps check", check=False)
     assert every.returncode == 1
+    assert re.search(r"^sockapp: ok: answered HTTP/1\.\d 200 ", every.stdout, re.M), every.stdout
     assert "notinstalled: FAIL: its program /opt/apps/nothing/bin/nothing is not installed" in every.stdout
     bad = app.sh("applctl apps check no-such-app", check=False)
     assert bad.returncode == 1 and bad.stdout == ""
-    assert bad.stderr == "applctl: there is no app 'no-such-app' in [apps]: tensorboard, notinstalled\n"
+    assert bad.stderr == "applctl: there is no app 'no-such-app' in [apps]: tensorboard, sockapp, notinstalled\n"
 
 
 def test_the_launcher_entry_opens_tensorboard_in_a_browser(apps, page):
