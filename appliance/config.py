@@ -792,14 +792,109 @@ def _profiles(data: Any, path: Path | str) -> dict[str, dict[str, Any]]:
     return out
 
 
+# [apps.NAME]: web apps beside JupyterLab, started by jupyter-server-proxy inside each
+# user's server (docs/apps.md). The values cross into every user's server.
+APP_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+# What the command may hold in braces, filled in by the server: {unix_socket} (the app
+# listens there itself) or {port} (the app listens on 127.0.0.1:{port} in a network
+# namespace of its own; appliance/app_bridge.py), and {base_url}.
+APP_PLACEHOLDERS = ("port", "unix_socket", "base_url")
+_BRACES = re.compile(r"\{([^{}]*)\}")
+MAX_APP_TIMEOUT = 600
+
+
+def _app_command(v: Any) -> list[str]:
+    accepted = ('a list of 1 to 64 texts, the program first, e.g. ["/opt/apps/tensorboard/bin/tensorboard", '
+                '"--port", "{port}"], in which {port} or {unix_socket} (one of them) and {base_url} are filled '
+                'in, and no other braces')
+    if not isinstance(v, list) or not 1 <= len(v) <= 64:
+        raise ValueError(accepted)
+    for arg in v:
+        if (not isinstance(arg, str) or not arg or len(arg) > 4096 or any(c in arg for c in "\x00\r\n")
+                or any(m not in APP_PLACEHOLDERS for m in _BRACES.findall(arg))
+                or "{" in _BRACES.sub("", arg) or "}" in _BRACES.sub("", arg)):
+            raise ValueError(accepted)
+    if _BRACES.search(v[0]) or (os.sep in v[0] and (not v[0].startswith("/") or posixpath.normpath(v[0]) != v[0])):
+        raise ValueError(accepted + "; the program is a name on the servers' PATH or an absolute path, "
+                         "without braces")
+    listens = [p for p in ("{port}", "{unix_socket}") if any(p in arg for arg in v)]
+    if len(listens) != 1:
+        raise ValueError(accepted + "; it must say where the app listens: {port} or {unix_socket}, one of them")
+    return list(v)
+
+
+def _app_title(v: Any) -> str:
+    if not isinstance(v, str) or not 1 <= len(v.strip()) <= 100 or not v.isprintable():
+        raise ValueError("a text of 1 to 100 characters, what the launcher shows")
+    return v.strip()
+
+
+def _app_icon(v: Any) -> str:
+    accepted = ('"" (no icon) or the absolute path of an SVG file every user may read, e.g. '
+                '"/usr/share/icons/tensorboard.svg"')
+    if v == "":
+        return v
+    if (not isinstance(v, str) or not _ABS_PATH.fullmatch(v) or posixpath.normpath(v) != v or len(v) > 1024
+            or not v.endswith(".svg")):
+        raise ValueError(accepted)
+    try:
+        st = os.stat(v)
+    except OSError as e:
+        raise ValueError(f"{accepted}; cannot read it: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o004:
+        raise ValueError(f"{accepted}; it is not a file that everyone may read (chmod a+r {v})")
+    return v
+
+
+APP_FIELDS: dict[str, Field] = {
+    "command": Field(None, "the app's command; {port} or {unix_socket}, and {base_url}, are filled in", _app_command),
+    "title": Field(None, "what JupyterLab's launcher shows (default: the app's name)", _app_title),
+    "icon": Field("", "an SVG file for the launcher", _app_icon),
+    "timeout": Field(30, "seconds the app may take to answer after it starts", _int(1, MAX_APP_TIMEOUT)),
+    "environment": Field({}, "the app's extra environment variables, as [spawner] environment", _environment),
+    "enabled": Field(True, "whether servers offer it", _bool),
+}
+
+
+def _apps(data: Any, path: Path | str) -> dict[str, dict[str, Any]]:
+    if not isinstance(data, dict) or len(data) > 32:
+        raise ConfigError(path, "apps", data, "at most 32 tables [apps.NAME]")
+    out = {}
+    for name, table in data.items():
+        key = f"apps.{name}"
+        if not APP_NAME_RE.fullmatch(name):
+            raise ConfigError(path, key, table, "an app name: 1 to 32 lowercase letters, digits and '-', "
+                              "starting and ending with a letter or digit")
+        if not isinstance(table, dict):
+            raise ConfigError(path, key, table, f"a table [{key}] with " + ", ".join(APP_FIELDS))
+        for k in table:
+            if k not in APP_FIELDS:
+                raise ConfigError(path, f"{key}.{k}", table[k], "known keys are " + ", ".join(APP_FIELDS))
+        if "command" not in table:
+            raise ConfigError(path, f"{key}.command", None, "the app's command (required), e.g. "
+                              '["/opt/apps/tensorboard/bin/tensorboard", "--port", "{port}"]')
+        app = {}
+        for k, field in APP_FIELDS.items():
+            raw = table.get(k, name if k == "title" else field.default)
+            try:
+                app[k] = field.check(raw)
+            except _SubkeyError as e:
+                raise ConfigError(path, f"{key}.{k}.{e.subkey}", e.value, str(e)) from None
+            except ValueError as e:
+                raise ConfigError(path, f"{key}.{k}", raw, str(e)) from None
+        out[name] = app
+    return out
+
+
 def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
     """Check parsed TOML against SCHEMA; return a Config or raise ConfigError."""
-    values: dict[str, dict[str, Any]] = {"profiles": _profiles(data.get("profiles", {}), path)}
+    values: dict[str, dict[str, Any]] = {"profiles": _profiles(data.get("profiles", {}), path),
+                                         "apps": _apps(data.get("apps", {}), path)}
     for section, table in data.items():
-        if section == "profiles":
+        if section in ("profiles", "apps"):
             continue
         if section not in SCHEMA:
-            raise ConfigError(path, section, table, "known sections are " + ", ".join([*SCHEMA, "profiles"]))
+            raise ConfigError(path, section, table, "known sections are " + ", ".join([*SCHEMA, "profiles", "apps"]))
         if not isinstance(table, dict):
             raise ConfigError(path, section, table, f"a table: [{section}]")
     for section, fields in SCHEMA.items():

@@ -52,6 +52,8 @@ def field_of(parts: tuple[str, ...]) -> config.Field | None:
         return config.SCHEMA.get(parts[0], {}).get(parts[1])
     if len(parts) == 3 and parts[0] == "profiles":
         return getattr(config, "PROFILE_FIELDS", {}).get(parts[2])
+    if len(parts) == 3 and parts[0] == "apps":
+        return config.APP_FIELDS.get(parts[2])
     return None
 
 
@@ -123,6 +125,12 @@ def check(text: str, path: Path) -> config.Config:
         raise EditError(f"{e}; the file is unchanged") from None
 
 
+# A jupyterhub-admin under sudo may change an app's title, icon and timeout, not what
+# it runs: its command runs in every user's server, as that user.
+APP_ROOT_ONLY = ("command", "environment", "enabled")
+APP_ROOT_ONLY_REASON = "runs its command in every user's server, as that user"
+
+
 def check_change(old: str, new: str, path: Path) -> config.Config:
     """`new` must be valid, and (under sudo) must not open a way to root, show anonymous
     visitors what they must not see, or change a root-only key."""
@@ -143,6 +151,14 @@ def check_change(old: str, new: str, path: Path) -> config.Config:
                 raise EditError(f"{section}.{key} {config.SCHEMA[section][key].root_only_reason}, so only root "
                                 f"may change it (a root login, not sudo applctl); it stays "
                                 f"{before[section][key]!r}; the file is unchanged")
+        changed = {n for n in {*cfg["apps"], *before["apps"]}
+                   if {k: v for k, v in cfg["apps"].get(n, {}).items() if k in APP_ROOT_ONLY}
+                   != {k: v for k, v in before["apps"].get(n, {}).items() if k in APP_ROOT_ONLY}}
+        if changed:
+            name = sorted(changed)[0]
+            raise EditError(f"apps.{name} {APP_ROOT_ONLY_REASON}, so only root may add, remove or change "
+                            f"its {', '.join(APP_ROOT_ONLY)} (a root login, not sudo applctl); "
+                            "the file is unchanged")
     return cfg
 
 

@@ -12,14 +12,16 @@ they trigger cost about a seventh of that CPU time on Debian 12's Python 3.11
 that CPU is the wait.
 
 It also keeps JupyterLab from running Node.js at every start (without_yarn_config),
-serves on the port systemd holds for the server (serve_on_held_port), and checks
-what a content link asks nbgitpuller to do (guard_content_links).
+serves on the port systemd holds for the server (serve_on_held_port), checks
+what a content link asks nbgitpuller to do (guard_content_links), and gives
+jupyter-server-proxy the administrator's web apps (with_apps).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import shutil
 import socket
@@ -149,11 +151,86 @@ def guard_content_links() -> None:
     nbgitpuller._load_jupyter_server_extension = load_checked
 
 
+# What the daemon passes: [apps.NAME] as it read them (appliance/daemon/units.py).
+APPS_VARIABLE = "APPLIANCE_APPS"
+# Runs an app that listens on {port} in a network of its own (appliance/app_bridge.py).
+APP_BRIDGE = os.path.join(sys.prefix, "bin", "appliance-app")
+
+
+def log(text: str) -> None:
+    print(f"appliance-singleuser: {text}", file=sys.stderr, flush=True)
+
+
+def _braces_kept(text: str) -> str:
+    """A value jupyter-server-proxy fills in with str.format, where nothing is meant
+    to be filled in: its braces stay braces."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def proxy_servers(apps: dict, port: int, path: str | None = None) -> dict:
+    """c.ServerProxy.servers for the apps whose program is on this server's PATH
+    (or at their absolute path); each other app is left out with one line in the log.
+
+    Every app listens on a unix socket in a 0700 directory of the server's private
+    /tmp (unix_socket: True). An app given {port} instead is started by the bridge,
+    which runs it on `port` in a network namespace of its own and serves that on the
+    unix socket."""
+    servers = {}
+    for name, app in apps.items():
+        command = list(app["command"])
+        program = shutil.which(command[0], path=path)
+        if program is None:
+            log(f"app {name} left off: its program {command[0]} is not installed (not found on the "
+                "server's PATH); applctl apps list shows each app's state")
+            continue
+        command[0] = program
+        if any("{port}" in arg for arg in command):
+            command = [APP_BRIDGE, "--socket", "{unix_socket}", "--port", str(port), "--",
+                       *(arg.replace("{port}", str(port)) for arg in command)]
+        entry = {"title": app["title"], "enabled": True, "path_info": f"{name}/"}
+        if app.get("icon"):
+            entry["icon_path"] = app["icon"]
+        servers[name] = {
+            "command": command,
+            "unix_socket": True,
+            "timeout": app["timeout"],
+            "environment": {k: _braces_kept(v) for k, v in app.get("environment", {}).items()},
+            "launcher_entry": entry,
+            "new_browser_tab": True,  # a whole app: a tab of its own, not a frame in JupyterLab
+        }
+    return servers
+
+
+def with_apps(runtime_dir: str | None = None) -> None:
+    """The administrator's [apps.NAME] as JupyterLab launcher entries: a Jupyter
+    config file (ServerProxy.servers) in the server's own runtime directory, put first
+    on JUPYTER_CONFIG_PATH. The variable itself goes: kernels need not see it."""
+    text = os.environ.pop(APPS_VARIABLE, "")
+    if not text:
+        return
+    try:
+        given = json.loads(text)
+        servers = proxy_servers(given["apps"], int(given["port"]))
+    except (ValueError, KeyError, TypeError) as e:
+        log(f"the apps the daemon passed cannot be read ({e}); the server starts without them")
+        return
+    runtime_dir = runtime_dir or os.environ.get("JUPYTER_RUNTIME_DIR") or ""
+    if not servers or not os.path.isdir(runtime_dir):
+        return
+    config_dir = os.path.join(runtime_dir, "appliance-apps")
+    os.makedirs(config_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(config_dir, "jupyter_server_config.json"), "w") as f:
+        json.dump({"ServerProxy": {"servers": servers}}, f)
+    os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        filter(None, [config_dir, os.environ.get("JUPYTER_CONFIG_PATH")]))
+
+
 def main() -> int:
     gc.disable()
     without_yarn_config()
     serve_on_held_port()
     guard_content_links()
+    with_apps()
     # Jupyter Server runs on the current asyncio loop (tornado's IOLoop.current()),
     # and starts it only once it listens: the first thing that loop runs marks the
     # end of the start.

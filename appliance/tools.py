@@ -22,6 +22,7 @@ SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Every program applctl (and what it calls: appliance/revproxy) starts by name.
 TOOLS = frozenset({
     "systemctl", "journalctl",                        # the units and their journal
+    "systemd-run",                                    # applctl apps check: each app as a throwaway user
     "useradd", "userdel", "gpasswd",                  # applctl adduser, deluser, admin
     "openssl",                                        # certificates (applctl proxy)
     "nginx", "apache2ctl", "apachectl", "a2enmod",    # the reverse proxy's check and modules

@@ -218,13 +218,14 @@ class Spawns:
         """Start the server's unit, with the socket unit that holds its port; roll
         both back unless the server runs. Its state, and whether the port was taken."""
         state, port_taken = "inactive", False
+        apps = self.cfg["apps"]
         env_file = units.write_env_file(unit, units.server_env(spec, self.cfg["spawner"]["jupyterlab_news"],
-                                                               secret_env))
+                                                               secret_env, apps))
         sock = [(units.socket_unit(unit), units.socket_properties(unit, spec.port))] if spec.port else []
         hosts = units.write_hosts_file(unit, spec.content) if spec.content else None
         spec.hosts_file = str(hosts) if hosts else None
         try:
-            job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file), sock)
+            job = await self.systemd.start_transient(unit, units.properties(unit, spec, env_file, apps=apps), sock)
             state = await self.systemd.wait_for(unit, ("active", "failed", "inactive"), START_TIMEOUT, job)
         finally:
             if state != "active":

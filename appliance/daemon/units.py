@@ -9,6 +9,7 @@ to every local user.
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 from dbus_fast import Variant
@@ -31,6 +32,8 @@ INTERPRETER = f"{USER_ENV}/bin/python{PYTHON}"
 # put ahead of it on JUPYTER_CONFIG_PATH, enables them again ([spawner] jupyterlab_news).
 NEWS_ON_CONFIG = USER_ENV + "/etc/jupyterhub-appliance/news-on"
 _SHELL_ESCAPE = '\\"`$'
+# A server's PATH: the user environment's tools first, so `pip`, `jupyter` and the kernel agree.
+SERVER_PATH = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -49,14 +52,45 @@ def write_env_file(unit: str, env: dict[str, str], env_dir: Path = ENV_DIR) -> P
     return path
 
 
-def server_env(spec: SpawnSpec, lab_news: bool = False, secret_env: dict[str, str] | None = None) -> dict[str, str]:
+# [apps.NAME] with {port}: the app listens on this port of 127.0.0.1 in a network
+# namespace of its own (appliance/app_bridge.py), where only its bridge reaches it.
+# Below 1024, so that allowing it (apps_bind) lets no server bind it on the machine's
+# own network: an unprivileged uid cannot bind a port below 1024 there.
+APP_PORT = 80
+# The variable that carries the apps to the server's launcher (appliance/singleuser.py).
+APPS_VARIABLE = "APPLIANCE_APPS"
+
+
+def apps_env(apps: dict[str, dict]) -> dict[str, str]:
+    """[apps.NAME] that are enabled, as the daemon read them, for the server: JSON in
+    one variable, which appliance/singleuser.py takes out of the environment."""
+    enabled = {name: {k: app[k] for k in ("command", "title", "icon", "timeout", "environment")}
+               for name, app in sorted(apps.items()) if app["enabled"]}
+    if not enabled:
+        return {}
+    return {APPS_VARIABLE: json.dumps({"port": APP_PORT, "apps": enabled}, separators=(",", ":"))}
+
+
+def apps_bind(apps: dict[str, dict]) -> list[tuple[str, Variant]]:
+    """SocketBindAllow=tcp:APP_PORT where an enabled app listens on {port}: the app
+    binds it inside its own network namespace, which the cgroup's bind filter (it
+    knows no namespaces) would otherwise refuse."""
+    if not any(app["enabled"] and any("{port}" in a for a in app["command"]) for app in apps.values()):
+        return []
+    return [("SocketBindAllow", Variant("a(iiqq)", [(AF_UNSPEC, IPPROTO_TCP, 1, APP_PORT)]))]
+
+
+def server_env(spec: SpawnSpec, lab_news: bool = False, secret_env: dict[str, str] | None = None,
+               apps: dict[str, dict] | None = None) -> dict[str, str]:
     """`secret_env`: [spawner] environment_file's variables (their names are never
-    among those the hub may send)."""
+    among those the hub may send). `apps`: [apps.NAME] as the daemon read them."""
     env = {**spec.env, **(secret_env or {})}
+    env.pop(APPS_VARIABLE, None)
+    env.update(apps_env(apps or {}))
     if lab_news:
         env["JUPYTER_CONFIG_PATH"] = ":".join(filter(None, [env.get("JUPYTER_CONFIG_PATH"), NEWS_ON_CONFIG]))
     # The user environment's tools first, so `pip`, `jupyter` and the kernel agree.
-    env["PATH"] = f"{USER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"
+    env["PATH"] = SERVER_PATH
     env.setdefault("SHELL", "/bin/bash")
     # Kernels' unix sockets live here (KERNELS_OVER_UNIX_SOCKETS): a path under a
     # home such as /var/lib/private/jupyter-visitor-…/.local/share/jupyter/runtime/
@@ -352,7 +386,7 @@ def python_of(exec_start: object) -> str | None:
 
 
 def properties(unit: str, spec: SpawnSpec, env_file: Path,
-               command: list[str] | None = None) -> list[tuple[str, Variant]]:
+               command: list[str] | None = None, apps: dict[str, dict] | None = None) -> list[tuple[str, Variant]]:
     argv = (command or [INTERPRETER, SINGLEUSER]) + KERNELS_OVER_UNIX_SOCKETS + protocol.render_args(spec.options)
     props: list[tuple[str, Variant]] = [
         ("Description", Variant("s", f"JupyterLab server of {spec.user}"
@@ -376,6 +410,7 @@ def properties(unit: str, spec: SpawnSpec, env_file: Path,
         # It binds no port: its own comes from its socket unit, and kernels talk over
         # unix sockets.
         *no_socket_bind(),
+        *apps_bind(apps or {}),
         *(held_port(unit) if spec.port is not None else []),
         ("KillMode", Variant("s", "mixed")),
         ("TimeoutStopUSec", Variant("t", 20_000_000)),

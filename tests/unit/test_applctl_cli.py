@@ -77,7 +77,7 @@ def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()):
 
 REPORTING = {"adduser", "deluser", "users", "admin add", "admin remove", "stop", "servers", "status", "gpus",
              "config show", "config get", "config set", "config unset", "config validate", "reload", "token",
-             "kernels list", "kernels add", "kernels remove", "link", "doctor",
+             "kernels list", "kernels add", "kernels remove", "apps list", "apps check", "link", "doctor",
              "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off",
              "ephemeral password set", "ephemeral password off", "sso setup"}
 
@@ -90,7 +90,7 @@ def test_every_command_has_help_with_an_example(capsys):
         assert out.startswith(f"Usage: applctl {' '.join(path)}")
         assert "Example:\n    " in out, " ".join(path)
         seen.add(" ".join(path))
-    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "proxy", "proxy password",
+    assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "apps", "proxy", "proxy password",
                         "ephemeral", "ephemeral password", "sso"} == seen
 
 

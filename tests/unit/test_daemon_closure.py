@@ -41,7 +41,10 @@ the daemon resolves the names in a unit of its own (it has no network itself),
 reads that answer strictly, allows the addresses but never cloud metadata, and pins
 them in the server's /etc/hosts (content.py 116 lines, which config also checks the
 key with; units.py, visitors.py, about 130): 4,622 with username_domain. `applctl link`
-is not root's code."""
+is not root's code.
+Issue 32's web apps added 136: [apps.NAME] in config's schema (every reader
+validates it; the daemon passes the apps to each server from its own reading), and
+the server unit's one allowed port for an app in its own network (daemon/units.py): 4,758."""
 
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4622
+LIMIT = 4758
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
