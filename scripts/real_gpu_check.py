@@ -95,11 +95,26 @@ def call(method: str, url: str, token: str, body: dict | None = None) -> dict | 
 # Run as the server's user (run_in_kernel): the code on stdin, what it printed and
 # its error out, as JSON.
 CLIENT = r'''
-import json, sys
+import json, queue, sys, time
 from jupyter_client import BlockingKernelClient
 kc = BlockingKernelClient(connection_file=sys.argv[1])
 kc.load_connection_file()
 kc.start_channels()
+# A kernel just started may not hear our IOPub subscription before it runs the code:
+# it would then publish the output and the idle status to no one, and the client
+# would wait for them until its timeout. Ask for kernel_info until its status comes
+# back on IOPub: from then on, nothing published is lost.
+deadline = time.monotonic() + 120
+heard = False
+while not heard and time.monotonic() < deadline:
+    asked = kc.kernel_info()
+    try:
+        while not heard:
+            heard = kc.get_iopub_msg(timeout=1)["parent_header"].get("msg_id") == asked
+    except queue.Empty:
+        pass
+if not heard:
+    sys.exit("the kernel's IOPub channel did not answer in 120 s")
 printed, error = [], None
 def on_output(msg):
     global error
