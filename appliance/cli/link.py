@@ -94,6 +94,8 @@ def make_link(base: str, repo: str, branch: str | None = None, open_path: str | 
 
 
 def git_missing() -> bool:
+    """Whether servers would find no git: it is looked up on their PATH (nbgitpuller
+    runs it there), not on applctl's own SAFE_PATH, and never run from here."""
     return shutil.which(GIT, path="/usr/local/bin:/usr/bin:/bin") is None
 
 
