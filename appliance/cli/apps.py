@@ -9,8 +9,10 @@ socket, as jupyter-server-proxy does: any HTTP answer is an answer.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 
@@ -79,15 +81,27 @@ def check_unit(name: str) -> str:
 
 
 def answers(path: str) -> str | None:
-    """The status line of the app's answer to GET / on its unix socket, or None."""
+    """The status line of the app's answer to GET / on its unix socket, or None.
+
+    The socket's directory belongs to the app's throwaway uid, which could put a link
+    there to a socket only root may use (the daemon's): root connects only to the
+    socket file itself, opened without following a link, through /proc/self/fd."""
     try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return None
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
-            s.connect(path)
+            s.connect(f"/proc/self/fd/{fd}")
             s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
             first = s.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return first if first.startswith("HTTP/") else None
 
 

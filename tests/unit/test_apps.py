@@ -220,3 +220,30 @@ def test_apps_list_says_which_program_is_missing_and_check_refuses_an_unknown_na
     assert code == 1 and json.loads(out) == [
         {"name": "tb", "ok": False, "why": "its program /nonexistent/tensorboard is not installed (not on the "
                                            "servers' PATH)"}]
+
+
+def test_apps_check_never_follows_a_link_the_apps_uid_could_plant(tmp_path):
+    """applctl apps check (root) asks the app on its socket, in a directory of the app's
+    throwaway uid: a link there to another socket is never connected to."""
+    import socket
+    import threading
+
+    from appliance.cli.apps import answers
+
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(tmp_path / "real"))
+    srv.listen(2)
+
+    def serve():
+        while True:
+            c, _ = srv.accept()
+            c.recv(100)
+            c.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+            c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("")
+    assert answers(str(tmp_path / "real")) == "HTTP/1.0 200 OK"
+    assert answers(str(tmp_path / "link")) is None
+    assert answers(str(tmp_path / "file")) is None
+    srv.close()
