@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ POLKIT_RULES = (Path("/etc/polkit-1/rules.d"), Path("/usr/share/polkit-1/rules.d
 POLKIT_PKLA = (Path("/etc/polkit-1/localauthority"), Path("/var/lib/polkit-1/localauthority"))
 # The appliance's own sudoers rule (etc/sudoers.d/jupyterhub-appliance) is no grant.
 OWN_SUDO_RULE = "(root) /usr/bin/applctl"
+JUDGES = 8  # names judged at a time
 
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?|\*"
 _UNIX_ID = re.compile(r"unix-(user|group):(" + _NAME + ")")
@@ -182,7 +184,12 @@ def judge_all() -> dict:
             checked |= users.members(group)
         except KeyError:
             pass
-    granted = {n: r for n in sorted(checked) if (r := reasons(n, names))}
+    # sudo -l -U asks the name services (files, sssd, LDAP), which can take seconds
+    # per name: several at a time, or a machine with hundreds of members waits minutes.
+    ordered = sorted(checked)
+    with ThreadPoolExecutor(JUDGES) as pool:
+        found = pool.map(lambda n: reasons(n, names), ordered)
+        granted = {n: r for n, r in zip(ordered, found) if r}
     return {"time": time.time(), "checked": sorted(checked), "granted": granted, "unread": names.unread}
 
 

@@ -203,6 +203,7 @@ async def start(daemon: Daemon, sock: socket.socket) -> asyncio.Server:
     (GPU inventory, the slice's caps) comes after, as before: with it also ahead of
     serving, test_3_applctl's back-to-back reloads failed (not understood yet)."""
     await daemon.spawns.reconcile_visitors()
+    daemon.spawns.judge_at_start()
     server = await serve(daemon, sock)
     gpus = daemon.spawns.gpus
     inv = await gpus.inventory()

@@ -27,6 +27,9 @@ from .visitors import Visitors
 log = logging.getLogger("jupyterhub-appliance")
 
 START_TIMEOUT = 60.0
+# How long the run of root's check started with the daemon is waited for in all
+# (spawns meanwhile wait START_TIMEOUT each, then are told to try again).
+JUDGE_AT_START_TIMEOUT = 3600.0
 STOP_TIMEOUT = 30.0
 UNLOAD_TIMEOUT = 10.0  # for a stopped unit to be unloaded before its name is used again
 PORT_TRIES = 3  # ports tried for a server whose port someone else took first
@@ -55,6 +58,9 @@ class Spawns:
         self._user_locks: dict[str, asyncio.Lock] = {}
         # Spawns and stops run as their own tasks, shielded from their connection.
         self._tasks: set[asyncio.Task] = set()
+        # root_grants' run started with this daemon (judge_at_start): until it has
+        # ended, a verdict on disk may be older than a grant made while the daemon was down.
+        self._judged_at_start: asyncio.Task | None = None
 
     # --- the requests ------------------------------------------------------------
 
@@ -100,18 +106,36 @@ class Spawns:
         task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(task)
 
+    def judge_at_start(self) -> None:
+        """Run root's check of sudo and polkit rights now, in the background: the
+        daemon serves meanwhile, and spawns wait for it (check_root_grants)."""
+        self._judged_at_start = asyncio.create_task(self._run_root_check(JUDGE_AT_START_TIMEOUT))
+
+    async def _run_root_check(self, timeout: float = START_TIMEOUT) -> None:
+        """One run of root's check, ended (or timed out). A start while a run is under way joins it."""
+        try:
+            job = await self.systemd.start_unit(root_verdicts.UNIT)
+            await self.systemd.wait_for(root_verdicts.UNIT, ("inactive", "failed"), timeout, job)
+        except SystemdError as e:
+            log.error("could not run %s: %s", root_verdicts.UNIT, e)
+
     async def check_root_grants(self, name: str) -> None:
         """Refuse a server to an account sudo or polkit makes root-equivalent. This
         daemon cannot ask sudo or read polkit's rules (root_grants.py says why):
         root's check does, in its own unit; one that has not judged NAME yet (just
-        added, say) is run now, and until it has, NAME gets no server."""
+        added, say) is run now, and until it has, NAME gets no server. The verdict
+        is believed only once the run started with this daemon has ended."""
+        if self._judged_at_start is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._judged_at_start), START_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise RequestError(
+                    "root_check", f"the check of sudo and polkit rights that started with the daemon has not ended "
+                    f"in {START_TIMEOUT:g} s, so no server starts yet; try again in a minute, or see: systemctl "
+                    f"status {root_verdicts.UNIT}", "user") from None
         verdict = await asyncio.to_thread(root_verdicts.read_verdicts, self.verdicts)
         if verdict is None or name not in verdict["checked"]:
-            try:
-                job = await self.systemd.start_unit(root_verdicts.UNIT)
-                await self.systemd.wait_for(root_verdicts.UNIT, ("inactive", "failed"), START_TIMEOUT, job)
-            except SystemdError as e:
-                log.error("could not run %s: %s", root_verdicts.UNIT, e)
+            await self._run_root_check()
             verdict = await asyncio.to_thread(root_verdicts.read_verdicts, self.verdicts)
         if verdict is None or name not in verdict["checked"]:
             raise RequestError(

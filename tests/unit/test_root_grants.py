@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from appliance import root_grants as rg
 from appliance import root_verdicts as rv
 
@@ -157,3 +159,35 @@ def test_doctor_names_root_equivalent_accounts_and_a_list_that_lost_default_grou
     # A list set before incus-admin joined the default: said, with the command that adds it.
     c = doctor.check_root_equivalent(config.validate({"daemon": {"privileged_groups": ["sudo", "docker"]}}))
     assert c.ok and c.warning and "incus-admin" in c.detail and "config set daemon.privileged_groups" in c.fix
+
+
+def test_the_daemon_answers_while_its_start_check_runs_and_spawns_wait_for_that_check(tmp_path, monkeypatch):
+    """The check started with the daemon may take minutes (sudo -l -U for every
+    member): GPUs and servers are answered meanwhile, and a spawn is judged only by
+    a verdict from after it, or told to try again."""
+    import concurrent.futures
+
+    from appliance.daemon import spawns
+
+    from .daemon_fakes import USER, DaemonThread, FakeManager, patch_users
+
+    patch_users(monkeypatch, tmp_path)
+    monkeypatch.setattr(rv, "read_verdicts", READ)
+    path = tmp_path / "v" / "verdicts.json"
+    rv.write_verdicts({"checked": [USER], "granted": {}}, path)  # from before a grant made while it was down
+    with DaemonThread(tmp_path, FakeManager(), verdicts=path) as d:
+        def running_check():
+            d.daemon.spawns._judged_at_start = d.loop.create_future()
+        d.loop.call_soon_threadsafe(running_check)
+        assert d.request({"op": "gpus"})["ok"] is True
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(d.request, {"op": "spawn", "user": USER})
+            with pytest.raises(concurrent.futures.TimeoutError):
+                pending.result(timeout=1)  # waits for the check
+            rv.write_verdicts({"checked": [USER], "granted": {USER: ["sudo grants it (root) ALL"]}}, path)
+            d.loop.call_soon_threadsafe(d.daemon.spawns._judged_at_start.set_result, None)
+            assert pending.result(timeout=10)["error"]["code"] == "privileged_user"  # the fresh verdict
+        monkeypatch.setattr(spawns, "START_TIMEOUT", 0.2)
+        d.loop.call_soon_threadsafe(running_check)
+        reply = d.request({"op": "spawn", "user": USER})
+        assert reply["error"]["code"] == "root_check" and "try again" in reply["error"]["message"], reply
