@@ -189,7 +189,7 @@ def judge_all() -> dict:
     ordered = sorted(checked)
     with ThreadPoolExecutor(JUDGES) as pool:
         found = pool.map(lambda n: reasons(n, names), ordered)
-        granted = {n: r for n, r in zip(ordered, found) if r}
+        granted = {n: r for n, r in zip(ordered, found, strict=True) if r}
     return {"time": time.time(), "checked": sorted(checked), "granted": granted, "unread": names.unread}
 
 
