@@ -7,6 +7,7 @@ once and kept in CACHE; every container boots a fresh copy of it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -37,6 +38,16 @@ def missing_tools() -> list[str]:
     return [t for t in ("debootstrap", "systemd-nspawn", "nsenter") if shutil.which(t) is None]
 
 
+def unified_cgroup_root() -> Path:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or
+    /sys/fs/cgroup/unified on a host in hybrid mode."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[:1] == ["cgroup2"]:
+            return Path(left.split()[4])
+    raise ContainerError("no cgroup2 hierarchy is mounted on this host (systemd-nspawn needs one)")
+
+
 def check_release(release: str) -> str:
     if release not in RELEASES:
         raise ValueError(f"unknown Debian release {release!r}; accepted: {', '.join(RELEASES)}")
@@ -47,7 +58,11 @@ def ensure_base(release: str = DEFAULT_RELEASE) -> Path:
     """The release's pristine tree, debootstrapped on first use (about a minute); the
     tests may start it in the background while the .deb builds."""
     with _base_lock:
-        return _ensure_base(release)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        # Also across processes: a whole run's lanes (scripts/test) may both want it first.
+        with open(CACHE / f"{check_release(release)}-base.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _ensure_base(release)
 
 
 def _ensure_base(release: str) -> Path:
@@ -93,10 +108,12 @@ class Container(Machine):
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], check=True)
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         log = open(self.root.with_suffix(".log"), "wb")
+        procs = self._own_cgroup() / "cgroup.procs"
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit", "--console=pipe",
              "--capability=all", "--system-call-filter=bpf @privileged", "-M", self.name],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=lambda: procs.write_text("0"),  # nspawn itself, before it makes payload/ beside it
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -137,6 +154,27 @@ class Container(Machine):
                 self.proc.wait()
         self.proc = None
         self.pid = None
+        self._remove_cgroup()
+
+    def _own_cgroup(self) -> Path:
+        """A host cgroup for this container alone. nspawn --keep-unit puts the
+        container in payload/ beside itself: two containers started from one cgroup
+        (the main run's and a lane's beside it, scripts/test) would share it, and a
+        service of the same name in both would be one cgroup, stopped in both at once."""
+        cg = unified_cgroup_root() / f"appliance-ct-{self.name}"
+        self._remove_cgroup()
+        cg.mkdir()
+        return cg
+
+    def _remove_cgroup(self) -> None:
+        """The container's cgroup tree, once its processes are gone (rmdir, deepest first)."""
+        cg = unified_cgroup_root() / f"appliance-ct-{self.name}"
+        if cg.is_dir():
+            for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [cg]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
 
     def destroy_root(self) -> None:
         if self.root.exists():

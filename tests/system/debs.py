@@ -7,10 +7,10 @@ previous version's .deb is built (previous.py).
 APPLIANCE_DEB_TRIXIE / APPLIANCE_DEB_BOOKWORM name an already built .deb instead
 (APPLIANCE_DEB: the default release's).
 
-A whole run (scripts/test) is two pytest processes side by side, the real-kernel tier
-apart at nice 19: the main one publishes the default release's .deb, once built,
-to the file APPLIANCE_DEB_PUBLISH names, and the VM's waits for it in the file
-APPLIANCE_DEB_AWAIT names, so the package is built once.
+A whole run (scripts/test) is three pytest processes side by side (the main run, the
+packaging lane, the real-kernel tier): the main one publishes the default release's
+.deb, once built, to the file APPLIANCE_DEB_PUBLISH names, and the others wait for it
+in the file APPLIANCE_DEB_AWAIT names, so the package is built once.
 """
 
 from __future__ import annotations
