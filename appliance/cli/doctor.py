@@ -352,6 +352,34 @@ def check_content_links(cfg: config.Config) -> Check | None:
     return Check("content links", True, f"git is installed; visitors' servers may reach {', '.join(hosts)}")
 
 
+UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+
+def check_app_port(cfg: config.Config, path: Path = UNPRIVILEGED_PORT_START) -> Check | None:
+    """Apps on {port} listen on APP_PORT in a network namespace of their own, so every
+    server unit may bind it (the cgroup's bind filter knows no namespaces). That lets
+    no server take the machine's own port 80 only while unprivileged uids cannot bind
+    it there (docs/security.md, web apps): the daemon cannot see this setting, applctl can."""
+    from ..daemon.units import APP_PORT, port_apps
+
+    apps = port_apps(cfg["apps"])
+    if not apps:
+        return None
+    name = "web apps' port"
+    try:
+        start = int(path.read_text())
+    except (OSError, ValueError) as e:
+        return Check(name, True, f"cannot read {path} ({e}), so whether servers may bind port {APP_PORT} of this "
+                     "machine is unknown", warning=True)
+    if start > APP_PORT:
+        return Check(name, True, f"servers cannot bind port {APP_PORT} of this machine "
+                                 f"(net.ipv4.ip_unprivileged_port_start = {start})")
+    return Check(name, False, f"net.ipv4.ip_unprivileged_port_start is {start}, so while {', '.join(apps)} listen on "
+                 f"{{port}}, every person's server may bind port {APP_PORT} of this machine (where a web server in "
+                 "front would listen)", "echo net.ipv4.ip_unprivileged_port_start=1024 | sudo tee "
+                 "/etc/sysctl.d/60-unprivileged-ports.conf && sudo sysctl --system; or give those apps {unix_socket}")
+
+
 def check_ports(cfg: config.Config) -> Check:
     hub = cfg["hub"]
     owners = port_owners(cfg)
@@ -416,7 +444,7 @@ def doctor(fix: bool, as_json: bool) -> None:
     checks = [first, check_password(), check_sudoers(), check_state(), check_units(), check_daemon()]
     if cfg is not None:
         checks += [check_hub(cfg), check_proxy(cfg), check_ports(cfg), check_root_equivalent(cfg)]
-        checks += [c for c in [check_content_links(cfg)] if c]
+        checks += [c for c in [check_content_links(cfg), check_app_port(cfg)] if c]
     checks.append(check_gpus())
     if cfg is not None:
         checks.append(check_gpu_devices(cfg))

@@ -71,11 +71,16 @@ def apps_env(apps: dict[str, dict]) -> dict[str, str]:
     return {APPS_VARIABLE: json.dumps({"port": APP_PORT, "apps": enabled}, separators=(",", ":"))}
 
 
+def port_apps(apps: dict[str, dict]) -> list[str]:
+    """The enabled apps that listen on {port} (in a network namespace of their own)."""
+    return [name for name, app in sorted(apps.items()) if app["enabled"] and any("{port}" in a for a in app["command"])]
+
+
 def apps_bind(apps: dict[str, dict]) -> list[tuple[str, Variant]]:
     """SocketBindAllow=tcp:APP_PORT where an enabled app listens on {port}: the app
     binds it inside its own network namespace, which the cgroup's bind filter (it
     knows no namespaces) would otherwise refuse."""
-    if not any(app["enabled"] and any("{port}" in a for a in app["command"]) for app in apps.values()):
+    if not port_apps(apps):
         return []
     return [("SocketBindAllow", Variant("a(iiqq)", [(AF_UNSPEC, IPPROTO_TCP, 1, APP_PORT)]))]
 

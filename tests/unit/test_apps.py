@@ -250,3 +250,21 @@ def test_apps_check_never_follows_a_link_the_apps_uid_could_plant(tmp_path):
     assert answers(str(tmp_path / "link")) is None
     assert answers(str(tmp_path / "file")) is None
     srv.close()
+
+
+def test_doctor_says_when_servers_could_bind_the_machines_port_80(tmp_path):
+    from appliance.cli import doctor
+
+    sysctl = tmp_path / "ip_unprivileged_port_start"
+    port_app = config.validate({"apps": {"tb": {"command": ["/bin/tb", "--port", "{port}"]}}})
+    socket_app = config.validate({"apps": {"cs": {"command": ["/bin/cs", "--socket", "{unix_socket}"]}}})
+    sysctl.write_text("1024\n")
+    assert doctor.check_app_port(socket_app, sysctl) is None  # no app binds a port: nothing to say
+    assert doctor.check_app_port(config.validate({}), sysctl) is None
+    assert doctor.check_app_port(port_app, sysctl).ok
+    sysctl.write_text("80\n")  # lowered (rootless containers' advice): servers could take the front's port
+    c = doctor.check_app_port(port_app, sysctl)
+    assert not c.ok and "is 80" in c.detail and "tb" in c.detail and "ip_unprivileged_port_start=1024" in c.fix
+    sysctl.unlink()
+    c = doctor.check_app_port(port_app, sysctl)
+    assert c.ok and c.warning and "unknown" in c.detail
