@@ -1,6 +1,7 @@
-"""Reinstall, an upgrade in place, remove and purge, on the session's appliance of tests/system: after all
-of tests/system (tests/conftest.py runs this tier after it), because they take the
-appliance down; the purge must keep the file test_1_core's alice wrote in her home.
+"""Reinstall, an upgrade in place, remove and purge, on the session's appliance: after all
+of tests/system when they share it (tests/conftest.py runs this tier after it), because
+they take the appliance down; in a whole run, in the packaging lane's own container
+(scripts/test). alice's server runs throughout, and the purge must keep her file.
 The reinstall and the upgrade come from a signed apt repository (scripts/apt-repo),
 served to the container on 127.0.0.1 and named with signed-by= as README says."""
 
@@ -13,6 +14,7 @@ import time
 import apt_repo
 import pytest
 import requests
+from booted import USERS
 from browser import Browser
 from visitor_client import arrive
 
@@ -23,6 +25,18 @@ pytestmark = pytest.mark.system
 def byte_code(appliance) -> int:
     """How many .pyc files postinst compiled (the package ships none)."""
     return int(appliance.sh("find /usr/lib/jupyterhub-appliance -name '*.pyc' 2>/dev/null | wc -l").stdout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def alice_at_work(appliance):
+    """alice's server running and a file in her home, as test_1_core leaves them;
+    made here when this module has a container of its own."""
+    if appliance.sh("systemctl is-active jupyter-alice.service", check=False).stdout.strip() != "active":
+        appliance.sh("applctl adduser alice >/dev/null")
+        b = Browser(appliance.url)
+        b.login_and_start("alice", USERS["alice"])
+        b.wait_for_server("alice")
+    appliance.sh("runuser -u alice -- sh -c 'cd && test -e notes.txt || printf kept > notes.txt'")
 
 
 @pytest.fixture(scope="module")
