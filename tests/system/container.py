@@ -106,6 +106,7 @@ class Container(Machine):
         base = ensure_base(self.release)
         self.destroy_root()
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], check=True)
+        self._hosts_file()
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         log = open(self.root.with_suffix(".log"), "wb")
         procs = self._own_cgroup() / "cgroup.procs"
@@ -155,6 +156,18 @@ class Container(Machine):
         self.proc = None
         self.pid = None
         self._remove_cgroup()
+
+    def _hosts_file(self) -> None:
+        """/etc/hosts as Debian's installer writes it, with the host name on 127.0.1.1.
+        debootstrap writes none, and a name the resolver must ask DNS for (unreachable
+        here) made every sudo wait seconds ("unable to resolve host")."""
+        hosts = self.root / "etc/hosts"
+        if hosts.exists():
+            return
+        name_file = self.root / "etc/hostname"
+        name = name_file.read_text().strip() if name_file.exists() else self.name
+        hosts.write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+                         "ff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n")
 
     def _own_cgroup(self) -> Path:
         """A host cgroup for this container alone. nspawn --keep-unit puts the
