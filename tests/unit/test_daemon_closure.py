@@ -44,7 +44,11 @@ key with; units.py, visitors.py, about 130): 4,622 with username_domain. `applct
 is not root's code.
 Issue 32's web apps added 136: [apps.NAME] in config's schema (every reader
 validates it; the daemon passes the apps to each server from its own reading), and
-the server unit's one allowed port for an app in its own network (daemon/units.py): 4,758."""
+the server unit's one allowed port for an app in its own network (daemon/units.py): 4,758.
+Issue 31's [cluster] added 157 to config's schema: the engine, the Slurm names, time
+limits and the allow-list of extra sbatch options, and a profile's own partition, qos
+and time limit. Root will pass them to sbatch as the person's uid, so it checks them
+from its own reading: 4,915."""
 
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4758
+LIMIT = 4915
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
