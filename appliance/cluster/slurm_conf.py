@@ -136,6 +136,7 @@ def slurm_conf(controller: str, nodes: list[Node], partition: str) -> str:
         "StateSaveLocation=/var/lib/slurm/slurmctld",
         "SlurmdSpoolDir=/var/lib/slurm/slurmd",
         "MpiDefault=none",
+        "MailProg=/bin/true",  # servers send no mail; without it slurmctld logs an error where mail is missing
         "ReturnToService=2",
         "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres",

@@ -24,6 +24,7 @@ def test_two_nodes_from_their_inventories():
                  "SelectTypeParameters=CR_Core_Memory", "ProctrackType=proctrack/cgroup",
                  "TaskPlugin=task/cgroup,task/affinity", "JobAcctGatherType=jobacct_gather/cgroup",
                  "StateSaveLocation=/var/lib/slurm/slurmctld", "SlurmdSpoolDir=/var/lib/slurm/slurmd",
+                 "MailProg=/bin/true",
                  "NodeName=gpu1 CPUs=32 RealMemory=120000 Gres=gpu:2 State=UNKNOWN",
                  "NodeName=gpu2 CPUs=16 RealMemory=60000 Gres=gpu:2 State=UNKNOWN",
                  "PartitionName=gpu Nodes=gpu1,gpu2 Default=YES MaxTime=INFINITE State=UP"):

@@ -1,7 +1,8 @@
 """Reading what sinfo says (appliance/cluster/slurm_state.py), and naming what stops
 servers from running. The outputs marked "captured" are sinfo's own, from Slurm
-22.05.8 (Debian 12) run with the configuration `applctl cluster init` writes, with
-the formats of slurm_state.PARTITION_ARGS and NODE_ARGS."""
+22.05.8 (Debian 12) or 24.11.5 (Debian 13) run with the configuration `applctl cluster
+init` writes, with the formats of slurm_state.PARTITION_ARGS and NODE_ARGS (both
+versions print them alike)."""
 
 import pytest
 
@@ -20,6 +21,12 @@ NODES_2 = "vm|gpu*|mixed|gpu:2|none\nvm|debug|mixed|gpu:2|none\n"
 def test_partitions_with_the_default_marked():
     assert ss.parse_partitions(PARTITIONS_2) == [ss.Partition("gpu", "up", True), ss.Partition("debug", "down", False),
                                                  ss.Partition("empty", "up", False)]
+
+
+def test_a_resumed_node_may_keep_its_reason_and_is_fine():
+    # captured, 24.11.5: drained with a reason, then `scontrol update ... state=resume`
+    [node] = ss.parse_nodes("vm|gpu*|idle|gpu:4|GPU 3 | gone\n")
+    assert (node.state, node.gpus, node.reason, node.problem) == ("idle", 4, "GPU 3 | gone", None)
 
 
 def test_a_node_in_two_partitions_is_one_node():
