@@ -154,15 +154,17 @@ def next_steps(directory: Path, controller: str, nodes: list[slurm_conf.Node], g
     steps = [
         f"1. A requirement: every node mounts the head's /home (NFS), with the same accounts and uids as "
         f"{controller}: a person's server runs as them on a node and keeps its files in their home.",
-        f"2. On {controller} and on every node ({', '.join(names)}): apt-get install slurm-wlm munge "
+        f"2. The same three files on every node, before Slurm is installed there (Debian's slurmd starts at once, "
+        f"and waits 90 s for a configuration it does not have): ssh {others[0]} mkdir -p {SLURM_DIR} && scp {conf} "
+        f"{others[0]}:{SLURM_DIR}/",
+        f"3. On {controller} and on every node ({', '.join(names)}): apt-get install slurm-wlm munge "
         "(Debian 12: Slurm 22.05, Debian 13: 24.11; the same version everywhere).",
-        f"3. The munge key, made once on {controller} (the munge package made /etc/munge/munge.key; or: mungekey "
+        f"4. The munge key, made once on {controller} (the munge package made /etc/munge/munge.key; or: mungekey "
         f"--create), copied to every node: scp /etc/munge/munge.key {others[0]}:/etc/munge/munge.key, then "
         "on each: chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key && "
         "systemctl restart munge",
-        f"4. The same three files on every node: scp {conf} {others[0]}:{directory}/",
-        f"5. Start Slurm: on {controller}: systemctl enable --now slurmctld; on every node: systemctl enable --now "
-        "slurmd",
+        f"5. Start Slurm: on {controller}: systemctl enable slurmctld && systemctl restart slurmctld; on every "
+        "node: systemctl enable slurmd && systemctl restart slurmd",
         "6. The user environment on the nodes: the node package (jupyterhub-appliance-node) does not exist yet, so "
         "servers cannot run on the nodes yet.",
         "7. Check: applctl cluster check",

@@ -63,7 +63,8 @@ def test_init_writes_the_three_files_and_says_what_is_next(capsys, tmp_path, cfg
                          "controller head, partition gpu: gpu1 (1 GPU), gpu2 (4 GPUs)"]
     for says in ("mounts the head's /home (NFS)", "apt-get install slurm-wlm munge",
                  "chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key",
-                 f"scp {out}/slurm.conf {out}/gres.conf {out}/cgroup.conf gpu1:{out}/",
+                 f"ssh gpu1 mkdir -p /etc/slurm && scp {out}/slurm.conf {out}/gres.conf {out}/cgroup.conf "
+                 "gpu1:/etc/slurm/", "systemctl enable slurmd && systemctl restart slurmd",
                  "the node package (jupyterhub-appliance-node) does not exist yet", "applctl cluster check",
                  "note: gpu2's GPUs are taken to be /dev/nvidia0..N-1"):
         assert says in stdout, says
