@@ -104,26 +104,26 @@ def check_output_dir(directory: Path) -> None:
     """Root writes there: the directory (or, if it is to be made, its parent) must not
     be a link, and nobody but root may change it or a directory above it (a rename
     there would send the files elsewhere)."""
-    if not os.path.lexists(directory):
-        directory = directory.parent
+    given = f"--output {directory}"
+    target = directory if os.path.lexists(directory) else directory.parent
     try:
-        st = directory.lstat()
+        st = target.lstat()
     except OSError as e:
-        raise Failure(f"--output: cannot use {directory} ({e.strerror}); nothing written") from None
+        raise Failure(f"{given}: cannot use {target} ({e.strerror}); nothing written") from None
     if stat.S_ISLNK(st.st_mode):
-        raise Failure(f"--output: {directory} is a link: root does not write through links; give the directory "
-                      f"it leads to ({os.path.realpath(directory)}) if that is meant; nothing written")
+        raise Failure(f"{given}: {target} is a link: root does not write through links; give the directory it "
+                      f"leads to ({os.path.realpath(target)}) if that is meant; nothing written")
     if not stat.S_ISDIR(st.st_mode):
-        raise Failure(f"--output: {directory} is not a directory; nothing written")
+        raise Failure(f"{given}: {target} is not a directory; nothing written")
     if os.geteuid() != 0:
         return
     try:
-        found = root_only.replaceable((str(directory),), itself=True)
+        found = root_only.replaceable((str(target),), itself=True)
     except OSError as e:
-        raise Failure(f"--output {directory}: cannot check {e.filename} ({e.strerror}); nothing written") from None
+        raise Failure(f"{given}: cannot check {e.filename} ({e.strerror}); nothing written") from None
     if found:
-        raise Failure(f"--output {directory}: {found[0]} is {found[1]}: only root may be able to change where "
-                      "Slurm's configuration goes; nothing written")
+        raise Failure(f"{given}: {found[0]} is {found[1]}: only root may be able to change where Slurm's "
+                      "configuration goes; nothing written")
 
 
 def write_files(directory: Path, contents: dict[str, str], force: bool) -> list[Path]:

@@ -100,7 +100,7 @@ def test_init_never_overwrites_without_force_and_never_follows_a_link(capsys, tm
     link = tmp_path / "link"
     link.symlink_to(out)
     code, _, err = init(capsys, link, "--nodes", "gpu1", "--gpus", "gpu1=1", "--force")
-    assert code == 1 and f"--output: {link} is a link: root does not write through links" in err
+    assert code == 1 and f"--output {link}: {link} is a link: root does not write through links" in err
 
 
 @pytest.mark.parametrize("args, says", [
@@ -207,3 +207,18 @@ def test_check_without_slurm_installed(capsys, cfgfile, monkeypatch, tmp_path):
     assert code == 1
     assert stdout == ("problem: slurm-wlm is not installed on this host (no sinfo in /usr/sbin:/usr/bin:/sbin:/bin): "
                       "apt-get install slurm-client (or slurm-wlm on the head)\n")
+
+
+def test_init_refuses_a_directory_someone_but_root_could_change(capsys, tmp_path, cfgfile, as_root, head,
+                                                                monkeypatch):
+    """Root writes there: a directory (or one above it) that another uid could change
+    is refused before anything is written (root_only.replaceable decides; its own
+    tests are in test_root_only)."""
+    out = tmp_path / "slurm"
+    monkeypatch.setattr(cluster.root_only, "replaceable",
+                        lambda paths, itself: (tmp_path, "owned by uid 1000, not root") if itself else None)
+    code, stdout, err = init(capsys, out, "--nodes", "gpu1", "--gpus", "gpu1=1")
+    assert code == 1 and stdout == ""
+    assert err == (f"applctl: --output {out}: {tmp_path} is owned by uid 1000, not root: only root may be able to "
+                   "change where Slurm's configuration goes; nothing written\n")
+    assert not out.exists()
