@@ -572,6 +572,135 @@ SECRET_FILE_RULE = ("a file owned by root that nobody else may read or write (mo
 _OIDC_ROOT_ONLY = "decides who may log in, as which local account"
 
 
+# --- several hosts: [cluster] (Slurm) --------------------------------------------------
+
+# Names that later become sbatch arguments, which the root daemon passes on as the
+# person's uid: no option of their own (no leading '-'), no '=', ',' or space, nothing
+# a shell or Slurm's own parsers would split.
+_SLURM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SLURM_NAME_RULE = "1 to 64 letters, digits, '_', '.' and '-', starting with a letter or digit"
+
+
+def _slurm_name(what: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v == "" or (isinstance(v, str) and _SLURM_NAME_RE.fullmatch(v)):
+            return v
+        raise ValueError(f'"" ({what}), or a Slurm name: {SLURM_NAME_RULE}')
+    return check
+
+
+# sbatch --time: "MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS".
+_TIME_FORMS = (
+    (re.compile(r"([0-9]{1,6})"), ("m",)),
+    (re.compile(r"([0-9]{1,6}):([0-9]{2})"), ("m", "s")),
+    (re.compile(r"([0-9]{1,4}):([0-9]{2}):([0-9]{2})"), ("h", "m", "s")),
+    (re.compile(r"([0-9]{1,3})-([0-9]{1,2})"), ("d", "h")),
+    (re.compile(r"([0-9]{1,3})-([0-9]{1,2}):([0-9]{2})"), ("d", "h", "m")),
+    (re.compile(r"([0-9]{1,3})-([0-9]{1,2}):([0-9]{2}):([0-9]{2})"), ("d", "h", "m", "s")),
+)
+_TIME_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_TIME_LIMIT = 365 * 86400
+
+
+def time_limit_seconds(text: str) -> int:
+    """A Slurm time limit -> seconds; ValueError if it is not one of sbatch's forms,
+    a minute or second of 60 or more, an hour of 24 or more after a day, zero
+    (which Slurm reads as no limit) or more than a year."""
+    for pattern, units in _TIME_FORMS:
+        m = pattern.fullmatch(text)
+        if not m:
+            continue
+        parts = dict(zip(units, map(int, m.groups()), strict=True))
+        if (("s" in parts and len(units) > 1 and parts["s"] > 59) or ("m" in parts and len(units) > 2
+                and parts["m"] > 59) or ("h" in parts and "d" in parts and parts["h"] > 23)):
+            break
+        seconds = sum(_TIME_UNITS[u] * n for u, n in parts.items())
+        if 0 < seconds <= MAX_TIME_LIMIT:
+            return seconds
+        break
+    raise ValueError(text)
+
+
+def _time_limit(what: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v == "":
+            return v
+        try:
+            if isinstance(v, str):
+                time_limit_seconds(v)
+                return v
+        except ValueError:
+            pass
+        raise ValueError(f'"" ({what}), or a Slurm time limit of at least a minute and at most 365 days: "MM", '
+                         '"MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS", e.g. "480" or "1-00:00:00"')
+    return check
+
+
+# sbatch options an administrator may add to every server's job. Each only narrows
+# where or when a job runs among what Slurm already lets that person have, and Slurm
+# itself checks the person may use it; none names a file, a program, an environment,
+# a uid, or an amount the appliance sets itself (GPUs from the quota, memory and CPU
+# from [limits], partition, account, qos and time from [cluster]).
+_FEATURE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}(?:[&|][A-Za-z0-9_.-]{1,64}){0,15}")
+
+
+def _constraint(v: Any) -> str:
+    if not isinstance(v, str) or not _FEATURE_RE.fullmatch(v):
+        raise ValueError('node features joined by & (all) or | (any), e.g. "a100" or "a100&nvlink": each '
+                         "1 to 64 letters, digits, '_', '.' and '-'")
+    return v
+
+
+def _reservation(v: Any) -> str:
+    if not isinstance(v, str) or not _SLURM_NAME_RE.fullmatch(v):
+        raise ValueError(f"the name of a Slurm reservation: {SLURM_NAME_RULE}")
+    return v
+
+
+def _nice(v: Any) -> int:
+    try:
+        return int_in(v, 0, 10000)
+    except ValueError:
+        raise ValueError("an integer from 0 to 10000: how much lower the jobs' priority is (never higher: "
+                         "only Slurm's operators may raise it)") from None
+
+
+def _exclusive(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true (every server's job has its nodes to itself) or false")
+    return v
+
+
+# option (as in sbatch --OPTION, without the dashes) -> (check, why it is safe)
+SBATCH_OPTIONS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "constraint": (_constraint, "only picks among the partition's nodes by their features"),
+    "reservation": (_reservation, "Slurm lets the job in only if the person may use that reservation"),
+    "nice": (_nice, "only lowers the jobs' priority; raising it stays Slurm's operators' right"),
+    "exclusive": (_exclusive, "only keeps other jobs off the node; costs capacity, gives no access"),
+    "gres-flags": (_one_of("enforce-binding", "disable-binding"), "only how GPUs and CPU cores are paired"),
+}
+
+
+def _sbatch_options(v: Any) -> dict[str, Any]:
+    accepted = ("a table of sbatch options, from: " + ", ".join(SBATCH_OPTIONS)
+                + ', e.g. { constraint = "a100", nice = 100 }')
+    if not isinstance(v, dict):
+        raise ValueError(accepted)
+    out = {}
+    for name, value in v.items():
+        if name not in SBATCH_OPTIONS:
+            raise _SubkeyError(name, value, f"an option from {', '.join(SBATCH_OPTIONS)} (partition, account, qos "
+                               "and time_limit are [cluster]'s own keys; GPUs, memory and CPUs come from the quota "
+                               "and [limits]; other options are not offered)")
+        try:
+            out[name] = SBATCH_OPTIONS[name][0](value)
+        except ValueError as e:
+            raise _SubkeyError(name, value, str(e)) from None
+    return out
+
+
+_CLUSTER_ROOT_ONLY = "decides where every server runs: as a Slurm job on other machines, or on this one"
+
 MAX_GPUS = 64
 
 # section -> key -> Field. The default appliance.toml documents the same keys.
@@ -724,6 +853,20 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_days_under_sudo": Field(90, "longest life in days of a token a jupyterhub-admin issues with "
                                      "sudo applctl token (root only)", _int(1, 3650), root_only=True),
     },
+    "cluster": {
+        "engine": Field("local", "where servers run: local (this host) or slurm (jobs on the cluster's nodes)",
+                        _one_of("local", "slurm"), root_only=_CLUSTER_ROOT_ONLY),
+        "partition": Field("", "the Slurm partition of every server's job (\"\": Slurm's default partition)",
+                           _slurm_name("Slurm's default partition")),
+        "account": Field("", "the Slurm account every server's job is charged to (\"\": each person's default)",
+                          _slurm_name("each person's default account"),
+                          root_only="decides which Slurm account pays for every server"),
+        "qos": Field("", "the Slurm QOS of every server's job (\"\": the default)", _slurm_name("the default QOS")),
+        "time_limit": Field("", "the longest a server's job runs (\"\": the partition's default)",
+                           _time_limit("the partition's default")),
+        "extra_sbatch_options": Field({}, "more sbatch options, from an allow-list: " + ", ".join(SBATCH_OPTIONS),
+                                      _sbatch_options),
+    },
 }
 
 
@@ -755,6 +898,10 @@ PROFILE_FIELDS: dict[str, Field] = {
     "cpu_limit": Field(0, "CPU limit in cores (0: none)", _number(0, 1024)),
     "mig": Field("", "the MIG profile its GPUs must be (\"\": any GPU)", _mig_profile),
     "gpu_share": Field("", "a seat on a shared GPU: \"1/N\" for a GPU [gpu] shared gives N seats", _gpu_share),
+    # [cluster] engine = "slurm": this profile's own; "" takes [cluster]'s.
+    "partition": Field("", "its Slurm partition", _slurm_name("[cluster] partition")),
+    "qos": Field("", "its Slurm QOS", _slurm_name("[cluster] qos")),
+    "time_limit": Field("", "its Slurm time limit", _time_limit("[cluster] time_limit")),
 }
 
 
@@ -915,7 +1062,22 @@ def validate(data: dict[str, Any], path: Path | str = DEFAULT_PATH) -> Config:
                 raise ConfigError(path, f"{section}.{key}", raw, str(e)) from None
     _check_device_group(values, path)
     _check_oidc(values, path)
-    return Config(values, Path(path), _migrate(data, values, path))
+    return Config(values, Path(path), _migrate(data, values, path) + _cluster_notes(values, path))
+
+
+def _cluster_notes(values: dict[str, dict[str, Any]], path: Path | str) -> list[str]:
+    """Accepted, but worth saying: Slurm settings with nothing to act on them yet."""
+    cluster = values["cluster"]
+    slurm_keys = [f"cluster.{k}" for k in ("partition", "account", "qos", "time_limit", "extra_sbatch_options")
+                  if cluster[k]]
+    slurm_keys += [f"profiles.{n}.{k}" for n, p in values["profiles"].items() for k in ("partition", "qos",
+                                                                                     "time_limit") if p[k]]
+    if cluster["engine"] == "slurm":
+        return [f'{path}: cluster.engine = "slurm" is accepted, but servers still start on this host: submitting '
+                "them to Slurm is not implemented yet (applctl cluster check tests the cluster)"]
+    if slurm_keys:
+        return [f"{path}: {', '.join(slurm_keys)} take effect only with cluster.engine = \"slurm\""]
+    return []
 
 
 def _check_device_group(values: dict[str, dict[str, Any]], path: Path | str) -> None:

@@ -28,6 +28,7 @@ TOOLS = frozenset({
     "nginx", "apache2ctl", "apachectl", "a2enmod",    # the reverse proxy's check and modules
     "visudo", "test",                                 # applctl doctor
     "sudo",                                           # who sudo grants anything (root_grants.py)
+    "sinfo",                                          # applctl cluster check: what Slurm has
 })
 # (applctl config edit's editor is no helper of root's: configcmd.editor_command.)
 

@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .access import adduser, admin, deluser, list_users
 from .apps import apps
+from .cluster import cluster_group
 from .configcmd import config_group
 from .doctor import doctor
 from .ephemeral import ephemeral_group
@@ -24,7 +25,8 @@ from .status import status
 from .token import token
 
 COMMANDS = (adduser, deluser, list_users, admin, stop, servers, status, gpus, config_group, reload, token,
-            kernels, apps, link, logs, doctor, proxy_group, ephemeral_group, sso_group)
+            kernels, apps, link, logs, doctor, proxy_group, ephemeral_group, sso_group,
+            cluster_group)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -232,7 +232,16 @@ def test_the_root_only_keys_are_the_tokens_cap_the_mode_the_secrets_file_the_gpu
     oidc = [("oidc", k) for k in config.SCHEMA["oidc"] if k != "scopes"]
     assert config.root_only_keys() == [("hub", "mode"), ("spawner", "environment_file"), ("gpu", "device_group"),
                                        ("ephemeral", "visible_paths"), ("auth", "type"), *oidc,
-                                       ("tokens", "max_days_under_sudo")]
+                                       ("tokens", "max_days_under_sudo"), ("cluster", "engine"),
+                                       ("cluster", "account")]
+
+
+def test_an_admin_under_sudo_cannot_move_servers_to_slurm_or_charge_another_account(capsys, as_root, cfgfile, sudo):
+    err = refused(capsys, cfgfile, "config", "set", "cluster.engine", "slurm")
+    assert "cluster.engine decides where every server runs" in err and "only root" in err, err
+    err = refused(capsys, cfgfile, "config", "set", "cluster.account", "physics")
+    assert "cluster.account decides which Slurm account pays for every server" in err, err
+    assert run(capsys, "config", "set", "cluster.partition", "gpu")[0] == 0  # the rest is the admins'
 
 
 def test_an_admin_under_sudo_cannot_show_visitors_a_folder(capsys, as_root, cfgfile, sudo):

@@ -79,7 +79,8 @@ REPORTING = {"adduser", "deluser", "users", "admin add", "admin remove", "stop",
              "config show", "config get", "config set", "config unset", "config validate", "reload", "token",
              "kernels list", "kernels add", "kernels remove", "apps list", "apps check", "link", "doctor",
              "proxy setup", "proxy remove", "proxy status", "proxy password set", "proxy password off",
-             "ephemeral password set", "ephemeral password off", "sso setup"}
+             "ephemeral password set", "ephemeral password off", "sso setup", "cluster inventory", "cluster init",
+             "cluster check"}
 
 
 def test_every_command_has_help_with_an_example(capsys):
@@ -91,7 +92,7 @@ def test_every_command_has_help_with_an_example(capsys):
         assert "Example:\n    " in out, " ".join(path)
         seen.add(" ".join(path))
     assert REPORTING | {"logs", "config edit", "admin", "config", "kernels", "apps", "proxy", "proxy password",
-                        "ephemeral", "ephemeral password", "sso"} == seen
+                        "ephemeral", "ephemeral password", "sso", "cluster"} == seen
 
 
 def test_every_reporting_command_has_json_and_only_those(capsys):

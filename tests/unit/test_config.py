@@ -21,7 +21,7 @@ def test_defaults_without_a_file(tmp_path):
     ("[hub]\nport = true", "hub.port", "an integer from 1 to 65535"),
     ("[hub]\nprot = 1", "hub.prot", "known keys in [hub] are port,"),
     ("[hubb]\nport = 1", "hubb", "known sections are hub, spawner, daemon, gpu, limits, ephemeral, dashboard, metrics, culler, "
-     "auth, oidc, tokens, profiles"),
+     "auth, oidc, tokens, cluster, profiles"),
     ("hub = 3", "hub", "a table: [hub]"),
     ("[spawner]\nmem_limit = \"4Q\"", "spawner.mem_limit", 'a size such as "512M"'),
     ("[spawner]\nmem_limit = \"1M\"", "spawner.mem_limit", "(at least 64M)"),
@@ -111,7 +111,7 @@ def test_gpu_quotas_and_profiles():
     assert (cfg["gpu"]["queue"], cfg["gpu"]["queue_timeout"], cfg["gpu"]["reclaim"]) == (True, 1800, "when-needed")
     assert cfg["profiles"]["big"] == {"display_name": "2 GPUs, 64 GB", "gpus": 2,
                                       "mem_limit": 64 * 1024**3, "cpu_limit": 0.0, "mig": "",
-                                      "gpu_share": 0}
+                                      "gpu_share": 0, "partition": "", "qos": "", "time_limit": ""}
     assert cfg["profiles"]["slice"]["mig"] == "1g.10gb"
     shared = config.loads('[gpu]\nshared = { "0" = 4, "GPU-8f3c0000-1111" = 2 }\n'
                           '[profiles.q]\ndisplay_name = "A quarter"\ngpus = 1\ngpu_share = "1/4"\n')

@@ -47,7 +47,11 @@ validates it; the daemon passes the apps to each server from its own reading), a
 the server unit's one allowed port for an app in its own network (daemon/units.py): 4,758.
 The daemon no longer starts After= root's check of sudo and polkit rights (minutes
 with many members): it serves at once, and spawns wait for that run: 4,778. Which
-apps listen on {port} became one function, which applctl doctor uses too: 4,783."""
+apps listen on {port} became one function, which applctl doctor uses too: 4,783.
+Issue 31's [cluster] added 157 to config's schema: the engine, the Slurm names, time
+limits and the allow-list of extra sbatch options, and a profile's own partition, qos
+and time limit. Root will pass them to sbatch as the person's uid, so it checks them
+from its own reading: 4,945."""
 
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ import ast
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
-LIMIT = 4783
+LIMIT = 4945
 # Modules root never runs: what applctl and the hub do with their own rights.
 NOT_ROOT = ("appliance.config_edit", "appliance.privilege", "appliance.root_grants", "appliance.tools",
             "appliance.hub", "appliance.cli", "appliance.revproxy", "appliance.passwords", "appliance.state")
