@@ -131,7 +131,9 @@ class Browser:
         if isinstance(self.s.auth, tuple):  # a site password in front (applctl proxy password)
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.s.auth).encode()).decode()
         # self.s.verify is False behind a self-signed certificate (tests/system/test_8_reverse_proxy.py)
-        ws = await websocket_connect(HTTPRequest(url, headers=headers, validate_cert=self.s.verify is not False))
+        # 60 s, not tornado's 20: under qemu's emulator (tests/vm) the handshake took longer.
+        ws = await websocket_connect(HTTPRequest(url, headers=headers, validate_cert=self.s.verify is not False,
+                                                 connect_timeout=60, request_timeout=60))
         return KernelSocket(ws, username)
 
 

@@ -83,15 +83,18 @@ def test_a_busy_loop_gets_no_more_than_its_cpu_limit(limited):
     m, browsers = limited
     b = browsers["spinner"]
     kernel = b.start_kernel("spinner")
-    spin = threading.Thread(target=b.execute, args=("spinner", kernel, (
-        "import time\nt = time.time()\nwhile time.time() - t < 25: pass\nprint('done')")), kwargs={"timeout": 90})
-    spin.start()
-    time.sleep(3)  # the loop is running
-    usage = lambda: int(m.unit_props("jupyter-spinner.service", "CPUUsageNSec")["CPUUsageNSec"])  # noqa: E731
-    before, t0 = usage(), time.monotonic()
-    time.sleep(10)
-    used = (usage() - before) / 1e9 / (time.monotonic() - t0)
-    spin.join()
+    m.sh("rm -f /home/spinner/spinning")
+    # The loop says when it runs (a file in its home): emulated, opening the kernel's
+    # websocket can take longer than any fixed wait, and the window must see the loop.
+    with ThreadPoolExecutor(1) as pool:
+        spin = pool.submit(b.execute, "spinner", kernel, "import time\nopen('spinning', 'w').close()\n"
+                           "t = time.time()\nwhile time.time() - t < 25: pass\nprint('done')", timeout=120)
+        wait_until("the busy loop's start", lambda: m.sh("test -e /home/spinner/spinning", check=False).returncode == 0)
+        usage = lambda: int(m.unit_props("jupyter-spinner.service", "CPUUsageNSec")["CPUUsageNSec"])  # noqa: E731
+        before, t0 = usage(), time.monotonic()
+        time.sleep(10)
+        used = (usage() - before) / 1e9 / (time.monotonic() - t0)
+        assert spin.result().strip() == "done"  # the loop ran throughout, in the kernel
     assert 0.3 < used <= 0.6, f"the server used {used:.2f} of a core with cpu_limit 0.5"
 
 
