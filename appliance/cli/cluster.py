@@ -10,6 +10,7 @@ servers from running there (appliance/cluster/slurm_state.py reads the answers).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -87,9 +88,13 @@ def read_inventories(paths: tuple[str, ...]) -> list[slurm_conf.Node]:
     nodes = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
+            # Root reads it: never through a link (in /tmp, say, another user's).
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as f:
                 data = json.loads(f.read(1 << 20))
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise Failure(f"--inventory {path}: it is a link; root does not read through links: give the "
+                              f"file it leads to ({os.path.realpath(path)}); nothing written") from None
             raise Failure(f"--inventory {path}: cannot read it ({e.strerror})") from None
         except ValueError:
             data = None

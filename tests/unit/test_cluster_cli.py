@@ -222,3 +222,15 @@ def test_init_refuses_a_directory_someone_but_root_could_change(capsys, tmp_path
     assert err == (f"applctl: --output {out}: {tmp_path} is owned by uid 1000, not root: only root may be able to "
                    "change where Slurm's configuration goes; nothing written\n")
     assert not out.exists()
+
+
+def test_init_never_reads_an_inventory_through_a_link(capsys, tmp_path, cfgfile, as_root, head):
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps(slurm_conf.inventory("gpu1", 32, 128 * 1024 * 1024,
+                                                    [{"minor": 0, "uuid": "GPU-a", "name": "A100"}])))
+    link = tmp_path / "gpu1.json"
+    link.symlink_to(real)
+    out = tmp_path / "slurm"
+    code, stdout, err = init(capsys, out, "--nodes", "gpu1", "--inventory", str(link))
+    assert code == 1 and stdout == "" and not out.exists()
+    assert f"--inventory {link}: it is a link; root does not read through links" in err and str(real) in err
